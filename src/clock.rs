@@ -1,0 +1,305 @@
+//! Time: the wall clock and timers, real or virtual.
+//!
+//! Everything in tokenkeeper that depends on time goes through a [`Clock`]:
+//! token expiry, refresh timers, backoff, request and wait timeouts. The
+//! [`SystemClock`] reads the system time and sleeps on `async-io` timers,
+//! which work under any executor. The [`ManualClock`] is for tests: time
+//! stands still until the test moves it, and moving it wakes exactly the
+//! sleepers that are due, so a day of refreshes runs in milliseconds and the
+//! same way every time.
+//!
+//! A clock has two notions of time, as a real machine does. `now_ms` is the
+//! wall clock, which can jump (suspend and resume, an NTP step). Timers run on
+//! monotonic time, which does not see those jumps. [`ManualClock::jump`]
+//! moves only the wall clock, to test that the manager notices.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{Clock, ManualClock};
+//!
+//! let clock = ManualClock::new(1_000);
+//! let sleep = clock.sleep_until(6_000);
+//! clock.advance(Duration::from_secs(5));
+//! futures_lite::future::block_on(sleep); // due: returns at once
+//! assert_eq!(clock.now_ms(), 6_000);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::token::duration_ms;
+
+/// A boxed, sendable future, as returned by object-safe async traits here.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A source of wall-clock time and timers.
+///
+/// Implement it to run tokenkeeper on another notion of time; most users
+/// pick [`SystemClock`] (the default) or [`ManualClock`] in tests.
+///
+/// ```
+/// use tokenkeeper::{Clock, SystemClock};
+/// let now = SystemClock.now_ms();
+/// assert!(now > 1_600_000_000_000); // after September 2020
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+
+    /// A future that completes once the wall clock reads `deadline_ms` or
+    /// later, as far as the timer can tell. The wall clock may jump while it
+    /// sleeps; callers that care re-read [`now_ms`](Clock::now_ms) regularly.
+    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()>;
+}
+
+/// The system's wall clock with `async-io` timers.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{Clock, SystemClock};
+///
+/// futures_lite::future::block_on(async {
+///     let start = SystemClock.now_ms();
+///     SystemClock.sleep_until(start + 10).await;
+///     assert!(SystemClock.now_ms() >= start + 10);
+/// });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(duration_ms)
+            .unwrap_or(0)
+    }
+
+    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+        let wait = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()));
+        Box::pin(async move {
+            // Timer::after never fires when the instant would overflow, which
+            // is the right answer for a deadline at the end of time.
+            async_io::Timer::after(wait).await;
+        })
+    }
+}
+
+/// A virtual clock for tests; cloning it shares the same time.
+///
+/// Time moves only when [`advance`](ManualClock::advance),
+/// [`set`](ManualClock::set) or [`jump`](ManualClock::jump) is called.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{Clock, ManualClock};
+///
+/// use futures_lite::future::{block_on, poll_once};
+///
+/// let clock = ManualClock::new(0);
+/// let mut sleep = clock.sleep_until(60_000);
+/// assert!(block_on(poll_once(&mut sleep)).is_none()); // registers the sleeper
+/// assert_eq!(clock.sleepers(), 1);
+/// clock.jump(Duration::from_secs(3600)); // suspend: wall clock only
+/// assert_eq!(clock.now_ms(), 3_600_000);
+/// assert_eq!(clock.sleepers(), 1); // the timer did not see it
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(clock.sleepers(), 0);
+/// assert!(block_on(poll_once(&mut sleep)).is_some());
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    inner: Arc<Mutex<ManualInner>>,
+}
+
+#[derive(Default)]
+struct ManualInner {
+    wall_ms: u64,
+    mono_ms: u64,
+    next_id: u64,
+    /// Sleepers keyed by (monotonic deadline, id); the id keeps keys unique.
+    sleepers: BTreeMap<(u64, u64), Waker>,
+    wakeups: u64,
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("ManualClock")
+            .field("now_ms", &inner.wall_ms)
+            .field("sleepers", &inner.sleepers.len())
+            .finish()
+    }
+}
+
+impl ManualClock {
+    /// A clock that reads `now_ms` until moved.
+    pub fn new(now_ms: u64) -> ManualClock {
+        let clock = ManualClock::default();
+        clock.lock().wall_ms = now_ms;
+        clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ManualInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves both wall and monotonic time forward by `by` and wakes every
+    /// sleeper that is now due.
+    pub fn advance(&self, by: Duration) {
+        let by = duration_ms(by);
+        let mut inner = self.lock();
+        inner.wall_ms = inner.wall_ms.saturating_add(by);
+        inner.mono_ms = inner.mono_ms.saturating_add(by);
+        wake_due(inner);
+    }
+
+    /// Sets the wall clock to `now_ms`. Moving forward also moves monotonic
+    /// time and wakes due sleepers, like [`advance`](Self::advance); moving
+    /// back steps the wall clock alone, as an NTP correction would.
+    pub fn set(&self, now_ms: u64) {
+        let mut inner = self.lock();
+        if now_ms > inner.wall_ms {
+            let by = now_ms - inner.wall_ms;
+            inner.mono_ms = inner.mono_ms.saturating_add(by);
+        }
+        inner.wall_ms = now_ms;
+        wake_due(inner);
+    }
+
+    /// Moves only the wall clock forward, as a suspended machine sees on
+    /// resume: sleepers are not woken and still wait their monotonic time.
+    pub fn jump(&self, by: Duration) {
+        let mut inner = self.lock();
+        inner.wall_ms = inner.wall_ms.saturating_add(duration_ms(by));
+    }
+
+    /// How many sleeps are pending.
+    pub fn sleepers(&self) -> usize {
+        self.lock().sleepers.len()
+    }
+
+    /// How many sleepers have been woken by moving time, in total.
+    pub fn wakeups(&self) -> u64 {
+        self.lock().wakeups
+    }
+}
+
+fn wake_due(mut inner: MutexGuard<'_, ManualInner>) {
+    let first_later = (inner.mono_ms.saturating_add(1), 0);
+    let later = inner.sleepers.split_off(&first_later);
+    let due = std::mem::replace(&mut inner.sleepers, later);
+    inner.wakeups += due.len() as u64;
+    // Wake outside the lock: a woken task on another thread may poll at once.
+    drop(inner);
+    for waker in due.into_values() {
+        waker.wake();
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.lock().wall_ms
+    }
+
+    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+        let mut inner = self.lock();
+        let mono_deadline = inner
+            .mono_ms
+            .saturating_add(deadline_ms.saturating_sub(inner.wall_ms));
+        let id = inner.next_id;
+        inner.next_id += 1;
+        drop(inner);
+        Box::pin(ManualSleep {
+            clock: self.clone(),
+            key: (mono_deadline, id),
+        })
+    }
+}
+
+/// A pending sleep on a [`ManualClock`].
+struct ManualSleep {
+    clock: ManualClock,
+    key: (u64, u64),
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.clock.lock();
+        if inner.mono_ms >= self.key.0 {
+            inner.sleepers.remove(&self.key);
+            Poll::Ready(())
+        } else {
+            inner.sleepers.insert(self.key, cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        self.clock.lock().sleepers.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future;
+
+    #[test]
+    fn advance_wakes_exactly_the_due_sleepers() {
+        let clock = ManualClock::new(0);
+        let mut early = clock.sleep_until(10);
+        let mut late = clock.sleep_until(20);
+        assert!(future::block_on(future::poll_once(&mut early)).is_none());
+        assert!(future::block_on(future::poll_once(&mut late)).is_none());
+        assert_eq!(clock.sleepers(), 2);
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(clock.sleepers(), 1);
+        assert!(future::block_on(future::poll_once(&mut early)).is_some());
+        assert!(future::block_on(future::poll_once(&mut late)).is_none());
+        clock.set(25);
+        assert!(future::block_on(future::poll_once(&mut late)).is_some());
+        assert_eq!(clock.wakeups(), 2);
+    }
+
+    #[test]
+    fn jump_does_not_wake_and_backward_set_keeps_timers() {
+        let clock = ManualClock::new(1_000);
+        let mut sleep = clock.sleep_until(2_000);
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.jump(Duration::from_secs(10));
+        assert_eq!(clock.now_ms(), 11_000);
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.set(0);
+        assert_eq!(clock.now_ms(), 0);
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_secs(1));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_some());
+    }
+
+    #[test]
+    fn dropping_a_sleep_unregisters_it() {
+        let clock = ManualClock::new(0);
+        let mut sleep = clock.sleep_until(10);
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        drop(sleep);
+        assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn past_deadline_is_ready_and_end_of_time_saturates() {
+        let clock = ManualClock::new(u64::MAX - 1);
+        future::block_on(clock.sleep_until(5));
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now_ms(), u64::MAX);
+    }
+}

@@ -1,0 +1,195 @@
+//! Errors: what a token source reports, and what a handle returns.
+//!
+//! A [`SourceError`] says whether retrying can help ([`ErrorKind`]) and may
+//! carry a retry-after hint; the manager uses both to schedule the next
+//! attempt and keeps the latest one in its state. An [`Error`] is what
+//! [`TokenHandle`](crate::TokenHandle) calls return: the manager stopped, or
+//! no valid token arrived in time (with the last source error as its cause).
+//!
+//! Messages must never contain a secret: sources build them from error
+//! codes, statuses and descriptions, not from request or response bodies
+//! that may echo credentials.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{ErrorKind, SourceError};
+//!
+//! let e = SourceError::transient("authority returned 503").with_retry_after(Duration::from_secs(5));
+//! assert_eq!(e.kind(), ErrorKind::Transient);
+//! assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+//! assert_eq!(e.to_string(), "authority returned 503");
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether retrying a failed fetch can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The network, a timeout, an overloaded authority: retry with backoff.
+    Transient,
+    /// Bad credentials, a revoked grant, an unknown scope: retrying will not
+    /// help until someone changes something, so retries wait the backoff cap.
+    Permanent,
+}
+
+/// A failure to fetch a token, reported by a [`TokenSource`](crate::TokenSource).
+///
+/// Cheap to clone (the cause is shared), so the manager can hand it to every
+/// waiter and keep it in its state.
+#[derive(Clone)]
+pub struct SourceError {
+    kind: ErrorKind,
+    message: String,
+    retry_after: Option<Duration>,
+    cause: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl SourceError {
+    /// A failure that may go away by itself.
+    pub fn transient(message: impl Into<String>) -> SourceError {
+        SourceError::new(ErrorKind::Transient, message)
+    }
+
+    /// A failure that retrying will not fix.
+    ///
+    /// ```
+    /// let e = tokenkeeper::SourceError::permanent("invalid_client");
+    /// assert!(e.is_permanent());
+    /// ```
+    pub fn permanent(message: impl Into<String>) -> SourceError {
+        SourceError::new(ErrorKind::Permanent, message)
+    }
+
+    /// A failure of the given kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> SourceError {
+        SourceError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// Adds a hint: do not retry sooner than `after`.
+    pub fn with_retry_after(mut self, after: Duration) -> SourceError {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds the underlying error, returned by [`source`](StdError::source).
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    /// let e = tokenkeeper::SourceError::transient("cannot reach the authority").with_cause(io);
+    /// assert_eq!(e.source().unwrap().to_string(), "refused");
+    /// ```
+    pub fn with_cause(mut self, cause: impl StdError + Send + Sync + 'static) -> SourceError {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// Whether retrying can help.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Shorthand for `kind() == ErrorKind::Permanent`.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == ErrorKind::Permanent
+    }
+
+    /// The source's hint for the earliest retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The message, without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The underlying error, to downcast to a source's own error type.
+    pub fn cause(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl fmt::Debug for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("retry_after", &self.retry_after)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for SourceError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause.as_deref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// What a [`TokenHandle`](crate::TokenHandle) call can fail with.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{Error, SourceError};
+///
+/// let e = Error::Timeout { waited: Duration::from_secs(30), last_error: Some(SourceError::transient("503")) };
+/// assert_eq!(e.to_string(), "no valid token within 30s; last error: 503");
+/// assert_eq!(Error::Stopped.to_string(), "the token manager has stopped");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The manager stopped (shut down, or its driver was dropped), so no
+    /// token will come.
+    Stopped,
+    /// No valid token was published within the wait timeout.
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The latest source failure, if the manager had one.
+        last_error: Option<SourceError>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stopped => f.write_str("the token manager has stopped"),
+            Error::Timeout {
+                waited,
+                last_error: None,
+            } => write!(f, "no valid token within {waited:?}"),
+            Error::Timeout {
+                waited,
+                last_error: Some(e),
+            } => write!(f, "no valid token within {waited:?}; last error: {e}"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Timeout {
+                last_error: Some(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+}

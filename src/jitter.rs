@@ -1,0 +1,157 @@
+//! When to refresh: the stale instant moved earlier by a random amount.
+//!
+//! Many instances that fetched their tokens at the same moment would all
+//! refresh at the same moment too, and stampede the authority. A jitter
+//! policy spreads them: [`RandomEarlyJitter`] refreshes at a uniformly random
+//! instant in `[stale - early, stale]`, where `early` is the smaller of its
+//! maximum and half the fresh period (`stale - issued`). So a token is never
+//! refreshed before half its fresh period, and a short-lived token with a
+//! large jitter does not refresh in a loop.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{Jitter, RandomEarlyJitter};
+//!
+//! // A 4 s token turns stale after 2 s; with a 60 s jitter it is refreshed
+//! // between 1 s and 2 s after issue.
+//! let mut jitter = RandomEarlyJitter::new(Duration::from_secs(60));
+//! let at = jitter.refresh_at(0, 2_000);
+//! assert!((1_000..=2_000).contains(&at));
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::token::duration_ms;
+
+/// Picks the instant to refresh a token, given when it was issued and when
+/// it turns stale (ms since the Unix epoch).
+///
+/// The result must lie in `[issued_ms, stale_ms]`; the manager clamps it.
+pub trait Jitter: Send + 'static {
+    /// The refresh instant for a token issued at `issued_ms` that turns stale
+    /// at `stale_ms`.
+    fn refresh_at(&mut self, issued_ms: u64, stale_ms: u64) -> u64;
+}
+
+/// Refresh exactly at the stale instant. For tests and single instances.
+///
+/// ```
+/// use tokenkeeper::{Jitter, NoJitter};
+/// assert_eq!(NoJitter.refresh_at(0, 750), 750);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoJitter;
+
+impl Jitter for NoJitter {
+    fn refresh_at(&mut self, _issued_ms: u64, stale_ms: u64) -> u64 {
+        stale_ms
+    }
+}
+
+/// Refresh at a uniformly random instant up to `max` before the stale
+/// instant, and never before half the fresh period.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{Jitter, RandomEarlyJitter};
+///
+/// let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 42);
+/// let at = jitter.refresh_at(0, 2_700_000);
+/// assert!((2_690_000..=2_700_000).contains(&at));
+/// ```
+pub struct RandomEarlyJitter {
+    max_ms: u64,
+    rng: fastrand::Rng,
+}
+
+impl RandomEarlyJitter {
+    /// Jitter of up to `max`; zero means none.
+    pub fn new(max: Duration) -> RandomEarlyJitter {
+        RandomEarlyJitter {
+            max_ms: duration_ms(max),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// Like [`new`](Self::new) with a seeded random generator, for
+    /// reproducible runs.
+    pub fn with_seed(max: Duration, seed: u64) -> RandomEarlyJitter {
+        RandomEarlyJitter {
+            max_ms: duration_ms(max),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+}
+
+impl Default for RandomEarlyJitter {
+    /// Up to 10 s early: enough to spread a fleet, small next to the default
+    /// 30 s minimum stale window.
+    fn default() -> Self {
+        RandomEarlyJitter::new(Duration::from_secs(10))
+    }
+}
+
+impl fmt::Debug for RandomEarlyJitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RandomEarlyJitter")
+            .field("max_ms", &self.max_ms)
+            .finish()
+    }
+}
+
+impl Jitter for RandomEarlyJitter {
+    fn refresh_at(&mut self, issued_ms: u64, stale_ms: u64) -> u64 {
+        let fresh = stale_ms.saturating_sub(issued_ms);
+        let early = self.max_ms.min(fresh / 2);
+        stale_ms - self.rng.u64(0..=early)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_stay_within_bounds_and_cover_them() {
+        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 1);
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for _ in 0..100_000 {
+            let at = jitter.refresh_at(1_000_000, 3_700_000);
+            assert!((3_690_000..=3_700_000).contains(&at), "{at}");
+            lo = lo.min(at);
+            hi = hi.max(at);
+        }
+        // Uniform over 10,001 values: 100,000 draws reach both ends' neighbourhoods.
+        assert!(lo < 3_690_100 && hi > 3_699_900, "{lo} {hi}");
+    }
+
+    #[test]
+    fn bounded_by_half_the_fresh_period() {
+        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(60), 2);
+        for _ in 0..10_000 {
+            let at = jitter.refresh_at(0, 2_000);
+            assert!((1_000..=2_000).contains(&at), "{at}");
+        }
+    }
+
+    #[test]
+    fn zero_max_and_zero_fresh_period() {
+        let mut none = RandomEarlyJitter::new(Duration::ZERO);
+        assert_eq!(none.refresh_at(0, 5_000), 5_000);
+        let mut big = RandomEarlyJitter::new(Duration::MAX);
+        assert_eq!(big.refresh_at(7, 7), 7);
+        assert_eq!(big.refresh_at(u64::MAX, u64::MAX), u64::MAX);
+        // A broken input (stale before issue) stays at stale, no underflow.
+        assert_eq!(big.refresh_at(10, 5), 5);
+    }
+
+    #[test]
+    fn mean_is_near_the_middle() {
+        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 3);
+        let n = 20_000u64;
+        let sum: u64 = (0..n).map(|_| 100_000 - jitter.refresh_at(0, 100_000)).sum();
+        let mean = sum / n;
+        assert!((4_800..=5_200).contains(&mean), "{mean}");
+    }
+}

@@ -1,0 +1,73 @@
+//! Keeps OAuth2 access tokens fresh in the background, on any executor.
+//!
+//! A service needs a valid access token for every outgoing call. tokenkeeper
+//! moves "does the token need refreshing?" off the request path: a
+//! [`TokenManager`] actor fetches a token, refreshes it in the background
+//! when it turns stale, and publishes each new one; workers hold cheap
+//! [`TokenHandle`]s and read the current token without waiting.
+//!
+//! ```text
+//!  issued            stale            expiry
+//!    |---- Fresh -----|---- Stale -----|---- Expired
+//!               ^ refresh here, moved earlier by jitter
+//!                     (old token still served: the grace period)
+//! ```
+//!
+//! - **Stale**: a token turns stale at 75% of its lifetime (with a stale
+//!   window of at least `min(30 s, lifetime / 2)`); see [`LifetimePolicy`].
+//! - **Jitter**: each instance refreshes at a random instant shortly before
+//!   stale, so a fleet does not stampede the authority; see [`jitter`].
+//! - **Grace**: while refreshes fail, the old token is served until it
+//!   expires, and failures are retried with [`Backoff`].
+//! - **Compare-and-invalidate**: after a 401, [`TokenHandle::refresh_rejected`]
+//!   replaces the token once, however many callers report it.
+//! - **Runtime-neutral**: the manager is a plain future ([`Driver`]) that you
+//!   spawn on smol, async-std or any executor; timers come from `async-io`,
+//!   and nothing depends on tokio.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{source, AccessToken, FetchContext, SourceError, TokenManager};
+//!
+//! // Any async function can be a source; the OAuth2 sources plug in the same way.
+//! let source = source::from_fn(|cx: FetchContext| async move {
+//!     Ok::<_, SourceError>(cx.token(AccessToken::new("token-from-somewhere"), Some(Duration::from_secs(3600))))
+//! });
+//! let (handle, driver) = TokenManager::builder(source).build();
+//!
+//! smol::block_on(async {
+//!     smol::spawn(driver).detach();
+//!     let worker = handle.clone(); // cheap: clone one into each worker
+//!     let token = worker.token().await.expect("a token");
+//!     assert_eq!(token.access_token().secret(), "token-from-somewhere");
+//!     // On the hot path: no message, no wait.
+//!     assert!(worker.current().is_some());
+//! });
+//! ```
+//!
+//! # Features
+//!
+//! - `smol`: [`TokenManagerBuilder::spawn_smol`].
+//! - `async-std`: [`TokenManagerBuilder::spawn_async_std`]. async-std is
+//!   discontinued upstream in favour of smol; tokenkeeper runs on both.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod backoff;
+pub mod clock;
+pub mod error;
+pub mod jitter;
+pub mod manager;
+pub mod source;
+pub mod token;
+
+pub use backoff::Backoff;
+pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
+pub use error::{Error, ErrorKind, SourceError};
+pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
+pub use manager::{Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder};
+pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
+pub use token::{AccessToken, ClientId, ClientSecret, IdToken, InvalidToken, LifetimePolicy, RefreshToken, Token, TokenStatus};

@@ -1,0 +1,184 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::clock::{Clock, SystemClock};
+use crate::jitter::{Jitter, RandomEarlyJitter};
+use crate::manager::shared::Shared;
+use crate::manager::{Driver, TokenHandle, TokenManager};
+use crate::source::{FetchReason, TokenSource};
+use crate::token::LifetimePolicy;
+
+/// How many messages may wait for the actor before senders wait too.
+const QUEUE: usize = 1024;
+
+/// Configures a [`TokenManager`]; made by [`TokenManager::builder`].
+///
+/// Defaults: [`SystemClock`], [`RandomEarlyJitter`] of up to 10 s,
+/// [`Backoff::default`] (500 ms, ×2, 60 s cap), [`LifetimePolicy::default`],
+/// a 20 s request timeout, a 30 s wait timeout and at most one forced
+/// refresh per 5 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, Backoff, FixedSource, LifetimePolicy, ManualClock, RandomEarlyJitter, TokenManager};
+///
+/// let (handle, driver) = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+///     .clock(ManualClock::new(0))
+///     .jitter(RandomEarlyJitter::new(Duration::from_secs(5)))
+///     .backoff(Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30)))
+///     .lifetime(LifetimePolicy::default().stale_percent(80))
+///     .request_timeout(Duration::from_secs(10))
+///     .wait_timeout(Duration::from_secs(15))
+///     .forced_refresh_interval(Duration::from_secs(2))
+///     .build();
+/// # drop((handle, driver));
+/// ```
+pub struct TokenManagerBuilder {
+    source: Box<dyn TokenSource>,
+    clock: Arc<dyn Clock>,
+    jitter: Box<dyn Jitter>,
+    backoff: Backoff,
+    policy: LifetimePolicy,
+    request_timeout: Duration,
+    wait_timeout: Duration,
+    forced_refresh_interval: Duration,
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("backoff", &self.backoff)
+            .field("policy", &self.policy)
+            .field("request_timeout", &self.request_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("forced_refresh_interval", &self.forced_refresh_interval)
+            .finish()
+    }
+}
+
+impl TokenManagerBuilder {
+    pub(crate) fn new(source: Box<dyn TokenSource>) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            source,
+            clock: Arc::new(SystemClock),
+            jitter: Box::new(RandomEarlyJitter::default()),
+            backoff: Backoff::default(),
+            policy: LifetimePolicy::default(),
+            request_timeout: Duration::from_secs(20),
+            wait_timeout: Duration::from_secs(30),
+            forced_refresh_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// The clock for expiry, timers and timeouts.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How far before the stale instant to refresh.
+    pub fn jitter(mut self, jitter: impl Jitter) -> Self {
+        self.jitter = Box::new(jitter);
+        self
+    }
+
+    /// How long to wait after failures.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Where the stale instant falls, and the lifetime of tokens that come
+    /// without one.
+    pub fn lifetime(mut self, policy: LifetimePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The longest one fetch may take before it counts as failed.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The longest [`TokenHandle::token`] waits when no valid token exists.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// The shortest time between two fetches forced by
+    /// [`TokenHandle::refresh_rejected`].
+    pub fn forced_refresh_interval(mut self, interval: Duration) -> Self {
+        self.forced_refresh_interval = interval;
+        self
+    }
+
+    /// Makes the manager: a handle, and the driver future to spawn on any
+    /// executor. Nothing is fetched until the driver runs.
+    pub fn build(self) -> (TokenHandle, Driver) {
+        let shared = Arc::new(Shared::new(Arc::clone(&self.clock), self.wait_timeout));
+        let (sender, messages) = async_channel::bounded(QUEUE);
+        let manager = TokenManager {
+            shared: Arc::clone(&shared),
+            messages: Box::pin(messages),
+            source: Some(self.source),
+            fetch: None,
+            clock: self.clock,
+            jitter: self.jitter,
+            backoff: self.backoff,
+            policy: self.policy,
+            request_timeout: self.request_timeout,
+            forced_refresh_interval: self.forced_refresh_interval,
+            current: None,
+            withdrawn: false,
+            next_attempt_ms: 0,
+            next_reason: FetchReason::Initial,
+            last_forced_ms: None,
+            heartbeat_ms: 0,
+            timer: None,
+        };
+        let driver = Driver {
+            inner: Box::pin(manager.run()),
+        };
+        (TokenHandle { shared, sender }, driver)
+    }
+
+    /// Builds the manager and spawns its driver on smol's global executor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+    ///
+    /// let handle = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60))).spawn_smol();
+    /// let token = smol::block_on(handle.token()).unwrap();
+    /// assert_eq!(token.access_token().secret(), "t");
+    /// ```
+    #[cfg(feature = "smol")]
+    pub fn spawn_smol(self) -> TokenHandle {
+        let (handle, driver) = self.build();
+        smol::spawn(driver).detach();
+        handle
+    }
+
+    /// Builds the manager and spawns its driver on async-std's global
+    /// executor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+    ///
+    /// let handle = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60))).spawn_async_std();
+    /// let token = async_std::task::block_on(handle.token()).unwrap();
+    /// assert_eq!(token.access_token().secret(), "t");
+    /// ```
+    #[cfg(feature = "async-std")]
+    pub fn spawn_async_std(self) -> TokenHandle {
+        let (handle, driver) = self.build();
+        // Dropping the JoinHandle detaches the task.
+        drop(async_std::task::spawn(driver));
+        handle
+    }
+}

@@ -1,0 +1,203 @@
+use std::fmt;
+use std::sync::Arc;
+
+use async_channel::Sender;
+use futures_lite::future;
+
+use crate::error::Error;
+use crate::manager::shared::Shared;
+use crate::manager::state::ManagerState;
+use crate::manager::subscription::Subscription;
+use crate::manager::Message;
+use crate::token::{duration_ms, Token};
+
+/// A cheap, cloneable handle to a running [`TokenManager`](crate::TokenManager).
+///
+/// Clone it into every worker. Reading the current token
+/// ([`current`](Self::current)) sends no message and never waits; only
+/// waiting for a token, reporting a rejected one and shutting down talk to
+/// the manager. The manager stops when the last handle is dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+///
+/// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+/// let (handle, driver) = TokenManager::builder(source).build();
+/// futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+///     let token = handle.token().await.unwrap();
+///     assert_eq!(token.access_token().secret(), "t");
+///     assert!(handle.current().is_some());
+///     handle.shutdown().await;
+/// }));
+/// ```
+#[derive(Clone)]
+pub struct TokenHandle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sender: Sender<Message>,
+}
+
+impl fmt::Debug for TokenHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenHandle")
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}
+
+impl TokenHandle {
+    /// The current token if it is valid (fresh or stale), without waiting and
+    /// without sending a message. Never returns an expired token.
+    pub fn current(&self) -> Option<Arc<Token>> {
+        self.shared.current()
+    }
+
+    /// A valid token: the current one at once if there is one; otherwise the
+    /// next one the manager publishes, waiting at most the manager's wait
+    /// timeout. Callers waiting together share one fetch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] with the last source error when no token came in
+    /// time; [`Error::Stopped`] when the manager stopped.
+    pub async fn token(&self) -> Result<Arc<Token>, Error> {
+        if let Some(token) = self.current() {
+            return Ok(token);
+        }
+        // The manager may not have noticed yet that the token expired (after
+        // a suspend, say); a nudge makes it look at the clock now. A full
+        // queue already holds messages that will make it look.
+        let _ = self.sender.try_send(Message::Wake);
+        self.wait_for(None).await
+    }
+
+    /// Reports that a server rejected `token` (say, with HTTP 401) and returns
+    /// a different valid token.
+    ///
+    /// Compare-and-invalidate: if `token` is still the current one, the
+    /// manager withdraws it and fetches a new one; if it was already
+    /// replaced, the replacement is returned at once. A burst of calls for
+    /// the same token causes one fetch, and forced fetches are spaced by the
+    /// manager's forced-refresh interval.
+    ///
+    /// # Errors
+    ///
+    /// As [`token`](Self::token).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{source, AccessToken, FetchContext, SourceError, TokenManager};
+    ///
+    /// let mut n = 0;
+    /// let source = source::from_fn(move |cx: FetchContext| {
+    ///     n += 1;
+    ///     let token = cx.token(AccessToken::new(format!("t{n}")), Some(Duration::from_secs(3600)));
+    ///     async move { Ok::<_, SourceError>(token) }
+    /// });
+    /// let (handle, driver) = TokenManager::builder(source).build();
+    /// futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+    ///     let first = handle.token().await.unwrap();
+    ///     let second = handle.refresh_rejected(&first).await.unwrap();
+    ///     assert_eq!(second.access_token().secret(), "t2");
+    ///     // Already replaced: no new fetch.
+    ///     let again = handle.refresh_rejected(&first).await.unwrap();
+    ///     assert_eq!(again.access_token().secret(), "t2");
+    ///     handle.shutdown().await;
+    /// }));
+    /// ```
+    pub async fn refresh_rejected(&self, token: &Token) -> Result<Arc<Token>, Error> {
+        if let Some(current) = self.current() {
+            if *current != *token {
+                return Ok(current);
+            }
+        }
+        if self
+            .sender
+            .send(Message::Rejected(Box::new(token.clone())))
+            .await
+            .is_err()
+        {
+            return Err(Error::Stopped);
+        }
+        self.wait_for(Some(token)).await
+    }
+
+    /// Waits for a valid token other than `not`.
+    async fn wait_for(&self, not: Option<&Token>) -> Result<Arc<Token>, Error> {
+        let shared = &self.shared;
+        let wanted = || shared.current().filter(|t| not.is_none_or(|n| **t != *n));
+        let timeout = shared.wait_timeout;
+        let mut deadline = shared
+            .clock
+            .sleep_until(shared.clock.now_ms().saturating_add(duration_ms(timeout)));
+        loop {
+            if let Some(token) = wanted() {
+                return Ok(token);
+            }
+            if shared.is_stopped() {
+                return Err(Error::Stopped);
+            }
+            let listener = shared.changed.listen();
+            // Re-check: a publish between the check and `listen` is missed
+            // by the listener.
+            if let Some(token) = wanted() {
+                return Ok(token);
+            }
+            if shared.is_stopped() {
+                return Err(Error::Stopped);
+            }
+            let timed_out = future::or(
+                async {
+                    listener.await;
+                    false
+                },
+                async {
+                    (&mut deadline).await;
+                    true
+                },
+            )
+            .await;
+            if timed_out {
+                return Err(Error::Timeout {
+                    waited: timeout,
+                    last_error: shared.state().last_error,
+                });
+            }
+        }
+    }
+
+    /// A stream of tokens: the current one (if valid), then each new one.
+    /// See [`Subscription`].
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(Arc::clone(&self.shared))
+    }
+
+    /// A snapshot of the manager's state: last success and error, failures,
+    /// next refresh, counters.
+    pub fn state(&self) -> ManagerState {
+        self.shared.state()
+    }
+
+    /// Whether the manager has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// Stops the manager (for every handle) and waits until it has stopped.
+    /// Waiting callers get [`Error::Stopped`]; subscriptions end.
+    ///
+    /// If the driver is not running, this returns once the driver is dropped.
+    pub async fn shutdown(&self) {
+        self.sender.close();
+        loop {
+            if self.shared.is_stopped() {
+                return;
+            }
+            let listener = self.shared.changed.listen();
+            if self.shared.is_stopped() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The token-manager actor, its handles and subscriptions.
+//!
+//! One [`TokenManager`] keeps one token fresh. It is an actor: a single
+//! future (the [`Driver`]) that alone owns the source, the refresh timer,
+//! jitter and backoff, and runs one loop over three things: messages from
+//! handles, the result of the fetch in flight, and a timer. Handles read the
+//! published token from a shared slot without talking to it.
+//!
+//! ```text
+//!  worker ── TokenHandle::current() ──▶ shared slot ──▶ Arc<Token>
+//!     │                                     ▲ publish
+//!     │ token() when none is valid,         │
+//!     │ refresh_rejected(), shutdown()      │
+//!     └──────── channel ──────────▶ TokenManager (Driver) ──▶ TokenSource
+//!  subscriber ◀── Subscription ◀── event ──┘  timer, jitter, backoff
+//! ```
+//!
+//! The loop fetches the first token at start. After each publish it plans
+//! the next fetch at the token's stale instant moved earlier by jitter. When
+//! a fetch fails it keeps the old token published while it is valid (the
+//! grace period) and retries with backoff. The timer never sleeps longer
+//! than 30 s, so a wall-clock jump (suspend and resume) is noticed within
+//! 30 s even though timers run on monotonic time.
+//!
+//! The driver is spawned by you, on any executor:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+//!
+//! let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+//! let (handle, driver) = TokenManager::builder(source).build();
+//! smol::block_on(async {
+//!     smol::spawn(driver).detach();
+//!     let token = handle.token().await.unwrap();
+//!     assert_eq!(token.access_token().secret(), "t");
+//! });
+//! ```
+
+mod builder;
+mod handle;
+mod shared;
+mod state;
+mod subscription;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_channel::Receiver;
+use futures_lite::{future, Stream};
+
+pub use builder::TokenManagerBuilder;
+pub use handle::TokenHandle;
+pub use state::ManagerState;
+pub use subscription::Subscription;
+
+use crate::backoff::Backoff;
+use crate::clock::{BoxFuture, Clock};
+use crate::error::SourceError;
+use crate::jitter::Jitter;
+use crate::source::{FetchContext, FetchReason, TokenSource};
+use crate::token::{duration_ms, LifetimePolicy, Token};
+use shared::Shared;
+
+/// The longest the actor sleeps without re-reading the wall clock.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
+
+const LOG: &str = "tokenkeeper::manager";
+
+/// What handles tell the actor.
+pub(crate) enum Message {
+    /// Someone waits for a token: look at the clock now.
+    Wake,
+    /// A server rejected this token.
+    Rejected(Box<Token>),
+}
+
+/// The future that runs a [`TokenManager`]; spawn it on any executor.
+///
+/// It completes when the manager stops: after
+/// [`TokenHandle::shutdown`] or once every handle is dropped. Dropping it
+/// stops the manager too.
+#[must_use = "the manager does nothing unless its driver is spawned or awaited"]
+pub struct Driver {
+    inner: BoxFuture<'static, ()>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Driver")
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Token, SourceError>)>;
+
+/// The actor that keeps one token fresh.
+///
+/// Made by [`TokenManager::builder`]; it runs inside the [`Driver`] that
+/// [`TokenManagerBuilder::build`] returns, and is reached through
+/// [`TokenHandle`]s.
+pub struct TokenManager {
+    shared: Arc<Shared>,
+    /// Boxed because the receiver is not `Unpin`.
+    messages: Pin<Box<Receiver<Message>>>,
+    /// `None` while a fetch owns it.
+    source: Option<Box<dyn TokenSource>>,
+    fetch: Option<Fetch>,
+    clock: Arc<dyn Clock>,
+    jitter: Box<dyn Jitter>,
+    backoff: Backoff,
+    policy: LifetimePolicy,
+    request_timeout: Duration,
+    forced_refresh_interval: Duration,
+    /// The last published token, kept after it is withdrawn or expires.
+    current: Option<Arc<Token>>,
+    /// Whether `current` was withdrawn after a rejection.
+    withdrawn: bool,
+    next_attempt_ms: u64,
+    next_reason: FetchReason,
+    last_forced_ms: Option<u64>,
+    heartbeat_ms: u64,
+    timer: Option<(u64, BoxFuture<'static, ()>)>,
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("current", &self.current)
+            .field("next_attempt_ms", &self.next_attempt_ms)
+            .field("fetching", &self.fetch.is_some())
+            .finish()
+    }
+}
+
+enum Event {
+    Fetched(Box<dyn TokenSource>, Result<Token, SourceError>),
+    Message(Option<Message>),
+    Timer,
+}
+
+impl TokenManager {
+    /// Starts configuring a manager that fetches tokens from `source`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, NoJitter, TokenManager};
+    ///
+    /// let (handle, driver) = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+    ///     .jitter(NoJitter)
+    ///     .request_timeout(Duration::from_secs(5))
+    ///     .build();
+    /// # drop((handle, driver));
+    /// ```
+    pub fn builder(source: impl TokenSource) -> TokenManagerBuilder {
+        TokenManagerBuilder::new(Box::new(source))
+    }
+
+    async fn run(mut self) {
+        let now = self.clock.now_ms();
+        self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
+        self.shared.update_state(|s| s.running = true);
+        log::debug!(target: LOG, "token manager started");
+        loop {
+            let now = self.clock.now_ms();
+            // After the wall clock stepped back, do not sleep past one beat.
+            self.heartbeat_ms = self
+                .heartbeat_ms
+                .min(now.saturating_add(duration_ms(HEARTBEAT)));
+            if self.fetch.is_none() && now >= self.next_attempt_ms {
+                self.start_fetch(now);
+            }
+            match self.next_event().await {
+                Event::Fetched(source, result) => {
+                    self.source = Some(source);
+                    match result {
+                        Ok(token) => self.on_token(token),
+                        Err(error) => self.on_error(error),
+                    }
+                }
+                Event::Message(Some(Message::Wake)) => {}
+                Event::Message(Some(Message::Rejected(token))) => self.on_rejected(&token),
+                Event::Message(None) => break,
+                Event::Timer => {
+                    let now = self.clock.now_ms();
+                    if now >= self.heartbeat_ms {
+                        self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
+                    }
+                }
+            }
+        }
+        log::debug!(target: LOG, "token manager stopped");
+    }
+
+    /// Waits for the fetch in flight, a message, or the timer.
+    async fn next_event(&mut self) -> Event {
+        let wake_ms = if self.fetch.is_some() {
+            self.heartbeat_ms
+        } else {
+            self.next_attempt_ms.min(self.heartbeat_ms)
+        };
+        if self.timer.as_ref().map(|(at, _)| *at) != Some(wake_ms) {
+            self.timer = Some((wake_ms, self.clock.sleep_until(wake_ms)));
+        }
+        future::poll_fn(|cx| {
+            if let Some(fetch) = &mut self.fetch {
+                if let Poll::Ready((source, result)) = fetch.as_mut().poll(cx) {
+                    self.fetch = None;
+                    return Poll::Ready(Event::Fetched(source, result));
+                }
+            }
+            if let Poll::Ready(message) = self.messages.as_mut().poll_next(cx) {
+                return Poll::Ready(Event::Message(message));
+            }
+            if let Some((_, timer)) = &mut self.timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    return Poll::Ready(Event::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn start_fetch(&mut self, now: u64) {
+        let Some(mut source) = self.source.take() else {
+            return;
+        };
+        let reason = self.next_reason;
+        if reason == FetchReason::Rejected {
+            self.last_forced_ms = Some(now);
+        }
+        let cx = FetchContext {
+            clock: Arc::clone(&self.clock),
+            policy: self.policy,
+            current: self.current.clone(),
+            reason,
+        };
+        let clock = Arc::clone(&self.clock);
+        let timeout = self.request_timeout;
+        let deadline = now.saturating_add(duration_ms(timeout));
+        log::debug!(target: LOG, "fetching a token ({reason:?})");
+        self.shared.update_state(|s| {
+            s.source_requests += 1;
+            s.next_refresh_ms = None;
+        });
+        self.fetch = Some(Box::pin(async move {
+            let result = future::or(source.fetch(cx), async move {
+                clock.sleep_until(deadline).await;
+                Err(SourceError::transient(format!(
+                    "token request timed out after {timeout:?}"
+                )))
+            })
+            .await;
+            (source, result)
+        }));
+    }
+
+    fn on_token(&mut self, token: Token) {
+        let now = self.clock.now_ms();
+        if !token.is_valid_at(now) {
+            self.on_error(SourceError::transient(
+                "the source returned a token that had already expired",
+            ));
+            return;
+        }
+        let refresh_at = self
+            .jitter
+            .refresh_at(token.issued_ms(), token.stale_ms())
+            .clamp(token.issued_ms(), token.stale_ms());
+        let token = Arc::new(token);
+        self.backoff.reset();
+        self.next_attempt_ms = refresh_at;
+        self.next_reason = FetchReason::Scheduled;
+        self.current = Some(Arc::clone(&token));
+        self.withdrawn = false;
+        log::info!(
+            target: LOG,
+            "published a token expiring at {} ms; next refresh at {} ms",
+            token.expiry_ms(),
+            refresh_at
+        );
+        self.shared.update_state(|s| {
+            s.last_success_ms = Some(now);
+            s.consecutive_failures = 0;
+            s.next_refresh_ms = Some(refresh_at);
+            s.refreshes += 1;
+            s.expiry_ms = Some(token.expiry_ms());
+        });
+        self.shared.publish(token);
+    }
+
+    fn on_error(&mut self, error: SourceError) {
+        let now = self.clock.now_ms();
+        let delay = self
+            .backoff
+            .next_delay(error.retry_after(), error.is_permanent());
+        self.next_attempt_ms = now.saturating_add(duration_ms(delay));
+        if self.next_reason != FetchReason::Initial {
+            self.next_reason = FetchReason::Retry;
+        }
+        let failures = self.backoff.failures();
+        log::warn!(
+            target: LOG,
+            "token fetch failed ({:?}, {failures} in a row): {error}; retrying in {delay:?}",
+            error.kind()
+        );
+        let next = self.next_attempt_ms;
+        self.shared.update_state(|s| {
+            s.last_error = Some(error);
+            s.last_error_ms = Some(now);
+            s.consecutive_failures = failures;
+            s.next_refresh_ms = Some(next);
+        });
+    }
+
+    fn on_rejected(&mut self, rejected: &Token) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        if self.withdrawn || **current != *rejected {
+            return;
+        }
+        self.withdrawn = true;
+        self.shared.invalidate();
+        self.shared.update_state(|s| s.rejections += 1);
+        log::info!(target: LOG, "a server rejected the current token; withdrawing it");
+        // A fetch in flight brings the replacement; during backoff the retry
+        // already planned is the earliest allowed.
+        if self.fetch.is_some() || self.backoff.failures() > 0 {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let earliest = self.last_forced_ms.map_or(now, |at| {
+            at.saturating_add(duration_ms(self.forced_refresh_interval))
+        });
+        let at = earliest.max(now);
+        if at < self.next_attempt_ms {
+            self.next_attempt_ms = at;
+            self.next_reason = FetchReason::Rejected;
+            let next = self.next_attempt_ms;
+            self.shared.update_state(|s| s.next_refresh_ms = Some(next));
+        }
+    }
+}
+
+impl Drop for TokenManager {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}

@@ -1,0 +1,101 @@
+//! The state the actor shares with handles and subscriptions.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use event_listener::Event;
+
+use crate::clock::Clock;
+use crate::manager::state::ManagerState;
+use crate::token::Token;
+
+/// The latest published token and its publication number.
+pub(crate) struct Slot {
+    pub(crate) token: Option<Arc<Token>>,
+    /// Bumped on each publish; 0 means nothing was ever published.
+    pub(crate) version: u64,
+}
+
+pub(crate) struct Shared {
+    slot: RwLock<Slot>,
+    /// Notified on every publish and when the manager stops.
+    pub(crate) changed: Event,
+    stopped: AtomicBool,
+    state: Mutex<ManagerState>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) wait_timeout: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(clock: Arc<dyn Clock>, wait_timeout: Duration) -> Shared {
+        Shared {
+            slot: RwLock::new(Slot {
+                token: None,
+                version: 0,
+            }),
+            changed: Event::new(),
+            stopped: AtomicBool::new(false),
+            state: Mutex::new(ManagerState::default()),
+            clock,
+            wait_timeout,
+        }
+    }
+
+    /// The published token if it is still valid now.
+    pub(crate) fn current(&self) -> Option<Arc<Token>> {
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        let token = slot.token.as_ref()?;
+        if token.is_valid_at(self.clock.now_ms()) {
+            Some(Arc::clone(token))
+        } else {
+            None
+        }
+    }
+
+    /// Runs `f` on the slot under the read lock.
+    pub(crate) fn read_slot<R>(&self, f: impl FnOnce(&Slot) -> R) -> R {
+        f(&self.slot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn publish(&self, token: Arc<Token>) {
+        {
+            let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+            slot.token = Some(token);
+            slot.version += 1;
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Withdraws the published token without publishing a new one.
+    pub(crate) fn invalidate(&self) {
+        self.slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .token = None;
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.update_state(|s| {
+            s.running = false;
+            s.next_refresh_ms = None;
+        });
+        self.changed.notify(usize::MAX);
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn state(&self) -> ManagerState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn update_state(&self, f: impl FnOnce(&mut ManagerState)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}

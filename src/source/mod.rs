@@ -1,0 +1,163 @@
+//! Where tokens come from.
+//!
+//! A [`TokenSource`] fetches one token when the manager asks. It is
+//! object-safe (the manager keeps a `Box<dyn TokenSource>`, and later a chain
+//! of caches in front of the authority), it reports failures as
+//! [`SourceError`]s that say whether retrying can help, and it never needs to
+//! know about timers, jitter or backoff: the manager owns those.
+//!
+//! Two sources come ready-made: [`FixedSource`] hands out one access token
+//! (an API key, or a test), and [`from_fn`] turns an async closure into a
+//! source, so anything can be plugged in today.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{source, AccessToken, FetchContext, SourceError};
+//!
+//! let source = source::from_fn(|cx: FetchContext| async move {
+//!     // Call your authority here.
+//!     Ok::<_, SourceError>(cx.token(AccessToken::new("from-my-authority"), Some(Duration::from_secs(60))))
+//! });
+//! # let _ = source;
+//! ```
+
+mod fixed;
+mod from_fn;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fixed::FixedSource;
+pub use from_fn::{from_fn, FnSource};
+
+use crate::clock::{BoxFuture, Clock};
+use crate::error::SourceError;
+use crate::token::{AccessToken, LifetimePolicy, Token};
+
+/// Fetches a token on the manager's request.
+///
+/// The manager calls [`fetch`](TokenSource::fetch) at most once at a time
+/// and bounds each call by its request timeout, dropping the future when
+/// the time is up.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, BoxFuture, FetchContext, SourceError, Token, TokenSource};
+///
+/// struct Counter(u32);
+///
+/// impl TokenSource for Counter {
+///     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
+///         self.0 += 1;
+///         let n = self.0;
+///         Box::pin(async move { Ok(cx.token(AccessToken::new(format!("t{n}")), Some(Duration::from_secs(60)))) })
+///     }
+/// }
+/// # let _ = Counter(0);
+/// ```
+pub trait TokenSource: Send + 'static {
+    /// Fetches a new token.
+    fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>>;
+}
+
+impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
+    fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
+        (**self).fetch(cx)
+    }
+}
+
+/// Why the manager is fetching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FetchReason {
+    /// The manager has no token yet.
+    Initial,
+    /// The current token reached its (jittered) refresh instant.
+    Scheduled,
+    /// An earlier attempt failed and this is a retry.
+    Retry,
+    /// A server rejected the current token.
+    Rejected,
+}
+
+/// What a source gets with each fetch: the clock, the lifetime policy, the
+/// current token (a refresh-token grant needs it) and the reason.
+#[derive(Clone)]
+pub struct FetchContext {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: LifetimePolicy,
+    pub(crate) current: Option<Arc<Token>>,
+    pub(crate) reason: FetchReason,
+}
+
+impl fmt::Debug for FetchContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchContext")
+            .field("now_ms", &self.now_ms())
+            .field("policy", &self.policy)
+            .field("current", &self.current)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+impl FetchContext {
+    /// A context on `clock` with `policy`, for calling a source outside a
+    /// manager (tests, tools).
+    ///
+    /// ```
+    /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock};
+    /// let cx = FetchContext::new(ManualClock::new(5), LifetimePolicy::default());
+    /// assert_eq!(cx.now_ms(), 5);
+    /// ```
+    pub fn new(clock: impl Clock, policy: LifetimePolicy) -> FetchContext {
+        FetchContext {
+            clock: Arc::new(clock),
+            policy,
+            current: None,
+            reason: FetchReason::Initial,
+        }
+    }
+
+    /// The manager's wall clock now, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The manager's clock, for sources that keep their own deadlines.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The lifetime policy that places the stale instant.
+    pub fn policy(&self) -> &LifetimePolicy {
+        &self.policy
+    }
+
+    /// The token the manager holds now, valid or not.
+    pub fn current(&self) -> Option<&Arc<Token>> {
+        self.current.as_ref()
+    }
+
+    /// Why this fetch happens.
+    pub fn reason(&self) -> FetchReason {
+        self.reason
+    }
+
+    /// Makes a token issued now that lives `expires_in`, or the policy's
+    /// default lifetime when the authority gave none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock};
+    ///
+    /// let cx = FetchContext::new(ManualClock::new(1_000), LifetimePolicy::default());
+    /// let token = cx.token(AccessToken::new("a"), None);
+    /// assert_eq!(token.expiry_ms(), 1_000 + 300_000);
+    /// ```
+    pub fn token(&self, access_token: AccessToken, expires_in: Option<Duration>) -> Token {
+        let lifetime = expires_in.unwrap_or(self.policy.default_lifetime_value());
+        Token::new(access_token, self.now_ms(), lifetime, &self.policy)
+    }
+}

@@ -1,0 +1,541 @@
+//! Tokens, the secret strings inside them, and when a token turns stale.
+//!
+//! A [`Token`] carries an [`AccessToken`] (and optionally a [`RefreshToken`]
+//! and an [`IdToken`]) together with three instants in milliseconds since the
+//! Unix epoch:
+//!
+//! ```text
+//!  issued            stale            expiry
+//!    |---- Fresh -----|---- Stale -----|---- Expired ...
+//!                      ^ refresh here   ^ stop using it
+//! ```
+//!
+//! A [`LifetimePolicy`] turns the lifetime an authority grants into those
+//! instants: by default a token turns stale at 75% of its lifetime, and the
+//! stale window (the time left to refresh while the old token still works)
+//! is never shorter than 30 s or half the lifetime, whichever is smaller.
+//!
+//! The secret types never print their value: `Debug` and `Display` show a
+//! placeholder under every format flag, and the value is read with an explicit
+//! `secret()` call.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{AccessToken, LifetimePolicy, Token, TokenStatus};
+//!
+//! let policy = LifetimePolicy::default();
+//! let token = Token::new(AccessToken::new("abc"), 1_000_000, Duration::from_secs(3600), &policy);
+//! assert_eq!(token.stale_ms() - token.issued_ms(), 2_700_000); // 75% of an hour
+//! assert_eq!(token.status(1_000_000), TokenStatus::Fresh);
+//! assert_eq!(format!("{:?}", token.access_token()), "AccessToken(<redacted>)");
+//! assert_eq!(token.access_token().secret(), "abc");
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! secret_string {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// `Debug` and `Display` print a placeholder, never the value, whatever
+        /// the format flags; [`secret`](Self::secret) reads the value. Serde
+        /// writes and reads the full value as a plain string.
+        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a value.
+            pub fn new(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// Returns the value. Take care where it goes.
+            pub fn secret(&self) -> &str {
+                &self.0
+            }
+
+            /// Unwraps the value.
+            pub fn into_secret(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad("<redacted>")
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self(value.to_owned())
+            }
+        }
+    };
+}
+
+secret_string!(
+    /// An OAuth2 client identifier.
+    ///
+    /// ```
+    /// let id = tokenkeeper::ClientId::new("service-a");
+    /// assert_eq!(id.to_string(), "<redacted>");
+    /// ```
+    ClientId
+);
+secret_string!(
+    /// An OAuth2 client secret.
+    ///
+    /// ```
+    /// let secret = tokenkeeper::ClientSecret::new("hunter2");
+    /// assert_eq!(format!("{secret:>12}"), "  <redacted>");
+    /// ```
+    ClientSecret
+);
+secret_string!(
+    /// An access token: what a service sends as `Authorization: Bearer ...`.
+    ///
+    /// ```
+    /// let token = tokenkeeper::AccessToken::new("eyJhbGciOi...");
+    /// assert_eq!(format!("{token:#?}"), "AccessToken(<redacted>)");
+    /// ```
+    AccessToken
+);
+secret_string!(
+    /// A refresh token, redeemed for a new access token.
+    ///
+    /// ```
+    /// let token = tokenkeeper::RefreshToken::new("r1");
+    /// assert!(!format!("{token:?}").contains("r1"));
+    /// ```
+    RefreshToken
+);
+secret_string!(
+    /// An OpenID Connect ID token.
+    ///
+    /// ```
+    /// let token = tokenkeeper::IdToken::new("id1");
+    /// assert!(!format!("{token}").contains("id1"));
+    /// ```
+    IdToken
+);
+
+/// Where a token is in its life at a given instant.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, LifetimePolicy, Token, TokenStatus};
+///
+/// let t = Token::new(AccessToken::new("a"), 0, Duration::from_secs(100), &LifetimePolicy::default());
+/// assert_eq!(t.status(0), TokenStatus::Fresh);
+/// assert_eq!(t.status(75_000), TokenStatus::Stale);
+/// assert_eq!(t.status(100_000), TokenStatus::Expired);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenStatus {
+    /// Before the stale instant: use it, no refresh needed.
+    Fresh,
+    /// Between stale and expiry: still valid, a refresh is due.
+    Stale,
+    /// At or after expiry: must not be used.
+    Expired,
+}
+
+/// An access token and the instants that govern its refresh.
+///
+/// Times are milliseconds since the Unix epoch. The invariant
+/// `issued <= stale <= expiry` always holds, for deserialized tokens too.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, LifetimePolicy, RefreshToken, Token};
+///
+/// let token = Token::new(AccessToken::new("a"), 5_000, Duration::from_secs(60), &LifetimePolicy::default())
+///     .with_refresh_token(RefreshToken::new("r"));
+/// assert_eq!(token.expiry_ms(), 65_000);
+/// assert_eq!(token.stale_ms(), 35_000); // 30 s stale window beats 25% of 60 s
+/// assert_eq!(token.refresh_token().map(|r| r.secret()), Some("r"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TokenRepr")]
+pub struct Token {
+    access_token: AccessToken,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<RefreshToken>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<IdToken>,
+    issued_ms: u64,
+    stale_ms: u64,
+    expiry_ms: u64,
+}
+
+/// The unchecked shape of a serialized token; `Token` validates it.
+#[derive(Deserialize)]
+struct TokenRepr {
+    access_token: AccessToken,
+    #[serde(default)]
+    refresh_token: Option<RefreshToken>,
+    #[serde(default)]
+    id_token: Option<IdToken>,
+    issued_ms: u64,
+    stale_ms: u64,
+    expiry_ms: u64,
+}
+
+/// A serialized token whose instants break `issued <= stale <= expiry`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidToken;
+
+impl fmt::Display for InvalidToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("token times must satisfy issued <= stale <= expiry")
+    }
+}
+
+impl std::error::Error for InvalidToken {}
+
+impl TryFrom<TokenRepr> for Token {
+    type Error = InvalidToken;
+
+    fn try_from(r: TokenRepr) -> Result<Self, InvalidToken> {
+        let token = Token::from_parts(r.access_token, r.issued_ms, r.stale_ms, r.expiry_ms)?;
+        Ok(Token {
+            refresh_token: r.refresh_token,
+            id_token: r.id_token,
+            ..token
+        })
+    }
+}
+
+impl Token {
+    /// Makes a token issued at `issued_ms` that lives for `lifetime`, with its
+    /// stale instant placed by `policy`.
+    pub fn new(
+        access_token: AccessToken,
+        issued_ms: u64,
+        lifetime: Duration,
+        policy: &LifetimePolicy,
+    ) -> Token {
+        let lifetime_ms = duration_ms(lifetime);
+        let expiry_ms = issued_ms.saturating_add(lifetime_ms);
+        // Saturation may shorten the lifetime at the end of time; the window
+        // is taken from what is left so the invariant still holds.
+        let stale_ms = expiry_ms - policy.stale_window_ms(expiry_ms - issued_ms);
+        Token {
+            access_token,
+            refresh_token: None,
+            id_token: None,
+            issued_ms,
+            stale_ms,
+            expiry_ms,
+        }
+    }
+
+    /// Makes a token from explicit instants, checking `issued <= stale <= expiry`.
+    ///
+    /// ```
+    /// use tokenkeeper::{AccessToken, Token};
+    /// assert!(Token::from_parts(AccessToken::new("a"), 0, 5, 10).is_ok());
+    /// assert!(Token::from_parts(AccessToken::new("a"), 0, 11, 10).is_err());
+    /// ```
+    pub fn from_parts(
+        access_token: AccessToken,
+        issued_ms: u64,
+        stale_ms: u64,
+        expiry_ms: u64,
+    ) -> Result<Token, InvalidToken> {
+        if issued_ms <= stale_ms && stale_ms <= expiry_ms {
+            Ok(Token {
+                access_token,
+                refresh_token: None,
+                id_token: None,
+                issued_ms,
+                stale_ms,
+                expiry_ms,
+            })
+        } else {
+            Err(InvalidToken)
+        }
+    }
+
+    /// Attaches a refresh token.
+    pub fn with_refresh_token(mut self, refresh_token: RefreshToken) -> Token {
+        self.refresh_token = Some(refresh_token);
+        self
+    }
+
+    /// Attaches an ID token.
+    pub fn with_id_token(mut self, id_token: IdToken) -> Token {
+        self.id_token = Some(id_token);
+        self
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+
+    /// The refresh token, if the authority issued one.
+    pub fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+
+    /// The ID token, if the authority issued one.
+    pub fn id_token(&self) -> Option<&IdToken> {
+        self.id_token.as_ref()
+    }
+
+    /// When the token was received, in ms since the Unix epoch.
+    pub fn issued_ms(&self) -> u64 {
+        self.issued_ms
+    }
+
+    /// When the token turns stale and should be refreshed.
+    pub fn stale_ms(&self) -> u64 {
+        self.stale_ms
+    }
+
+    /// When the token expires and must no longer be used.
+    pub fn expiry_ms(&self) -> u64 {
+        self.expiry_ms
+    }
+
+    /// The status of the token at `now_ms`.
+    pub fn status(&self, now_ms: u64) -> TokenStatus {
+        if now_ms < self.stale_ms {
+            TokenStatus::Fresh
+        } else if now_ms < self.expiry_ms {
+            TokenStatus::Stale
+        } else {
+            TokenStatus::Expired
+        }
+    }
+
+    /// Whether the token may still be used at `now_ms` (fresh or stale).
+    pub fn is_valid_at(&self, now_ms: u64) -> bool {
+        now_ms < self.expiry_ms
+    }
+}
+
+/// Where the stale instant falls within a token's lifetime.
+///
+/// The stale window is the time between stale and expiry. It is the larger
+/// of `100% - stale_percent` of the lifetime and `min(min_stale_window,
+/// lifetime / 2)`, and never longer than the lifetime.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::LifetimePolicy;
+///
+/// let policy = LifetimePolicy::default()
+///     .stale_percent(50)
+///     .default_lifetime(Duration::from_secs(120));
+/// assert_eq!(policy.stale_window_ms(100_000), 50_000);
+/// assert_eq!(policy.default_lifetime_value(), Duration::from_secs(120));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifetimePolicy {
+    stale_percent: u8,
+    min_stale_window: Duration,
+    default_lifetime: Duration,
+}
+
+impl Default for LifetimePolicy {
+    /// Stale at 75%, a stale window of at least `min(30 s, lifetime / 2)`, and
+    /// 5 minutes for tokens that come without a lifetime (a cautious guess:
+    /// an early refresh costs one request, a late one fails calls).
+    fn default() -> Self {
+        LifetimePolicy {
+            stale_percent: 75,
+            min_stale_window: Duration::from_secs(30),
+            default_lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+impl LifetimePolicy {
+    /// Sets at what percentage of its lifetime a token turns stale; values
+    /// above 100 count as 100.
+    pub fn stale_percent(mut self, percent: u8) -> Self {
+        self.stale_percent = percent.min(100);
+        self
+    }
+
+    /// Sets the shortest stale window (capped at half the lifetime).
+    pub fn min_stale_window(mut self, window: Duration) -> Self {
+        self.min_stale_window = window;
+        self
+    }
+
+    /// Sets the lifetime assumed for a token that comes without one.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// The lifetime assumed for a token that comes without one.
+    pub fn default_lifetime_value(&self) -> Duration {
+        self.default_lifetime
+    }
+
+    /// The stale window for a token living `lifetime_ms`; never more than
+    /// `lifetime_ms`.
+    pub fn stale_window_ms(&self, lifetime_ms: u64) -> u64 {
+        let by_percent = mul_div(lifetime_ms, u64::from(100 - self.stale_percent), 100);
+        let floor = duration_ms(self.min_stale_window).min(lifetime_ms / 2);
+        by_percent.max(floor).min(lifetime_ms)
+    }
+}
+
+/// `value * num / den` without overflow, for `num <= den`.
+fn mul_div(value: u64, num: u64, den: u64) -> u64 {
+    (u128::from(value) * u128::from(num) / u128::from(den)) as u64
+}
+
+/// A duration in whole milliseconds, saturating at `u64::MAX`.
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(issued: u64, lifetime_ms: u64) -> Token {
+        Token::new(
+            AccessToken::new("t"),
+            issued,
+            Duration::from_millis(lifetime_ms),
+            &LifetimePolicy::default(),
+        )
+    }
+
+    #[test]
+    fn stale_and_expiry_for_typical_lifetimes() {
+        // (lifetime, expected stale offset from issue)
+        let cases = [
+            (0, 0),
+            (1_000, 500),                  // window = half the lifetime
+            (20_000, 10_000),              // window = half the lifetime (< 30 s)
+            (59_000, 29_500),              // half is 29.5 s < 30 s
+            (3_600_000, 2_700_000),        // 25% = 15 min > 30 s
+            (86_400_000, 64_800_000),      // 25% of a day
+            (120_000, 90_000),             // 25% = 30 s exactly
+            (100_000, 70_000),             // 25% = 25 s < 30 s window
+        ];
+        for (lifetime, stale_offset) in cases {
+            let t = token(1_000, lifetime);
+            assert_eq!(t.expiry_ms(), 1_000 + lifetime, "lifetime {lifetime}");
+            assert_eq!(t.stale_ms(), 1_000 + stale_offset, "lifetime {lifetime}");
+            assert!(t.issued_ms() <= t.stale_ms() && t.stale_ms() <= t.expiry_ms());
+        }
+    }
+
+    #[test]
+    fn zero_lifetime_is_expired_at_issue() {
+        let t = token(7, 0);
+        assert_eq!((t.issued_ms(), t.stale_ms(), t.expiry_ms()), (7, 7, 7));
+        assert_eq!(t.status(7), TokenStatus::Expired);
+    }
+
+    #[test]
+    fn arithmetic_saturates_at_the_end_of_time() {
+        let t = Token::new(
+            AccessToken::new("t"),
+            u64::MAX - 10,
+            Duration::MAX,
+            &LifetimePolicy::default(),
+        );
+        assert_eq!(t.expiry_ms(), u64::MAX);
+        assert!(t.issued_ms() <= t.stale_ms() && t.stale_ms() <= t.expiry_ms());
+    }
+
+    #[test]
+    fn invariant_holds_for_many_policies_and_lifetimes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..10_000 {
+            let policy = LifetimePolicy::default()
+                .stale_percent(rng.u8(..))
+                .min_stale_window(Duration::from_millis(rng.u64(..)));
+            let lifetime = match rng.u8(..4) {
+                0 => rng.u64(..),
+                _ => rng.u64(..100_000),
+            };
+            let t = Token::new(AccessToken::new("t"), rng.u64(..), Duration::from_millis(lifetime), &policy);
+            assert!(t.issued_ms() <= t.stale_ms() && t.stale_ms() <= t.expiry_ms());
+        }
+    }
+
+    #[test]
+    fn status_boundaries() {
+        let t = token(0, 100_000);
+        assert_eq!(t.status(69_999), TokenStatus::Fresh);
+        assert_eq!(t.status(70_000), TokenStatus::Stale);
+        assert_eq!(t.status(99_999), TokenStatus::Stale);
+        assert_eq!(t.status(100_000), TokenStatus::Expired);
+        assert!(t.is_valid_at(99_999) && !t.is_valid_at(100_000));
+    }
+
+    #[test]
+    fn stale_percent_and_window_are_configurable() {
+        let p = LifetimePolicy::default()
+            .stale_percent(90)
+            .min_stale_window(Duration::ZERO);
+        assert_eq!(p.stale_window_ms(100_000), 10_000);
+        let p = LifetimePolicy::default().stale_percent(200);
+        assert_eq!(p.stale_window_ms(100_000), 30_000); // 100% stale: window is the floor
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let values = [
+            format!("{}", ClientSecret::new("s3cr3t")),
+            format!("{:?}", ClientSecret::new("s3cr3t")),
+            format!("{:#?}", AccessToken::new("s3cr3t")),
+            format!("{:>40}", RefreshToken::new("s3cr3t")),
+            format!("{:<40?}", IdToken::new("s3cr3t")),
+            format!("{:^9}", ClientId::new("s3cr3t")),
+            format!("{:.3}", AccessToken::new("s3cr3t")),
+            format!("{:?}", token(0, 10).with_refresh_token(RefreshToken::new("s3cr3t"))),
+            format!("{:#?}", token(0, 10).with_id_token(IdToken::new("s3cr3t"))),
+        ];
+        for v in values {
+            assert!(!v.contains("s3cr3t") && !v.contains("s3c"), "{v}");
+        }
+    }
+
+    #[test]
+    fn serde_round_trips_the_full_value() {
+        let t = token(5, 60_000)
+            .with_refresh_token(RefreshToken::new("refresh-1"))
+            .with_id_token(IdToken::new("id-1"));
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains("\"access_token\":\"t\"") && json.contains("refresh-1"));
+        let back: Token = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        let secret: ClientSecret = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(secret.secret(), "abc");
+    }
+
+    #[test]
+    fn deserialize_rejects_broken_invariant() {
+        let json = r#"{"access_token":"t","issued_ms":10,"stale_ms":5,"expiry_ms":20}"#;
+        assert!(serde_json::from_str::<Token>(json).is_err());
+    }
+}
