@@ -145,7 +145,10 @@ mod tests {
             }
         }
         // Full jitter reaches close to each ceiling over many runs.
-        assert!(max_seen[0] > 450 && max_seen[3] > 3_600 && max_seen[9] > 54_000, "{max_seen:?}");
+        assert!(
+            max_seen[0] > 450 && max_seen[3] > 3_600 && max_seen[9] > 54_000,
+            "{max_seen:?}"
+        );
     }
 
     #[test]

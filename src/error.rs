@@ -137,7 +137,9 @@ impl fmt::Display for SourceError {
 
 impl StdError for SourceError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.cause.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 

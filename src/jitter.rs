@@ -150,7 +150,9 @@ mod tests {
     fn mean_is_near_the_middle() {
         let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 3);
         let n = 20_000u64;
-        let sum: u64 = (0..n).map(|_| 100_000 - jitter.refresh_at(0, 100_000)).sum();
+        let sum: u64 = (0..n)
+            .map(|_| 100_000 - jitter.refresh_at(0, 100_000))
+            .sum();
         let mean = sum / n;
         assert!((4_800..=5_200).contains(&mean), "{mean}");
     }

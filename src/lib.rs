@@ -68,6 +68,11 @@ pub use backoff::Backoff;
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
-pub use manager::{Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder};
+pub use manager::{
+    Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder,
+};
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
-pub use token::{AccessToken, ClientId, ClientSecret, IdToken, InvalidToken, LifetimePolicy, RefreshToken, Token, TokenStatus};
+pub use token::{
+    AccessToken, ClientId, ClientSecret, IdToken, InvalidToken, LifetimePolicy, RefreshToken,
+    Token, TokenStatus,
+};

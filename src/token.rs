@@ -431,13 +431,13 @@ mod tests {
         // (lifetime, expected stale offset from issue)
         let cases = [
             (0, 0),
-            (1_000, 500),                  // window = half the lifetime
-            (20_000, 10_000),              // window = half the lifetime (< 30 s)
-            (59_000, 29_500),              // half is 29.5 s < 30 s
-            (3_600_000, 2_700_000),        // 25% = 15 min > 30 s
-            (86_400_000, 64_800_000),      // 25% of a day
-            (120_000, 90_000),             // 25% = 30 s exactly
-            (100_000, 70_000),             // 25% = 25 s < 30 s window
+            (1_000, 500),             // window = half the lifetime
+            (20_000, 10_000),         // window = half the lifetime (< 30 s)
+            (59_000, 29_500),         // half is 29.5 s < 30 s
+            (3_600_000, 2_700_000),   // 25% = 15 min > 30 s
+            (86_400_000, 64_800_000), // 25% of a day
+            (120_000, 90_000),        // 25% = 30 s exactly
+            (100_000, 70_000),        // 25% = 25 s < 30 s window
         ];
         for (lifetime, stale_offset) in cases {
             let t = token(1_000, lifetime);
@@ -477,7 +477,12 @@ mod tests {
                 0 => rng.u64(..),
                 _ => rng.u64(..100_000),
             };
-            let t = Token::new(AccessToken::new("t"), rng.u64(..), Duration::from_millis(lifetime), &policy);
+            let t = Token::new(
+                AccessToken::new("t"),
+                rng.u64(..),
+                Duration::from_millis(lifetime),
+                &policy,
+            );
             assert!(t.issued_ms() <= t.stale_ms() && t.stale_ms() <= t.expiry_ms());
         }
     }
@@ -512,7 +517,10 @@ mod tests {
             format!("{:<40?}", IdToken::new("s3cr3t")),
             format!("{:^9}", ClientId::new("s3cr3t")),
             format!("{:.3}", AccessToken::new("s3cr3t")),
-            format!("{:?}", token(0, 10).with_refresh_token(RefreshToken::new("s3cr3t"))),
+            format!(
+                "{:?}",
+                token(0, 10).with_refresh_token(RefreshToken::new("s3cr3t"))
+            ),
             format!("{:#?}", token(0, 10).with_id_token(IdToken::new("s3cr3t"))),
         ];
         for v in values {

@@ -1,0 +1,581 @@
+//! The manager's behaviour on virtual time: refresh scheduling, grace period,
+//! backoff, single flight, compare-and-invalidate, subscriptions, shutdown.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::*;
+use futures_lite::StreamExt;
+use tokenkeeper::{
+    Backoff, Error, FetchReason, LifetimePolicy, RandomEarlyJitter, SourceError, Token,
+};
+
+#[test]
+fn fetches_at_start_and_refreshes_exactly_at_stale() {
+    // (lifetime, stale offset) under the default policy and no jitter.
+    let cases = [
+        (secs(1), ms(500)),
+        (secs(20), secs(10)),
+        (secs(59), ms(29_500)),
+        (secs(3600), secs(2700)),
+        (secs(86_400), secs(64_800)),
+    ];
+    for (lifetime, stale) in cases {
+        let b = Bench::new(lifetime);
+        assert_eq!(
+            b.source.calls(),
+            1,
+            "{lifetime:?}: first token fetched at start"
+        );
+        let first = b.handle.current().expect("first token published");
+        assert_eq!(first.issued_ms(), START_MS);
+        assert_eq!(first.stale_ms(), START_MS + stale.as_millis() as u64);
+        assert_eq!(b.handle.state().next_refresh_ms, Some(first.stale_ms()));
+
+        b.advance_to(first.stale_ms() - 1);
+        assert_eq!(b.source.calls(), 1, "{lifetime:?}: no refresh before stale");
+        b.advance(ms(1));
+        assert_eq!(b.source.calls(), 2, "{lifetime:?}: refresh at stale");
+        let second = b.handle.current().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(second.issued_ms(), first.stale_ms());
+        assert_eq!(
+            b.source.reasons(),
+            vec![FetchReason::Initial, FetchReason::Scheduled]
+        );
+    }
+}
+
+#[test]
+fn zero_lifetime_token_is_an_error_not_a_refresh_loop() {
+    let b = Bench::new(Duration::ZERO);
+    assert_eq!(b.source.calls(), 1);
+    assert!(b.handle.current().is_none());
+    let state = b.handle.state();
+    assert_eq!(state.consecutive_failures, 1);
+    assert!(state
+        .last_error
+        .unwrap()
+        .to_string()
+        .contains("already expired"));
+    // Retries follow the backoff, not a hot loop: at most 500 ms later.
+    b.advance(ms(500));
+    assert_eq!(b.source.calls(), 2);
+}
+
+#[test]
+fn missing_lifetime_uses_the_policy_default() {
+    let b = Bench::with(secs(60), |m| {
+        m.lifetime(LifetimePolicy::default().default_lifetime(secs(100)))
+    });
+    b.source.set_mode(Mode::Succeed(None));
+    let first = b.handle.current().unwrap();
+    b.advance_to(first.stale_ms());
+    let t = b.handle.current().unwrap();
+    assert_eq!(t.expiry_ms() - t.issued_ms(), 100_000);
+}
+
+#[test]
+fn jittered_refreshes_stay_within_bounds() {
+    let b = Bench::with(secs(3600), |m| {
+        m.jitter(RandomEarlyJitter::with_seed(secs(60), 11))
+    });
+    let mut earliest_seen = u64::MAX;
+    for _ in 0..200 {
+        let token = b.handle.current().unwrap();
+        let at = b.handle.state().next_refresh_ms.unwrap();
+        assert!(
+            at <= token.stale_ms() && at + 60_000 >= token.stale_ms(),
+            "{at}"
+        );
+        earliest_seen = earliest_seen.min(token.stale_ms() - at);
+        let calls = b.source.calls();
+        b.advance_to(at - 1);
+        assert_eq!(
+            b.source.calls(),
+            calls,
+            "refresh not before the drawn instant"
+        );
+        b.advance(ms(1));
+        assert_eq!(b.source.calls(), calls + 1, "refresh at the drawn instant");
+    }
+    // The draws are not all at stale.
+    assert!(earliest_seen < 60_000);
+}
+
+#[test]
+fn grace_period_through_an_outage_longer_than_a_lifetime_then_recovery() {
+    let b = Bench::with(secs(100), |m| m.wait_timeout(secs(5)));
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::transient("authority down")));
+
+    // From stale to expiry every refresh fails, and the old token is served.
+    b.advance_to(first.stale_ms());
+    while b.now() < first.expiry_ms() - 1_000 {
+        b.advance(secs(1));
+        assert_eq!(b.handle.current().as_ref(), Some(&first));
+        let token = finished(b.spawn({
+            let h = b.handle.clone();
+            async move { h.token().await }
+        }));
+        assert_eq!(token.unwrap(), first);
+    }
+    let state = b.handle.state();
+    assert!(state.consecutive_failures >= 3, "{state:?}");
+    assert_eq!(
+        state.last_error.as_ref().unwrap().to_string(),
+        "authority down"
+    );
+
+    // After expiry: nothing is served, and a waiter times out with the error.
+    b.advance_to(first.expiry_ms());
+    assert!(b.handle.current().is_none());
+    let waiter = b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    });
+    assert!(!waiter.is_finished());
+    b.advance(secs(5));
+    match finished(waiter) {
+        Err(Error::Timeout {
+            last_error: Some(e),
+            waited,
+        }) => {
+            assert_eq!(e.to_string(), "authority down");
+            assert_eq!(waited, secs(5));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    // The outage lasts another lifetime, then the authority comes back.
+    b.advance_in_steps(secs(100), secs(1));
+    assert!(b.handle.current().is_none());
+    b.source.set_mode(Mode::Succeed(Some(secs(100))));
+    let back_at = b.now();
+    // Recovery within one backoff cap (60 s).
+    while b.handle.current().is_none() {
+        assert!(
+            b.now() - back_at <= 60_000,
+            "no recovery within the backoff cap"
+        );
+        b.advance(secs(1));
+    }
+    let token = finished(b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    }))
+    .unwrap();
+    assert_ne!(token, first);
+    assert_eq!(b.handle.state().consecutive_failures, 0);
+}
+
+#[test]
+fn backoff_grows_within_bounds_and_resets_on_success() {
+    let b = Bench::with(secs(3600), |m| {
+        m.backoff(Backoff::new(ms(500), 2.0, secs(60)).seed(5))
+    });
+    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+    let first = b.handle.current().unwrap();
+    b.advance_to(first.stale_ms());
+    for n in 0..10u32 {
+        let state = b.handle.state();
+        assert_eq!(state.consecutive_failures, n + 1);
+        let delay = state.next_refresh_ms.unwrap() - b.now();
+        let ceiling = (500u64 << n).min(60_000);
+        assert!(delay <= ceiling, "failure {n}: {delay} > {ceiling}");
+        let calls = b.source.calls();
+        b.advance(Duration::from_millis(delay));
+        assert_eq!(b.source.calls(), calls + 1);
+    }
+    b.source.set_mode(Mode::Succeed(Some(secs(3600))));
+    let delay = b.handle.state().next_refresh_ms.unwrap() - b.now();
+    b.advance(Duration::from_millis(delay));
+    let state = b.handle.state();
+    assert_eq!(state.consecutive_failures, 0);
+    assert_eq!(
+        state.next_refresh_ms,
+        Some(b.handle.current().unwrap().stale_ms())
+    );
+    // The next failure starts from the initial delay again.
+    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+    b.advance_to(state.next_refresh_ms.unwrap());
+    assert!(b.handle.state().next_refresh_ms.unwrap() - b.now() <= 500);
+}
+
+#[test]
+fn permanent_errors_wait_the_cap_and_retry_after_is_honoured() {
+    let b = Bench::with(secs(3600), |m| {
+        m.backoff(Backoff::new(ms(500), 2.0, secs(60)))
+    });
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::permanent("invalid_client")));
+    b.advance_to(first.stale_ms());
+    assert_eq!(b.handle.state().next_refresh_ms, Some(b.now() + 60_000));
+    assert!(b.handle.state().last_error.unwrap().is_permanent());
+
+    b.source.set_mode(Mode::Fail(
+        SourceError::transient("slow down").with_retry_after(secs(42)),
+    ));
+    b.advance(secs(60));
+    assert_eq!(b.source.calls(), 3);
+    let wait = b.handle.state().next_refresh_ms.unwrap() - b.now();
+    assert!(wait >= 42_000, "{wait}");
+}
+
+#[test]
+fn a_failed_first_fetch_is_retried_not_fatal() {
+    let source = ScriptedSource::new(secs(60));
+    source.set_mode(Mode::Fail(SourceError::transient("not yet")));
+    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
+        .clock(clock.clone())
+        .backoff(Backoff::new(ms(100), 2.0, secs(1)))
+        .build();
+    let ex = smol::LocalExecutor::new();
+    ex.spawn(driver).detach();
+    let waiter = ex.spawn({
+        let h = handle.clone();
+        async move { h.token().await }
+    });
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 1);
+    assert!(!handle.is_stopped());
+    assert_eq!(source.reasons(), vec![FetchReason::Initial]);
+    source.set_mode(Mode::Succeed(Some(secs(60))));
+    clock.advance(secs(1));
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 2);
+    assert_eq!(source.reasons()[1], FetchReason::Initial);
+    assert!(finished(waiter).is_ok());
+}
+
+#[test]
+fn ten_thousand_cold_start_waiters_share_one_fetch() {
+    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let source = ScriptedSource::new(secs(3600));
+    source.set_latency(ms(200));
+    let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
+        .clock(clock.clone())
+        .build();
+    let ex = smol::LocalExecutor::new();
+    let waiters: Vec<_> = (0..10_000)
+        .map(|_| {
+            let h = handle.clone();
+            ex.spawn(async move { h.token().await })
+        })
+        .collect();
+    ex.spawn(driver).detach();
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 1);
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+    clock.advance(ms(200));
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 1);
+    let first = handle.current().unwrap();
+    for w in waiters {
+        assert_eq!(finished(w).unwrap(), first);
+    }
+    assert_eq!(handle.state().source_requests, 1);
+}
+
+#[test]
+fn a_thousand_rejections_of_one_token_cause_one_fetch() {
+    let b = Bench::new(secs(3600));
+    b.source.set_latency(ms(50));
+    b.advance(ms(50));
+    let first = b.handle.current().unwrap();
+    assert_eq!(b.source.calls(), 1);
+    let callers: Vec<_> = (0..1_000)
+        .map(|_| {
+            let h = b.handle.clone();
+            let t = first.clone();
+            b.ex.spawn(async move { h.refresh_rejected(&t).await })
+        })
+        .collect();
+    b.settle();
+    assert_eq!(b.source.calls(), 2);
+    assert!(
+        b.handle.current().is_none(),
+        "the rejected token is withdrawn"
+    );
+    b.advance(ms(50));
+    let second = b.handle.current().unwrap();
+    assert_ne!(second, first);
+    for c in callers {
+        assert_eq!(finished(c).unwrap(), second);
+    }
+    assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.state().rejections, 1);
+    assert_eq!(b.source.reasons()[1], FetchReason::Rejected);
+    // A late report of the old token is answered with the new one, no fetch.
+    let late = finished(b.spawn({
+        let h = b.handle.clone();
+        async move { h.refresh_rejected(&first).await }
+    }));
+    assert_eq!(late.unwrap(), second);
+    assert_eq!(b.source.calls(), 2);
+}
+
+#[test]
+fn forced_refreshes_are_rate_limited() {
+    let b = Bench::with(secs(3600), |m| m.forced_refresh_interval(secs(5)));
+    let reject = |t: std::sync::Arc<Token>| {
+        let h = b.handle.clone();
+        b.spawn(async move { h.refresh_rejected(&t).await })
+    };
+    let first = b.handle.current().unwrap();
+    let r1 = reject(first);
+    assert_eq!(b.source.calls(), 2);
+    let second = finished(r1).unwrap();
+    // Rejecting the new token at once waits for the interval.
+    let r2 = reject(second.clone());
+    assert_eq!(b.source.calls(), 2);
+    assert!(b.handle.current().is_none());
+    b.advance(ms(4_999));
+    assert_eq!(b.source.calls(), 2);
+    assert!(!r2.is_finished());
+    b.advance(ms(1));
+    assert_eq!(b.source.calls(), 3);
+    assert_ne!(finished(r2).unwrap(), second);
+}
+
+#[test]
+fn rejection_during_backoff_keeps_the_backoff_schedule() {
+    let b = Bench::with(secs(100), |m| {
+        m.backoff(Backoff::new(secs(10), 1.0, secs(10)))
+    });
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::transient("down")));
+    b.advance_to(first.stale_ms());
+    assert_eq!(b.source.calls(), 2);
+    let next = b.handle.state().next_refresh_ms.unwrap();
+    let _r = b.spawn({
+        let h = b.handle.clone();
+        async move { h.refresh_rejected(&first).await }
+    });
+    assert!(b.handle.current().is_none(), "withdrawn even while failing");
+    assert_eq!(b.source.calls(), 2, "no extra fetch during backoff");
+    assert_eq!(b.handle.state().next_refresh_ms, Some(next));
+}
+
+#[test]
+fn subscribers_all_see_a_refresh_and_a_stalled_one_skips_to_the_newest() {
+    let b = Bench::new(secs(60));
+    let seen: Rc<RefCell<Vec<Vec<String>>>> = Rc::new(RefCell::new(vec![Vec::new(); 1_000]));
+    for i in 0..1_000 {
+        let mut sub = b.handle.subscribe();
+        let seen = seen.clone();
+        b.ex.spawn(async move {
+            while let Some(t) = sub.next().await {
+                seen.borrow_mut()[i].push(t.access_token().secret().to_owned());
+            }
+        })
+        .detach();
+    }
+    let mut stalled = b.handle.subscribe();
+    b.settle();
+    assert!(seen.borrow().iter().all(|s| s == &["token-1"]));
+
+    // Ten refreshes while the stalled subscriber never polls.
+    for _ in 0..10 {
+        let stale = b.handle.current().unwrap().stale_ms();
+        b.advance_to(stale);
+    }
+    assert_eq!(b.source.calls(), 11);
+    let expected: Vec<String> = (1..=11).map(|n| format!("token-{n}")).collect();
+    assert!(
+        seen.borrow().iter().all(|s| s == &expected),
+        "every subscriber saw every refresh"
+    );
+
+    // The stalled one yields only the newest, then waits: nothing queued.
+    let newest = futures_lite::future::block_on(stalled.next()).unwrap();
+    assert_eq!(newest.access_token().secret(), "token-11");
+    assert!(
+        futures_lite::future::block_on(futures_lite::future::poll_once(stalled.next())).is_none()
+    );
+    assert!(std::mem::size_of_val(&stalled) <= 64);
+}
+
+#[test]
+fn subscription_yields_nothing_before_the_first_token_and_ends_on_stop() {
+    let source = ScriptedSource::new(secs(60));
+    source.set_mode(Mode::Hang);
+    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
+        .clock(clock)
+        .build();
+    let ex = smol::LocalExecutor::new();
+    ex.spawn(driver).detach();
+    let mut sub = handle.subscribe();
+    let next = ex.spawn(async move { sub.next().await.is_none() });
+    while ex.try_tick() {}
+    assert!(!next.is_finished());
+    let h = handle.clone();
+    let stop = ex.spawn(async move { h.shutdown().await });
+    while ex.try_tick() {}
+    assert!(stop.is_finished());
+    assert!(finished(next), "stream ended");
+}
+
+#[test]
+fn dropping_the_last_handle_stops_the_manager() {
+    let b = Bench::new(secs(60));
+    let mut sub = b.handle.subscribe();
+    let Bench {
+        ex,
+        clock,
+        source,
+        handle,
+    } = b;
+    let state_probe = sub.next();
+    let first = futures_lite::future::block_on(state_probe).unwrap();
+    drop(handle);
+    while ex.try_tick() {}
+    clock.advance(Duration::from_secs(86_400));
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 1, "no fetch after the last handle is gone");
+    assert_eq!(clock.sleepers(), 0, "the driver left no timer behind");
+    assert!(futures_lite::future::block_on(sub.next()).is_none());
+    drop(first);
+}
+
+#[test]
+fn shutdown_fails_pending_waiters_with_stopped() {
+    let b = Bench::new(secs(60));
+    b.source
+        .set_mode(Mode::Fail(SourceError::transient("down")));
+    let first = b.handle.current().unwrap();
+    b.advance_to(first.expiry_ms());
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let h = b.handle.clone();
+            b.ex.spawn(async move { h.token().await })
+        })
+        .collect();
+    b.settle();
+    let calls = b.source.calls();
+    finished(b.spawn({
+        let h = b.handle.clone();
+        async move { h.shutdown().await }
+    }));
+    for w in waiters {
+        assert!(matches!(finished(w), Err(Error::Stopped)));
+    }
+    assert!(b.handle.is_stopped());
+    assert!(!b.handle.state().running);
+    let late = finished(b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    }));
+    assert!(matches!(late, Err(Error::Stopped)));
+    b.advance(secs(86_400));
+    assert_eq!(b.source.calls(), calls);
+}
+
+#[test]
+fn dropping_the_driver_stops_the_manager() {
+    let source = ScriptedSource::new(secs(60));
+    let (handle, driver) = tokenkeeper::TokenManager::builder(source)
+        .clock(tokenkeeper::ManualClock::new(START_MS))
+        .build();
+    drop(driver);
+    assert!(handle.is_stopped());
+    assert!(matches!(
+        futures_lite::future::block_on(handle.token()),
+        Err(Error::Stopped)
+    ));
+}
+
+#[test]
+fn a_wall_clock_jump_is_noticed_within_thirty_seconds() {
+    let b = Bench::new(secs(3600));
+    let first = b.handle.current().unwrap();
+    // Suspend for two hours: the wall clock moves, timers do not.
+    b.clock.jump(secs(7_200));
+    b.settle();
+    assert_eq!(b.source.calls(), 1);
+    assert!(
+        b.handle.current().is_none(),
+        "an expired token is never returned"
+    );
+    b.advance_in_steps(secs(30), secs(1));
+    assert_eq!(b.source.calls(), 2, "heartbeat noticed the jump");
+    assert_ne!(b.handle.current().unwrap(), first);
+}
+
+#[test]
+fn a_waiter_after_a_jump_triggers_the_refresh_at_once() {
+    let b = Bench::new(secs(3600));
+    b.clock.jump(secs(7_200));
+    let waiter = b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    });
+    assert_eq!(b.source.calls(), 2);
+    assert!(finished(waiter).is_ok());
+}
+
+#[test]
+fn a_backward_clock_step_keeps_the_heartbeat() {
+    let b = Bench::new(secs(3600));
+    let wakeups = b.clock.wakeups();
+    b.clock.set(START_MS - 86_400_000);
+    b.settle();
+    b.advance_in_steps(secs(30), secs(1));
+    assert!(
+        b.clock.wakeups() > wakeups,
+        "the actor still wakes within 30 s"
+    );
+}
+
+#[test]
+fn a_hanging_source_times_out_and_is_retried() {
+    let b = Bench::with(secs(60), |m| {
+        m.request_timeout(secs(10))
+            .backoff(Backoff::new(secs(1), 1.0, secs(1)))
+    });
+    let first = b.handle.current().unwrap();
+    b.source.set_mode(Mode::Hang);
+    b.advance_to(first.stale_ms());
+    assert_eq!(b.source.calls(), 2);
+    b.advance(ms(9_999));
+    assert_eq!(b.handle.state().consecutive_failures, 0);
+    b.advance(ms(1));
+    let state = b.handle.state();
+    assert_eq!(state.consecutive_failures, 1);
+    assert!(state.last_error.unwrap().to_string().contains("timed out"));
+    b.source.set_mode(Mode::Succeed(Some(secs(60))));
+    b.advance(secs(1));
+    assert_eq!(b.source.calls(), 3);
+    assert_ne!(b.handle.current().unwrap(), first);
+}
+
+#[test]
+fn an_idle_manager_wakes_once_per_thirty_seconds() {
+    let b = Bench::new(secs(86_400));
+    let before = b.clock.wakeups();
+    b.advance_in_steps(secs(3_000), secs(1));
+    let wakeups = b.clock.wakeups() - before;
+    assert_eq!(wakeups, 100, "one heartbeat per 30 s over 3000 s");
+    assert_eq!(b.source.calls(), 1);
+}
+
+#[test]
+fn state_reports_counts_and_times() {
+    let b = Bench::new(secs(100));
+    let state = b.handle.state();
+    assert!(state.running);
+    assert_eq!(state.source_requests, 1);
+    assert_eq!(state.refreshes, 1);
+    assert_eq!(state.last_success_ms, Some(START_MS));
+    assert_eq!(state.expiry_ms, Some(START_MS + 100_000));
+    let debug = format!("{:?}", b.handle);
+    assert!(!debug.contains("token-1"), "{debug}");
+}
