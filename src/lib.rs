@@ -61,6 +61,7 @@ pub mod clock;
 pub mod error;
 pub mod jitter;
 pub mod manager;
+pub mod oauth2;
 pub mod source;
 pub mod token;
 

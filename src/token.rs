@@ -180,6 +180,9 @@ pub struct Token {
     refresh_token: Option<RefreshToken>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id_token: Option<IdToken>,
+    token_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     issued_ms: u64,
     stale_ms: u64,
     expiry_ms: u64,
@@ -193,6 +196,10 @@ struct TokenRepr {
     refresh_token: Option<RefreshToken>,
     #[serde(default)]
     id_token: Option<IdToken>,
+    #[serde(default = "bearer")]
+    token_type: String,
+    #[serde(default)]
+    scope: Option<String>,
     issued_ms: u64,
     stale_ms: u64,
     expiry_ms: u64,
@@ -218,6 +225,8 @@ impl TryFrom<TokenRepr> for Token {
         Ok(Token {
             refresh_token: r.refresh_token,
             id_token: r.id_token,
+            token_type: r.token_type,
+            scope: r.scope,
             ..token
         })
     }
@@ -241,6 +250,8 @@ impl Token {
             access_token,
             refresh_token: None,
             id_token: None,
+            token_type: bearer(),
+            scope: None,
             issued_ms,
             stale_ms,
             expiry_ms,
@@ -265,6 +276,8 @@ impl Token {
                 access_token,
                 refresh_token: None,
                 id_token: None,
+                token_type: bearer(),
+                scope: None,
                 issued_ms,
                 stale_ms,
                 expiry_ms,
@@ -284,6 +297,28 @@ impl Token {
     pub fn with_id_token(mut self, id_token: IdToken) -> Token {
         self.id_token = Some(id_token);
         self
+    }
+
+    /// Sets the token type the authority reported (`Bearer` by default).
+    pub fn with_token_type(mut self, token_type: impl Into<String>) -> Token {
+        self.token_type = token_type.into();
+        self
+    }
+
+    /// Sets the scope the authority granted.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Token {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The token type, `Bearer` unless the authority said otherwise.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// The scope the authority granted, if it said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
     }
 
     /// The access token.
@@ -401,6 +436,10 @@ impl LifetimePolicy {
         let floor = duration_ms(self.min_stale_window).min(lifetime_ms / 2);
         by_percent.max(floor).min(lifetime_ms)
     }
+}
+
+fn bearer() -> String {
+    "Bearer".to_owned()
 }
 
 /// `value * num / den` without overflow, for `num <= den`.

@@ -1,0 +1,434 @@
+//! The token endpoint: its URL, the client's credentials and how they are
+//! sent, and the HTTP client that carries the requests.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use url::{Host, Url};
+
+use crate::error::SourceError;
+use crate::oauth2::error::TokenRequestError;
+use crate::oauth2::http::{HttpClient, HttpRequest};
+use crate::oauth2::response::{parse_token_response, retry_after};
+use crate::source::FetchContext;
+use crate::token::{ClientId, ClientSecret, Token};
+
+const LOG: &str = "tokenkeeper::oauth2";
+
+/// The default cap on a token response body: 64 KiB.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// HTTP Basic with the form-urlencoded id and secret. The default, and
+    /// the method every server must support.
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// A token endpoint configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL does not parse, or is not http(s).
+    InvalidUrl(String),
+    /// The URL is plain `http` to a host that is not loopback; see
+    /// [`TokenEndpointBuilder::allow_insecure_http`].
+    InsecureUrl(String),
+    /// The URL carries a user name or password.
+    CredentialsInUrl,
+    /// No HTTP client was given and no HTTP feature is enabled.
+    NoHttpClient,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidUrl(why) => write!(f, "invalid token URL: {why}"),
+            ConfigError::InsecureUrl(url) => write!(
+                f,
+                "token URL {url} is plain http to a host that is not loopback; use https or allow_insecure_http"
+            ),
+            ConfigError::CredentialsInUrl => {
+                f.write_str("the token URL must not carry a user name or password")
+            }
+            ConfigError::NoHttpClient => f.write_str(
+                "no HTTP client: pass one with http_client(), or enable the `surf` or `ureq` feature",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where and how to ask for tokens. Made by [`TokenEndpoint::builder`];
+/// used by the grant sources.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tokenkeeper::oauth2::{AuthMethod, TokenEndpoint};
+/// use tokenkeeper::{ClientId, ClientSecret};
+/// # use tokenkeeper::oauth2::{HttpClient, HttpError, HttpRequest, HttpResponse};
+/// # struct MyClient;
+/// # impl HttpClient for MyClient {
+/// #     fn post(&self, _: HttpRequest, _: usize) -> tokenkeeper::BoxFuture<'_, Result<HttpResponse, HttpError>> { unimplemented!() }
+/// # }
+///
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"), ClientSecret::new("s"))
+///     .auth_method(AuthMethod::ClientSecretPost)
+///     .http_client(MyClient)
+///     .build()
+///     .unwrap();
+/// assert_eq!(endpoint.url().as_str(), "https://auth.example.com/oauth/token");
+///
+/// // Plain http is refused except to loopback.
+/// let err = TokenEndpoint::builder("http://auth.example.com/token", ClientId::new("svc"), ClientSecret::new("s"))
+///     .http_client(MyClient)
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("not loopback"));
+/// ```
+#[derive(Clone)]
+pub struct TokenEndpoint {
+    url: Url,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    auth: AuthMethod,
+    http: Arc<dyn HttpClient>,
+    max_body: usize,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("url", &self.url.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("auth", &self.auth)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+/// Configures a [`TokenEndpoint`].
+pub struct TokenEndpointBuilder {
+    url: String,
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    auth: AuthMethod,
+    http: Option<Arc<dyn HttpClient>>,
+    allow_insecure_http: bool,
+    max_body: usize,
+}
+
+impl fmt::Debug for TokenEndpointBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpointBuilder")
+            .field("url", &self.url)
+            .field("auth", &self.auth)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+impl TokenEndpoint {
+    /// Starts configuring the endpoint at `url` for the client `client_id`
+    /// with `client_secret`.
+    pub fn builder(
+        url: impl Into<String>,
+        client_id: ClientId,
+        client_secret: ClientSecret,
+    ) -> TokenEndpointBuilder {
+        TokenEndpointBuilder {
+            url: url.into(),
+            client_id,
+            client_secret,
+            auth: AuthMethod::default(),
+            http: None,
+            allow_insecure_http: false,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// The token URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// POSTs a grant with `params` and turns the answer into a token.
+    /// `secrets` are extra values (a refresh token) to scrub from errors.
+    pub(crate) async fn request(
+        &self,
+        params: &[(&str, &str)],
+        secrets: &[&str],
+        cx: &FetchContext,
+    ) -> Result<Token, SourceError> {
+        let request = self.build_request(params);
+        let grant = params
+            .iter()
+            .find(|(n, _)| *n == "grant_type")
+            .map_or("?", |(_, v)| *v);
+        log::debug!(target: LOG, "POST {} (grant_type={grant})", self.url);
+        let mut all_secrets = vec![self.client_secret.secret()];
+        all_secrets.extend_from_slice(secrets);
+        let response = match self.http.post(request, self.max_body).await {
+            Ok(response) => response,
+            Err(e) => return Err(into_source_error(TokenRequestError::Http(e), None)),
+        };
+        let hint = response
+            .header("retry-after")
+            .and_then(|v| retry_after(v, cx.now_ms()));
+        let parsed = parse_token_response(response.status(), response.body(), &all_secrets)
+            .map_err(|e| into_source_error(e, hint))?;
+        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+            log::warn!(
+                target: LOG,
+                "token endpoint issued a token of type {:?}, not Bearer; recorded on the token",
+                parsed.token_type
+            );
+        }
+        let mut token = cx
+            .token(parsed.access_token, parsed.expires_in)
+            .with_token_type(parsed.token_type);
+        if let Some(refresh_token) = parsed.refresh_token {
+            token = token.with_refresh_token(refresh_token);
+        }
+        if let Some(id_token) = parsed.id_token {
+            token = token.with_id_token(id_token);
+        }
+        if let Some(scope) = parsed.scope {
+            token = token.with_scope(scope);
+        }
+        Ok(token)
+    }
+
+    /// The form POST for `params`, with the client's credentials.
+    fn build_request(&self, params: &[(&str, &str)]) -> HttpRequest {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params {
+            form.append_pair(name, value);
+        }
+        if self.auth == AuthMethod::ClientSecretPost {
+            form.append_pair("client_id", self.client_id.secret());
+            form.append_pair("client_secret", self.client_secret.secret());
+        }
+        let request = HttpRequest::form_post(self.url.clone(), form.finish().into_bytes());
+        match self.auth {
+            AuthMethod::ClientSecretBasic => {
+                request.header("Authorization", self.basic_authorization())
+            }
+            AuthMethod::ClientSecretPost => request,
+        }
+    }
+
+    /// `Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1.
+    fn basic_authorization(&self) -> String {
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let pair = format!(
+            "{}:{}",
+            encode(self.client_id.secret()),
+            encode(self.client_secret.secret())
+        );
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
+fn into_source_error(
+    error: TokenRequestError,
+    retry_after: Option<std::time::Duration>,
+) -> SourceError {
+    let mut e = SourceError::new(error.kind(), error.to_string());
+    if let Some(after) = retry_after {
+        e = e.with_retry_after(after);
+    }
+    e.with_cause(error)
+}
+
+impl TokenEndpointBuilder {
+    /// How the client authenticates; [`AuthMethod::ClientSecretBasic`] by
+    /// default.
+    pub fn auth_method(mut self, auth: AuthMethod) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The HTTP client to use. Without one, `build` picks the client of the
+    /// enabled HTTP feature (`ureq` first, then `surf`).
+    pub fn http_client(mut self, http: impl HttpClient) -> Self {
+        self.http = Some(Arc::new(http));
+        self
+    }
+
+    /// Allows a plain `http` URL to a host that is not loopback. Credentials
+    /// and tokens then cross the network unencrypted: only for closed test
+    /// networks.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// The largest response body accepted, [`DEFAULT_MAX_BODY`] by default.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Checks the configuration and makes the endpoint.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a URL that is invalid, insecure or carries
+    /// credentials, or when there is no HTTP client.
+    pub fn build(self) -> Result<TokenEndpoint, ConfigError> {
+        let url = Url::parse(&self.url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::CredentialsInUrl);
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure_http || is_loopback(&url) => {}
+            "http" => return Err(ConfigError::InsecureUrl(url.to_string())),
+            other => {
+                return Err(ConfigError::InvalidUrl(format!(
+                    "unsupported scheme {other:?}"
+                )))
+            }
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => default_client().ok_or(ConfigError::NoHttpClient)?,
+        };
+        Ok(TokenEndpoint {
+            url,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            auth: self.auth,
+            http,
+            max_body: self.max_body,
+        })
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn default_client() -> Option<Arc<dyn HttpClient>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::BoxFuture;
+    use crate::oauth2::http::{HttpError, HttpResponse};
+
+    struct Never;
+
+    impl HttpClient for Never {
+        fn post(&self, _: HttpRequest, _: usize) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn build(url: &str) -> Result<TokenEndpoint, ConfigError> {
+        TokenEndpoint::builder(url, ClientId::new("id"), ClientSecret::new("secret"))
+            .http_client(Never)
+            .build()
+    }
+
+    #[test]
+    fn https_everywhere_http_only_on_loopback() {
+        assert!(build("https://auth.example/token").is_ok());
+        assert!(build("http://127.0.0.1:8080/token").is_ok());
+        assert!(build("http://127.9.9.9/token").is_ok());
+        assert!(build("http://[::1]:9/token").is_ok());
+        assert!(build("http://localhost/token").is_ok());
+        assert!(matches!(
+            build("http://10.0.0.1/token"),
+            Err(ConfigError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            build("http://localhost.evil.example/token"),
+            Err(ConfigError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            build("ftp://auth.example/token"),
+            Err(ConfigError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            build("not a url"),
+            Err(ConfigError::InvalidUrl(_))
+        ));
+        assert_eq!(
+            build("https://u:p@auth.example/token").unwrap_err(),
+            ConfigError::CredentialsInUrl
+        );
+        let insecure = TokenEndpoint::builder(
+            "http://10.0.0.1/t",
+            ClientId::new("id"),
+            ClientSecret::new("s"),
+        )
+        .http_client(Never)
+        .allow_insecure_http(true)
+        .build();
+        assert!(insecure.is_ok());
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_before_base64() {
+        let endpoint = TokenEndpoint::builder(
+            "https://a/t",
+            ClientId::new("my client"),
+            ClientSecret::new("p@ss:w/rd"),
+        )
+        .http_client(Never)
+        .build()
+        .unwrap();
+        let header = endpoint.basic_authorization();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "my+client:p%40ss%3Aw%2Frd"
+        );
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let endpoint = TokenEndpoint::builder(
+            "https://a/t",
+            ClientId::new("id-xyz"),
+            ClientSecret::new("pw-xyz"),
+        )
+        .http_client(Never)
+        .build()
+        .unwrap();
+        let debug = format!(
+            "{endpoint:?} {:?}",
+            endpoint.build_request(&[("grant_type", "client_credentials")])
+        );
+        assert!(!debug.contains("xyz"), "{debug}");
+    }
+}

@@ -1,0 +1,248 @@
+//! The HTTP layer the OAuth2 sources talk through.
+//!
+//! The sources only ever make one kind of request: a form POST to the token
+//! endpoint. [`HttpClient`] is that one operation, so any HTTP stack can be
+//! plugged in: the `surf` feature provides one for [`surf::Client`], the
+//! `ureq` feature one for a blocking `ureq` agent run on a thread pool.
+//! An implementation must read at most `max_body` bytes of the response
+//! body and fail with [`HttpErrorKind::BodyTooLarge`] beyond that, and must
+//! report network failures as [`HttpError`]s, never as a status code.
+//!
+//! [`surf::Client`]: https://docs.rs/surf
+//!
+//! ```
+//! use tokenkeeper::oauth2::{HttpRequest, HttpResponse};
+//!
+//! let request = HttpRequest::form_post("https://auth.example/token".parse().unwrap(), b"grant_type=client_credentials".to_vec())
+//!     .header("Authorization", "Basic c2VjcmV0");
+//! assert!(!format!("{request:?}").contains("c2VjcmV0")); // header values are not printed
+//! let response = HttpResponse::new(200, vec![("Retry-After".into(), "5".into())], b"{}".to_vec());
+//! assert_eq!(response.header("retry-after"), Some("5"));
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use url::Url;
+
+use crate::clock::BoxFuture;
+
+/// Sends the token endpoint's form POSTs.
+pub trait HttpClient: Send + Sync + 'static {
+    /// POSTs `request` and returns the response, reading at most `max_body`
+    /// bytes of its body.
+    ///
+    /// # Errors
+    ///
+    /// An [`HttpError`] for anything that did not produce a complete HTTP
+    /// response: connection failures, TLS errors, I/O errors, a body over
+    /// `max_body`. HTTP error statuses are responses, not errors.
+    fn post(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>>;
+}
+
+impl<C: HttpClient + ?Sized> HttpClient for std::sync::Arc<C> {
+    fn post(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        (**self).post(request, max_body)
+    }
+}
+
+/// A form POST to a token endpoint. Its headers and body carry credentials,
+/// so `Debug` shows only the URL, the header names and the body length.
+#[derive(Clone)]
+pub struct HttpRequest {
+    url: Url,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A POST of an `application/x-www-form-urlencoded` body to `url`,
+    /// accepting JSON.
+    pub fn form_post(url: Url, body: Vec<u8>) -> HttpRequest {
+        HttpRequest {
+            url,
+            headers: vec![
+                (
+                    "Content-Type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("Accept".into(), "application/json".into()),
+            ],
+            body,
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> HttpRequest {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The URL to POST to.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The form body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("url", &self.url.as_str())
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Clone)]
+pub struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with `status`, `headers` and `body`.
+    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first header named `name`, ignoring case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl fmt::Debug for HttpResponse {
+    // The body of a successful response holds tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// What went wrong below HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpErrorKind {
+    /// The connection could not be made (refused, DNS, unreachable, TLS).
+    Connect,
+    /// The HTTP client's own timeout fired.
+    Timeout,
+    /// The connection failed during the exchange (reset, closed early).
+    Io,
+    /// The response body was longer than allowed.
+    BodyTooLarge,
+    /// Anything else the client reports.
+    Other,
+}
+
+/// A failure to get a complete HTTP response.
+///
+/// ```
+/// use tokenkeeper::oauth2::{HttpError, HttpErrorKind};
+/// let e = HttpError::new(HttpErrorKind::Connect, "connection refused");
+/// assert_eq!(e.to_string(), "connect: connection refused");
+/// ```
+#[derive(Debug)]
+pub struct HttpError {
+    kind: HttpErrorKind,
+    message: String,
+    cause: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl HttpError {
+    /// An error of `kind` described by `message`.
+    pub fn new(kind: HttpErrorKind, message: impl Into<String>) -> HttpError {
+        HttpError {
+            kind,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The body exceeded `limit` bytes.
+    pub fn body_too_large(limit: usize) -> HttpError {
+        HttpError::new(
+            HttpErrorKind::BodyTooLarge,
+            format!("response body exceeds {limit} bytes"),
+        )
+    }
+
+    /// Adds the underlying error.
+    pub fn with_cause(mut self, cause: impl StdError + Send + Sync + 'static) -> HttpError {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> HttpErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            HttpErrorKind::Connect => "connect",
+            HttpErrorKind::Timeout => "timeout",
+            HttpErrorKind::Io => "i/o",
+            HttpErrorKind::BodyTooLarge => "body too large",
+            HttpErrorKind::Other => "http",
+        };
+        write!(f, "{kind}: {}", self.message)
+    }
+}
+
+impl StdError for HttpError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

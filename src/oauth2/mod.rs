@@ -1,0 +1,43 @@
+//! OAuth2 over HTTP: the token endpoint, the grants, and typed errors.
+//!
+//! A [`TokenEndpoint`] holds the token URL, the client's credentials, how
+//! they are sent ([`AuthMethod`]) and an [`HttpClient`]. The grants
+//! [`ClientCredentials`] and [`RefreshTokenGrant`] are
+//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager.
+//!
+//! Requests are `application/x-www-form-urlencoded` POSTs. Responses are
+//! parsed by [`response::parse_token_response`]: RFC 6749 errors become an
+//! [`OAuth2Error`] inside a [`TokenRequestError`], which says whether
+//! retrying can help; `Retry-After` becomes the backoff hint; bodies are
+//! capped ([`DEFAULT_MAX_BODY`]). Token URLs must be `https`, except to
+//! loopback addresses, unless [`TokenEndpointBuilder::allow_insecure_http`]
+//! says otherwise. Request time is bounded by the manager's request timeout,
+//! on the manager's clock.
+//!
+//! ```no_run
+//! use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
+//! use tokenkeeper::{ClientId, ClientSecret, TokenManager};
+//!
+//! let endpoint = TokenEndpoint::builder(
+//!     "https://auth.example.com/oauth/token",
+//!     ClientId::new("my-service"),
+//!     ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap()),
+//! )
+//! .build()?;
+//! let handle = TokenManager::builder(ClientCredentials::new(endpoint).scope("read")).spawn_smol();
+//! # let _ = handle;
+//! # Ok::<_, tokenkeeper::oauth2::ConfigError>(())
+//! ```
+
+mod endpoint;
+mod error;
+mod grant;
+mod http;
+pub mod response;
+
+pub use endpoint::{
+    AuthMethod, ConfigError, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
+};
+pub use error::{ErrorCode, OAuth2Error, TokenRequestError};
+pub use grant::{ClientCredentials, RefreshTokenGrant};
+pub use http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};

@@ -1,0 +1,409 @@
+//! Parsing token endpoint responses (RFC 6749 §5.1 and §5.2).
+//!
+//! Lenient where real servers differ from the RFC: `expires_in` may be a
+//! number or a numeric string, `token_type` may be missing or in any case,
+//! `scope` may be a list. Strict where safety matters: a success without a
+//! usable `access_token` is an error, and so is an access token with
+//! characters that cannot go into an HTTP header.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::oauth2::response::parse_token_response;
+//!
+//! let body = br#"{"access_token":"a\/b","token_type":"bearer","expires_in":"3600"}"#;
+//! let parsed = parse_token_response(200, body, &[]).unwrap();
+//! assert_eq!(parsed.access_token.secret(), "a/b");
+//! assert_eq!(parsed.expires_in, Some(Duration::from_secs(3600)));
+//!
+//! let error = parse_token_response(401, br#"{"error":"invalid_client"}"#, &[]).unwrap_err();
+//! assert_eq!(error.code().unwrap().as_str(), "invalid_client");
+//! ```
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::oauth2::error::{ErrorCode, OAuth2Error, TokenRequestError};
+use crate::token::{duration_ms, AccessToken, IdToken, RefreshToken};
+
+/// The longest server-provided text kept in an error.
+const MAX_TEXT: usize = 200;
+
+/// A parsed successful token response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: AccessToken,
+    /// The token type as sent; `Bearer` when missing.
+    pub token_type: String,
+    /// The lifetime, when the authority gave one.
+    pub expires_in: Option<Duration>,
+    /// A new refresh token, when the authority issued one.
+    pub refresh_token: Option<RefreshToken>,
+    /// An OpenID Connect ID token, when present.
+    pub id_token: Option<IdToken>,
+    /// The granted scope, when the authority said.
+    pub scope: Option<String>,
+}
+
+/// Parses a token endpoint response with HTTP `status` and `body`.
+///
+/// `secrets` are scrubbed from any server text kept in an error (servers
+/// sometimes echo what they were sent).
+///
+/// # Errors
+///
+/// [`TokenRequestError::OAuth2`] for an RFC 6749 error body (with any
+/// status), [`TokenRequestError::UnexpectedStatus`] for another error body,
+/// [`TokenRequestError::InvalidResponse`] for a success that is not a usable
+/// token response.
+pub fn parse_token_response(
+    status: u16,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<TokenResponse, TokenRequestError> {
+    let object = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Some(object),
+        _ => None,
+    };
+    if let Some(error) = object
+        .as_ref()
+        .and_then(|o| oauth2_error(status, o, secrets))
+    {
+        // Some servers send errors with a 200; an access token wins over it.
+        if !(200..300).contains(&status)
+            || !object
+                .as_ref()
+                .is_some_and(|o| o.contains_key("access_token"))
+        {
+            return Err(TokenRequestError::OAuth2(error));
+        }
+    }
+    if !(200..300).contains(&status) {
+        return Err(TokenRequestError::UnexpectedStatus {
+            status,
+            excerpt: excerpt(body, secrets),
+        });
+    }
+    let invalid = |reason: &str| TokenRequestError::InvalidResponse {
+        status,
+        reason: reason.to_owned(),
+    };
+    let Some(object) = object else {
+        return Err(invalid("the body is not a JSON object"));
+    };
+    let access_token = match object.get("access_token") {
+        Some(Value::String(token)) if token.is_empty() => {
+            return Err(invalid("access_token is empty"))
+        }
+        Some(Value::String(token)) if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+            return Err(invalid(
+                "access_token has characters not allowed in an HTTP header",
+            ));
+        }
+        Some(Value::String(token)) => AccessToken::new(token.as_str()),
+        Some(_) => return Err(invalid("access_token is not a string")),
+        None => return Err(invalid("access_token is missing")),
+    };
+    let token_type = match object.get("token_type") {
+        None | Some(Value::Null) => "Bearer".to_owned(),
+        Some(Value::String(t)) => clean(t, &[]),
+        Some(_) => return Err(invalid("token_type is not a string")),
+    };
+    let expires_in = expires_in(object.get("expires_in")).map_err(&invalid)?;
+    let refresh_token = optional_string(&object, "refresh_token")
+        .map_err(&invalid)?
+        .map(RefreshToken::new);
+    let id_token = optional_string(&object, "id_token")
+        .map_err(&invalid)?
+        .map(IdToken::new);
+    let scope = match object.get("scope") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    };
+    Ok(TokenResponse {
+        access_token,
+        token_type,
+        expires_in,
+        refresh_token,
+        id_token,
+        scope,
+    })
+}
+
+fn oauth2_error(status: u16, object: &Map<String, Value>, secrets: &[&str]) -> Option<OAuth2Error> {
+    let code = object.get("error")?.as_str()?;
+    let mut error = OAuth2Error::new(status, ErrorCode::from(clean(code, secrets).as_str()));
+    if let Some(description) = object.get("error_description").and_then(Value::as_str) {
+        error = error.with_description(clean(description, secrets));
+    }
+    if let Some(uri) = object.get("error_uri").and_then(Value::as_str) {
+        error = error.with_uri(clean(uri, secrets));
+    }
+    Some(error)
+}
+
+fn optional_string(
+    object: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, &'static str> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(match key {
+            "refresh_token" => "refresh_token is not a string",
+            _ => "id_token is not a string",
+        }),
+    }
+}
+
+/// `expires_in` as a number of seconds or a numeric string; fractions are
+/// cut, huge values saturate, negative ones are an error.
+fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, &'static str> {
+    let seconds = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(|s| s as f64).or_else(|| n.as_f64()),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Some(_) => return Err("expires_in is not a number"),
+    };
+    match seconds {
+        Some(s) if s < 0.0 => Err("expires_in is negative"),
+        // `as` saturates at u64::MAX.
+        Some(s) => Ok(Some(Duration::from_secs(s as u64))),
+        None => Err("expires_in is not a number"),
+    }
+}
+
+/// The start of an unexpected body, printable and scrubbed.
+fn excerpt(body: &[u8], secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4 * MAX_TEXT)]);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    clean(&collapsed, secrets)
+}
+
+/// Server text made safe to log: secrets replaced, control characters
+/// dropped, cut at [`MAX_TEXT`] characters.
+fn clean(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(secret, "<redacted>");
+    }
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_TEXT)
+        .collect();
+    if text
+        .chars()
+        .filter(|c| !c.is_control())
+        .nth(MAX_TEXT)
+        .is_some()
+    {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses a `Retry-After` value (seconds or an HTTP date) relative to
+/// `now_ms`; a date in the past means no wait.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::oauth2::response::retry_after;
+///
+/// assert_eq!(retry_after("120", 0), Some(Duration::from_secs(120)));
+/// // 1994-11-06T08:49:37Z is 784111777 s after the epoch.
+/// let now_ms = 784_111_777_000 - 30_000;
+/// assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now_ms), Some(Duration::from_secs(30)));
+/// assert_eq!(retry_after("soon", 0), None);
+/// ```
+pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let at_ms = at.duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0);
+    Some(Duration::from_millis(at_ms.saturating_sub(now_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> TokenResponse {
+        parse_token_response(200, body.as_bytes(), &[]).unwrap()
+    }
+
+    fn invalid(body: &str) -> String {
+        match parse_token_response(200, body.as_bytes(), &[]) {
+            Err(TokenRequestError::InvalidResponse { reason, .. }) => reason,
+            other => panic!("expected invalid response for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_response() {
+        let r = ok(
+            r#"{"access_token":"at","token_type":"Bearer","expires_in":60,"refresh_token":"rt","id_token":"it","scope":"a b"}"#,
+        );
+        assert_eq!(r.access_token.secret(), "at");
+        assert_eq!(r.token_type, "Bearer");
+        assert_eq!(r.expires_in, Some(Duration::from_secs(60)));
+        assert_eq!(r.refresh_token.unwrap().secret(), "rt");
+        assert_eq!(r.id_token.unwrap().secret(), "it");
+        assert_eq!(r.scope.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn lenient_fields() {
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":"  90 "}"#).expires_in,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":90.9}"#).expires_in,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":1e300}"#).expires_in,
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":null}"#).expires_in,
+            None
+        );
+        assert_eq!(ok(r#"{"access_token":"a"}"#).token_type, "Bearer");
+        assert_eq!(
+            ok(r#"{"access_token":"a","token_type":"mac"}"#).token_type,
+            "mac"
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","scope":["x","y"]}"#)
+                .scope
+                .as_deref(),
+            Some("x y")
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a\/b\u0041"}"#).access_token.secret(),
+            "a/bA"
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","refresh_token":""}"#).refresh_token,
+            None
+        );
+    }
+
+    #[test]
+    fn strict_fields() {
+        assert_eq!(
+            invalid(r#"{"token_type":"Bearer"}"#),
+            "access_token is missing"
+        );
+        assert_eq!(invalid(r#"{"access_token":""}"#), "access_token is empty");
+        assert_eq!(
+            invalid(r#"{"access_token":7}"#),
+            "access_token is not a string"
+        );
+        assert_eq!(
+            invalid(r#"{"access_token":"a\r\nX-Evil: 1"}"#),
+            "access_token has characters not allowed in an HTTP header"
+        );
+        assert_eq!(
+            invalid(r#"{"access_token":"a","expires_in":-5}"#),
+            "expires_in is negative"
+        );
+        assert_eq!(
+            invalid(r#"{"access_token":"a","expires_in":"soon"}"#),
+            "expires_in is not a number"
+        );
+        assert_eq!(
+            invalid(r#"{"access_token":"a","expires_in":[1]}"#),
+            "expires_in is not a number"
+        );
+        assert_eq!(
+            invalid(r#"{"access_token":"a","refresh_token":{}}"#),
+            "refresh_token is not a string"
+        );
+        assert_eq!(invalid("[1,2]"), "the body is not a JSON object");
+        assert_eq!(
+            invalid("{\"access_token\":\"a\""),
+            "the body is not a JSON object"
+        );
+        assert_eq!(invalid(""), "the body is not a JSON object");
+    }
+
+    #[test]
+    fn oauth2_errors_with_any_status() {
+        let e = parse_token_response(
+            400,
+            br#"{"error":"invalid_grant","error_description":"revoked","error_uri":"https://x/e"}"#,
+            &[],
+        )
+        .unwrap_err();
+        match e {
+            TokenRequestError::OAuth2(e) => {
+                assert_eq!(e.code(), &ErrorCode::InvalidGrant);
+                assert_eq!(e.description(), Some("revoked"));
+                assert_eq!(e.uri(), Some("https://x/e"));
+                assert_eq!(e.status(), 400);
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse_token_response(200, br#"{"error":"invalid_scope"}"#, &[]).unwrap_err();
+        assert_eq!(e.code(), Some(&ErrorCode::InvalidScope));
+    }
+
+    #[test]
+    fn unexpected_bodies_keep_a_clean_excerpt() {
+        let html = b"<html>\r\n<body>\n502 Bad Gateway</body></html>";
+        match parse_token_response(502, html, &[]).unwrap_err() {
+            TokenRequestError::UnexpectedStatus { status, excerpt } => {
+                assert_eq!(status, 502);
+                assert_eq!(excerpt, "<html> <body> 502 Bad Gateway</body></html>");
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = "x".repeat(10_000);
+        match parse_token_response(500, long.as_bytes(), &[]).unwrap_err() {
+            TokenRequestError::UnexpectedStatus { excerpt, .. } => {
+                assert!(excerpt.chars().count() <= MAX_TEXT + 1)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_server_text() {
+        let body =
+            br#"{"error":"invalid_client","error_description":"bad secret hunter22 for client"}"#;
+        let e = parse_token_response(401, body, &["hunter22"]).unwrap_err();
+        assert!(!e.to_string().contains("hunter22"), "{e}");
+        let e = parse_token_response(500, b"echo: hunter22", &["hunter22"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(retry_after(" 7 ", 0), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("99999999999999999999999", 0),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", u64::MAX),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("-1", 0), None);
+        assert_eq!(retry_after("", 0), None);
+    }
+}
