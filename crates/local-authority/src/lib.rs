@@ -1,1 +1,444 @@
-//! placeholder
+//! An in-process OAuth2 authorization server (the token endpoint of RFC 6749)
+//! on `127.0.0.1`, with fault injection, for tokenkeeper's integration tests,
+//! examples and benchmarks.
+//!
+//! [`LocalAuthority::start`] binds `127.0.0.1:0` and serves `POST /token` from
+//! a dedicated background thread that runs its own `async-executor`, so it
+//! works the same under any executor the caller uses (or none). It depends on
+//! smol-rs crates only, never on tokio. Dropping the [`LocalAuthority`] stops
+//! the server and closes every connection.
+//!
+//! Supported on `/token`:
+//! - grants `client_credentials`, `refresh_token` (with or without rotation)
+//!   and `password`;
+//! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and
+//!   secret form-urlencoded before base64) and `client_secret_post`;
+//! - RFC 6749 §5.2 error responses;
+//! - faults ([`Fault`]) queued for the next requests or applied to all of them.
+//!
+//! HTTP/1.1 is hand-written and minimal: `Content-Length` and chunked request
+//! bodies up to 64 KiB (larger ones get 413), keep-alive and pipelining,
+//! `Expect: 100-continue`.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//!
+//! let authority = local_authority::LocalAuthority::start()?;
+//! assert!(authority.token_url().starts_with("http://127.0.0.1:"));
+//!
+//! let body = "grant_type=client_credentials&client_id=client-a&client_secret=secret-a";
+//! let mut stream = std::net::TcpStream::connect(authority.addr())?;
+//! write!(
+//!     stream,
+//!     "POST /token HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+//!      Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+//!     body.len()
+//! )?;
+//! let mut response = String::new();
+//! stream.read_to_string(&mut response)?;
+//! assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(response.contains(r#""token_type":"Bearer""#));
+//! assert_eq!(authority.tokens_issued(), 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod form;
+mod http;
+mod server;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use serde_json::Value;
+
+/// An OAuth2 token endpoint running on `127.0.0.1` in a background thread.
+///
+/// Every setter takes effect for the next request. Dropping it stops the
+/// server: the listening socket and all connections (hanging ones included)
+/// are closed and the thread is joined.
+pub struct LocalAuthority {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// Dropping the only sender tells the server thread to stop.
+    stop: Option<async_channel::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LocalAuthority {
+    /// Binds `127.0.0.1:0`, starts serving from a new thread, and returns.
+    ///
+    /// It knows one client, `client-a` with secret `secret-a`, and answers
+    /// with `"expires_in": 60` and rotating refresh tokens.
+    pub fn start() -> std::io::Result<LocalAuthority> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let listener = Async::new(listener)?;
+        let shared = Arc::new(Shared::new());
+        let (stop, stopped) = async_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("local-authority-{}", addr.port()))
+            .spawn({
+                let shared = shared.clone();
+                move || server::run(listener, shared, stopped)
+            })?;
+        Ok(LocalAuthority {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on (`127.0.0.1` and an ephemeral port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The token endpoint's URL, `http://127.0.0.1:PORT/token`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
+    /// Registers a client (or replaces its secret).
+    pub fn add_client(&self, id: &str, secret: &str) {
+        self.shared
+            .lock()
+            .clients
+            .insert(id.to_string(), secret.to_string());
+    }
+
+    /// Sets what successful responses carry as `expires_in`: `None` omits the
+    /// member; any JSON value is sent as-is, so tests can send `"3600"` as a
+    /// string or `1e300`. The default is `Some(60)`.
+    ///
+    /// [`is_valid_access_token`](Self::is_valid_access_token) reads a number
+    /// or numeric string as seconds; tokens issued without a usable lifetime
+    /// never expire.
+    pub fn set_expires_in(&self, expires_in: Option<Value>) {
+        self.shared.lock().expires_in = expires_in;
+    }
+
+    /// Whether each use of a refresh token revokes it and returns a new one
+    /// (`true`, the default), or keeps it valid and returns none (`false`).
+    pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
+        self.shared.lock().rotate = rotate;
+    }
+
+    /// Mints a refresh token for `client_id` without a request, as if an
+    /// earlier grant had returned it.
+    pub fn issue_refresh_token(&self, client_id: &str) -> String {
+        self.shared.lock().new_refresh_token(client_id, None)
+    }
+
+    /// Queues a fault: the next request to `/token` without a queued fault
+    /// ahead of it gets this one (first in, first out; one per request).
+    pub fn push_fault(&self, fault: Fault) {
+        self.shared.lock().faults.push_back(fault);
+    }
+
+    /// Gives every `/token` request this fault until it is cleared with
+    /// `None`. Queued faults ([`push_fault`](Self::push_fault)) come first.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.shared.lock().outage = fault;
+    }
+
+    /// Delays every answer on `/token` (faults included) by `latency`, in
+    /// real time, after the request has been read. Zero (the default) turns
+    /// it off.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// How many requests `/token` received, faults and errors included.
+    pub fn token_requests(&self) -> u64 {
+        self.shared.lock().token_requests
+    }
+
+    /// How many successful token responses were sent.
+    pub fn tokens_issued(&self) -> u64 {
+        self.shared.lock().tokens_issued
+    }
+
+    /// Every request received, on any path, in order of arrival.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Whether this server issued `token` as an access token and it has not
+    /// expired yet (in real time).
+    pub fn is_valid_access_token(&self, token: &str) -> bool {
+        match self.shared.lock().access_tokens.get(token) {
+            Some(Some(expiry)) => Instant::now() < *expiry,
+            Some(None) => true,
+            None => false,
+        }
+    }
+}
+
+impl fmt::Debug for LocalAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        let mut clients: Vec<&str> = state.clients.keys().map(String::as_str).collect();
+        clients.sort_unstable();
+        f.debug_struct("LocalAuthority")
+            .field("addr", &self.addr)
+            .field("clients", &clients)
+            .field("token_requests", &state.token_requests)
+            .field("tokens_issued", &state.tokens_issued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LocalAuthority {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic on the server thread has already been reported there.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A request as the server received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The method, e.g. `POST`.
+    pub method: String,
+    /// The request target as sent, e.g. `/token` (a query string included).
+    pub path: String,
+    /// Header names lowercased, values with surrounding whitespace trimmed,
+    /// in order of arrival.
+    pub headers: Vec<(String, String)>,
+    /// The raw body (decoded from chunked transfer coding if need be);
+    /// bytes that are not UTF-8 become U+FFFD.
+    pub body: String,
+}
+
+impl RecordedRequest {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body decoded as `application/x-www-form-urlencoded`: percent
+    /// escapes decoded, `+` as space, pairs in order, repeats kept.
+    pub fn form(&self) -> Vec<(String, String)> {
+        form::parse(&self.body)
+    }
+
+    /// The first value of form parameter `key`, decoded.
+    pub fn form_value(&self, key: &str) -> Option<String> {
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A misbehaviour to inflict on a `/token` request instead of answering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this response, written as-is except that `Content-Length`
+    /// is always the correct one (a `Content-Length` in `headers` is
+    /// replaced). The connection stays open unless the request or `headers`
+    /// say `Connection: close`.
+    Respond {
+        /// The status code.
+        status: u16,
+        /// Headers, written in order.
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// Read the request, never answer, and keep the connection open until
+    /// the server is dropped.
+    Hang,
+    /// Read the request, then close the connection without any response.
+    Reset,
+    /// Send a head declaring `Content-Length: declared_len` but only `body`,
+    /// then close the connection.
+    HalfBody {
+        /// The status code.
+        status: u16,
+        /// The `Content-Length` declared.
+        declared_len: usize,
+        /// The bytes actually sent.
+        body: Vec<u8>,
+    },
+    /// Answer 200 with `Content-Length: len` and stream `len` bytes of
+    /// `{"access_token":"aaaa…` (an unterminated JSON document, streamed in
+    /// small chunks, never built in memory), then close the connection.
+    Huge {
+        /// The body's length in bytes.
+        len: usize,
+    },
+}
+
+impl Fault {
+    /// A response with `Content-Type: application/json` and `body`.
+    pub fn json(status: u16, body: &str) -> Fault {
+        Fault::Respond {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// An RFC 6749 §5.2 error response: `{"error": code,
+    /// "error_description": description}` (the description is omitted when
+    /// empty), with `Content-Type: application/json;charset=UTF-8` and
+    /// `Cache-Control: no-store`.
+    pub fn oauth_error(status: u16, code: &str, description: &str) -> Fault {
+        Fault::Respond {
+            status,
+            headers: json_headers(),
+            body: server::error_body(code, description).into_bytes(),
+        }
+    }
+
+    /// Adds a header to a [`Fault::Respond`], e.g. `Retry-After`. Other
+    /// variants have no headers to add to and are returned unchanged.
+    pub fn with_header(self, name: &str, value: &str) -> Fault {
+        match self {
+            Fault::Respond {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.push((name.to_string(), value.to_string()));
+                Fault::Respond {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The headers every JSON answer of the token endpoint carries.
+fn json_headers() -> Vec<(String, String)> {
+    vec![
+        (
+            "Content-Type".into(),
+            "application/json;charset=UTF-8".into(),
+        ),
+        ("Cache-Control".into(), "no-store".into()),
+        ("Pragma".into(), "no-cache".into()),
+    ]
+}
+
+/// State shared between the handle and the server thread.
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Shared {
+            state: Mutex::new(State {
+                clients: HashMap::from([("client-a".to_string(), "secret-a".to_string())]),
+                expires_in: Some(Value::from(60)),
+                rotate: true,
+                refresh_tokens: HashMap::new(),
+                access_tokens: HashMap::new(),
+                faults: VecDeque::new(),
+                outage: None,
+                latency: Duration::ZERO,
+                token_requests: 0,
+                tokens_issued: 0,
+                requests: Vec::new(),
+                next_id: 1,
+            }),
+        }
+    }
+
+    /// Locks the state; a panic elsewhere never makes it unusable.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A live refresh token: whose it is and the scope it was granted with.
+struct RefreshGrant {
+    client_id: String,
+    scope: Option<String>,
+}
+
+struct State {
+    /// Client id → secret.
+    clients: HashMap<String, String>,
+    expires_in: Option<Value>,
+    rotate: bool,
+    refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Access token → expiry (`None`: never).
+    access_tokens: HashMap<String, Option<Instant>>,
+    faults: VecDeque<Fault>,
+    outage: Option<Fault>,
+    latency: Duration,
+    token_requests: u64,
+    tokens_issued: u64,
+    requests: Vec<RecordedRequest>,
+    /// Numbers tokens so that they are unique and readable in logs.
+    next_id: u64,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_refresh_token(&mut self, client_id: &str, scope: Option<String>) -> String {
+        let token = format!("rt-{}-{:016x}", self.next_id(), fastrand::u64(..));
+        self.refresh_tokens.insert(
+            token.clone(),
+            RefreshGrant {
+                client_id: client_id.to_string(),
+                scope,
+            },
+        );
+        token
+    }
+
+    fn new_access_token(&mut self) -> String {
+        let token = format!("at-{}-{:016x}", self.next_id(), fastrand::u64(..));
+        let expiry = self
+            .expires_in
+            .as_ref()
+            .and_then(lifetime)
+            .and_then(|d| Instant::now().checked_add(d));
+        self.access_tokens.insert(token.clone(), expiry);
+        token
+    }
+}
+
+/// Reads an `expires_in` value as a lifetime: a number or numeric string of
+/// seconds. Negative means already expired; anything unusable (or too large
+/// to represent) means no expiry.
+fn lifetime(value: &Value) -> Option<Duration> {
+    let secs = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if secs.is_nan() {
+        None
+    } else if secs <= 0.0 {
+        Some(Duration::ZERO)
+    } else {
+        Duration::try_from_secs_f64(secs).ok()
+    }
+}

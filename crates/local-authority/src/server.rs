@@ -1,0 +1,428 @@
+//! The server thread: accept loop, connections, faults and the token endpoint.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_executor::Executor;
+use async_io::{Async, Timer};
+use futures_lite::FutureExt;
+use serde_json::{Map, Value};
+
+use crate::form;
+use crate::http::{BodyError, Conn, Head, ReadError};
+use crate::{json_headers, Fault, RecordedRequest, Shared};
+
+/// Serves until `stop` closes (its sender is dropped), then drops every
+/// connection task with the executor.
+pub(crate) fn run(
+    listener: Async<TcpListener>,
+    shared: Arc<Shared>,
+    stop: async_channel::Receiver<()>,
+) {
+    let ex = Executor::new();
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.get_ref().set_nodelay(true);
+                    ex.spawn(connection(stream, shared.clone())).detach();
+                }
+                // Out of descriptors or similar: back off instead of spinning.
+                Err(_) => {
+                    Timer::after(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    async_io::block_on(ex.run(accept.or(async {
+        let _ = stop.recv().await;
+    })));
+    // Dropping `ex` here cancels the connection tasks, closing their sockets.
+}
+
+/// A complete response to write.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Serves the requests of one connection until it closes.
+async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
+    let mut conn = Conn::new(stream);
+    loop {
+        let head = match conn.read_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(ReadError::Io) => return,
+            Err(ReadError::Status(status)) => {
+                let _ = conn.respond(status, &[], &[], true).await;
+                conn.close().await;
+                return;
+            }
+        };
+        let is_token = head.target.split('?').next() == Some("/token");
+        let body = conn.read_body(&head).await;
+        let (body, failure) = match body {
+            Ok(body) => (body, None),
+            Err(BodyError::Io) => return,
+            Err(BodyError::Malformed) => (Vec::new(), Some(400)),
+            Err(BodyError::TooLarge) => (Vec::new(), Some(413)),
+        };
+        let close = head.wants_close();
+        let Head {
+            method,
+            target,
+            headers,
+            ..
+        } = head;
+        let request = RecordedRequest {
+            method,
+            path: target,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+
+        // Record, count and pick a fault in one step.
+        let (fault, latency) = {
+            let mut state = shared.lock();
+            state.requests.push(request.clone());
+            if is_token {
+                state.token_requests += 1;
+            }
+            if is_token && failure.is_none() {
+                let fault = state.faults.pop_front().or_else(|| state.outage.clone());
+                (fault, state.latency)
+            } else {
+                (None, Duration::ZERO)
+            }
+        };
+
+        if let Some(status) = failure {
+            let description = if status == 413 {
+                "request body exceeds 64 KiB"
+            } else {
+                "malformed request body"
+            };
+            let body = error_body("invalid_request", description);
+            let _ = conn
+                .respond(status, &json_headers(), body.as_bytes(), true)
+                .await;
+            conn.close().await;
+            return;
+        }
+        if !latency.is_zero() {
+            Timer::after(latency).await;
+        }
+
+        let response = match fault {
+            None if is_token => token_endpoint(&shared, &request),
+            None => Response {
+                status: 404,
+                headers: vec![("Content-Type".into(), "text/plain".into())],
+                body: b"not found\n".to_vec(),
+            },
+            Some(Fault::Respond {
+                status,
+                headers,
+                body,
+            }) => Response {
+                status,
+                headers,
+                body,
+            },
+            Some(Fault::Hang) => {
+                // Keep `conn` (and its socket) alive until the executor drops us.
+                futures_lite::future::pending::<()>().await;
+                return;
+            }
+            Some(Fault::Reset) => return,
+            Some(Fault::HalfBody {
+                status,
+                declared_len,
+                body,
+            }) => {
+                let headers = vec![("Content-Type".into(), "application/json".into())];
+                if conn
+                    .respond_head(status, &headers, declared_len)
+                    .await
+                    .is_ok()
+                {
+                    let _ = conn.write_all(&body).await;
+                }
+                conn.close().await;
+                return;
+            }
+            Some(Fault::Huge { len }) => {
+                huge(&mut conn, len).await;
+                conn.close().await;
+                return;
+            }
+        };
+
+        let close = close
+            || response.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("connection")
+                    && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+            });
+        if conn
+            .respond(response.status, &response.headers, &response.body, close)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if close {
+            conn.close().await;
+            return;
+        }
+    }
+}
+
+/// Streams a 200 of `len` bytes: `{"access_token":"` then `a`s.
+async fn huge(conn: &mut Conn, len: usize) {
+    const PREFIX: &[u8] = br#"{"access_token":""#;
+    let headers = vec![(
+        "Content-Type".to_string(),
+        "application/json;charset=UTF-8".to_string(),
+    )];
+    if conn.respond_head(200, &headers, len).await.is_err() {
+        return;
+    }
+    let mut chunk = vec![b'a'; 16 * 1024];
+    let first = PREFIX.len().min(len);
+    chunk[..first].copy_from_slice(&PREFIX[..first]);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        if conn.write_all(&chunk[..n]).await.is_err() {
+            return;
+        }
+        if left == len {
+            chunk[..first].fill(b'a');
+        }
+        left -= n;
+    }
+}
+
+/// An RFC 6749 §5.2 error body; the description is omitted when empty.
+pub(crate) fn error_body(code: &str, description: &str) -> String {
+    let mut body = Map::new();
+    body.insert("error".into(), code.into());
+    if !description.is_empty() {
+        body.insert("error_description".into(), description.into());
+    }
+    Value::Object(body).to_string()
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    Response {
+        status,
+        headers: json_headers(),
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn oauth_error(status: u16, code: &str, description: &str) -> Response {
+    let mut response = Response {
+        status,
+        headers: json_headers(),
+        body: error_body(code, description).into_bytes(),
+    };
+    if status == 401 {
+        response.headers.push((
+            "WWW-Authenticate".into(),
+            r#"Basic realm="local-authority""#.into(),
+        ));
+    }
+    response
+}
+
+fn invalid_request(description: &str) -> Response {
+    oauth_error(400, "invalid_request", description)
+}
+
+fn invalid_client(description: &str) -> Response {
+    oauth_error(401, "invalid_client", description)
+}
+
+/// Parameters that RFC 6749 §3.2 forbids repeating.
+const SINGLE_PARAMS: [&str; 7] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "refresh_token",
+    "username",
+    "password",
+];
+
+/// `POST /token` without a fault (RFC 6749).
+fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
+    if request.method != "POST" {
+        let mut response = invalid_request("the token endpoint accepts POST only");
+        response.status = 405;
+        response.headers.push(("Allow".into(), "POST".into()));
+        return response;
+    }
+    let media_type = request
+        .header("content-type")
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+        return invalid_request("the body must be application/x-www-form-urlencoded");
+    }
+    let params = request.form();
+    for name in SINGLE_PARAMS {
+        if params.iter().filter(|(k, _)| k == name).count() > 1 {
+            return invalid_request(&format!("parameter {name} is repeated"));
+        }
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    let mut state = shared.lock();
+    let client_id = match authenticate(request.header("authorization"), &param, |id, secret| {
+        state.clients.get(id).is_some_and(|s| s == secret)
+    }) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+
+    let scope = param("scope").map(str::to_string);
+    let (scope, with_refresh) = match param("grant_type") {
+        None => return invalid_request("missing grant_type"),
+        Some("client_credentials") => (scope, false),
+        Some("password") => {
+            match (param("username"), param("password")) {
+                (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => {}
+                (Some(_), Some(_)) => {
+                    return oauth_error(400, "invalid_grant", "empty username or password")
+                }
+                _ => return invalid_request("missing username or password"),
+            }
+            (scope, true)
+        }
+        Some("refresh_token") => {
+            let Some(token) = param("refresh_token") else {
+                return invalid_request("missing refresh_token");
+            };
+            let granted = match state.refresh_tokens.get(token) {
+                Some(grant) if grant.client_id == client_id => grant.scope.clone(),
+                _ => {
+                    return oauth_error(
+                        400,
+                        "invalid_grant",
+                        "refresh token unknown, already used, or issued to another client",
+                    )
+                }
+            };
+            if state.rotate {
+                state.refresh_tokens.remove(token);
+            }
+            (scope.or(granted), state.rotate)
+        }
+        Some(_) => {
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "supported: client_credentials, refresh_token, password",
+            )
+        }
+    };
+
+    let mut body = Map::new();
+    body.insert("access_token".into(), state.new_access_token().into());
+    body.insert("token_type".into(), "Bearer".into());
+    if let Some(expires_in) = state.expires_in.clone() {
+        body.insert("expires_in".into(), expires_in);
+    }
+    if with_refresh {
+        let refresh = state.new_refresh_token(&client_id, scope.clone());
+        body.insert("refresh_token".into(), refresh.into());
+    }
+    if let Some(scope) = scope {
+        body.insert("scope".into(), scope.into());
+    }
+    state.tokens_issued += 1;
+    json_response(200, &Value::Object(body))
+}
+
+/// Authenticates the client by `client_secret_basic` or `client_secret_post`
+/// (exactly one of them) and returns its id.
+fn authenticate<'a>(
+    authorization: Option<&str>,
+    param: &impl Fn(&str) -> Option<&'a str>,
+    verify: impl Fn(&str, &str) -> bool,
+) -> Result<String, Response> {
+    let body_id = param("client_id");
+    let body_secret = param("client_secret");
+    let (id, secret) = match (authorization, body_secret) {
+        (Some(_), Some(_)) => {
+            return Err(invalid_client("more than one client authentication method"))
+        }
+        (Some(header), None) => {
+            let (id, secret) = basic_credentials(header)
+                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+            if body_id.is_some_and(|b| b != id) {
+                return Err(invalid_client(
+                    "client_id in the body differs from the authenticated client",
+                ));
+            }
+            (id, secret)
+        }
+        (None, Some(secret)) => {
+            let id = body_id.ok_or_else(|| invalid_client("client_secret without client_id"))?;
+            (id.to_string(), secret.to_string())
+        }
+        (None, None) => return Err(invalid_client("client authentication required")),
+    };
+    if verify(&id, &secret) {
+        Ok(id)
+    } else {
+        Err(invalid_client("unknown client or wrong secret"))
+    }
+}
+
+/// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))`
+/// (RFC 6749 §2.3.1).
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let (scheme, credentials) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = form::base64_decode(credentials.trim())?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form::decode(id), form::decode(secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_urldecoded() {
+        // base64("id%3Awith+space:s%2Fe+c") = aWQlM0F3aXRoK3NwYWNlOnMlMkZlK2M=
+        assert_eq!(
+            basic_credentials("Basic aWQlM0F3aXRoK3NwYWNlOnMlMkZlK2M="),
+            Some(("id:with space".into(), "s/e c".into()))
+        );
+        assert_eq!(basic_credentials("Bearer abc"), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        // base64("nocolon")
+        assert_eq!(basic_credentials("Basic bm9jb2xvbg=="), None);
+    }
+
+    #[test]
+    fn error_body_omits_empty_description() {
+        assert_eq!(
+            error_body("invalid_grant", ""),
+            r#"{"error":"invalid_grant"}"#
+        );
+    }
+}
