@@ -579,3 +579,20 @@ fn state_reports_counts_and_times() {
     let debug = format!("{:?}", b.handle);
     assert!(!debug.contains("token-1"), "{debug}");
 }
+
+#[test]
+fn nothing_is_served_after_shutdown_even_while_the_token_is_valid() {
+    let b = Bench::new(secs(3600));
+    let token = b.handle.current().unwrap();
+    finished(b.spawn({
+        let h = b.handle.clone();
+        async move { h.shutdown().await }
+    }));
+    assert!(b.handle.current().is_none());
+    let h = b.handle.clone();
+    let t = token.clone();
+    let (plain, rejected) =
+        finished(b.spawn(async move { (h.token().await, h.refresh_rejected(&t).await) }));
+    assert!(matches!(plain, Err(Error::Stopped)));
+    assert!(matches!(rejected, Err(Error::Stopped)));
+}

@@ -47,7 +47,8 @@ impl fmt::Debug for TokenHandle {
 
 impl TokenHandle {
     /// The current token if it is valid (fresh or stale), without waiting and
-    /// without sending a message. Never returns an expired token.
+    /// without sending a message. Never returns an expired token, nor any
+    /// token once the manager has stopped.
     pub fn current(&self) -> Option<Arc<Token>> {
         self.shared.current()
     }
@@ -61,6 +62,9 @@ impl TokenHandle {
     /// [`Error::Timeout`] with the last source error when no token came in
     /// time; [`Error::Stopped`] when the manager stopped.
     pub async fn token(&self) -> Result<Arc<Token>, Error> {
+        if self.shared.is_stopped() {
+            return Err(Error::Stopped);
+        }
         if let Some(token) = self.current() {
             return Ok(token);
         }
@@ -106,6 +110,9 @@ impl TokenHandle {
     /// }));
     /// ```
     pub async fn refresh_rejected(&self, token: &Token) -> Result<Arc<Token>, Error> {
+        if self.shared.is_stopped() {
+            return Err(Error::Stopped);
+        }
         if let Some(current) = self.current() {
             if *current != *token {
                 return Ok(current);

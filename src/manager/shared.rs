@@ -75,8 +75,11 @@ impl Shared {
             .token = None;
     }
 
+    /// Marks the manager stopped and withdraws the token: nothing is served
+    /// by a manager that no longer refreshes.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.invalidate();
         self.update_state(|s| {
             s.running = false;
             s.next_refresh_ms = None;
