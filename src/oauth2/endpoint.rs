@@ -59,7 +59,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("the token URL must not carry a user name or password")
             }
             ConfigError::NoHttpClient => f.write_str(
-                "no HTTP client: pass one with http_client(), or enable the `surf` or `ureq` feature",
+                "no HTTP client: pass one with http_client(), or enable the `ureq` feature",
             ),
         }
     }
@@ -268,7 +268,8 @@ impl TokenEndpointBuilder {
     }
 
     /// The HTTP client to use. Without one, `build` picks the client of the
-    /// enabled HTTP feature (`ureq` first, then `surf`).
+    /// `ureq` feature (on by default); with only the `surf` feature, pass a
+    /// `SurfClient` here.
     pub fn http_client(mut self, http: impl HttpClient) -> Self {
         self.http = Some(Arc::new(http));
         self
@@ -334,7 +335,11 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 fn default_client() -> Option<Arc<dyn HttpClient>> {
-    None
+    #[cfg(feature = "ureq")]
+    let client: Option<Arc<dyn HttpClient>> = Some(Arc::new(crate::oauth2::UreqClient::new()));
+    #[cfg(not(feature = "ureq"))]
+    let client = None;
+    client
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ mod error;
 mod grant;
 mod http;
 pub mod response;
+#[cfg(feature = "surf")]
+mod surf;
+#[cfg(feature = "ureq")]
+mod ureq;
 
 pub use endpoint::{
     AuthMethod, ConfigError, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
@@ -41,3 +45,7 @@ pub use endpoint::{
 pub use error::{ErrorCode, OAuth2Error, TokenRequestError};
 pub use grant::{ClientCredentials, RefreshTokenGrant};
 pub use http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
+#[cfg(feature = "surf")]
+pub use surf::SurfClient;
+#[cfg(feature = "ureq")]
+pub use ureq::UreqClient;
