@@ -120,6 +120,22 @@ impl FetchContext {
         }
     }
 
+    /// Sets the current token, as the manager does before each fetch.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock};
+    ///
+    /// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
+    /// let token = cx.token(AccessToken::new("a"), Some(Duration::from_secs(60)));
+    /// let cx = cx.with_current(token);
+    /// assert!(cx.current().is_some());
+    /// ```
+    pub fn with_current(mut self, token: Token) -> FetchContext {
+        self.current = Some(Arc::new(token));
+        self
+    }
+
     /// The manager's wall clock now, in ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
