@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod backoff;
+pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod jitter;

@@ -21,6 +21,7 @@
 //! # let _ = source;
 //! ```
 
+mod chain;
 mod fixed;
 mod from_fn;
 
@@ -28,6 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use chain::Chain;
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
 

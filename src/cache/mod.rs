@@ -1,0 +1,174 @@
+//! Places a token can be kept between fetches: memory, a file, Redis.
+//!
+//! A [`TokenCache`] reads and writes one token, and may offer a refresh
+//! lease: an exclusive right, across every process sharing the cache, to
+//! ask the authority for the next token. Caches are put in front of a
+//! source with [`Chain`](crate::source::Chain), which reads them in order,
+//! writes a token found further down back to the earlier ones, and takes the
+//! lease before calling the authority, so a fleet sharing a cache makes about
+//! one authority request per token lifetime.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::cache::{MemoryCache, TokenCache};
+//! use tokenkeeper::{AccessToken, LifetimePolicy, Token};
+//!
+//! futures_lite::future::block_on(async {
+//!     let cache = MemoryCache::new();
+//!     assert!(cache.read().await.unwrap().is_none());
+//!     let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default());
+//!     cache.write(&token).await.unwrap();
+//!     assert_eq!(cache.read().await.unwrap(), Some(token));
+//! });
+//! ```
+
+mod file;
+mod memory;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use file::FileCache;
+pub use memory::MemoryCache;
+
+use crate::clock::BoxFuture;
+use crate::token::Token;
+
+/// A place a token can be read from and written to.
+///
+/// Implementations must be safe to share between tasks; every method may be
+/// called while another is in flight on another handle.
+pub trait TokenCache: Send + Sync + 'static {
+    /// Reads the cached token; `Ok(None)` is a miss. A corrupt entry is a
+    /// miss too, reported by the cache itself.
+    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>>;
+
+    /// Replaces the cached token.
+    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>>;
+
+    /// Tries to take the refresh lease for at most `ttl`: `Ok(Some(lease))`
+    /// when taken, `Ok(None)` when someone else holds it. Caches that cannot
+    /// coordinate return `Ok(Some)` always (the default), which makes the
+    /// lease a no-op.
+    fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
+        let _ = ttl;
+        Box::pin(async { Ok(Some(Lease::none())) })
+    }
+
+    /// Whether [`try_lease`](Self::try_lease) coordinates anything.
+    fn has_lease(&self) -> bool {
+        false
+    }
+
+    /// A short description for logs, without secrets (say, `file
+    /// /var/cache/app/token.json`).
+    fn describe(&self) -> String;
+}
+
+impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
+    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        (**self).read()
+    }
+
+    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+        (**self).write(token)
+    }
+
+    fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
+        (**self).try_lease(ttl)
+    }
+
+    fn has_lease(&self) -> bool {
+        (**self).has_lease()
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// A held refresh lease. [`release`](Lease::release) gives it back; a lease
+/// that is dropped instead is given back as well as the cache can without
+/// waiting (a file lock is unlocked; a Redis lease runs out by its TTL).
+pub struct Lease {
+    release: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("held", &self.release.is_some())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// A lease that runs `release` when given back.
+    ///
+    /// ```
+    /// use tokenkeeper::cache::Lease;
+    /// let lease = Lease::new(|| Box::pin(async { /* unlock */ }));
+    /// futures_lite::future::block_on(lease.release());
+    /// ```
+    pub fn new(release: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> Lease {
+        Lease {
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// A lease that coordinates nothing.
+    pub fn none() -> Lease {
+        Lease { release: None }
+    }
+
+    /// Gives the lease back.
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            release().await;
+        }
+    }
+}
+
+/// A cache that failed: unreachable, unwritable, or refusing a request.
+///
+/// ```
+/// let e = tokenkeeper::cache::CacheError::new("redis: connection refused");
+/// assert_eq!(e.to_string(), "redis: connection refused");
+/// ```
+#[derive(Debug)]
+pub struct CacheError {
+    message: String,
+    cause: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl CacheError {
+    /// An error described by `message`.
+    pub fn new(message: impl Into<String>) -> CacheError {
+        CacheError {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Adds the underlying error.
+    pub fn with_cause(mut self, cause: impl StdError + Send + Sync + 'static) -> CacheError {
+        self.cause = Some(Box::new(cause));
+        self
+    }
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for CacheError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
