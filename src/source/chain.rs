@@ -15,7 +15,8 @@ const LOG: &str = "tokenkeeper::cache";
 /// newer than the manager's current one and valid for at least the minimum
 /// validity (by default 60 s, but never more than half the token's
 /// lifetime); it writes that token back to the caches before it. Without
-/// one, it takes the refresh lease of the first cache that has one, reads
+/// one, it takes the refresh lease of the last cache that has one (the most
+/// widely shared, as caches go from near to far), reads
 /// that cache again (another process may have just refreshed), and only then
 /// asks the source, writing the new token to every cache before giving the
 /// lease back. While another process holds the lease, it waits a short,
@@ -150,7 +151,8 @@ impl Links {
                 return Ok(token);
             }
         }
-        let Some(leased) = self.caches.iter().position(|c| c.has_lease()) else {
+        // The last cache with a lease is the most widely shared one.
+        let Some(leased) = self.caches.iter().rposition(|c| c.has_lease()) else {
             return self.fetch_and_store(source, cx, None).await;
         };
         loop {

@@ -116,9 +116,17 @@ impl Bench {
         lifetime: Duration,
         configure: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
     ) -> Bench {
+        Bench::with_source(ScriptedSource::new(lifetime), configure, |s| s)
+    }
+
+    /// A manager on `wrap(source)`, with extra builder settings.
+    pub fn with_source<S: TokenSource>(
+        source: ScriptedSource,
+        configure: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
+        wrap: impl FnOnce(ScriptedSource) -> S,
+    ) -> Bench {
         let clock = ManualClock::new(START_MS);
-        let source = ScriptedSource::new(lifetime);
-        let builder = TokenManager::builder(source.clone())
+        let builder = TokenManager::builder(wrap(source.clone()))
             .clock(clock.clone())
             .jitter(NoJitter);
         let (handle, driver) = configure(builder).build();
