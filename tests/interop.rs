@@ -1,0 +1,571 @@
+//! Interop against a real OAuth2 server: the npm package `oauth2-mock-server`
+//! (pinned in `interop/package.json`), started by `interop/server.js` on
+//! 127.0.0.1 and spoken to over real HTTP with the default `UreqClient` (and
+//! with `SurfClient` when the `surf` feature is on).
+//!
+//! `interop/server.js` tightens the stock server: it authenticates the one
+//! configured client by exactly one of `client_secret_basic` (form-decoding
+//! the Basic credentials, RFC 6749 §2.3.1) and `client_secret_post`, accepts
+//! only form bodies, and makes refresh tokens one-time (a refresh token is
+//! accepted once, and only if the server issued it). Each JWT it issues
+//! records what it saw (`client_id`, `client_auth`, `grant_type`), which the
+//! tests read back out of the token.
+//!
+//! Install the server with `npm ci --prefix interop` (Node.js 20.19+;
+//! `.ci/run` does it). Without Node.js or `interop/node_modules` the tests
+//! print `SKIPPED: interop server not available: <why>` to stderr and pass;
+//! with `CI=true` they fail instead. They need the `ureq` feature (on by
+//! default); without it this file compiles to nothing.
+
+#![cfg(feature = "ureq")]
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_lite::future;
+use serde_json::Value;
+use tokenkeeper::oauth2::{
+    AuthMethod, ClientCredentials, ErrorCode, HttpClient, HttpRequest, RefreshTokenGrant,
+    TokenEndpoint, TokenRequestError, UreqClient,
+};
+use tokenkeeper::{
+    ClientId, ClientSecret, ErrorKind, FetchContext, LifetimePolicy, RefreshToken, SourceError,
+    SystemClock, Token, TokenManager, TokenSource,
+};
+
+/// The client the server knows. The secret has characters that
+/// `client_secret_basic` must form-urlencode before base64 (space, `:`,
+/// `/`, `+`, `%`); the server rejects them unencoded.
+const CLIENT_ID: &str = "tokenkeeper-interop";
+const CLIENT_SECRET: &str = "interop secret: a/b+c%d";
+/// The resource owner for the `password` grant.
+const USERNAME: &str = "alice";
+const PASSWORD: &str = "wonderland";
+/// What the server's tokens live (oauth2-mock-server's fixed TTL).
+const SERVER_TTL_S: u64 = 3600;
+/// Upper bound for the server to start and for any one scenario.
+const STARTUP: Duration = Duration::from_secs(30);
+const OVERALL: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------
+
+/// A running `node interop/server.js`; killed when dropped.
+struct Server {
+    child: Child,
+    /// Held open: the server exits when its stdin closes, so it dies with
+    /// this process even if `Drop` never runs.
+    _stdin: ChildStdin,
+    token_endpoint: String,
+    issuer: String,
+    kid: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
+            eprintln!("--- interop server log ---\n{log}\n--- end of interop server log ---");
+        }
+    }
+}
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Why the server cannot run here, if it cannot: no Node.js, one too old
+/// for oauth2-mock-server 8.2.3, or `interop/node_modules` not installed.
+fn unavailable() -> Option<String> {
+    let version = match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => return Some(format!("`node --version` failed ({})", out.status)),
+        Err(e) => {
+            return Some(format!(
+                "cannot run `node` ({e}); install Node.js 20.19 or newer"
+            ))
+        }
+    };
+    let mut parts = version.trim_start_matches('v').split('.');
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < (20, 19) {
+        return Some(format!(
+            "Node.js {version} is too old: oauth2-mock-server 8.2.3 needs 20.19 or newer"
+        ));
+    }
+    let package = interop_dir().join("node_modules/oauth2-mock-server/package.json");
+    if !package.is_file() {
+        return Some(format!(
+            "{} is missing; run `npm ci --prefix interop`",
+            package.display()
+        ));
+    }
+    None
+}
+
+impl Server {
+    /// Starts the server, or says why it cannot: under `CI=true` that is a
+    /// failure, elsewhere the test is skipped (returns `None`).
+    fn start_or_skip() -> Option<Server> {
+        let Some(why) = unavailable() else {
+            return Some(Server::start());
+        };
+        assert!(
+            !under_ci(),
+            "interop server not available, and under CI=true that is a failure \
+             (elsewhere the test is skipped): {why}"
+        );
+        // Straight to the process's stderr: libtest would swallow an
+        // `eprintln!` from a passing test.
+        let test = thread::current().name().unwrap_or("?").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: interop server not available: {why} (test {test} did not run)"
+        );
+        None
+    }
+
+    fn start() -> Server {
+        let dir = interop_dir();
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(&dir)
+            .env("INTEROP_CLIENT_ID", CLIENT_ID)
+            .env("INTEROP_CLIENT_SECRET", CLIENT_SECRET)
+            .env("INTEROP_USERNAME", USERNAME)
+            .env("INTEROP_PASSWORD", PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `node server.js` in {}: {e}", dir.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+
+        // The log, shown if a test fails; read all along so the pipe never fills.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        // The first line on stdout says where it listens.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = ready_tx.send(lines.next());
+            for _ in lines {}
+        });
+
+        let mut server = Server {
+            child,
+            _stdin: stdin,
+            token_endpoint: String::new(),
+            issuer: String::new(),
+            kid: String::new(),
+            log,
+        };
+        let line = match ready_rx.recv_timeout(STARTUP) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => {
+                // Give the log reader a moment to collect why it died.
+                thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "interop server exited before listening ({:?})",
+                    server.child.try_wait()
+                );
+            }
+            Err(_) => panic!("interop server did not listen within {STARTUP:?}"),
+        };
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("unexpected first line from the server {line:?}: {e}"));
+        assert_eq!(ready["event"], "listening", "{line}");
+        let field = |name: &str| {
+            ready[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_owned()
+        };
+        server.token_endpoint = field("token_endpoint");
+        server.issuer = field("issuer");
+        server.kid = field("kid");
+        assert!(
+            server.token_endpoint.starts_with("http://127.0.0.1:"),
+            "{line}"
+        );
+        server
+    }
+
+    /// An endpoint for the known client on this server, with the default
+    /// HTTP client (`UreqClient`).
+    fn endpoint(&self, auth: AuthMethod) -> TokenEndpoint {
+        self.endpoint_with_secret(auth, CLIENT_SECRET)
+    }
+
+    fn endpoint_with_secret(&self, auth: AuthMethod, secret: &str) -> TokenEndpoint {
+        TokenEndpoint::builder(
+            self.token_endpoint.as_str(),
+            ClientId::new(CLIENT_ID),
+            ClientSecret::new(secret),
+        )
+        .auth_method(auth)
+        .build()
+        .expect("a loopback http endpoint is allowed")
+    }
+
+    /// The `password` grant, by hand (tokenkeeper has no source for it):
+    /// a form POST through `UreqClient` with `client_secret_post`. Returns
+    /// the refresh token it hands out.
+    fn password_grant(&self, scope: &str) -> String {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "password")
+            .append_pair("username", USERNAME)
+            .append_pair("password", PASSWORD)
+            .append_pair("scope", scope)
+            .append_pair("client_id", CLIENT_ID)
+            .append_pair("client_secret", CLIENT_SECRET)
+            .finish();
+        let request = HttpRequest::form_post(
+            self.token_endpoint.parse().expect("a URL"),
+            body.into_bytes(),
+        );
+        let client = UreqClient::new();
+        let response = run(client.post(request, 64 * 1024)).expect("the password grant POST");
+        let text = String::from_utf8_lossy(response.body());
+        assert_eq!(response.status(), 200, "password grant: {text}");
+        let json: Value = serde_json::from_str(&text).expect("a JSON token response");
+        assert_eq!(json["scope"], scope, "{json}");
+        json["refresh_token"]
+            .as_str()
+            .expect("the password grant hands out a refresh token")
+            .to_owned()
+    }
+
+    /// Checks that `jwt` is a token this server signed (RS256 with its key,
+    /// its issuer, its TTL) and returns its claims. The signature itself is
+    /// not verified: no RSA implementation is at hand, and the `kid` and the
+    /// claims the server adds are proof enough that it came from there.
+    fn claims(&self, jwt: &str) -> Value {
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3, "a JWT has 3 dot-separated parts: {jwt:?}");
+        let decode = |part: &str| -> Value {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap_or_else(|e| panic!("JWT part {part:?} is not base64url: {e}"));
+            serde_json::from_slice(&bytes).expect("a JWT part is JSON")
+        };
+        let header = decode(parts[0]);
+        assert_eq!(header["alg"], "RS256", "{header}");
+        assert_eq!(header["typ"], "JWT", "{header}");
+        assert_eq!(
+            header["kid"],
+            self.kid.as_str(),
+            "signed with the server's key"
+        );
+        assert!(!parts[2].is_empty(), "a signature");
+        let claims = decode(parts[1]);
+        assert_eq!(claims["iss"], self.issuer.as_str(), "{claims}");
+        let (iat, exp) = (claims["iat"].as_u64(), claims["exp"].as_u64());
+        assert_eq!(
+            exp.zip(iat).map(|(e, i)| e - i),
+            Some(SERVER_TTL_S),
+            "{claims}"
+        );
+        claims
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Runs `fut` to completion on this thread, failing after `OVERALL`.
+fn run<T>(fut: impl std::future::Future<Output = T>) -> T {
+    future::block_on(future::or(fut, async {
+        async_io::Timer::after(OVERALL).await;
+        panic!("no result within {OVERALL:?}");
+    }))
+}
+
+fn cx() -> FetchContext {
+    FetchContext::new(SystemClock, LifetimePolicy::default())
+}
+
+/// One fetch from `source`, outside any manager.
+fn fetch(source: &mut impl TokenSource) -> Result<Token, SourceError> {
+    run(source.fetch(cx()))
+}
+
+/// The OAuth2 error code and kind of a failed fetch.
+fn oauth2_code(error: &SourceError) -> ErrorCode {
+    error
+        .cause()
+        .and_then(|c| c.downcast_ref::<TokenRequestError>())
+        .and_then(TokenRequestError::code)
+        .cloned()
+        .unwrap_or_else(|| panic!("not an OAuth2 error response: {error}"))
+}
+
+/// Checks what every access token from the server has: Bearer, the
+/// server's lifetime, a JWT it signed. Returns the claims.
+fn check_access_token(server: &Server, token: &Token) -> Value {
+    assert!(token.token_type().eq_ignore_ascii_case("bearer"));
+    assert_eq!(
+        token.expiry_ms() - token.issued_ms(),
+        SERVER_TTL_S * 1000,
+        "expires_in from the server"
+    );
+    let claims = server.claims(token.access_token().secret());
+    assert_eq!(claims["client_id"], CLIENT_ID, "{claims}");
+    claims
+}
+
+fn refresh_secret(token: &Token) -> &str {
+    token
+        .refresh_token()
+        .expect("a refresh token on the token")
+        .secret()
+}
+
+// ---------------------------------------------------------------------------
+// Client credentials
+// ---------------------------------------------------------------------------
+
+fn client_credentials(auth: AuthMethod, wire_name: &str) {
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    let scope = "orders:read orders:write";
+    let mut source = ClientCredentials::new(server.endpoint(auth)).scope(scope);
+    let token = fetch(&mut source).expect("a token from the server");
+    let claims = check_access_token(&server, &token);
+    assert_eq!(claims["client_auth"], wire_name, "{claims}");
+    assert_eq!(claims["grant_type"], "client_credentials", "{claims}");
+    assert_eq!(claims["scope"], scope, "{claims}");
+    // The server echoes the scope in the response.
+    assert_eq!(token.scope(), Some(scope));
+    // Client credentials come without a refresh token (RFC 6749 §4.4.3).
+    assert!(token.refresh_token().is_none());
+}
+
+#[test]
+fn client_credentials_with_client_secret_basic_and_scope() {
+    client_credentials(AuthMethod::ClientSecretBasic, "client_secret_basic");
+}
+
+#[test]
+fn client_credentials_with_client_secret_post_and_scope() {
+    client_credentials(AuthMethod::ClientSecretPost, "client_secret_post");
+}
+
+#[test]
+fn a_wrong_secret_is_a_permanent_invalid_client() {
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
+        let mut source =
+            ClientCredentials::new(server.endpoint_with_secret(auth, "not the secret"));
+        let error = fetch(&mut source).expect_err("a wrong secret is refused");
+        assert_eq!(oauth2_code(&error), ErrorCode::InvalidClient, "{auth:?}");
+        assert_eq!(error.kind(), ErrorKind::Permanent, "{auth:?}");
+        assert!(!error.to_string().contains("not the secret"), "{error}");
+    }
+}
+
+#[cfg(feature = "surf")]
+#[test]
+fn client_credentials_through_surf() {
+    use tokenkeeper::oauth2::SurfClient;
+
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    for (auth, wire_name) in [
+        (AuthMethod::ClientSecretBasic, "client_secret_basic"),
+        (AuthMethod::ClientSecretPost, "client_secret_post"),
+    ] {
+        let endpoint = TokenEndpoint::builder(
+            server.token_endpoint.as_str(),
+            ClientId::new(CLIENT_ID),
+            ClientSecret::new(CLIENT_SECRET),
+        )
+        .auth_method(auth)
+        .http_client(SurfClient::new(surf::Client::new()))
+        .build()
+        .unwrap();
+        let mut source = ClientCredentials::new(endpoint).scope("orders:read");
+        let token = fetch(&mut source).expect("a token through surf");
+        let claims = check_access_token(&server, &token);
+        assert_eq!(claims["client_auth"], wire_name, "{claims}");
+        assert_eq!(token.scope(), Some("orders:read"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Refresh tokens
+// ---------------------------------------------------------------------------
+
+#[test]
+fn refresh_token_grant_follows_rotation() {
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    let scope = "openid orders:read";
+    let original = server.password_grant(scope);
+    let mut grant = RefreshTokenGrant::new(
+        server.endpoint(AuthMethod::ClientSecretBasic),
+        RefreshToken::new(original.clone()),
+    );
+
+    let first = fetch(&mut grant).expect("the first refresh");
+    let claims = check_access_token(&server, &first);
+    assert_eq!(claims["grant_type"], "refresh_token", "{claims}");
+    assert_eq!(claims["client_auth"], "client_secret_basic", "{claims}");
+    // Without `scope` the refresh keeps the granted scope (RFC 6749 §6).
+    assert_eq!(first.scope(), Some(scope));
+    let id_token = first.id_token().expect("the server sends an ID token");
+    assert_eq!(server.claims(id_token.secret())["aud"], CLIENT_ID);
+    // The server rotated: a new refresh token, on the token and in the grant.
+    let rotated = refresh_secret(&first).to_owned();
+    assert_ne!(rotated, original, "the server rotates refresh tokens");
+    assert_eq!(grant.refresh_token().secret(), rotated);
+
+    // The server accepts each refresh token once, so this succeeds only if
+    // the grant redeems the rotated one, not the original.
+    let second = fetch(&mut grant).expect("the second refresh redeems the rotated token");
+    check_access_token(&server, &second);
+    let newest = refresh_secret(&second).to_owned();
+    assert_ne!(newest, rotated);
+    assert_ne!(newest, original);
+    assert_eq!(grant.refresh_token().secret(), newest);
+
+    // The redeemed ones are dead: reusing one is a permanent invalid_grant.
+    for used in [original, rotated] {
+        let mut stale = RefreshTokenGrant::new(
+            server.endpoint(AuthMethod::ClientSecretPost),
+            RefreshToken::new(used.clone()),
+        );
+        let error = fetch(&mut stale).expect_err("a used refresh token is refused");
+        assert_eq!(oauth2_code(&error), ErrorCode::InvalidGrant);
+        assert_eq!(error.kind(), ErrorKind::Permanent);
+        assert!(!error.to_string().contains(&used), "{error}");
+        // A failed redemption leaves the grant's refresh token alone.
+        assert_eq!(stale.refresh_token().secret(), used);
+    }
+}
+
+#[test]
+fn refresh_token_grant_with_post_auth_and_scope() {
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    let original = server.password_grant("openid orders:read orders:write");
+    let endpoint = server.endpoint(AuthMethod::ClientSecretPost);
+
+    // A narrower scope is granted and echoed.
+    let mut grant =
+        RefreshTokenGrant::new(endpoint.clone(), RefreshToken::new(original)).scope("orders:read");
+    let token = fetch(&mut grant).expect("a narrower scope");
+    let claims = check_access_token(&server, &token);
+    assert_eq!(claims["client_auth"], "client_secret_post", "{claims}");
+    assert_eq!(claims["scope"], "orders:read", "{claims}");
+    assert_eq!(token.scope(), Some("orders:read"));
+
+    // A broader one is a permanent invalid_scope; the refresh token survives.
+    let live = grant.refresh_token().clone();
+    let mut broader = RefreshTokenGrant::new(endpoint, live.clone()).scope("orders:delete");
+    let error = fetch(&mut broader).expect_err("a broader scope is refused");
+    assert_eq!(oauth2_code(&error), ErrorCode::InvalidScope);
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+    assert_eq!(broader.refresh_token().secret(), live.secret());
+}
+
+// ---------------------------------------------------------------------------
+// Through the manager
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_manager_publishes_the_servers_tokens() {
+    let Some(server) = Server::start_or_skip() else {
+        return;
+    };
+    let original = server.password_grant("openid orders:read");
+    let client_credentials =
+        ClientCredentials::new(server.endpoint(AuthMethod::ClientSecretBasic)).scope("orders:read");
+    let refresh = RefreshTokenGrant::new(
+        server.endpoint(AuthMethod::ClientSecretPost),
+        RefreshToken::new(original.clone()),
+    );
+
+    smol::block_on(future::or(
+        async {
+            // Client credentials.
+            let (handle, driver) = TokenManager::builder(client_credentials).build();
+            let driver = smol::spawn(driver);
+            let token = handle.token().await.expect("a token from the server");
+            let claims = check_access_token(&server, &token);
+            assert_eq!(claims["grant_type"], "client_credentials", "{claims}");
+            assert_eq!(token.scope(), Some("orders:read"));
+            let current = handle.current().expect("the published token");
+            assert_eq!(*current, *token);
+            handle.shutdown().await;
+            driver.await;
+
+            // Refresh tokens, rotated through a forced refresh.
+            let (handle, driver) = TokenManager::builder(refresh)
+                .forced_refresh_interval(Duration::ZERO)
+                .build();
+            let driver = smol::spawn(driver);
+            let first = handle
+                .token()
+                .await
+                .expect("a token from the refresh grant");
+            let claims = check_access_token(&server, &first);
+            assert_eq!(claims["grant_type"], "refresh_token", "{claims}");
+            assert_eq!(claims["client_auth"], "client_secret_post", "{claims}");
+            let rotated = refresh_secret(&first).to_owned();
+            assert_ne!(rotated, original);
+            // As if an API had answered 401: the manager refreshes once more,
+            // redeeming the rotated token (the server refuses the original).
+            let second = handle
+                .refresh_rejected(&first)
+                .await
+                .expect("a token from the second refresh");
+            check_access_token(&server, &second);
+            let newest = refresh_secret(&second).to_owned();
+            assert_ne!(newest, rotated);
+            assert_ne!(newest, original);
+            assert_eq!(
+                handle.current().as_deref().map(refresh_secret),
+                Some(newest.as_str())
+            );
+            let state = handle.state();
+            assert_eq!(state.refreshes, 2, "{state:?}");
+            assert_eq!(state.consecutive_failures, 0, "{state:?}");
+            assert!(state.last_error.is_none(), "{state:?}");
+            handle.shutdown().await;
+            driver.await;
+        },
+        async {
+            async_io::Timer::after(OVERALL).await;
+            panic!("the manager scenario took over {OVERALL:?}");
+        },
+    ));
+}
