@@ -24,12 +24,16 @@
 
 mod file;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisCache;
 pub use file::FileCache;
 pub use memory::MemoryCache;
 

@@ -1,0 +1,518 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheError, Lease, TokenCache};
+use crate::clock::BoxFuture;
+use crate::token::{duration_ms, Token};
+
+const LOG: &str = "tokenkeeper::cache";
+
+/// The version of the stored entry; other versions are misses.
+const FORMAT_VERSION: u32 = 1;
+
+const DEFAULT_KEY_PREFIX: &str = "tokenkeeper:";
+const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After the server was found unreachable, operations fail fast (as a miss)
+/// for this long before the next connection attempt.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Entries never live longer than this (ten years), whatever the token says:
+/// Redis refuses expiry times that overflow its clock.
+const MAX_TTL_MS: u64 = 10 * 365 * 86_400_000;
+
+/// Deletes the lease only if it still holds our value: a holder whose lease
+/// ran out (and was taken by another) must not free the new holder's lease.
+const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) \
+     else return 0 end";
+
+/// A cache in Redis, shared by every process that names the same server,
+/// database and key prefix. Behind the `redis` feature.
+///
+/// The token is stored under `<prefix>token` as the same versioned JSON the
+/// [`FileCache`](crate::cache::FileCache) writes
+/// (`{"version":1,"token":{...}}`), refresh token included, and the entry's
+/// TTL ends when the token expires (`SET ... PX`, the time left by this
+/// machine's clock, so a Redis server whose clock is off does not matter).
+/// A token that has already expired is not written. A corrupt entry, or one
+/// of another format version or Redis type, is reported once and read as a
+/// miss; the next write replaces it.
+///
+/// The refresh lease is `SET <prefix>lease <random value> NX PX <ttl>`; it
+/// is given back by a script that deletes the key only if it still holds
+/// that value, so a holder that outlived its lease never frees someone
+/// else's. A holder that dies loses the lease when its TTL runs out.
+///
+/// # When Redis is down
+///
+/// Every Redis operation, connecting included, is bounded by the operation
+/// timeout ([`op_timeout`](Self::op_timeout), 2 s by default), raced against
+/// an `async-io` timer. A server that cannot be reached, or does not answer
+/// in time, is logged once (a warning on the `tokenkeeper::cache` target)
+/// and from then on the cache reads as empty, drops writes and hands out
+/// leases that coordinate nothing, so the [`Chain`](crate::source::Chain)
+/// goes on to its source; while it stays down, operations fail fast for a
+/// second after each failed attempt, then the next one reconnects. When the
+/// server answers again that is logged once too and the cache works as
+/// before. A [`TokenHandle`](crate::TokenHandle)'s reads of the current
+/// token never touch the cache, so they never wait for Redis.
+///
+/// Errors that Redis reports while reachable (say, a missing password)
+/// are returned as [`CacheError`]s, which the chain logs.
+///
+/// # Runtime
+///
+/// Built on the `redis` crate (1.x) with its smol support: the connection's
+/// I/O task runs on smol's global executor, which brings its own thread, so
+/// the cache works under async-std, smol or any other executor. The `redis`
+/// crate compiles tokio's `sync` module (and tokio's I/O traits), but no
+/// tokio runtime is started or needed. TLS (`rediss://`) is not supported.
+///
+/// # Secrets
+///
+/// The URL's password never appears in `Debug`, in
+/// [`describe`](TokenCache::describe) or in logs: they show the server as
+/// `host:port/db` only.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokenkeeper::cache::RedisCache;
+/// use tokenkeeper::source::Chain;
+/// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+///
+/// let cache = RedisCache::new("redis://:secret@127.0.0.1:6379/0")?
+///     .key_prefix("my-service:")
+///     .op_timeout(Duration::from_millis(500));
+/// assert_eq!(cache.token_key(), "my-service:token");
+/// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+///     .cache(cache);
+/// let (handle, driver) = TokenManager::builder(chain).build();
+/// # drop((handle, driver));
+/// # Ok::<(), tokenkeeper::cache::CacheError>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisCache {
+    link: Arc<Link>,
+    keys: Arc<Keys>,
+    op_timeout: Duration,
+}
+
+/// The connection to one server, shared by clones.
+struct Link {
+    client: Client,
+    /// The server without credentials, for messages.
+    server: String,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    connection: Option<MultiplexedConnection>,
+    /// No connection attempt before this instant.
+    retry_at: Option<Instant>,
+    /// Whether the server is unreachable (and that was logged).
+    down: bool,
+}
+
+struct Keys {
+    prefix: String,
+    token: String,
+    lease: String,
+    /// Whether the current problem with the entry was already logged.
+    reported: AtomicBool,
+}
+
+impl Keys {
+    fn new(prefix: String) -> Keys {
+        Keys {
+            token: format!("{prefix}token"),
+            lease: format!("{prefix}lease"),
+            prefix,
+            reported: AtomicBool::new(false),
+        }
+    }
+}
+
+impl fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("server", &self.link.server)
+            .field("key_prefix", &self.keys.prefix)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    version: u32,
+    token: &'a Token,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    version: u32,
+    token: Token,
+}
+
+/// Why an operation failed.
+enum Failure {
+    /// The server is unreachable or did not answer in time (already logged).
+    Down,
+    /// The server answered with an error.
+    Server(RedisError),
+}
+
+/// What went wrong inside one bounded attempt.
+enum Trouble {
+    /// Connecting is paused after a recent failure.
+    Paused,
+    /// The connection failed or broke.
+    Lost(String),
+    /// The server answered with an error.
+    Server(RedisError),
+}
+
+impl RedisCache {
+    /// A cache on the Redis server at `url`, such as
+    /// `redis://127.0.0.1:6379/0`, `redis://:password@host:6379/2` or
+    /// `redis+unix:///run/redis.sock?db=0`. Nothing connects until the first
+    /// operation; an unparsable URL (or a TLS one, `rediss://`) is an error.
+    pub fn new(url: &str) -> Result<RedisCache, CacheError> {
+        let client = Client::open(url).map_err(|e| {
+            // The redis crate's messages never quote the URL.
+            CacheError::new(format!("invalid Redis URL: {e}")).with_cause(e)
+        })?;
+        let info = client.get_connection_info();
+        let db = info.redis_settings().db();
+        let server = match info.addr() {
+            ConnectionAddr::Tcp(host, port) if host.contains(':') => {
+                format!("[{host}]:{port}/{db}")
+            }
+            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}/{db}"),
+            ConnectionAddr::Unix(path) => format!("unix:{}?db={db}", path.display()),
+            _ => return Err(CacheError::new("unsupported Redis address (TLS?)")),
+        };
+        Ok(RedisCache {
+            link: Arc::new(Link {
+                client,
+                server,
+                state: Mutex::new(LinkState::default()),
+            }),
+            keys: Arc::new(Keys::new(DEFAULT_KEY_PREFIX.to_owned())),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+        })
+    }
+
+    /// Sets the prefix of the keys (`<prefix>token`, `<prefix>lease`);
+    /// `tokenkeeper:` by default. Give each client, audience or scope set
+    /// its own prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.keys = Arc::new(Keys::new(prefix.into()));
+        self
+    }
+
+    /// Sets how long one Redis operation (connecting included) may take
+    /// before the server counts as down; 2 s by default.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The key the token is stored under.
+    pub fn token_key(&self) -> &str {
+        &self.keys.token
+    }
+
+    /// The key of the refresh lease.
+    pub fn lease_key(&self) -> &str {
+        &self.keys.lease
+    }
+
+    fn report(&self, message: &str) {
+        if !self.keys.reported.swap(true, Ordering::Relaxed) {
+            log::warn!(target: LOG, "{message}");
+        }
+    }
+
+    async fn read_token(&self) -> Result<Option<Token>, CacheError> {
+        let key = &self.keys.token;
+        let value = match self.link.call(&get(key), self.op_timeout).await {
+            Ok(value) => value,
+            Err(Failure::Down) => return Ok(None),
+            Err(Failure::Server(e)) if e.code() == Some("WRONGTYPE") => {
+                self.report(&format!(
+                    "Redis key {key} ({}) is not a string; ignoring it until the next write",
+                    self.link.server
+                ));
+                return Ok(None);
+            }
+            Err(Failure::Server(e)) => return Err(self.link.error("read", e)),
+        };
+        let bytes = match ::redis::from_redis_value::<Option<Vec<u8>>>(value) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.report(&format!(
+                    "Redis key {key} ({}) holds an unexpected value ({e}); ignoring it",
+                    self.link.server
+                ));
+                return Ok(None);
+            }
+        };
+        match serde_json::from_slice::<Entry>(&bytes) {
+            Ok(entry) if entry.version == FORMAT_VERSION => {
+                self.keys.reported.store(false, Ordering::Relaxed);
+                Ok(Some(entry.token))
+            }
+            Ok(entry) => {
+                self.report(&format!(
+                    "Redis key {key} ({}) has format version {}, expected {FORMAT_VERSION}; ignoring it",
+                    self.link.server, entry.version
+                ));
+                Ok(None)
+            }
+            Err(e) => {
+                // serde_json's messages name positions, not content.
+                self.report(&format!(
+                    "Redis key {key} ({}) is corrupt ({e}); ignoring it until the next write",
+                    self.link.server
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write_token(&self, token: &Token) -> Result<(), CacheError> {
+        let ttl_ms = token
+            .expiry_ms()
+            .saturating_sub(system_now_ms())
+            .min(MAX_TTL_MS);
+        if ttl_ms == 0 {
+            log::debug!(target: LOG, "not writing an expired token to Redis ({})", self.link.server);
+            return Ok(());
+        }
+        let json = serde_json::to_vec(&EntryRef {
+            version: FORMAT_VERSION,
+            token,
+        })
+        .map_err(|e| CacheError::new(format!("cannot encode the token: {e}")).with_cause(e))?;
+        let mut set = ::redis::cmd("SET");
+        set.arg(&self.keys.token).arg(json).arg("PX").arg(ttl_ms);
+        match self.link.call(&set, self.op_timeout).await {
+            Ok(_) => {
+                self.keys.reported.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            // Already logged; the token stays in memory and in other caches.
+            Err(Failure::Down) => Ok(()),
+            Err(Failure::Server(e)) => Err(self.link.error("write", e)),
+        }
+    }
+
+    async fn take_lease(&self, ttl: Duration) -> Result<Option<Lease>, CacheError> {
+        let value = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let ttl_ms = duration_ms(ttl).clamp(1, MAX_TTL_MS);
+        let mut set = ::redis::cmd("SET");
+        set.arg(&self.keys.lease)
+            .arg(&value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        match self.link.call(&set, self.op_timeout).await {
+            Ok(Value::Nil) => Ok(None),
+            Ok(_) => {
+                let link = Arc::clone(&self.link);
+                let key = self.keys.lease.clone();
+                let timeout = self.op_timeout;
+                Ok(Some(Lease::new(move || {
+                    Box::pin(async move { link.release(&key, &value, timeout).await })
+                })))
+            }
+            // Nobody can coordinate through a server that is down: go on
+            // as a cache without leases would.
+            Err(Failure::Down) => Ok(Some(Lease::none())),
+            Err(Failure::Server(e)) => Err(self.link.error("take the refresh lease in", e)),
+        }
+    }
+}
+
+impl Link {
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn error(&self, what: &str, e: RedisError) -> CacheError {
+        CacheError::new(format!("cannot {what} Redis ({}): {e}", self.server)).with_cause(e)
+    }
+
+    /// Runs `cmd` within `timeout`, connecting first if needed. A connection
+    /// that broke since its last use is replaced once, within the same
+    /// timeout.
+    async fn call(&self, cmd: &Cmd, timeout: Duration) -> Result<Value, Failure> {
+        let attempt = async {
+            let mut retried = false;
+            loop {
+                let (mut connection, fresh) = self.connection().await?;
+                match cmd.query_async::<Value>(&mut connection).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) if is_disconnect(&e) => {
+                        self.forget();
+                        if fresh || retried {
+                            return Err(Trouble::Lost(e.to_string()));
+                        }
+                        retried = true;
+                    }
+                    Err(e) => return Err(Trouble::Server(e)),
+                }
+            }
+        };
+        let outcome = with_timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|| Err(Trouble::Lost(format!("no answer within {timeout:?}"))));
+        match outcome {
+            Ok(value) => {
+                self.up();
+                Ok(value)
+            }
+            Err(Trouble::Server(e)) => {
+                self.up();
+                Err(Failure::Server(e))
+            }
+            Err(Trouble::Paused) => Err(Failure::Down),
+            Err(Trouble::Lost(reason)) => {
+                self.down(&reason);
+                Err(Failure::Down)
+            }
+        }
+    }
+
+    /// The current connection, or a new one (`true`).
+    async fn connection(&self) -> Result<(MultiplexedConnection, bool), Trouble> {
+        {
+            let state = self.state();
+            if let Some(connection) = &state.connection {
+                return Ok((connection.clone(), false));
+            }
+            if state.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(Trouble::Paused);
+            }
+        }
+        // The caller's timeout bounds connecting; the crate's own would
+        // only cut it shorter.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| Trouble::Lost(e.to_string()))?;
+        self.state().connection = Some(connection.clone());
+        Ok((connection, true))
+    }
+
+    fn forget(&self) {
+        self.state().connection = None;
+    }
+
+    fn up(&self) {
+        let mut state = self.state();
+        state.retry_at = None;
+        if std::mem::take(&mut state.down) {
+            drop(state);
+            log::info!(target: LOG, "Redis ({}) is reachable again; the token cache is back", self.server);
+        }
+    }
+
+    fn down(&self, reason: &str) {
+        let mut state = self.state();
+        state.connection = None;
+        state.retry_at = Instant::now().checked_add(RECONNECT_DELAY);
+        if !std::mem::replace(&mut state.down, true) {
+            drop(state);
+            // Error texts from the redis crate name no credentials.
+            log::warn!(
+                target: LOG,
+                "Redis ({}) is unreachable ({reason}); the token cache reads as empty and \
+                 refresh leases are skipped until it is back",
+                self.server
+            );
+        }
+    }
+
+    async fn release(&self, key: &str, value: &str, timeout: Duration) {
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(RELEASE_SCRIPT).arg(1).arg(key).arg(value);
+        match self.call(&eval, timeout).await {
+            Ok(Value::Int(1)) => {}
+            Ok(_) => {
+                log::debug!(target: LOG, "the refresh lease in Redis ({}) had run out before its release", self.server)
+            }
+            // It runs out by its TTL.
+            Err(Failure::Down) => {}
+            Err(Failure::Server(e)) => {
+                log::warn!(target: LOG, "cannot release the refresh lease in Redis ({}): {e}", self.server)
+            }
+        }
+    }
+}
+
+impl TokenCache for RedisCache {
+    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        Box::pin(self.read_token())
+    }
+
+    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(self.write_token(token))
+    }
+
+    fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
+        Box::pin(self.take_lease(ttl))
+    }
+
+    fn has_lease(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        format!("redis {} key {}", self.link.server, self.keys.token)
+    }
+}
+
+fn get(key: &str) -> Cmd {
+    let mut cmd = ::redis::cmd("GET");
+    cmd.arg(key);
+    cmd
+}
+
+/// Whether `e` means the connection is unusable (as opposed to an error
+/// answer from a working server).
+fn is_disconnect(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+}
+
+/// `future`'s output, or `None` when `timeout` passes first.
+async fn with_timeout<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        async_io::Timer::after(timeout).await;
+        None
+    })
+    .await
+}
+
+/// The wall clock in ms since the Unix epoch, the frame of token instants.
+fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(duration_ms)
+        .unwrap_or(0)
+}

@@ -1,0 +1,621 @@
+//! `RedisCache` against real `redis-server` processes, one per test, each on
+//! its own free loopback port and killed when the test ends.
+//!
+//! Without `redis-server` installed these tests say "SKIPPED" and pass,
+//! except under CI (`CI=true`), where that is a failure.
+
+#![cfg(feature = "redis")]
+
+use std::io::{ErrorKind, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::Commands;
+use tokenkeeper::cache::{RedisCache, TokenCache};
+use tokenkeeper::source::{self, Chain};
+use tokenkeeper::{
+    AccessToken, FetchContext, LifetimePolicy, RefreshToken, SourceError, Token, TokenHandle,
+    TokenManager,
+};
+
+/// A `redis-server` child process on 127.0.0.1, killed on drop.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Server {
+    /// A server on a free port, or `None` (after saying so) when
+    /// `redis-server` is not installed outside CI.
+    fn start() -> Option<Server> {
+        match Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("redis-server is not installed, and CI needs it (apt-get install redis-server)");
+                }
+                // Straight to stderr, past the test harness's capture.
+                let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
+                return None;
+            }
+            Err(e) => panic!("cannot run redis-server: {e}"),
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Server { child: None, port };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answered = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if answered.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} does not answer",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (like a crash) and waits until it is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn cache(&self) -> RedisCache {
+        RedisCache::new(&self.url()).unwrap()
+    }
+
+    /// A direct, blocking connection for looking at what the cache stored.
+    fn inspect(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+macro_rules! server {
+    () => {
+        match Server::start() {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+
+/// Records every log line, so tests can count the ones about their server.
+struct Recorder(Mutex<Vec<String>>);
+
+static RECORDER: Recorder = Recorder(Mutex::new(Vec::new()));
+
+impl log::Log for Recorder {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    if log::set_logger(&RECORDER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+/// Log lines so far that contain `needle`.
+fn logged(needle: &str) -> Vec<String> {
+    let lines = RECORDER.0.lock().unwrap();
+    lines
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn token(name: &str, lifetime: Duration) -> Token {
+    Token::new(
+        AccessToken::new(name),
+        now_ms(),
+        lifetime,
+        &LifetimePolicy::default(),
+    )
+}
+
+#[test]
+fn round_trip_with_refresh_token() {
+    let server = server!();
+    let cache = server.cache();
+    smol::block_on(async {
+        assert_eq!(cache.read().await.unwrap(), None);
+        let t = token("a1", Duration::from_secs(60)).with_refresh_token(RefreshToken::new("r1"));
+        cache.write(&t).await.unwrap();
+        assert_eq!(cache.read().await.unwrap(), Some(t.clone()));
+        // A second handle, as another process would have.
+        let other = server.cache();
+        let read = other.read().await.unwrap().unwrap();
+        assert_eq!(read.refresh_token().map(|r| r.secret()), Some("r1"));
+        // The same versioned envelope as the file cache.
+        let raw: String = server.inspect().get("tokenkeeper:token").unwrap();
+        assert!(raw.starts_with(r#"{"version":1,"token":{"#), "{raw}");
+        // A newer token replaces it.
+        let t2 = token("a2", Duration::from_secs(60));
+        cache.write(&t2).await.unwrap();
+        assert_eq!(other.read().await.unwrap(), Some(t2));
+    });
+}
+
+/// No smol executor needed: the same calls under async-std and under a bare
+/// `block_on` (no tokio runtime anywhere).
+#[test]
+fn works_under_async_std_and_a_bare_block_on() {
+    let server = server!();
+    let cache = server.cache().key_prefix("elsewhere:");
+    let t = token("a", Duration::from_secs(60));
+    async_std::task::block_on(async {
+        cache.write(&t).await.unwrap();
+        let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+        lease.unwrap().release().await;
+    });
+    let read = futures_lite::future::block_on(async {
+        let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+        lease.unwrap().release().await;
+        cache.read().await.unwrap()
+    });
+    assert_eq!(read, Some(t));
+}
+
+#[test]
+fn entry_lives_until_the_token_expires() {
+    let server = server!();
+    let cache = server.cache();
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let t = token("a", Duration::from_secs(30));
+        cache.write(&t).await.unwrap();
+        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let left = t.expiry_ms() as i64 - now_ms() as i64;
+        assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl}");
+        assert!(
+            (pttl - left).abs() < 1_000,
+            "PTTL {pttl}, token expires in {left} ms"
+        );
+
+        // An expired token is not written, and the entry before it stays.
+        let expired = Token::new(
+            AccessToken::new("old"),
+            now_ms() - 120_000,
+            Duration::from_secs(60),
+            &LifetimePolicy::default(),
+        );
+        cache.write(&expired).await.unwrap();
+        assert_eq!(cache.read().await.unwrap(), Some(t));
+
+        // A short-lived entry is gone once the token expires.
+        let short = token("s", Duration::from_millis(150));
+        cache.write(&short).await.unwrap();
+        assert_eq!(cache.read().await.unwrap(), Some(short));
+        smol::Timer::after(Duration::from_millis(250)).await;
+        assert_eq!(cache.read().await.unwrap(), None);
+        let exists: bool = redis.exists("tokenkeeper:token").unwrap();
+        assert!(!exists);
+    });
+}
+
+#[test]
+fn key_prefixes_keep_caches_apart() {
+    let server = server!();
+    let a = server.cache().key_prefix("svc-a:");
+    let b = server.cache().key_prefix("svc-b:");
+    assert_eq!(
+        (a.token_key(), a.lease_key()),
+        ("svc-a:token", "svc-a:lease")
+    );
+    smol::block_on(async {
+        let ta = token("for-a", Duration::from_secs(60));
+        a.write(&ta).await.unwrap();
+        assert_eq!(b.read().await.unwrap(), None);
+        assert_eq!(server.cache().read().await.unwrap(), None);
+        let tb = token("for-b", Duration::from_secs(60));
+        b.write(&tb).await.unwrap();
+        assert_eq!(a.read().await.unwrap(), Some(ta));
+        assert_eq!(b.read().await.unwrap(), Some(tb));
+        let _lease = a.try_lease(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert!(b.try_lease(Duration::from_secs(5)).await.unwrap().is_some());
+    });
+    let mut keys: Vec<String> = server.inspect().keys("*").unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["svc-a:lease", "svc-a:token", "svc-b:lease", "svc-b:token"]
+    );
+}
+
+#[test]
+fn corrupt_entry_is_a_miss_reported_once() {
+    init_log();
+    let server = server!();
+    let prefix = format!("corrupt-{}:", server.port);
+    let key = format!("{prefix}token");
+    let cache = server.cache().key_prefix(prefix);
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let _: () = redis.set(&key, "{\"version\":1,\"tok").unwrap();
+        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(logged(&key).len(), 1, "{:?}", logged(&key));
+
+        // Replaced by the next write.
+        let t = token("a", Duration::from_secs(60));
+        cache.write(&t).await.unwrap();
+        assert_eq!(cache.read().await.unwrap(), Some(t.clone()));
+
+        // Another format version, a broken invariant, another Redis type.
+        let json = serde_json::to_string(&t).unwrap();
+        let _: () = redis
+            .set(&key, format!("{{\"version\":2,\"token\":{json}}}"))
+            .unwrap();
+        assert_eq!(cache.read().await.unwrap(), None);
+        let _: () = redis
+            .set(
+                &key,
+                r#"{"version":1,"token":{"access_token":"t","issued_ms":10,"stale_ms":5,"expiry_ms":20}}"#,
+            )
+            .unwrap();
+        assert_eq!(cache.read().await.unwrap(), None);
+        let _: () = redis.del(&key).unwrap();
+        let _: () = redis.hset(&key, "field", "value").unwrap();
+        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(logged(&key).len(), 2, "{:?}", logged(&key));
+        cache.write(&t).await.unwrap();
+        assert_eq!(cache.read().await.unwrap(), Some(t));
+    });
+}
+
+#[test]
+fn lease_is_exclusive_until_its_holder_releases_it() {
+    let server = server!();
+    let cache = server.cache();
+    let other = server.cache();
+    assert!(cache.has_lease());
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+        let lease = lease.expect("a free lease is taken");
+        assert!(cache
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(other
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        let pttl: i64 = redis.pttl("tokenkeeper:lease").unwrap();
+        assert!(pttl > 4_000 && pttl <= 5_000, "PTTL {pttl}");
+        lease.release().await;
+        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        assert!(!exists);
+        let again = other.try_lease(Duration::from_secs(5)).await.unwrap();
+        assert!(again.is_some());
+    });
+}
+
+#[test]
+fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
+    let server = server!();
+    let first = server.cache();
+    let second = server.cache();
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let stale = first.try_lease(Duration::from_millis(200)).await.unwrap();
+        let stale = stale.unwrap();
+        assert!(second
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        smol::Timer::after(Duration::from_millis(300)).await;
+        // The holder died (or hung): its lease ran out by its TTL.
+        let current = second.try_lease(Duration::from_secs(5)).await.unwrap();
+        let current = current.expect("an expired lease is free");
+        let held: String = redis.get("tokenkeeper:lease").unwrap();
+
+        // The late holder gives back what it no longer holds: nothing happens.
+        stale.release().await;
+        let still: String = redis.get("tokenkeeper:lease").unwrap();
+        assert_eq!(still, held);
+        assert!(first
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+
+        current.release().await;
+        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        assert!(!exists);
+
+        // A dropped lease is not released at once, but runs out by its TTL.
+        drop(first.try_lease(Duration::from_millis(200)).await.unwrap());
+        assert!(second
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none());
+        smol::Timer::after(Duration::from_millis(300)).await;
+        assert!(second
+            .try_lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some());
+    });
+}
+
+/// A source that counts its fetches and hands out `lifetime` tokens named
+/// `<name>-<n>`.
+fn counting_source(
+    name: &'static str,
+    lifetime: Duration,
+) -> (impl tokenkeeper::TokenSource, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let source = source::from_fn(move |cx: FetchContext| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let token = cx
+                .token(AccessToken::new(format!("{name}-{n}")), Some(lifetime))
+                .with_refresh_token(RefreshToken::new(format!("refresh-{n}")));
+            Ok::<_, SourceError>(token)
+        }
+    });
+    (source, calls)
+}
+
+#[test]
+fn token_survives_a_restart_through_redis() {
+    let server = server!();
+    smol::block_on(async {
+        let (source, calls) = counting_source("first", Duration::from_secs(60));
+        let (handle, driver) =
+            TokenManager::builder(Chain::new(source).cache(server.cache())).build();
+        let task = smol::spawn(driver);
+        let token = handle.token().await.unwrap();
+        assert_eq!(token.access_token().secret(), "first-1");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        handle.shutdown().await;
+        task.await;
+
+        // A new process: a new manager, a new connection, a new source.
+        let (source, calls) = counting_source("second", Duration::from_secs(60));
+        let (handle, driver) =
+            TokenManager::builder(Chain::new(source).cache(server.cache())).build();
+        let task = smol::spawn(driver);
+        let restored = handle.token().await.unwrap();
+        assert_eq!(restored.access_token().secret(), "first-1");
+        assert_eq!(
+            restored.refresh_token().map(|r| r.secret()),
+            Some("refresh-1")
+        );
+        assert_eq!(*restored, *token);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no source request");
+        handle.shutdown().await;
+        task.await;
+    });
+}
+
+/// Reads the token from `handle` every 20 ms for `period`, asserting that
+/// each read succeeds with a valid token; returns early (`true`) once
+/// `until` holds.
+async fn keep_reading(
+    handle: &TokenHandle,
+    period: Duration,
+    mut until: impl FnMut() -> bool,
+) -> bool {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        let current = handle.current().expect("a current token");
+        assert!(current.is_valid_at(now_ms()));
+        let token = handle.token().await.expect("token() succeeds");
+        assert!(token.is_valid_at(now_ms()));
+        if until() {
+            return true;
+        }
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[test]
+fn redis_stopped_and_restarted_mid_run() {
+    init_log();
+    let mut server = server!();
+    let port = server.port.to_string();
+    let cache = server.cache().op_timeout(Duration::from_millis(500));
+    let key = cache.token_key().to_owned();
+    let (source, calls) = counting_source("t", Duration::from_millis(1_500));
+    let chain = Chain::new(source)
+        .cache(cache)
+        .lease_poll(Duration::from_millis(50));
+    let (handle, driver) = TokenManager::builder(chain).build();
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let task = smol::spawn(driver);
+        handle.token().await.unwrap();
+        let exists: bool = redis.exists(&key).unwrap();
+        assert!(exists, "the first token is cached");
+
+        server.kill();
+        let before = calls.load(Ordering::SeqCst);
+        let started = Instant::now();
+        keep_reading(&handle, Duration::from_millis(2_500), || false).await;
+        assert!(
+            calls.load(Ordering::SeqCst) >= before + 2,
+            "tokens were refreshed while Redis was down"
+        );
+        let down = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
+        assert_eq!(down.len(), 1, "one log line while down: {down:?}");
+
+        server.restart();
+        let mut redis = server.inspect();
+        let reappeared = keep_reading(&handle, Duration::from_secs(6), || {
+            redis.exists::<_, bool>(&key).unwrap()
+        })
+        .await;
+        assert!(
+            reappeared,
+            "the cache is written again after Redis came back"
+        );
+        let back = logged(&format!("127.0.0.1:{port}/0) is reachable again"));
+        assert_eq!(back.len(), 1, "{back:?}");
+        let cached: String = redis.get(&key).unwrap();
+        assert!(cached.contains(r#""access_token":"t-"#), "{cached}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        handle.shutdown().await;
+        task.await;
+    });
+}
+
+/// A server that accepts connections and never answers: every operation
+/// ends by the timeout, as a miss, with one log line.
+#[test]
+fn unanswering_server_costs_at_most_the_op_timeout() {
+    init_log();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .op_timeout(Duration::from_millis(200));
+    smol::block_on(async {
+        let started = Instant::now();
+        assert_eq!(cache.read().await.unwrap(), None);
+        let first = started.elapsed();
+        assert!(
+            first >= Duration::from_millis(190) && first < Duration::from_secs(1),
+            "{first:?}"
+        );
+        // Right after, operations fail fast.
+        let started = Instant::now();
+        cache
+            .write(&token("a", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+        lease
+            .expect("a no-op lease while Redis is down")
+            .release()
+            .await;
+        assert_eq!(cache.read().await.unwrap(), None);
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+        // Later a new attempt, bounded again.
+        smol::Timer::after(Duration::from_millis(1_050)).await;
+        let started = Instant::now();
+        assert_eq!(cache.read().await.unwrap(), None);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    });
+    let lines = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    drop(listener);
+}
+
+#[test]
+fn password_never_shows() {
+    init_log();
+    let cache = RedisCache::new("redis://user:hunter2@127.0.0.1:6390/3")
+        .unwrap()
+        .key_prefix("app:");
+    let shown = [
+        format!("{cache:?}"),
+        format!("{cache:#?}"),
+        cache.describe(),
+    ];
+    for text in &shown {
+        assert!(
+            !text.contains("hunter2") && !text.contains("user"),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:6390/3"), "{text}");
+    }
+    assert_eq!(cache.describe(), "redis 127.0.0.1:6390/3 key app:token");
+    // The down message names the server the same way.
+    let cache = cache.op_timeout(Duration::from_millis(200));
+    smol::block_on(async {
+        // Nothing listens on 6390 (or, if something does, it refuses AUTH).
+        let _ = cache.read().await;
+    });
+    for line in logged("6390") {
+        assert!(!line.contains("hunter2"), "{line}");
+    }
+}
+
+#[test]
+fn bad_urls_are_errors() {
+    for url in [
+        "",
+        "not a url",
+        "http://127.0.0.1:6379",
+        "rediss://127.0.0.1:6379",
+    ] {
+        let e = RedisCache::new(url).unwrap_err();
+        assert!(e.to_string().contains("Redis URL"), "{url}: {e}");
+    }
+    let e = RedisCache::new("redis://:pa55word@127.0.0.1:6379/x").unwrap_err();
+    assert!(!e.to_string().contains("pa55word"), "{e}");
+}
