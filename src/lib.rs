@@ -49,9 +49,21 @@
 //!
 //! # Features
 //!
+//! - `ureq` (default): [`oauth2::UreqClient`], the default HTTP client: a
+//!   blocking `ureq` agent with rustls, run on the `blocking` thread pool.
+//!   It compiles no tokio and needs no runtime.
+//! - `surf`: [`oauth2::SurfClient`] for a `surf::Client` you configure. surf
+//!   is unmaintained upstream and pulls in async-std; pick its `curl-client`
+//!   backend, which compiles no tokio (its `h1-client*` backends compile
+//!   tokio through deadpool).
+//! - `redis`: [`cache::RedisCache`]. The `redis` crate compiles tokio's
+//!   `sync` module (channels only: no runtime, timers or I/O are started),
+//!   and runs its connection task on smol's global executor.
 //! - `smol`: [`TokenManagerBuilder::spawn_smol`].
 //! - `async-std`: [`TokenManagerBuilder::spawn_async_std`]. async-std is
 //!   discontinued upstream in favour of smol; tokenkeeper runs on both.
+//!
+//! With the default features, `cargo tree -e normal -i tokio` prints nothing.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
