@@ -2,25 +2,32 @@
 //!
 //! What it shows:
 //!
-//! - A built-in authority (a `tokenkeeper::source::from_fn` closure) hands out
-//!   short-lived tokens: 6 s each, so one turns stale after 3 s.
-//! - The manager runs on smol with the system clock and a small random
-//!   jitter; it refreshes every token in the background shortly before it
-//!   turns stale.
+//! - A real OAuth2 token endpoint: the demo starts an embedded authority
+//!   (the workspace's `local-authority` crate) on 127.0.0.1 that hands out
+//!   short-lived tokens, 6 s each, so one turns stale after 3 s.
+//! - The manager asks it for tokens with the client-credentials grant
+//!   (`ClientCredentials` on a `TokenEndpoint`), over real HTTP with the
+//!   default client (ureq, run on a thread pool). It runs on smol with the
+//!   system clock and a small random jitter, and refreshes every token in
+//!   the background shortly before it turns stale.
 //! - Four workers clone the handle and use the token every 50 ms, on the hot
 //!   path (`current()`, no waiting, no message) and the waiting path
-//!   (`token().await`). They never refresh anything themselves.
+//!   (`token().await`). They never refresh anything themselves. Each read is
+//!   checked against the authority, as a resource server would.
 //! - A subscriber prints each refresh as it is published.
-//! - An injected outage: the authority fails for 2 s, starting when token #3
-//!   is due for refresh. Refreshes fail and are retried with backoff (read
-//!   from `handle.state()`), while the workers keep getting token #3, which
-//!   is stale but still valid: the grace period. Then the authority
-//!   recovers and the next refresh succeeds before token #3 expires.
-//! - A closing summary: source requests, reads, refreshes, failed reads, and
-//!   the oldest token any worker used.
+//! - An injected outage: just before token #3 is due for refresh, the
+//!   authority answers every request with HTTP 503 `temporarily_unavailable`
+//!   for 2 s (`LocalAuthority::set_outage`). Refreshes fail and are retried
+//!   with backoff (read from `handle.state()`), while the workers keep
+//!   getting token #3, which is stale but still valid: the grace period.
+//!   Then the authority recovers and the next refresh succeeds before
+//!   token #3 expires.
+//! - A closing summary: requests the authority received, reads, refreshes,
+//!   failed reads, and the oldest token any worker used.
 //!
 //! Token values are secrets and are never printed: the output names tokens
-//! by number ("token #3") and shows only their length.
+//! by number ("token #3", in order of publication) and shows only their
+//! length.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,10 +35,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
+use local_authority::{Fault, LocalAuthority};
 use smol::Timer;
+use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{
-    source, AccessToken, Backoff, Clock, FetchContext, RandomEarlyJitter, SourceError, SystemClock,
-    Token, TokenHandle, TokenManager,
+    Backoff, ClientId, ClientSecret, Clock, RandomEarlyJitter, SystemClock, Token, TokenHandle,
+    TokenManager,
 };
 
 /// How long each token lives. Stale after half of it (the default policy's
@@ -41,14 +50,17 @@ const LIFETIME: Duration = Duration::from_secs(6);
 const JITTER: Duration = Duration::from_millis(300);
 /// How long the authority is down.
 const OUTAGE: Duration = Duration::from_secs(2);
-/// The outage begins with the first request after this token was issued.
-const OUTAGE_AFTER_TOKEN: u64 = 3;
+/// The outage begins just before the refresh of this token is due.
+const OUTAGE_AT_TOKEN: u64 = 3;
 /// The demo ends shortly after this many tokens were published.
 const TOKENS: u64 = 5;
 const WORKERS: usize = 4;
 const READ_EVERY: Duration = Duration::from_millis(50);
-/// What a request to the authority takes.
+/// What the authority takes to answer, on top of the loopback round trip.
 const LATENCY: Duration = Duration::from_millis(40);
+/// The authority's built-in client.
+const CLIENT_ID: &str = "client-a";
+const CLIENT_SECRET: &str = "secret-a";
 
 fn main() {
     smol::block_on(demo());
@@ -66,70 +78,17 @@ fn secs_until(ms: u64) -> f64 {
     (ms as f64 - SystemClock.now_ms() as f64) / 1000.0
 }
 
-/// The demo's token authority. It keeps a ledger of what it issued (by
-/// issue time), so the output can name tokens without printing them.
+/// Names tokens by number without printing them: the n-th token seen
+/// (tokens are told apart by their issue time).
 #[derive(Default)]
-struct Authority {
-    requests: AtomicU64,
-    issued: AtomicU64,
-    ledger: Mutex<BTreeMap<u64, u64>>,
-    outage: Mutex<Outage>,
-}
+struct Labels(Mutex<BTreeMap<u64, u64>>);
 
-#[derive(Default)]
-enum Outage {
-    #[default]
-    Pending,
-    Since(Instant),
-    Over,
-}
-
-impl Authority {
-    /// Whether the authority is down right now; starts and ends the outage.
-    fn down(&self) -> bool {
-        let mut outage = self.outage.lock().unwrap();
-        match *outage {
-            Outage::Pending if self.issued.load(Ordering::SeqCst) >= OUTAGE_AFTER_TOKEN => {
-                println!(
-                    "{} authority: !! outage begins: every request fails for {:.1} s",
-                    at(),
-                    OUTAGE.as_secs_f64()
-                );
-                *outage = Outage::Since(Instant::now());
-                true
-            }
-            Outage::Since(since) if since.elapsed() < OUTAGE => true,
-            Outage::Since(_) => {
-                println!("{} authority: outage over, serving tokens again", at());
-                *outage = Outage::Over;
-                false
-            }
-            _ => false,
-        }
-    }
-
-    async fn fetch(&self, cx: FetchContext) -> Result<Token, SourceError> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        Timer::after(LATENCY).await;
-        if self.down() {
-            return Err(SourceError::transient(
-                "authority unavailable (HTTP 503, injected outage)",
-            ));
-        }
-        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        // A realistic-looking opaque value; it stays inside the token.
-        let value = format!("tok-{n}-{:032x}", fastrand::u128(..));
-        let token = cx.token(AccessToken::new(value), Some(LIFETIME));
-        self.ledger.lock().unwrap().insert(token.issued_ms(), n);
-        Ok(token)
-    }
-
-    /// The number the authority gave `token`.
+impl Labels {
     fn label(&self, token: &Token) -> String {
-        match self.ledger.lock().unwrap().get(&token.issued_ms()) {
-            Some(n) => format!("token #{n}"),
-            None => "an unknown token".to_owned(),
-        }
+        let mut labels = self.0.lock().unwrap();
+        let next = labels.len() as u64 + 1;
+        let n = *labels.entry(token.issued_ms()).or_insert(next);
+        format!("token #{n}")
     }
 }
 
@@ -138,6 +97,8 @@ impl Authority {
 struct Usage {
     reads: AtomicU64,
     failed_reads: AtomicU64,
+    /// Reads of a token the authority no longer accepts (never, we hope).
+    rejected_reads: AtomicU64,
     max_age_ms: AtomicU64,
     /// Issue times of the tokens the workers used.
     seen: Mutex<BTreeSet<u64>>,
@@ -145,6 +106,9 @@ struct Usage {
 
 async fn demo() {
     at();
+    let authority = Arc::new(LocalAuthority::start().expect("start the local authority"));
+    authority.set_expires_in(Some(serde_json::json!(LIFETIME.as_secs())));
+    authority.set_latency(LATENCY);
     println!(
         "tokenkeeper demo: {WORKERS} workers, {}s tokens (stale after {}s), jitter up to {} ms, \
          an authority outage of {}s",
@@ -153,16 +117,22 @@ async fn demo() {
         JITTER.as_millis(),
         OUTAGE.as_secs()
     );
+    println!(
+        "authority: OAuth2 token endpoint at {} (client credentials, client_secret_basic)",
+        authority.token_url()
+    );
     println!("token values are secrets: tokens are named by number, never printed\n");
 
-    let authority = Arc::new(Authority::default());
-    let source = source::from_fn({
-        let authority = Arc::clone(&authority);
-        move |cx: FetchContext| {
-            let authority = Arc::clone(&authority);
-            async move { authority.fetch(cx).await }
-        }
-    });
+    // The client-credentials grant over HTTP, with the default client (ureq).
+    // Plain http is accepted because the URL is loopback.
+    let endpoint = TokenEndpoint::builder(
+        authority.token_url(),
+        ClientId::new(CLIENT_ID),
+        ClientSecret::new(CLIENT_SECRET),
+    )
+    .build()
+    .expect("a loopback token URL");
+    let source = ClientCredentials::new(endpoint).scope("orders:read");
     // SystemClock is the default clock.
     let (handle, driver) = TokenManager::builder(source)
         .jitter(RandomEarlyJitter::new(JITTER))
@@ -177,7 +147,8 @@ async fn demo() {
     // The library spawns nothing: the driver is a plain future, spawned here.
     let driver = smol::spawn(driver);
 
-    let subscriber = smol::spawn(subscriber(handle.clone(), Arc::clone(&authority)));
+    let labels = Arc::new(Labels::default());
+    let subscriber = smol::spawn(subscriber(handle.clone(), Arc::clone(&labels)));
     let stop = Arc::new(AtomicBool::new(false));
     let usage = Arc::new(Usage::default());
     let workers: Vec<_> = (0..WORKERS)
@@ -185,6 +156,7 @@ async fn demo() {
             smol::spawn(worker(
                 id,
                 handle.clone(),
+                Arc::clone(&authority),
                 Arc::clone(&usage),
                 Arc::clone(&stop),
             ))
@@ -192,9 +164,10 @@ async fn demo() {
         .collect();
     let monitor = smol::spawn(monitor(
         handle.clone(),
-        Arc::clone(&authority),
+        Arc::clone(&labels),
         Arc::clone(&usage),
     ));
+    let outage = smol::spawn(outage(handle.clone(), Arc::clone(&authority)));
 
     // Run until the last token of the story is out, then a little longer.
     let give_up = Instant::now() + Duration::from_secs(25);
@@ -212,14 +185,16 @@ async fn demo() {
     driver.await;
     subscriber.await;
     monitor.await;
+    outage.cancel().await;
 
     let state = handle.state();
     let reads = usage.reads.load(Ordering::SeqCst);
     let failed = usage.failed_reads.load(Ordering::SeqCst);
     println!("\nsummary");
     println!(
-        "  source requests        {:>6}  (the manager counted {})",
-        authority.requests.load(Ordering::SeqCst),
+        "  authority requests     {:>6}  ({} tokens issued; the manager counted {} requests)",
+        authority.token_requests(),
+        authority.tokens_issued(),
         state.source_requests
     );
     println!(
@@ -228,9 +203,13 @@ async fn demo() {
         state.source_requests.saturating_sub(state.refreshes)
     );
     println!(
-        "  reads by {WORKERS} workers     {:>6}  (failed: {failed}; {:.0} reads per source request)",
+        "  reads by {WORKERS} workers     {:>6}  (failed: {failed}; {:.0} reads per authority request)",
         reads,
-        reads as f64 / state.source_requests.max(1) as f64
+        reads as f64 / authority.token_requests().max(1) as f64
+    );
+    println!(
+        "  rejected by authority  {:>6}  (reads of a token the authority no longer accepts)",
+        usage.rejected_reads.load(Ordering::SeqCst)
     );
     println!(
         "  distinct tokens used   {:>6}",
@@ -247,14 +226,16 @@ async fn demo() {
 }
 
 /// Prints each refresh; the stream ends when the manager stops.
-async fn subscriber(handle: TokenHandle, authority: Arc<Authority>) {
+async fn subscriber(handle: TokenHandle, labels: Arc<Labels>) {
     let mut tokens = handle.subscribe();
     while let Some(token) = tokens.next().await {
         println!(
-            "{} refresh: {} published ({} chars), stale in {:.1} s, expires in {:.1} s",
+            "{} refresh: {} published ({} chars, {}, scope {:?}), stale in {:.1} s, expires in {:.1} s",
             at(),
-            authority.label(&token),
+            labels.label(&token),
             token.access_token().secret().len(),
+            token.token_type(),
+            token.scope().unwrap_or("-"),
             secs_until(token.stale_ms()),
             secs_until(token.expiry_ms()),
         );
@@ -263,7 +244,13 @@ async fn subscriber(handle: TokenHandle, authority: Arc<Authority>) {
 }
 
 /// Uses the token every `READ_EVERY`, as a service would per outgoing call.
-async fn worker(id: usize, handle: TokenHandle, usage: Arc<Usage>, stop: Arc<AtomicBool>) {
+async fn worker(
+    id: usize,
+    handle: TokenHandle,
+    authority: Arc<LocalAuthority>,
+    usage: Arc<Usage>,
+    stop: Arc<AtomicBool>,
+) {
     // At start-up, wait for the first token (all workers share one request).
     if let Err(error) = handle.token().await {
         println!("{} worker {id}: no token at start: {error}", at());
@@ -279,9 +266,13 @@ async fn worker(id: usize, handle: TokenHandle, usage: Arc<Usage>, stop: Arc<Ato
         };
         match token {
             Some(token) => {
-                // "Use" it: build the header an outgoing request would carry.
+                // "Use" it: the header an outgoing request would carry, and
+                // the check the resource server would make.
                 let header = format!("Bearer {}", token.access_token().secret());
                 std::hint::black_box(header);
+                if !authority.is_valid_access_token(token.access_token().secret()) {
+                    usage.rejected_reads.fetch_add(1, Ordering::Relaxed);
+                }
                 let age = SystemClock.now_ms().saturating_sub(token.issued_ms());
                 usage.reads.fetch_add(1, Ordering::Relaxed);
                 usage.max_age_ms.fetch_max(age, Ordering::Relaxed);
@@ -296,9 +287,39 @@ async fn worker(id: usize, handle: TokenHandle, usage: Arc<Usage>, stop: Arc<Ato
     }
 }
 
+/// Takes the authority down for `OUTAGE`, starting just before the refresh
+/// of token #`OUTAGE_AT_TOKEN` is due.
+async fn outage(handle: TokenHandle, authority: Arc<LocalAuthority>) {
+    let due = loop {
+        let state = handle.state();
+        if state.refreshes >= OUTAGE_AT_TOKEN {
+            if let Some(due) = state.next_refresh_ms {
+                break due;
+            }
+        }
+        Timer::after(Duration::from_millis(20)).await;
+    };
+    let lead = Duration::from_millis(100);
+    let wait_ms = due.saturating_sub(SystemClock.now_ms() + lead.as_millis() as u64);
+    Timer::after(Duration::from_millis(wait_ms)).await;
+    authority.set_outage(Some(Fault::oauth_error(
+        503,
+        "temporarily_unavailable",
+        "injected outage",
+    )));
+    println!(
+        "{} authority: !! outage begins: every request gets HTTP 503 for {:.1} s",
+        at(),
+        OUTAGE.as_secs_f64()
+    );
+    Timer::after(OUTAGE).await;
+    authority.set_outage(None);
+    println!("{} authority: outage over, serving tokens again", at());
+}
+
 /// Watches `handle.state()`: prints each failed refresh and its backoff, the
 /// recovery, and once a second what the workers are using.
-async fn monitor(handle: TokenHandle, authority: Arc<Authority>, usage: Arc<Usage>) {
+async fn monitor(handle: TokenHandle, labels: Arc<Labels>, usage: Arc<Usage>) {
     let mut failures = 0;
     let mut next_report = Instant::now() + Duration::from_secs(1);
     while !handle.is_stopped() {
@@ -308,7 +329,7 @@ async fn monitor(handle: TokenHandle, authority: Arc<Authority>, usage: Arc<Usag
                 let now = SystemClock.now_ms();
                 format!(
                     "{} ({:?}, age {:.1} s, expires in {:.1} s)",
-                    authority.label(&token),
+                    labels.label(&token),
                     token.status(now),
                     now.saturating_sub(token.issued_ms()) as f64 / 1000.0,
                     secs_until(token.expiry_ms())
@@ -321,11 +342,12 @@ async fn monitor(handle: TokenHandle, authority: Arc<Authority>, usage: Arc<Usag
                 .last_error
                 .as_ref()
                 .map_or_else(String::new, ToString::to_string);
-            let retry = state
-                .next_refresh_ms
-                .map_or_else(|| "?".to_owned(), |ms| format!("{:.2} s", secs_until(ms)));
+            let retry = state.next_refresh_ms.map_or_else(
+                || "now".to_owned(),
+                |ms| format!("in {:.2} s", secs_until(ms)),
+            );
             println!(
-                "{} refresh failed ({} in a row): {error}; backoff: retry in {retry}",
+                "{} refresh failed ({} in a row): {error}; backoff: retry {retry}",
                 at(),
                 state.consecutive_failures
             );

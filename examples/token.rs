@@ -1,0 +1,644 @@
+//! `token`: print an OAuth2 access token for scripts, or watch the manager
+//! keep one fresh. A tool in the spirit of `gcloud auth print-access-token`,
+//! and a worked example of the client-credentials source driven by a
+//! `TokenManager` on smol, over the default HTTP client (ureq).
+//!
+//! ```sh
+//! read -rs TOKENKEEPER_CLIENT_SECRET && export TOKENKEEPER_CLIENT_SECRET  # typed, not echoed
+//! cargo run --example token -- --token-url https://auth.example.com/oauth/token \
+//!     --client-id my-service --scope "orders:read"
+//! curl -H "Authorization: Bearer $(cargo run -q --example token -- ...)" https://api.example.com/
+//!
+//! # Watch the manager for 60 s: one JSON object per line, never a token value.
+//! cargo run --example token -- --token-url ... --client-id ... --watch 60
+//! ```
+//!
+//! Run with `--help` for the flags. What it shows:
+//!
+//! - Configuration: a [`TokenEndpoint`] (URL, client id and secret,
+//!   `client_secret_basic` or `client_secret_post`) under a
+//!   [`ClientCredentials`] grant with optional `scope`, `audience` and
+//!   repeatable `resource` (RFC 8707).
+//! - The secret stays out of argv, where any local user can read it (`ps`,
+//!   `/proc/PID/cmdline`) and shell history keeps it: it comes from the
+//!   environment variable `TOKENKEEPER_CLIENT_SECRET` or from
+//!   `--client-secret-file PATH` (one trailing newline trimmed; the file
+//!   wins when both are set). `--client-secret` is refused.
+//! - Typed errors: a failure is a `SourceError` whose cause downcasts to
+//!   [`TokenRequestError`], which carries the RFC 6749 error code.
+//! - Running the manager on an executor the library knows nothing about:
+//!   the driver is a plain future, spawned on smol here.
+//!
+//! # Printing one token (no `--watch`)
+//!
+//! This runs the same manager a service would, waits for its first token
+//! and prints the access token alone on stdout (then exits 0). The manager,
+//! rather than one direct `TokenSource::fetch`, gives the retries a script
+//! wants: a transient failure (network, timeout, HTTP 5xx or 429,
+//! `temporarily_unavailable`) is retried with a short backoff (250 ms
+//! doubling, at most 2 s between attempts, each attempt at most 5 s) for up
+//! to 10 s in total. A permanent failure (`invalid_client`, `invalid_scope`,
+//! `invalid_grant`, `unauthorized_client`, other 4xx answers) cannot improve
+//! by retrying, so the tool watches `handle.state()` and gives up on the
+//! first one, within a few tens of milliseconds.
+//!
+//! On failure, stderr gets exactly one line naming the OAuth2 error code (or
+//! the kind of failure when the authority sent none) and its description:
+//!
+//! ```text
+//! token: error: invalid_client: client authentication failed (HTTP 401)
+//! ```
+//!
+//! # Watching (`--watch SECS`)
+//!
+//! Runs the manager with the library's defaults for SECS seconds and prints
+//! one JSON object per line on stdout, then exits 0:
+//!
+//! ```text
+//! {"event":"token","expires_at_ms":1767225660000,"issued_at_ms":1767225600000,"stale_at_ms":1767225630000,"token_type":"Bearer","scope":"orders:read"}
+//! {"event":"error","error":"temporarily_unavailable","kind":"transient","description":"try later (HTTP 503)","consecutive_failures":1,"at_ms":1767225625000,"retry_in_ms":412}
+//! ```
+//!
+//! - `token`: each published token (times in ms since the Unix epoch; the
+//!   token value is never printed). `scope` is null when the authority sent
+//!   none.
+//! - `error`: each failed attempt. `error` is the OAuth2 code, or one of
+//!   `connect`, `timeout`, `io`, `body_too_large`, `http`, `http_status`
+//!   (an error status without an RFC 6749 body), `invalid_response`,
+//!   `transient`, `permanent`. `retry_in_ms` is the backoff chosen after
+//!   this failure, or null if the retry had already started when the
+//!   failure was observed. Failures are observed by polling
+//!   `handle.state()` every 20 ms: two failures closer together than that
+//!   come out as one event whose `consecutive_failures` counts both.
+//!
+//! # Exit codes
+//!
+//! - 0: a token was printed (or the watch ran its course).
+//! - 1: the authority refused: a permanent error such as `invalid_client`.
+//!   Retrying will not help until the configuration changes. (Also: the
+//!   token could not be written to stdout.)
+//! - 2: bad usage: unknown or repeated flag, missing value, no secret.
+//! - 3: no token within 10 s: transient failures, or no answer. Try later.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{future, StreamExt};
+use serde::Serialize;
+use smol::Timer;
+use tokenkeeper::oauth2::{
+    AuthMethod, ClientCredentials, HttpErrorKind, TokenEndpoint, TokenRequestError,
+};
+use tokenkeeper::{
+    Backoff, ClientId, ClientSecret, Error, ErrorKind, ManagerState, SourceError, Token,
+    TokenHandle, TokenManager,
+};
+
+/// Where the client secret comes from when no file is given.
+const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
+/// How long printing one token keeps retrying transient failures.
+const ONE_SHOT_BOUND: Duration = Duration::from_secs(10);
+/// The longest one attempt may take when printing one token.
+const ONE_SHOT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `handle.state()` is read for new failures.
+const POLL: Duration = Duration::from_millis(20);
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNAVAILABLE: u8 = 3;
+
+const USAGE: &str = "\
+usage: token --token-url URL --client-id ID [options]
+
+Prints an OAuth2 access token (client-credentials grant) alone on stdout.
+The client secret is read from the environment variable
+TOKENKEEPER_CLIENT_SECRET, or from --client-secret-file; never from the
+command line.
+
+options:
+  --token-url URL            the token endpoint (https; http only to loopback)
+  --client-id ID             the client identifier
+  --auth basic|post          client_secret_basic (default) or client_secret_post
+  --scope S                  space-separated scopes to ask for
+  --audience A               the audience parameter (Auth0 and others)
+  --resource R               a resource indicator (RFC 8707); may be repeated
+  --watch SECS               keep the token fresh for SECS seconds and print one
+                             JSON event per line (token values never printed)
+  --client-secret-file PATH  read the secret from PATH (one trailing newline
+                             is trimmed); takes precedence over the variable
+  -h, --help                 this text
+
+exit codes: 0 token printed or watch done; 1 refused by the authority
+(e.g. invalid_client); 2 bad usage; 3 no token within 10 s (transient
+failures or no answer)";
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return usage_error(&error),
+    };
+    let secret = match read_secret(args.client_secret_file.as_deref()) {
+        Ok(secret) => secret,
+        Err(error) => return usage_error(&error),
+    };
+    let scrub = Scrubber(secret.clone());
+
+    let endpoint = TokenEndpoint::builder(
+        args.token_url.as_str(),
+        ClientId::new(args.client_id.as_str()),
+        ClientSecret::new(secret),
+    )
+    .auth_method(args.auth)
+    .build();
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    let mut source = ClientCredentials::new(endpoint);
+    if let Some(scope) = &args.scope {
+        source = source.scope(scope);
+    }
+    if let Some(audience) = &args.audience {
+        source = source.audience(audience);
+    }
+    for resource in &args.resources {
+        source = source.resource(resource);
+    }
+    // Cache flags (a later issue): with `--cache-file PATH` or
+    // `--redis-url URL`, the source becomes a chain that reads the cache
+    // first and writes new tokens back; nothing else here changes.
+
+    smol::block_on(async {
+        match args.watch {
+            None => print_token(source, &scrub).await,
+            Some(duration) => watch(source, duration, &scrub).await,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Printing one token
+
+/// How a one-shot run ended.
+enum Outcome {
+    Token(Arc<Token>),
+    Failed(SourceError),
+    NoAnswer,
+}
+
+async fn print_token(source: ClientCredentials, scrub: &Scrubber) -> ExitCode {
+    let (handle, driver) = TokenManager::builder(source)
+        .backoff(Backoff::new(
+            Duration::from_millis(250),
+            2.0,
+            Duration::from_secs(2),
+        ))
+        .request_timeout(ONE_SHOT_REQUEST_TIMEOUT)
+        .wait_timeout(ONE_SHOT_BOUND)
+        .build();
+    // The library spawns nothing: the driver is a future, spawned here.
+    let driver = smol::spawn(driver);
+
+    // Whichever comes first: a token (or the wait timing out), or a
+    // permanent failure, which no retry can fix.
+    let outcome = future::or(
+        async {
+            match handle.token().await {
+                Ok(token) => Outcome::Token(token),
+                Err(Error::Timeout {
+                    last_error: Some(error),
+                    ..
+                }) => Outcome::Failed(error),
+                Err(_) => Outcome::NoAnswer,
+            }
+        },
+        async {
+            loop {
+                Timer::after(POLL).await;
+                if let Some(error) = handle.state().last_error {
+                    if error.is_permanent() {
+                        return Outcome::Failed(error);
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    let attempts = handle.state().source_requests;
+    handle.shutdown().await;
+    driver.await;
+
+    match outcome {
+        Outcome::Token(token) => {
+            let mut stdout = io::stdout().lock();
+            match writeln!(stdout, "{}", token.access_token().secret()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("token: error: cannot write to stdout: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Outcome::Failed(error) => {
+            let failure = Failure::of(&error);
+            let mut line = format!("token: error: {}: {}", failure.code, failure.description);
+            let code = if error.is_permanent() {
+                EXIT_REFUSED
+            } else {
+                line.push_str(&format!(
+                    "; no token after {} s and {attempts} attempt{}",
+                    ONE_SHOT_BOUND.as_secs(),
+                    if attempts == 1 { "" } else { "s" }
+                ));
+                EXIT_UNAVAILABLE
+            };
+            eprintln!("{}", scrub.line(&line));
+            ExitCode::from(code)
+        }
+        Outcome::NoAnswer => {
+            eprintln!(
+                "token: error: timeout: no answer from the token endpoint within {} s",
+                ONE_SHOT_BOUND.as_secs()
+            );
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Watching
+
+/// One line of `--watch` output. Field order is the order printed.
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event<'a> {
+    Token {
+        expires_at_ms: u64,
+        issued_at_ms: u64,
+        stale_at_ms: u64,
+        token_type: &'a str,
+        scope: Option<&'a str>,
+    },
+    Error {
+        error: &'a str,
+        kind: &'static str,
+        description: &'a str,
+        consecutive_failures: u32,
+        at_ms: u64,
+        retry_in_ms: Option<u64>,
+    },
+}
+
+async fn watch(source: ClientCredentials, duration: Duration, scrub: &Scrubber) -> ExitCode {
+    // The library's defaults: what a service gets without tuning.
+    let (handle, driver) = TokenManager::builder(source).build();
+    let driver = smol::spawn(driver);
+    let mut tokens = handle.subscribe();
+    let mut failures = FailureWatch::default();
+    let mut end = Timer::after(duration);
+
+    enum Wake {
+        Token(Option<Arc<Token>>),
+        Poll,
+        End,
+    }
+
+    let result = loop {
+        let wake = future::or(
+            async { Wake::Token(tokens.next().await) },
+            future::or(
+                async {
+                    Timer::after(POLL).await;
+                    Wake::Poll
+                },
+                async {
+                    (&mut end).await;
+                    Wake::End
+                },
+            ),
+        )
+        .await;
+        // Failures first: a failure recorded before a token was published
+        // is printed before it.
+        if let Err(error) = failures.report(&handle, scrub) {
+            break Err(error);
+        }
+        match wake {
+            Wake::Token(Some(token)) => {
+                let event = Event::Token {
+                    expires_at_ms: token.expiry_ms(),
+                    issued_at_ms: token.issued_ms(),
+                    stale_at_ms: token.stale_ms(),
+                    token_type: token.token_type(),
+                    scope: token.scope(),
+                };
+                if let Err(error) = print_event(&event) {
+                    break Err(error);
+                }
+            }
+            Wake::Poll => {}
+            Wake::Token(None) | Wake::End => break Ok(()),
+        }
+    };
+    handle.shutdown().await;
+    driver.await;
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`token --watch 60 | head -1`): not an error.
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("token: error: cannot write to stdout: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Turns changes in `handle.state()` into error events.
+#[derive(Default)]
+struct FailureWatch {
+    /// `(last_error_ms, consecutive_failures)` of the last failure reported.
+    seen: Option<(u64, u32)>,
+}
+
+impl FailureWatch {
+    fn report(&mut self, handle: &TokenHandle, scrub: &Scrubber) -> io::Result<()> {
+        let state: ManagerState = handle.state();
+        let (Some(error), Some(at_ms)) = (&state.last_error, state.last_error_ms) else {
+            return Ok(());
+        };
+        // `last_error` is kept after a recovery; `consecutive_failures` is 0
+        // then, and a new failure changes the pair.
+        let key = (at_ms, state.consecutive_failures);
+        if state.consecutive_failures == 0 || self.seen == Some(key) {
+            return Ok(());
+        }
+        self.seen = Some(key);
+        let failure = Failure::of(error);
+        let description = scrub.line(&failure.description);
+        print_event(&Event::Error {
+            error: &failure.code,
+            kind: match error.kind() {
+                ErrorKind::Transient => "transient",
+                ErrorKind::Permanent => "permanent",
+            },
+            description: &description,
+            consecutive_failures: state.consecutive_failures,
+            at_ms,
+            // Set together with `last_error_ms` by the same failure, and
+            // cleared when the retry starts.
+            retry_in_ms: state.next_refresh_ms.map(|at| at.saturating_sub(at_ms)),
+        })
+    }
+}
+
+fn print_event(event: &Event<'_>) -> io::Result<()> {
+    let line = serde_json::to_string(event).map_err(io::Error::other)?;
+    writeln!(io::stdout().lock(), "{line}")
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// A failed attempt, as a code and a description.
+struct Failure {
+    /// The OAuth2 error code, or the kind of failure.
+    code: String,
+    description: String,
+}
+
+impl Failure {
+    fn of(error: &SourceError) -> Failure {
+        // The OAuth2 sources put a `TokenRequestError` under the
+        // `SourceError` the manager keeps.
+        let typed = error
+            .cause()
+            .and_then(|cause| cause.downcast_ref::<TokenRequestError>());
+        let (code, description) = match typed {
+            Some(TokenRequestError::OAuth2(e)) => (
+                e.code().as_str().to_owned(),
+                format!(
+                    "{} (HTTP {})",
+                    e.description().unwrap_or("no description"),
+                    e.status()
+                ),
+            ),
+            Some(TokenRequestError::Http(e)) => {
+                let code = match e.kind() {
+                    HttpErrorKind::Connect => "connect",
+                    HttpErrorKind::Timeout => "timeout",
+                    HttpErrorKind::Io => "io",
+                    HttpErrorKind::BodyTooLarge => "body_too_large",
+                    _ => "http",
+                };
+                // Its Display starts with the kind ("connect: refused"); the
+                // code already says that.
+                let text = e.to_string();
+                let message = text.split_once(": ").map_or(text.as_str(), |(_, m)| m);
+                (code.to_owned(), message.to_owned())
+            }
+            Some(TokenRequestError::UnexpectedStatus { .. }) => {
+                ("http_status".to_owned(), error.to_string())
+            }
+            Some(TokenRequestError::InvalidResponse { .. }) => {
+                ("invalid_response".to_owned(), error.to_string())
+            }
+            // Another failure: the manager's request timeout, or a variant
+            // added later.
+            _ => {
+                let kind = match error.kind() {
+                    ErrorKind::Transient => "transient",
+                    ErrorKind::Permanent => "permanent",
+                };
+                (kind.to_owned(), error.to_string())
+            }
+        };
+        Failure { code, description }
+    }
+}
+
+/// Makes text safe to print: one line, and never the client secret, even if
+/// an authority echoed it somewhere the library did not expect. (Secrets
+/// shorter than 4 characters are left alone: replacing every "s" would
+/// garble the text and protect nothing.)
+struct Scrubber(String);
+
+impl Scrubber {
+    fn line(&self, text: &str) -> String {
+        let text = if self.0.chars().count() < 4 {
+            text.to_owned()
+        } else {
+            text.replace(self.0.as_str(), "[redacted]")
+        };
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Arguments
+
+/// The parsed command line.
+#[derive(Debug)]
+struct Args {
+    token_url: String,
+    client_id: String,
+    auth: AuthMethod,
+    scope: Option<String>,
+    audience: Option<String>,
+    resources: Vec<String>,
+    watch: Option<Duration>,
+    client_secret_file: Option<String>,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+impl Args {
+    /// Parses the arguments after the program name. Error messages name
+    /// flags but never repeat values: a misplaced value may be a secret.
+    fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parsed, String> {
+        let mut token_url = None;
+        let mut client_id = None;
+        let mut auth = None;
+        let mut scope = None;
+        let mut audience = None;
+        let mut resources = Vec::new();
+        let mut watch = None;
+        let mut client_secret_file = None;
+
+        let mut args = args.into_iter().enumerate();
+        while let Some((i, arg)) = args.next() {
+            let Ok(arg) = arg.into_string() else {
+                return Err(format!("argument {} is not valid UTF-8", i + 1));
+            };
+            // `--flag=value` or `--flag value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || -> Result<String, String> {
+                let value = match inline.clone() {
+                    Some(value) => value,
+                    None => match args.next() {
+                        Some((_, value)) => value
+                            .into_string()
+                            .map_err(|_| format!("the value of {flag} is not valid UTF-8"))?,
+                        None => return Err(format!("{flag} needs a value")),
+                    },
+                };
+                if value.is_empty() || value.starts_with("--") {
+                    return Err(format!("{flag} needs a value"));
+                }
+                Ok(value)
+            };
+            match flag {
+                "-h" | "--help" => return Ok(Parsed::Help),
+                "--client-secret" | "--secret" => {
+                    return Err(format!(
+                        "{flag} is refused: a secret on the command line is visible to every \
+                         local user (ps, /proc) and stays in shell history; set {SECRET_ENV} \
+                         or use --client-secret-file PATH"
+                    ))
+                }
+                "--token-url" => once(&mut token_url, flag, value()?)?,
+                "--client-id" => once(&mut client_id, flag, value()?)?,
+                "--auth" => {
+                    let method = match value()?.as_str() {
+                        "basic" | "client_secret_basic" => AuthMethod::ClientSecretBasic,
+                        "post" | "client_secret_post" => AuthMethod::ClientSecretPost,
+                        _ => return Err("--auth takes basic or post".to_owned()),
+                    };
+                    once(&mut auth, flag, method)?;
+                }
+                "--scope" => once(&mut scope, flag, value()?)?,
+                "--audience" => once(&mut audience, flag, value()?)?,
+                "--resource" => resources.push(value()?),
+                "--watch" => {
+                    let secs = value()?
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| *s > 0.0)
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or("--watch takes a number of seconds above 0")?;
+                    once(&mut watch, flag, secs)?;
+                }
+                "--client-secret-file" => once(&mut client_secret_file, flag, value()?)?,
+                // Cache flags: reserved for the caches of a later issue.
+                "--cache-file" | "--redis-url" => {
+                    return Err(format!("{flag} is not available yet (caches come later)"))
+                }
+                flag if flag.starts_with('-') && flag.len() > 1 => {
+                    return Err(format!("unknown option {flag}"))
+                }
+                _ => return Err(format!("unexpected argument {} (not an option)", i + 1)),
+            }
+        }
+
+        Ok(Parsed::Run(Args {
+            token_url: token_url.ok_or("--token-url is required")?,
+            client_id: client_id.ok_or("--client-id is required")?,
+            auth: auth.unwrap_or_default(),
+            scope,
+            audience,
+            resources,
+            watch,
+            client_secret_file,
+        }))
+    }
+}
+
+/// Sets a flag that may be given once.
+fn once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<(), String> {
+    if slot.replace(value).is_some() {
+        return Err(format!("{flag} is given twice"));
+    }
+    Ok(())
+}
+
+/// The client secret: from the file if one is given, else the environment.
+fn read_secret(file: Option<&str>) -> Result<String, String> {
+    let secret = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --client-secret-file {path}: {e}"))?;
+            // Editors and `echo` add a final newline; it is not the secret's.
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            text.strip_suffix('\r').unwrap_or(text).to_owned()
+        }
+        None => match std::env::var(SECRET_ENV) {
+            Ok(secret) => secret,
+            Err(std::env::VarError::NotPresent) => {
+                return Err(format!(
+                    "no client secret: set {SECRET_ENV} or use --client-secret-file PATH"
+                ))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!("{SECRET_ENV} is not valid UTF-8"))
+            }
+        },
+    };
+    if secret.is_empty() {
+        return Err(match file {
+            Some(path) => format!("--client-secret-file {path} holds an empty secret"),
+            None => format!("{SECRET_ENV} is empty"),
+        });
+    }
+    Ok(secret)
+}
+
+fn usage_error(message: &dyn fmt::Display) -> ExitCode {
+    eprintln!("token: {message}");
+    eprintln!("usage: token --token-url URL --client-id ID [options]; see --help");
+    ExitCode::from(EXIT_USAGE)
+}

@@ -1,0 +1,530 @@
+//! The token CLI (`examples/token.rs`) as a script sees it: the built
+//! example binary run against an in-process authority on 127.0.0.1.
+//!
+//! Assertions are about output and exit codes, never about how long
+//! something took (beyond generous bounds that only a hang would break).
+//! Each run is killed after `RUN_LIMIT`, so a hang fails instead of blocking.
+
+// The example needs an HTTP client; the default one comes with `ureq`.
+#![cfg(feature = "ureq")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use local_authority::{Fault, LocalAuthority};
+use serde_json::{json, Value};
+
+const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
+/// The authority's default client.
+const CLIENT_ID: &str = "client-a";
+const SECRET: &str = "secret-a";
+/// No run comes near this unless it hangs.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The example binary, built once per test process.
+///
+/// `cargo test --test token_cli` does not build examples, and a binary left
+/// from an earlier build may be stale, so this always asks cargo to build it
+/// (a no-op when it is up to date), with this test's profile, features and
+/// target directory. `current_exe()` is `<target>/<profile>/deps/token_cli-<hash>`;
+/// the example lands in `<target>/<profile>/examples/token`.
+fn token_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>/deps/token_cli-<hash>");
+        let bin = profile_dir
+            .join("examples")
+            .join(format!("token{}", std::env::consts::EXE_SUFFIX));
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let mut features = Vec::new();
+        for (enabled, name) in [
+            (cfg!(feature = "ureq"), "ureq"),
+            (cfg!(feature = "surf"), "surf"),
+            (cfg!(feature = "smol"), "smol"),
+            (cfg!(feature = "async-std"), "async-std"),
+        ] {
+            if enabled {
+                features.push(name);
+            }
+        }
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "token",
+                "--profile",
+                profile,
+            ])
+            .args(["--no-default-features", "--features", &features.join(",")])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        // The same target directory as this test, wherever it is.
+        if let Some(target_dir) = profile_dir.parent() {
+            cargo.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let output = cargo.output().expect("run cargo build --example token");
+        assert!(
+            output.status.success(),
+            "cargo build --example token failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(bin.exists(), "no example binary at {}", bin.display());
+        bin
+    })
+}
+
+/// The CLI with `args`, the secret variable unset.
+fn token_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(token_bin());
+    cmd.args(args)
+        .env_remove(SECRET_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `--token-url` and `--client-id` for the authority's default client.
+fn base_args(authority: &LocalAuthority) -> Vec<String> {
+    vec![
+        "--token-url".into(),
+        authority.token_url(),
+        "--client-id".into(),
+        CLIENT_ID.into(),
+    ]
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().collect()
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `RUN_LIMIT`.
+fn run(mut cmd: Command) -> Run {
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn the token example");
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let status = wait(&mut child, start);
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        took: start.elapsed(),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).expect("read output");
+        text
+    })
+}
+
+fn wait(child: &mut Child, start: Instant) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            return status;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the token example ran longer than {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Parses `--watch` output: every line must be a JSON object.
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+            assert!(event.is_object(), "not an object: {line}");
+            event
+        })
+        .collect()
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Asserts that `text` holds nothing shaped like the authority's access
+/// tokens (`at-<n>-<16 hex digits>`).
+fn assert_no_access_token(text: &str) {
+    for (i, _) in text.match_indices("at-") {
+        let rest = &text[i + 3..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let looks_like_token = digits > 0
+            && rest[digits..].starts_with('-')
+            && rest[digits + 1..]
+                .bytes()
+                .take(16)
+                .filter(u8::is_ascii_hexdigit)
+                .count()
+                == 16;
+        assert!(!looks_like_token, "an access token was printed: {text}");
+    }
+}
+
+/// Checks a token event's shape: the fields promised, no others.
+fn check_token_event(event: &Value) {
+    let object = event.as_object().unwrap();
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "event",
+            "expires_at_ms",
+            "issued_at_ms",
+            "scope",
+            "stale_at_ms",
+            "token_type"
+        ],
+        "{event}"
+    );
+    let issued = event["issued_at_ms"].as_u64().unwrap();
+    let stale = event["stale_at_ms"].as_u64().unwrap();
+    let expires = event["expires_at_ms"].as_u64().unwrap();
+    assert!(issued <= stale && stale <= expires, "{event}");
+    assert_eq!(event["token_type"], "Bearer");
+}
+
+#[test]
+fn prints_the_token_alone_with_basic_auth_by_default() {
+    let authority = LocalAuthority::start().unwrap();
+    let mut cmd = token_cmd(&strs(&base_args(&authority)));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_eq!(out.stdout.lines().count(), 1, "{:?}", out.stdout);
+    assert!(out.stdout.ends_with('\n'));
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+
+    let requests = authority.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert!(request
+        .header("authorization")
+        .is_some_and(|h| h.starts_with("Basic ")));
+    assert_eq!(
+        request.form_value("grant_type").as_deref(),
+        Some("client_credentials")
+    );
+    assert_eq!(request.form_value("client_secret"), None);
+    assert_eq!(request.form_value("client_id"), None);
+}
+
+#[test]
+fn post_auth_sends_the_credentials_in_the_body() {
+    let authority = LocalAuthority::start().unwrap();
+    let mut args = base_args(&authority);
+    args.extend(["--auth".into(), "post".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+    let request = &authority.requests()[0];
+    assert_eq!(request.header("authorization"), None);
+    assert_eq!(request.form_value("client_id").as_deref(), Some(CLIENT_ID));
+    assert_eq!(request.form_value("client_secret").as_deref(), Some(SECRET));
+}
+
+#[test]
+fn scope_audience_and_resources_are_forwarded() {
+    let authority = LocalAuthority::start().unwrap();
+    let mut args = base_args(&authority);
+    args.extend(
+        [
+            "--scope",
+            "orders:read orders:write",
+            "--audience=https://api.example.com",
+            "--resource",
+            "https://api.example.com/orders",
+            "--resource",
+            "https://api.example.com/stock",
+        ]
+        .map(String::from),
+    );
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let request = &authority.requests()[0];
+    assert_eq!(
+        request.form_value("scope").as_deref(),
+        Some("orders:read orders:write")
+    );
+    assert_eq!(
+        request.form_value("audience").as_deref(),
+        Some("https://api.example.com")
+    );
+    let resources: Vec<String> = request
+        .form()
+        .into_iter()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "https://api.example.com/orders",
+            "https://api.example.com/stock"
+        ]
+    );
+}
+
+#[test]
+fn secret_from_a_file_with_its_trailing_newline_trimmed() {
+    let authority = LocalAuthority::start().unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "tokenkeeper-token-cli-{}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    let mut args = base_args(&authority);
+    args.extend(["--client-secret-file".into(), path.display().to_string()]);
+    let mut cmd = token_cmd(&strs(&args));
+    // The file wins over the variable.
+    cmd.env(SECRET_ENV, "not-the-secret");
+    let out = run(cmd);
+    std::fs::remove_file(&path).unwrap();
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+}
+
+/// A file-name suffix unique enough for parallel tests.
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn a_secret_on_the_command_line_is_refused() {
+    let authority = LocalAuthority::start().unwrap();
+    let base = base_args(&authority);
+    for flag in [
+        vec!["--client-secret", "secret-a"],
+        vec!["--client-secret=secret-a"],
+    ] {
+        let mut args = strs(&base);
+        args.extend(flag);
+        let out = run(token_cmd(&args));
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+        assert_eq!(out.stdout, "");
+        assert!(
+            out.stderr.contains("--client-secret is refused"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(SECRET_ENV), "{}", out.stderr);
+        assert!(!out.stderr.contains(SECRET), "{}", out.stderr);
+    }
+    assert_eq!(authority.token_requests(), 0);
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_message() {
+    let authority = LocalAuthority::start().unwrap();
+    let url = authority.token_url();
+    let cases: [(&[&str], &str); 6] = [
+        (&[], "--token-url is required"),
+        (&["--token-url", &url], "--client-id is required"),
+        (
+            &["--token-url", &url, "--client-id", CLIENT_ID],
+            "no client secret",
+        ),
+        (
+            &[
+                "--token-url",
+                &url,
+                "--client-id",
+                CLIENT_ID,
+                "--auth",
+                "digest",
+            ],
+            "--auth takes basic or post",
+        ),
+        (&["--frobnicate=secret-a"], "unknown option --frobnicate"),
+        (&["--cache-file", "/tmp/x"], "not available yet"),
+    ];
+    for (args, message) in cases {
+        let out = run(token_cmd(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains(SECRET), "{args:?}: {}", out.stderr);
+    }
+
+    let help = run(token_cmd(&["--help"]));
+    assert!(help.status.success());
+    assert!(help.stdout.starts_with("usage: token"), "{}", help.stdout);
+    assert_eq!(authority.token_requests(), 0);
+}
+
+#[test]
+fn a_wrong_secret_fails_fast_with_one_line_naming_invalid_client() {
+    let authority = LocalAuthority::start().unwrap();
+    let wrong = "wrong-secret-9f8e7d";
+    let mut cmd = token_cmd(&strs(&base_args(&authority)));
+    cmd.env(SECRET_ENV, wrong);
+    let out = run(cmd);
+
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{:?}", out.stderr);
+    assert!(lines[0].contains("invalid_client"), "{}", lines[0]);
+    assert!(lines[0].contains("HTTP 401"), "{}", lines[0]);
+    assert!(!out.stderr.contains(wrong), "{}", out.stderr);
+    // Permanent: no retry loop up to the 10 s bound.
+    assert_eq!(authority.token_requests(), 1);
+    assert!(out.took < Duration::from_secs(8), "took {:?}", out.took);
+}
+
+#[test]
+fn a_transient_failure_is_retried() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.push_fault(Fault::json(503, r#"{"error":"temporarily_unavailable"}"#));
+    let mut cmd = token_cmd(&strs(&base_args(&authority)));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+    assert_eq!(authority.token_requests(), 2);
+}
+
+#[test]
+fn watch_prints_token_events_and_never_a_token() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.set_expires_in(Some(json!(2)));
+    let mut args = base_args(&authority);
+    args.extend(["--scope".into(), "orders:read".into()]);
+    args.extend(["--watch".into(), "3".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert!(tokens.len() >= 2, "{}", out.stdout);
+    assert_eq!(tokens.len(), events.len(), "{}", out.stdout);
+    for event in &tokens {
+        check_token_event(event);
+        assert_eq!(event["scope"], "orders:read");
+        let lifetime =
+            event["expires_at_ms"].as_u64().unwrap() - event["issued_at_ms"].as_u64().unwrap();
+        assert_eq!(lifetime, 2_000);
+    }
+    assert!(authority.tokens_issued() >= 2);
+    assert_no_access_token(&out.stdout);
+    assert_no_access_token(&out.stderr);
+}
+
+#[test]
+fn watch_reports_failed_attempts_during_an_outage() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.set_expires_in(Some(json!(2)));
+    let mut args = base_args(&authority);
+    args.extend(["--watch".into(), "3".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let stderr = read_all(child.stderr.take().unwrap());
+
+    // Read events as they come: the outage starts after the first token
+    // and ends after the first failure is reported.
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = thread::spawn(move || {
+        for line in stdout.lines() {
+            let line = line.expect("read stdout");
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut all = Vec::new();
+    let mut outage = false;
+    while let Ok(line) = lines.recv_timeout(RUN_LIMIT) {
+        let event: Value = serde_json::from_str(&line).expect("a JSON line");
+        if event["event"] == "token" && !outage {
+            authority.set_outage(Some(Fault::json(
+                503,
+                r#"{"error":"temporarily_unavailable"}"#,
+            )));
+            outage = true;
+        }
+        if event["event"] == "error" {
+            authority.set_outage(None);
+        }
+        all.push(line);
+    }
+    let status = wait(&mut child, start);
+    reader.join().unwrap();
+    let stderr = stderr.join().unwrap();
+
+    assert!(status.success(), "{status:?}: {stderr}");
+    let stdout = all.join("\n");
+    let events = events(&stdout);
+    assert_eq!(events[0]["event"], "token", "{stdout}");
+    let errors = of_kind(&events, "error");
+    assert!(!errors.is_empty(), "no error event: {stdout}");
+    let error = errors[0];
+    assert_eq!(error["error"], "temporarily_unavailable", "{error}");
+    assert_eq!(error["kind"], "transient", "{error}");
+    assert!(error["description"].as_str().unwrap().contains("HTTP 503"));
+    assert!(error["consecutive_failures"].as_u64().unwrap() >= 1);
+    assert!(error["at_ms"].is_u64());
+    assert!(
+        error["retry_in_ms"].is_u64() || error["retry_in_ms"].is_null(),
+        "{error}"
+    );
+    for event in of_kind(&events, "token") {
+        check_token_event(event);
+    }
+    assert_no_access_token(&stdout);
+}
