@@ -1,6 +1,7 @@
 //! OAuth2 over real HTTP against the in-process authority on 127.0.0.1:
 //! grants, client authentication, and every failure the issue lists, each
 //! with its typed error and its effect on backoff.
+#![cfg(feature = "ureq")]
 
 use std::time::Duration;
 
@@ -484,10 +485,12 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
 
     // A hanging authority: the manager's own timeout on its clock ends it.
     authority.push_fault(Fault::Hang);
-    let requests = handle.state().source_requests;
+    let received = authority.token_requests();
     clock.set(handle.state().next_refresh_ms.unwrap());
-    run_until(&ex, "the hanging request to start", || {
-        handle.state().source_requests > requests
+    // Wait until the authority holds the request, not just until the
+    // manager started it: a timeout before that would cancel it unsent.
+    run_until(&ex, "the hanging request to arrive", || {
+        authority.token_requests() > received
     });
     let failures = handle.state().consecutive_failures;
     clock.advance(Duration::from_secs(10));
