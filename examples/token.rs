@@ -206,31 +206,17 @@ async fn print_token(source: ClientCredentials, scrub: &Scrubber) -> ExitCode {
     // The library spawns nothing: the driver is a future, spawned here.
     let driver = smol::spawn(driver);
 
-    // Whichever comes first: a token (or the wait timing out), or a
-    // permanent failure, which no retry can fix.
-    let outcome = future::or(
-        async {
-            match handle.token().await {
-                Ok(token) => Outcome::Token(token),
-                Err(Error::Timeout {
-                    last_error: Some(error),
-                    ..
-                }) => Outcome::Failed(error),
-                Err(_) => Outcome::NoAnswer,
-            }
-        },
-        async {
-            loop {
-                Timer::after(POLL).await;
-                if let Some(error) = handle.state().last_error {
-                    if error.is_permanent() {
-                        return Outcome::Failed(error);
-                    }
-                }
-            }
-        },
-    )
-    .await;
+    // token() returns at once on a permanent failure (no retry can fix
+    // it), and otherwise waits up to the bound with retries in between.
+    let outcome = match handle.token().await {
+        Ok(token) => Outcome::Token(token),
+        Err(Error::Source(error))
+        | Err(Error::Timeout {
+            last_error: Some(error),
+            ..
+        }) => Outcome::Failed(error),
+        Err(_) => Outcome::NoAnswer,
+    };
     let attempts = handle.state().source_requests;
     handle.shutdown().await;
     driver.await;

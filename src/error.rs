@@ -143,6 +143,28 @@ impl StdError for SourceError {
     }
 }
 
+/// The manager abandoned a fetch that took longer than its request timeout;
+/// found as the [`cause`](SourceError::cause) of the resulting error.
+///
+/// ```
+/// use std::time::Duration;
+/// let e = tokenkeeper::RequestTimedOut { after: Duration::from_secs(20) };
+/// assert_eq!(e.to_string(), "token request timed out after 20s");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestTimedOut {
+    /// The request timeout that ran out.
+    pub after: Duration,
+}
+
+impl fmt::Display for RequestTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "token request timed out after {:?}", self.after)
+    }
+}
+
+impl StdError for RequestTimedOut {}
+
 /// What a [`TokenHandle`](crate::TokenHandle) call can fail with.
 ///
 /// ```
@@ -159,6 +181,10 @@ pub enum Error {
     /// The manager stopped (shut down, or its driver was dropped), so no
     /// token will come.
     Stopped,
+    /// The source failed with a permanent error (say, `invalid_client`) and
+    /// there is no valid token: waiting would not help. The manager keeps
+    /// retrying at its backoff cap.
+    Source(SourceError),
     /// No valid token was published within the wait timeout.
     Timeout {
         /// How long the caller waited.
@@ -172,6 +198,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Stopped => f.write_str("the token manager has stopped"),
+            Error::Source(e) => write!(f, "no valid token: {e}"),
             Error::Timeout {
                 waited,
                 last_error: None,
@@ -190,7 +217,8 @@ impl StdError for Error {
             Error::Timeout {
                 last_error: Some(e),
                 ..
-            } => Some(e),
+            }
+            | Error::Source(e) => Some(e),
             _ => None,
         }
     }

@@ -80,7 +80,7 @@ pub mod token;
 
 pub use backoff::Backoff;
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
-pub use error::{Error, ErrorKind, SourceError};
+pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
     Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder,

@@ -596,3 +596,51 @@ fn nothing_is_served_after_shutdown_even_while_the_token_is_valid() {
     assert!(matches!(plain, Err(Error::Stopped)));
     assert!(matches!(rejected, Err(Error::Stopped)));
 }
+
+#[test]
+fn a_permanent_failure_without_a_valid_token_fails_waiters_at_once() {
+    let b = Bench::new(secs(60));
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::permanent("invalid_client")));
+    b.advance_to(first.expiry_ms());
+    assert!(b.handle.current().is_none());
+    let waiter = b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    });
+    match finished(waiter) {
+        Err(Error::Source(e)) => assert_eq!(e.to_string(), "invalid_client"),
+        other => panic!("expected the permanent error at once, got {other:?}"),
+    }
+    // A transient failure keeps waiters waiting.
+    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+    b.advance(secs(60));
+    let waiter = b.spawn({
+        let h = b.handle.clone();
+        async move { h.token().await }
+    });
+    assert!(!waiter.is_finished());
+    // And a waiter that was already waiting is woken by a permanent failure.
+    b.source
+        .set_mode(Mode::Fail(SourceError::permanent("invalid_grant")));
+    let next = b.handle.state().next_refresh_ms.unwrap();
+    b.advance_to(next);
+    assert!(matches!(finished(waiter), Err(Error::Source(_))));
+    assert!(b.handle.state().failures >= 3);
+}
+
+#[test]
+fn the_manager_timeout_is_typed() {
+    let b = Bench::with(secs(60), |m| m.request_timeout(secs(5)));
+    let first = b.handle.current().unwrap();
+    b.source.set_mode(Mode::Hang);
+    b.advance_to(first.stale_ms());
+    b.advance(secs(5));
+    let error = b.handle.state().last_error.unwrap();
+    let timed_out = error
+        .cause()
+        .and_then(|c| c.downcast_ref::<tokenkeeper::RequestTimedOut>())
+        .expect("a RequestTimedOut cause");
+    assert_eq!(timed_out.after, secs(5));
+}

@@ -432,11 +432,9 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
     let (handle, driver) = TokenManager::builder(client_credentials(&authority))
         .clock(clock.clone())
         .jitter(tokenkeeper::NoJitter)
-        .backoff(Backoff::new(
-            Duration::from_millis(500),
-            2.0,
-            Duration::from_secs(60),
-        ))
+        // Seeded: no draw is 0 ms, which would start the next attempt
+        // before the test has set up the next fault.
+        .backoff(Backoff::new(Duration::from_millis(500), 2.0, Duration::from_secs(60)).seed(3))
         .request_timeout(Duration::from_secs(10))
         .build();
     let ex = smol::LocalExecutor::new();
@@ -457,7 +455,13 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
         let state = handle.state();
         let error = state.last_error.as_ref().unwrap();
         assert!((case.check)(request_error(error)), "{}", case.name);
-        let wait = state.next_refresh_ms.unwrap() - clock.now_ms();
+        let next = state.next_refresh_ms.expect("no attempt in flight");
+        assert!(
+            next > clock.now_ms(),
+            "{}: the next attempt is in the future",
+            case.name
+        );
+        let wait = next - clock.now_ms();
         match case.kind {
             ErrorKind::Permanent => {
                 assert_eq!(wait, 60_000, "{}: permanent waits the cap", case.name)
@@ -524,4 +528,21 @@ fn http_client_reports_status_headers_and_body() {
     assert_eq!(response.status(), 418);
     assert_eq!(response.header("x-test"), Some("yes"));
     assert_eq!(response.body(), b"{}");
+}
+
+#[test]
+fn the_http_request_gives_up_before_the_fetch_deadline() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.push_fault(Fault::Hang);
+    let mut source = client_credentials(&authority);
+    let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
+    let cx = cx.clone().with_deadline_ms(cx.now_ms() + 1_000);
+    let e = block_on(source.fetch(cx)).unwrap_err();
+    // The HTTP client's own timeout, not the manager's: an answer arriving
+    // before it would have been read, so a rotated refresh token is kept.
+    match request_error(&e) {
+        TokenRequestError::Http(h) => assert_eq!(h.kind(), HttpErrorKind::Timeout, "{h}"),
+        other => panic!("expected an HTTP timeout, got {other:?}"),
+    }
+    assert_eq!(e.kind(), ErrorKind::Transient);
 }

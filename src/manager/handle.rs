@@ -59,8 +59,10 @@ impl TokenHandle {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] with the last source error when no token came in
-    /// time; [`Error::Stopped`] when the manager stopped.
+    /// [`Error::Source`] at once when there is no valid token and the latest
+    /// fetch failed with a permanent error (bad credentials: waiting would
+    /// not help); [`Error::Timeout`] with the last source error when no
+    /// token came in time; [`Error::Stopped`] when the manager stopped.
     pub async fn token(&self) -> Result<Arc<Token>, Error> {
         if self.shared.is_stopped() {
             return Err(Error::Stopped);
@@ -141,8 +143,8 @@ impl TokenHandle {
             if let Some(token) = wanted() {
                 return Ok(token);
             }
-            if shared.is_stopped() {
-                return Err(Error::Stopped);
+            if let Some(error) = self.no_token_reason() {
+                return Err(error);
             }
             let listener = shared.changed.listen();
             // Re-check: a publish between the check and `listen` is missed
@@ -150,8 +152,8 @@ impl TokenHandle {
             if let Some(token) = wanted() {
                 return Ok(token);
             }
-            if shared.is_stopped() {
-                return Err(Error::Stopped);
+            if let Some(error) = self.no_token_reason() {
+                return Err(error);
             }
             let timed_out = future::or(
                 async {
@@ -171,6 +173,14 @@ impl TokenHandle {
                 });
             }
         }
+    }
+
+    /// Why waiting for a token is pointless, if it is.
+    fn no_token_reason(&self) -> Option<Error> {
+        if self.shared.is_stopped() {
+            return Some(Error::Stopped);
+        }
+        self.shared.permanent_failure().map(Error::Source)
     }
 
     /// A stream of tokens: the current one (if valid), then each new one.

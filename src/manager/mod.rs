@@ -60,7 +60,7 @@ pub use subscription::Subscription;
 
 use crate::backoff::Backoff;
 use crate::clock::{BoxFuture, Clock};
-use crate::error::SourceError;
+use crate::error::{RequestTimedOut, SourceError};
 use crate::jitter::Jitter;
 use crate::source::{FetchContext, FetchReason, TokenSource};
 use crate::token::{duration_ms, LifetimePolicy, Token};
@@ -242,15 +242,16 @@ impl TokenManager {
         if reason == FetchReason::Rejected {
             self.last_forced_ms = Some(now);
         }
+        let timeout = self.request_timeout;
+        let deadline = now.saturating_add(duration_ms(timeout));
         let cx = FetchContext {
             clock: Arc::clone(&self.clock),
             policy: self.policy,
             current: self.current.clone(),
             reason,
+            deadline_ms: Some(deadline),
         };
         let clock = Arc::clone(&self.clock);
-        let timeout = self.request_timeout;
-        let deadline = now.saturating_add(duration_ms(timeout));
         log::debug!(target: LOG, "fetching a token ({reason:?})");
         self.shared.update_state(|s| {
             s.source_requests += 1;
@@ -259,9 +260,8 @@ impl TokenManager {
         self.fetch = Some(Box::pin(async move {
             let result = future::or(source.fetch(cx), async move {
                 clock.sleep_until(deadline).await;
-                Err(SourceError::transient(format!(
-                    "token request timed out after {timeout:?}"
-                )))
+                let timed_out = RequestTimedOut { after: timeout };
+                Err(SourceError::transient(timed_out.to_string()).with_cause(timed_out))
             })
             .await;
             (source, result)
@@ -318,12 +318,19 @@ impl TokenManager {
             error.kind()
         );
         let next = self.next_attempt_ms;
+        let permanent = error.is_permanent();
         self.shared.update_state(|s| {
             s.last_error = Some(error);
             s.last_error_ms = Some(now);
             s.consecutive_failures = failures;
+            s.failures += 1;
             s.next_refresh_ms = Some(next);
         });
+        if permanent {
+            // Waiters without a valid token give up now rather than at
+            // their timeout; those with one never wait.
+            self.shared.wake_waiters();
+        }
     }
 
     fn on_rejected(&mut self, rejected: &Token) {

@@ -98,6 +98,20 @@ impl Shared {
             .clone()
     }
 
+    /// The standing permanent failure, if the latest fetch failed with one.
+    pub(crate) fn permanent_failure(&self) -> Option<crate::error::SourceError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.consecutive_failures == 0 {
+            return None;
+        }
+        state.last_error.clone().filter(|e| e.is_permanent())
+    }
+
+    /// Wakes every waiter without publishing, so they look at the state.
+    pub(crate) fn wake_waiters(&self) {
+        self.changed.notify(usize::MAX);
+    }
+
     pub(crate) fn update_state(&self, f: impl FnOnce(&mut ManagerState)) {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
     }

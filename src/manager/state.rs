@@ -31,6 +31,8 @@ pub struct ManagerState {
     pub last_error_ms: Option<u64>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Failed fetches, in total.
+    pub failures: u64,
     /// When the next fetch is planned, if none is in flight.
     pub next_refresh_ms: Option<u64>,
     /// Fetches started, in total.

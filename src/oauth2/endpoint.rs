@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use url::{Host, Url};
@@ -175,7 +176,15 @@ impl TokenEndpoint {
         secrets: &[&str],
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
-        let request = self.build_request(params);
+        let mut request = self.build_request(params);
+        if let Some(deadline) = cx.deadline_ms() {
+            // Give up a little before the manager does, so an answer that
+            // arrives is read, not dropped with the fetch.
+            let left = deadline.saturating_sub(cx.now_ms());
+            let margin = (left / 10).max(200);
+            request =
+                request.with_timeout(Duration::from_millis(left.saturating_sub(margin).max(1)));
+        }
         let grant = params
             .iter()
             .find(|(n, _)| *n == "grant_type")

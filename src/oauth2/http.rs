@@ -22,6 +22,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::time::Duration;
 
 use url::Url;
 
@@ -61,6 +62,7 @@ pub struct HttpRequest {
     url: Url,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    timeout: Option<Duration>,
 }
 
 impl HttpRequest {
@@ -77,7 +79,21 @@ impl HttpRequest {
                 ("Accept".into(), "application/json".into()),
             ],
             body,
+            timeout: None,
         }
+    }
+
+    /// Sets how long the whole exchange may take. Clients should honour it:
+    /// it ends before the manager abandons the fetch, so an answer that
+    /// arrives in time is never dropped unread.
+    pub fn with_timeout(mut self, timeout: Duration) -> HttpRequest {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long the whole exchange may take, if limited.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Adds a header.
@@ -109,6 +125,7 @@ impl fmt::Debug for HttpRequest {
             .field("url", &self.url.as_str())
             .field("headers", &names)
             .field("body_len", &self.body.len())
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -223,6 +240,11 @@ impl HttpError {
     /// What went wrong.
     pub fn kind(&self) -> HttpErrorKind {
         self.kind
+    }
+
+    /// The description, without the kind that `Display` puts before it.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 

@@ -51,7 +51,8 @@ impl HttpClient for SurfClient {
         request: HttpRequest,
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
-        async move {
+        let timeout = request.timeout();
+        let exchange = async move {
             let mut builder = self
                 .client
                 .post(request.url().as_str())
@@ -89,8 +90,19 @@ impl HttpClient for SurfClient {
                 return Err(HttpError::body_too_large(max_body));
             }
             Ok(HttpResponse::new(status, headers, body))
+        };
+        match timeout {
+            None => exchange.boxed(),
+            Some(timeout) => exchange
+                .or(async move {
+                    async_io::Timer::after(timeout).await;
+                    Err(HttpError::new(
+                        HttpErrorKind::Timeout,
+                        format!("no complete response within {timeout:?}"),
+                    ))
+                })
+                .boxed(),
         }
-        .boxed()
     }
 }
 

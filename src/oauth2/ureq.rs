@@ -11,13 +11,16 @@ use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, Htt
 /// A [`HttpClient`] on a [`ureq::Agent`], with rustls for TLS.
 ///
 /// Each request runs on the `blocking` crate's thread pool, so the async
-/// side never blocks and no runtime is needed. Dropping the request future
-/// (the manager's request timeout) does not stop the thread; the agent's own
-/// timeout does, so it is set a little above the manager's default.
+/// side never blocks and no runtime is needed. Each request's timeout (see
+/// [`HttpRequest::timeout`], set to end shortly before the manager's request
+/// timeout) is applied to the whole exchange, so the thread is free again by
+/// the time the manager gives up, and an answer that arrives in time is
+/// always read.
 ///
 /// The default agent follows no redirects (a redirect could carry
 /// credentials elsewhere), returns error statuses as responses, times out
-/// after 30 s and honours the usual proxy environment variables.
+/// after 30 s when a request sets no timeout, and honours the usual proxy
+/// environment variables.
 ///
 /// ```
 /// use tokenkeeper::oauth2::{TokenEndpoint, UreqClient};
@@ -88,6 +91,9 @@ fn post_blocking(
     let mut builder = agent.post(request.url().as_str());
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let Some(timeout) = request.timeout() {
+        builder = builder.config().timeout_global(Some(timeout)).build();
     }
     let response = builder.send(request.body()).map_err(ureq_error)?;
     let status = response.status().as_u16();

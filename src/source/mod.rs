@@ -91,6 +91,7 @@ pub struct FetchContext {
     pub(crate) policy: LifetimePolicy,
     pub(crate) current: Option<Arc<Token>>,
     pub(crate) reason: FetchReason,
+    pub(crate) deadline_ms: Option<u64>,
 }
 
 impl fmt::Debug for FetchContext {
@@ -100,6 +101,7 @@ impl fmt::Debug for FetchContext {
             .field("policy", &self.policy)
             .field("current", &self.current)
             .field("reason", &self.reason)
+            .field("deadline_ms", &self.deadline_ms)
             .finish()
     }
 }
@@ -119,7 +121,29 @@ impl FetchContext {
             policy,
             current: None,
             reason: FetchReason::Initial,
+            deadline_ms: None,
         }
+    }
+
+    /// Sets the instant the fetch is abandoned, as the manager does from its
+    /// request timeout.
+    pub fn with_deadline_ms(mut self, deadline_ms: u64) -> FetchContext {
+        self.deadline_ms = Some(deadline_ms);
+        self
+    }
+
+    /// When the manager will abandon this fetch (ms since the Unix epoch on
+    /// its clock), if it will. A source that talks to a server should give
+    /// up on its own a little before, so that an answer that arrives is
+    /// never thrown away (a rotated refresh token in it would be lost).
+    ///
+    /// ```
+    /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock};
+    /// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default()).with_deadline_ms(20_000);
+    /// assert_eq!(cx.deadline_ms(), Some(20_000));
+    /// ```
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.deadline_ms
     }
 
     /// Sets the current token, as the manager does before each fetch.
