@@ -51,6 +51,14 @@ pub trait Clock: Send + Sync + 'static {
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
+    /// A cheap reading of the wall clock that is never earlier than
+    /// [`now_ms`](Clock::now_ms) would be, and at most a few milliseconds
+    /// later. The read path checks expiry with it on every call. The default
+    /// is `now_ms()`.
+    fn now_ms_fast(&self) -> u64 {
+        self.now_ms()
+    }
+
     /// A future that completes once the wall clock reads `deadline_ms` or
     /// later, as far as the timer can tell. The wall clock may jump while it
     /// sleeps; callers that care re-read [`now_ms`](Clock::now_ms) regularly.
@@ -80,6 +88,23 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 
+    /// On Linux the coarse real-time clock (updated every tick, read
+    /// without a system call in a few ns) plus its resolution; elsewhere
+    /// `now_ms()`.
+    fn now_ms_fast(&self) -> u64 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::time::{clock_getres, clock_gettime, ClockId};
+            use std::sync::OnceLock;
+            static RESOLUTION_MS: OnceLock<u64> = OnceLock::new();
+            let resolution = *RESOLUTION_MS
+                .get_or_init(|| timespec_ms(clock_getres(ClockId::RealtimeCoarse)) + 1);
+            timespec_ms(clock_gettime(ClockId::RealtimeCoarse)).saturating_add(resolution)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        self.now_ms()
+    }
+
     fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
         let wait = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()));
         Box::pin(async move {
@@ -88,6 +113,15 @@ impl Clock for SystemClock {
             async_io::Timer::after(wait).await;
         })
     }
+}
+
+/// Milliseconds in a timespec, rounded up; negative times count as 0.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn timespec_ms(t: rustix::time::Timespec) -> u64 {
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1000)
+        .saturating_add(nanos.div_ceil(1_000_000))
 }
 
 /// A virtual clock for tests; cloning it shares the same time.
@@ -293,6 +327,21 @@ mod tests {
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
         drop(sleep);
         assert_eq!(clock.sleepers(), 0);
+    }
+
+    #[test]
+    fn the_fast_clock_is_never_behind() {
+        for _ in 0..1_000 {
+            let exact = SystemClock.now_ms();
+            let fast_after = SystemClock.now_ms_fast();
+            assert!(
+                fast_after >= exact,
+                "fast {fast_after} behind exact {exact}"
+            );
+            assert!(fast_after - exact < 100, "fast clock too far ahead");
+        }
+        let clock = ManualClock::new(42);
+        assert_eq!(clock.now_ms_fast(), 42);
     }
 
     #[test]

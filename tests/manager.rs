@@ -644,3 +644,66 @@ fn the_manager_timeout_is_typed() {
         .expect("a RequestTimedOut cause");
     assert_eq!(timed_out.after, secs(5));
 }
+
+#[test]
+fn reads_on_other_threads_follow_publishes_and_withdrawals() {
+    let b = Bench::new(secs(3600));
+    let read_everywhere = |handle: &tokenkeeper::TokenHandle| -> Vec<Option<String>> {
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let h = handle.clone();
+                    scope.spawn(move || {
+                        // Twice: the second read comes from the thread's copy.
+                        let _ = h.current();
+                        let owned = h.current().map(|t| t.access_token().secret().to_owned());
+                        let borrowed = h.with_current(|t| t.access_token().secret().to_owned());
+                        assert_eq!(owned, borrowed);
+                        owned
+                    })
+                })
+                .collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    };
+    assert_eq!(
+        read_everywhere(&b.handle),
+        vec![Some("token-1".to_owned()); 4]
+    );
+    let first = b.handle.current().unwrap();
+    b.advance_to(first.stale_ms());
+    assert_eq!(
+        read_everywhere(&b.handle),
+        vec![Some("token-2".to_owned()); 4]
+    );
+    // Withdrawn after a rejection: no thread's copy may serve it.
+    b.source.set_mode(Mode::Hang);
+    let second = b.handle.current().unwrap();
+    let _pending = b.spawn({
+        let h = b.handle.clone();
+        async move { h.refresh_rejected(&second).await }
+    });
+    assert_eq!(read_everywhere(&b.handle), vec![None; 4]);
+    // Nested reads on one thread fall back to the shared slot and agree.
+    b.source.set_mode(Mode::Succeed(Some(secs(3600))));
+    b.advance_in_steps(secs(30), secs(1));
+    let nested = b
+        .handle
+        .with_current(|outer| (outer.clone(), b.handle.current().unwrap()));
+    let (outer, inner) = nested.unwrap();
+    assert_eq!(outer, *inner);
+}
+
+#[test]
+fn a_thread_copy_expires_with_the_token() {
+    let b = Bench::new(secs(100));
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::transient("down")));
+    b.clock.set(first.expiry_ms() - 1);
+    assert!(b.handle.current().is_some());
+    // Expiry alone changes nothing the copy is checked against but the clock.
+    b.clock.set(first.expiry_ms());
+    assert!(b.handle.current().is_none());
+    assert!(b.handle.with_current(|_| ()).is_none());
+}

@@ -5,6 +5,7 @@ use async_channel::Sender;
 use futures_lite::future;
 
 use crate::error::Error;
+use crate::manager::local;
 use crate::manager::shared::Shared;
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
@@ -49,8 +50,39 @@ impl TokenHandle {
     /// The current token if it is valid (fresh or stale), without waiting and
     /// without sending a message. Never returns an expired token, nor any
     /// token once the manager has stopped.
+    ///
+    /// This is the read path: it sends nothing, takes no lock and writes
+    /// nothing shared. Each thread reads its own copy of the token,
+    /// revalidated with one atomic load, and expiry is checked on a
+    /// coarse clock that is never behind.
     pub fn current(&self) -> Option<Arc<Token>> {
-        self.shared.current()
+        let now = self.shared.clock.now_ms_fast();
+        local::with_token(&self.shared, |token| {
+            token.filter(|t| t.is_valid_at(now)).cloned()
+        })
+    }
+
+    /// Runs `f` on the current token if it is valid, without cloning an
+    /// `Arc`: the fastest read, for code that only needs to look (say, to
+    /// format an `Authorization` header).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+    ///
+    /// let (handle, driver) = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60))).build();
+    /// futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+    ///     handle.token().await.unwrap();
+    ///     let header = handle.with_current(|t| format!("Bearer {}", t.access_token().secret()));
+    ///     assert_eq!(header.as_deref(), Some("Bearer t"));
+    ///     handle.shutdown().await;
+    /// }));
+    /// ```
+    pub fn with_current<R>(&self, f: impl FnOnce(&Token) -> R) -> Option<R> {
+        let now = self.shared.clock.now_ms_fast();
+        local::with_token(&self.shared, |token| {
+            token.filter(|t| t.is_valid_at(now)).map(|t| f(t))
+        })
     }
 
     /// A valid token: the current one at once if there is one; otherwise the

@@ -39,6 +39,7 @@
 
 mod builder;
 mod handle;
+mod local;
 mod shared;
 mod state;
 mod subscription;

@@ -1,6 +1,6 @@
 //! The state the actor shares with handles and subscriptions.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub(crate) struct Slot {
 
 pub(crate) struct Shared {
     slot: RwLock<Slot>,
+    /// Bumped after every change of the slot (publish, withdraw, stop), so
+    /// readers can tell their copy is current with one atomic load.
+    pub(crate) changes: AtomicU64,
     /// Notified on every publish and when the manager stops.
     pub(crate) changed: Event,
     stopped: AtomicBool,
@@ -34,6 +37,7 @@ impl Shared {
                 token: None,
                 version: 0,
             }),
+            changes: AtomicU64::new(0),
             changed: Event::new(),
             stopped: AtomicBool::new(false),
             state: Mutex::new(ManagerState::default()),
@@ -44,13 +48,23 @@ impl Shared {
 
     /// The published token if it is still valid now.
     pub(crate) fn current(&self) -> Option<Arc<Token>> {
+        self.token()
+            .filter(|t| t.is_valid_at(self.clock.now_ms_fast()))
+    }
+
+    /// The published token, valid or not.
+    pub(crate) fn token(&self) -> Option<Arc<Token>> {
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .token
+            .clone()
+    }
+
+    /// A copy of the published token in an allocation of its own.
+    pub(crate) fn copy_token(&self) -> Option<Arc<Token>> {
         let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
-        let token = slot.token.as_ref()?;
-        if token.is_valid_at(self.clock.now_ms()) {
-            Some(Arc::clone(token))
-        } else {
-            None
-        }
+        slot.token.as_ref().map(|t| Arc::new(Token::clone(t)))
     }
 
     /// Runs `f` on the slot under the read lock.
@@ -64,6 +78,7 @@ impl Shared {
             slot.token = Some(token);
             slot.version += 1;
         }
+        self.changes.fetch_add(1, Ordering::Release);
         self.changed.notify(usize::MAX);
     }
 
@@ -73,6 +88,7 @@ impl Shared {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .token = None;
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Marks the manager stopped and withdraws the token: nothing is served
