@@ -52,7 +52,9 @@
 //! - `ureq` (default): [`oauth2::UreqClient`], the default HTTP client: a
 //!   blocking `ureq` agent with rustls, run on the `blocking` thread pool.
 //!   It compiles no tokio and needs no runtime.
-//! - `surf`: [`oauth2::SurfClient`] for a `surf::Client` you configure. surf
+//! - `surf`: [`oauth2::SurfClient`] for a `surf::Client` you configure, and
+//!   [`middleware::BearerAuth`], which adds the token to surf requests and
+//!   refreshes it after a 401. surf
 //!   is unmaintained upstream and pulls in async-std; pick its `curl-client`
 //!   backend, which compiles no tokio (its `h1-client*` backends compile
 //!   tokio through deadpool).
@@ -74,6 +76,8 @@ pub mod clock;
 pub mod error;
 pub mod jitter;
 pub mod manager;
+#[cfg(feature = "surf")]
+pub mod middleware;
 pub mod oauth2;
 pub mod source;
 pub mod token;

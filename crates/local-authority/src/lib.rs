@@ -174,11 +174,32 @@ impl LocalAuthority {
     /// Whether this server issued `token` as an access token and it has not
     /// expired yet (in real time).
     pub fn is_valid_access_token(&self, token: &str) -> bool {
-        match self.shared.lock().access_tokens.get(token) {
-            Some(Some(expiry)) => Instant::now() < *expiry,
-            Some(None) => true,
-            None => false,
-        }
+        self.shared.lock().token_is_valid(token)
+    }
+
+    /// The URL of a protected resource (RFC 6750) on this server:
+    /// `http://127.0.0.1:PORT/resource`. It answers 200 (echoing the request
+    /// body) to a valid bearer token that was not revoked, and 401 with a
+    /// `WWW-Authenticate: Bearer` challenge (`error="invalid_token"` when a
+    /// token was sent) otherwise.
+    pub fn resource_url(&self) -> String {
+        format!("http://{}/resource", self.addr)
+    }
+
+    /// Makes the resource reject `token` from now on, as a server that
+    /// revoked it would.
+    pub fn revoke_access_token(&self, token: &str) {
+        self.shared.lock().revoked.insert(token.to_owned());
+    }
+
+    /// How many requests the resource received.
+    pub fn resource_requests(&self) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.path.split('?').next() == Some("/resource"))
+            .count()
     }
 }
 
@@ -353,6 +374,7 @@ impl Shared {
                 rotate: true,
                 refresh_tokens: HashMap::new(),
                 access_tokens: HashMap::new(),
+                revoked: Default::default(),
                 faults: VecDeque::new(),
                 outage: None,
                 latency: Duration::ZERO,
@@ -384,6 +406,8 @@ struct State {
     refresh_tokens: HashMap<String, RefreshGrant>,
     /// Access token → expiry (`None`: never).
     access_tokens: HashMap<String, Option<Instant>>,
+    /// Access tokens the resource rejects.
+    revoked: std::collections::HashSet<String>,
     faults: VecDeque<Fault>,
     outage: Option<Fault>,
     latency: Duration,
@@ -395,6 +419,15 @@ struct State {
 }
 
 impl State {
+    /// Whether `token` was issued here and has not expired.
+    pub(crate) fn token_is_valid(&self, token: &str) -> bool {
+        match self.access_tokens.get(token) {
+            Some(Some(expiry)) => Instant::now() < *expiry,
+            Some(None) => true,
+            None => false,
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;

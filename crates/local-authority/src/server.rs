@@ -117,6 +117,9 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
 
         let response = match fault {
             None if is_token => token_endpoint(&shared, &request),
+            None if request.path.split('?').next() == Some("/resource") => {
+                resource_endpoint(&shared, &request)
+            }
             None => Response {
                 status: 404,
                 headers: vec![("Content-Type".into(), "text/plain".into())],
@@ -206,6 +209,38 @@ async fn huge(conn: &mut Conn, len: usize) {
 }
 
 /// An RFC 6749 §5.2 error body; the description is omitted when empty.
+/// A protected resource (RFC 6750): 200 for a valid bearer token, 401 with
+/// a Bearer challenge otherwise. The body of a 200 echoes the request body.
+fn resource_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
+    let token = request
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let valid = {
+        let state = shared.lock();
+        token.is_some_and(|t| state.token_is_valid(t) && !state.revoked.contains(t))
+    };
+    if valid {
+        return Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: format!("ok: {}", request.body).into_bytes(),
+        };
+    }
+    let challenge = match token {
+        None => r#"Bearer realm="local-authority""#.to_owned(),
+        Some(_) => r#"Bearer realm="local-authority", error="invalid_token", error_description="the access token is invalid""#.to_owned(),
+    };
+    Response {
+        status: 401,
+        headers: vec![
+            ("WWW-Authenticate".into(), challenge),
+            ("Content-Type".into(), "text/plain".into()),
+        ],
+        body: b"unauthorized\n".to_vec(),
+    }
+}
+
 pub(crate) fn error_body(code: &str, description: &str) -> String {
     let mut body = Map::new();
     body.insert("error".into(), code.into());
