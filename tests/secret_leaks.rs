@@ -1,0 +1,198 @@
+//! No client secret, access, refresh or ID token ever appears in a log line
+//! (captured at trace level), a Debug or Display output, or an error
+//! message, across full scenarios: success, refresh, every error path,
+//! cache reads and writes, the lease, the refresh-token grant.
+#![cfg(feature = "ureq")]
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_lite::future::block_on;
+use local_authority::{Fault, LocalAuthority};
+use serde_json::json;
+use tokenkeeper::cache::{FileCache, MemoryCache, TokenCache};
+use tokenkeeper::oauth2::{AuthMethod, ClientCredentials, RefreshTokenGrant, TokenEndpoint};
+use tokenkeeper::source::Chain;
+use tokenkeeper::{
+    AccessToken, ClientId, ClientSecret, FetchContext, IdToken, LifetimePolicy, RefreshToken,
+    SystemClock, TokenManager, TokenSource,
+};
+
+/// Every log record, formatted, from every thread.
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {} {}", record.level(), record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+        capture
+    })
+}
+
+const SECRET: &str = "client-secret-7f3a9c";
+
+#[test]
+fn no_secret_reaches_logs_debug_or_errors() {
+    let capture = capture();
+    let authority = LocalAuthority::start().unwrap();
+    authority.add_client("leak-test", SECRET);
+    authority.set_expires_in(Some(json!(2)));
+    let mut seen: Vec<String> = vec![SECRET.to_owned()];
+    let mut outputs: Vec<String> = Vec::new();
+    let dir = std::env::temp_dir().join(format!("tokenkeeper-leak-{}", std::process::id()));
+
+    for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
+        let endpoint = TokenEndpoint::builder(
+            authority.token_url(),
+            ClientId::new("leak-test"),
+            ClientSecret::new(SECRET),
+        )
+        .auth_method(auth)
+        .build()
+        .unwrap();
+        outputs.push(format!("{endpoint:?}"));
+        let file = FileCache::new(dir.join("token.json"));
+        let chain = Chain::new(ClientCredentials::new(endpoint.clone()).scope("read"))
+            .cache(MemoryCache::new())
+            .cache(file.clone());
+        outputs.push(format!("{chain:?}"));
+        let (handle, driver) = TokenManager::builder(chain)
+            .request_timeout(Duration::from_secs(2))
+            .backoff(tokenkeeper::Backoff::new(
+                Duration::from_millis(10),
+                2.0,
+                Duration::from_millis(100),
+            ))
+            .forced_refresh_interval(Duration::ZERO)
+            .wait_timeout(Duration::from_secs(3))
+            .build();
+        smol::block_on(futures_lite::future::or(driver, async {
+            let handle = &handle;
+            let mut tokens = handle.subscribe();
+            use futures_lite::StreamExt;
+            // Success, then a refresh (2 s tokens turn stale after 1 s).
+            for _ in 0..2 {
+                let t = tokens.next().await.unwrap();
+                seen.push(t.access_token().secret().to_owned());
+                outputs.push(format!("{t:?} {:?} {:#?}", t.access_token(), t));
+            }
+            // Every error path, while the token is served from the grace period.
+            for fault in [
+                Fault::oauth_error(401, "invalid_client", &format!("bad secret {SECRET}")),
+                Fault::json(503, r#"{"error":"temporarily_unavailable"}"#)
+                    .with_header("Retry-After", "0"),
+                Fault::Respond {
+                    status: 500,
+                    headers: vec![],
+                    body: format!("echo {SECRET}").into_bytes(),
+                },
+                Fault::json(200, r#"{"access_token": 5}"#),
+                Fault::Reset,
+                Fault::Huge { len: 1 << 20 },
+            ] {
+                authority.push_fault(fault);
+                let before = handle.state().failures;
+                if let Some(rejected) = handle.current() {
+                    // A forced refresh meets the fault at once.
+                    let _ = handle.refresh_rejected(&rejected).await;
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while handle.state().failures == before && std::time::Instant::now() < deadline {
+                    smol::Timer::after(Duration::from_millis(5)).await;
+                }
+                let state = handle.state();
+                outputs.push(format!("{state:?} {:?}", handle));
+                if let Some(e) = &state.last_error {
+                    outputs.push(format!("{e} {e:?}"));
+                }
+            }
+            let error = handle.token().await;
+            outputs.push(format!("{error:?}"));
+            if let Some(t) = handle.current() {
+                seen.push(t.access_token().secret().to_owned());
+            }
+            handle.shutdown().await;
+        }));
+        outputs.push(format!("{handle:?}"));
+        if let Some(t) = block_on(file.read()).unwrap() {
+            seen.push(t.access_token().secret().to_owned());
+        }
+        // The lease, taken and given back.
+        let lease = block_on(file.try_lease(Duration::from_secs(1))).unwrap();
+        outputs.push(format!("{lease:?} {file:?}"));
+    }
+
+    // The refresh-token grant with rotation, and an ID token from a source.
+    let refresh = authority.issue_refresh_token("leak-test");
+    seen.push(refresh.clone());
+    let endpoint = TokenEndpoint::builder(
+        authority.token_url(),
+        ClientId::new("leak-test"),
+        ClientSecret::new(SECRET),
+    )
+    .build()
+    .unwrap();
+    let mut grant = RefreshTokenGrant::new(endpoint, RefreshToken::new(refresh.clone()));
+    let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
+    let t = block_on(grant.fetch(cx.clone())).unwrap();
+    seen.push(t.access_token().secret().to_owned());
+    seen.push(t.refresh_token().unwrap().secret().to_owned());
+    outputs.push(format!("{grant:?} {t:?}"));
+    let reused = block_on(
+        RefreshTokenGrant::new(
+            TokenEndpoint::builder(
+                authority.token_url(),
+                ClientId::new("leak-test"),
+                ClientSecret::new(SECRET),
+            )
+            .build()
+            .unwrap(),
+            RefreshToken::new(refresh),
+        )
+        .fetch(cx.clone()),
+    )
+    .unwrap_err();
+    outputs.push(format!("{reused} {reused:?}"));
+    let with_id = cx
+        .token(
+            AccessToken::new("access-a1b2c3"),
+            Some(Duration::from_secs(60)),
+        )
+        .with_id_token(IdToken::new("id-token-d4e5f6"));
+    seen.push("access-a1b2c3".into());
+    seen.push("id-token-d4e5f6".into());
+    outputs.push(format!("{with_id:?} {with_id:#?} {:?}", with_id.id_token()));
+
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(
+        logs.iter().any(|l| l.contains("tokenkeeper::manager")),
+        "logging was captured"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("token fetch failed")),
+        "error paths were logged"
+    );
+    assert!(seen.len() >= 8, "{} secrets checked", seen.len());
+    for secret in &seen {
+        for line in logs.iter().chain(outputs.iter()) {
+            assert!(
+                !line.contains(secret.as_str()),
+                "a secret leaked into: {line}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
