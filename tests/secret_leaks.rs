@@ -176,7 +176,25 @@ fn no_secret_reaches_logs_debug_or_errors() {
     seen.push("id-token-d4e5f6".into());
     outputs.push(format!("{with_id:?} {with_id:#?} {:?}", with_id.id_token()));
 
+    // A cache file with a token where a number belongs: the report of the
+    // corrupt entry must not quote it.
+    std::fs::create_dir_all(&dir).unwrap();
+    let corrupt = dir.join("corrupt.json");
+    std::fs::write(
+        &corrupt,
+        r#"{"version":1,"token":{"access_token":"wrong-place-9a8b7c","issued_ms":"wrong-place-9a8b7c","stale_ms":1,"expiry_ms":2}}"#,
+    )
+    .unwrap();
+    assert_eq!(block_on(FileCache::new(&corrupt).read()).unwrap(), None);
+    seen.push("wrong-place-9a8b7c".into());
+    let decoded = FileCache::decode(&std::fs::read(&corrupt).unwrap()).unwrap_err();
+    outputs.push(format!("{decoded} {decoded:?}"));
+
     let logs = capture.0.lock().unwrap().clone();
+    assert!(
+        logs.iter().any(|l| l.contains("corrupt.json")),
+        "the corrupt file was reported"
+    );
     assert!(
         logs.iter().any(|l| l.contains("tokenkeeper::manager")),
         "logging was captured"

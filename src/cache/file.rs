@@ -91,6 +91,25 @@ impl FileCache {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
+
+    /// Parses the contents of a cache file, as [`read`](TokenCache::read)
+    /// does; the error says what is wrong without quoting the contents.
+    ///
+    /// ```
+    /// use tokenkeeper::cache::FileCache;
+    /// assert!(FileCache::decode(b"{\"version\":1,\"token\":{}}").is_err());
+    /// assert!(FileCache::decode(b"").is_err());
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Token, CacheError> {
+        match serde_json::from_slice::<Entry>(bytes) {
+            Ok(entry) if entry.version == FORMAT_VERSION => Ok(entry.token),
+            Ok(entry) => Err(CacheError::new(format!(
+                "format version {}, expected {FORMAT_VERSION}",
+                entry.version
+            ))),
+            Err(e) => Err(CacheError::new(describe_json_error(&e))),
+        }
+    }
 }
 
 impl FileInner {
@@ -106,23 +125,14 @@ impl FileInner {
                 return Ok(None);
             }
         };
-        match serde_json::from_slice::<Entry>(&bytes) {
-            Ok(entry) if entry.version == FORMAT_VERSION => {
+        match FileCache::decode(&bytes) {
+            Ok(token) => {
                 self.reported.store(false, Ordering::Relaxed);
-                Ok(Some(entry.token))
-            }
-            Ok(entry) => {
-                self.report(&format!(
-                    "token cache {} has format version {}, expected {FORMAT_VERSION}; ignoring it",
-                    self.path.display(),
-                    entry.version
-                ));
-                Ok(None)
+                Ok(Some(token))
             }
             Err(e) => {
-                // serde_json's messages name positions, not content.
                 self.report(&format!(
-                    "token cache {} is corrupt ({e}); ignoring it until the next write",
+                    "token cache {}: {e}; ignoring it until the next write",
                     self.path.display()
                 ));
                 Ok(None)
@@ -192,6 +202,21 @@ impl FileInner {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(fail(e)),
         }
+    }
+}
+
+/// What is wrong with a JSON entry, without quoting it: serde's messages
+/// for syntax errors name positions only, but its messages for data of the
+/// wrong type quote the data, which may be a token.
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!("corrupt ({e})"),
+        Category::Data => format!(
+            "not a token entry (wrong or missing fields near line {} column {})",
+            e.line(),
+            e.column()
+        ),
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::cache::{CacheError, Lease, TokenCache};
+use crate::cache::{CacheError, FileCache, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::token::{duration_ms, Token};
 
@@ -157,12 +157,6 @@ struct EntryRef<'a> {
     token: &'a Token,
 }
 
-#[derive(Deserialize)]
-struct Entry {
-    version: u32,
-    token: Token,
-}
-
 /// Why an operation failed.
 enum Failure {
     /// The server is unreachable or did not answer in time (already logged).
@@ -260,30 +254,23 @@ impl RedisCache {
         let bytes = match ::redis::from_redis_value::<Option<Vec<u8>>>(value) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
-            Err(e) => {
+            Err(_) => {
+                // The error would quote the value, which may be a token.
                 self.report(&format!(
-                    "Redis key {key} ({}) holds an unexpected value ({e}); ignoring it",
+                    "Redis key {key} ({}) holds a value that is not a string; ignoring it",
                     self.link.server
                 ));
                 return Ok(None);
             }
         };
-        match serde_json::from_slice::<Entry>(&bytes) {
-            Ok(entry) if entry.version == FORMAT_VERSION => {
+        match FileCache::decode(&bytes) {
+            Ok(token) => {
                 self.keys.reported.store(false, Ordering::Relaxed);
-                Ok(Some(entry.token))
-            }
-            Ok(entry) => {
-                self.report(&format!(
-                    "Redis key {key} ({}) has format version {}, expected {FORMAT_VERSION}; ignoring it",
-                    self.link.server, entry.version
-                ));
-                Ok(None)
+                Ok(Some(token))
             }
             Err(e) => {
-                // serde_json's messages name positions, not content.
                 self.report(&format!(
-                    "Redis key {key} ({}) is corrupt ({e}); ignoring it until the next write",
+                    "Redis key {key} ({}): {e}; ignoring it until the next write",
                     self.link.server
                 ));
                 Ok(None)
