@@ -47,6 +47,22 @@
 //! });
 //! ```
 //!
+//! # Observing it
+//!
+//! [`TokenHandle::state`] gives a snapshot with counters (fetches, tokens
+//! published, failures, rejections) and the latest error. Log records (the
+//! `log` crate; no secret is ever in one) use stable targets:
+//!
+//! | target | level | what |
+//! |---|---|---|
+//! | `tokenkeeper::manager` | info | a token was published (expiry, next refresh); a token was withdrawn after a rejection |
+//! | `tokenkeeper::manager` | warn | a fetch failed, with the error, the failure count and the backoff delay |
+//! | `tokenkeeper::manager` | debug | start, stop, each fetch and its reason |
+//! | `tokenkeeper::cache` | debug | cache hit, cache miss, lease taken, lease held elsewhere, token refreshed by another process |
+//! | `tokenkeeper::cache` | warn | a cache failed to read or write, a corrupt entry (once), Redis unreachable (once) |
+//! | `tokenkeeper::oauth2` | debug / warn | each token request; a token type other than Bearer |
+//! | `tokenkeeper::middleware` | info / warn | a 401 that rejected the token, and the refresh after it |
+//!
 //! # Features
 //!
 //! - `ureq` (default): [`oauth2::UreqClient`], the default HTTP client: a

@@ -152,6 +152,9 @@ impl Links {
             }
         }
         // The last cache with a lease is the most widely shared one.
+        if !self.caches.is_empty() {
+            log::debug!(target: LOG, "cache miss: no usable token in {} cache(s)", self.caches.len());
+        }
         let Some(leased) = self.caches.iter().rposition(|c| c.has_lease()) else {
             return self.fetch_and_store(source, cx, None).await;
         };
@@ -159,6 +162,7 @@ impl Links {
             let attempt = self.caches[leased].try_lease(self.lease_ttl).await;
             match attempt {
                 Ok(Some(lease)) => {
+                    log::debug!(target: LOG, "took the refresh lease ({})", self.caches[leased].describe());
                     // Someone may have refreshed between our read and the lease.
                     let latest = self.read(leased).await;
                     if let Some(token) = latest.as_ref().filter(|t| self.usable(t, &cx)) {
