@@ -1,5 +1,13 @@
 //! Keeps OAuth2 access tokens fresh in the background, on any executor.
 //!
+//! ```text
+//!  worker ── TokenHandle::current() ──▶ per-thread copy of the token (no lock, no message)
+//!     │ token() when none is valid, refresh_rejected(), shutdown()
+//!     └────────── channel ──────────▶ TokenManager (one future: timer, jitter, backoff)
+//!  subscriber ◀── Subscription ◀──────┘          │
+//!                                      source::Chain: memory ▸ file ▸ Redis ▸ OAuth2 authority
+//! ```
+//!
 //! A service needs a valid access token for every outgoing call. tokenkeeper
 //! moves "does the token need refreshing?" off the request path: a
 //! [`TokenManager`] actor fetches a token, refreshes it in the background
@@ -21,6 +29,16 @@
 //!   expires, and failures are retried with [`Backoff`].
 //! - **Compare-and-invalidate**: after a 401, [`TokenHandle::refresh_rejected`]
 //!   replaces the token once, however many callers report it.
+//! - **Lease**: instances that share a cache ([`source::Chain`] with a
+//!   [`cache::FileCache`] or a Redis cache) take a refresh lease before
+//!   asking the authority, read the cache again, and ask only if nobody
+//!   else just did, so a fleet makes about one request per token lifetime:
+//!
+//! ```text
+//!  instance A: stale ─▶ lease ✓ ─▶ re-read: old ─▶ authority ─▶ write cache ─▶ release
+//!  instance B: stale ─▶ lease ✗ ─▶ wait ~200 ms ─▶ re-read: new token from A ✓
+//! ```
+//!
 //! - **Runtime-neutral**: the manager is a plain future ([`Driver`]) that you
 //!   spawn on smol, async-std or any executor; timers come from `async-io`,
 //!   and nothing depends on tokio.
