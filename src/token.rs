@@ -246,6 +246,16 @@ impl Token {
         // Saturation may shorten the lifetime at the end of time; the window
         // is taken from what is left so the invariant still holds.
         let stale_ms = expiry_ms - policy.stale_window_ms(expiry_ms - issued_ms);
+        Token::unchecked(access_token, issued_ms, stale_ms, expiry_ms)
+    }
+
+    /// A token with the given instants, which the caller has checked.
+    fn unchecked(
+        access_token: AccessToken,
+        issued_ms: u64,
+        stale_ms: u64,
+        expiry_ms: u64,
+    ) -> Token {
         Token {
             access_token,
             refresh_token: None,
@@ -272,16 +282,12 @@ impl Token {
         expiry_ms: u64,
     ) -> Result<Token, InvalidToken> {
         if issued_ms <= stale_ms && stale_ms <= expiry_ms {
-            Ok(Token {
+            Ok(Token::unchecked(
                 access_token,
-                refresh_token: None,
-                id_token: None,
-                token_type: bearer(),
-                scope: None,
                 issued_ms,
                 stale_ms,
                 expiry_ms,
-            })
+            ))
         } else {
             Err(InvalidToken)
         }
