@@ -48,21 +48,26 @@ pub(crate) fn with_token<R>(shared: &Arc<Shared>, f: impl FnOnce(Option<&Arc<Tok
     match (local, f) {
         (Ok(Some(result)), _) => result,
         (_, Some(f)) => f(shared.token().as_ref()),
-        (_, None) => unreachable!("f ran but returned nothing"),
+        // `f` is taken only after every fallible step, and its result is
+        // returned at once: a taken `f` always yields `Ok(Some)`.
+        (_, None) => unreachable!("the read closure ran but produced nothing"),
     }
 }
 
 fn entry_for<'a>(copies: &'a mut Vec<Entry>, shared: &Arc<Shared>) -> &'a mut Entry {
     let ptr = Arc::as_ptr(shared);
-    if let Some(index) = copies.iter().position(|e| e.shared.as_ptr() == ptr) {
-        return &mut copies[index];
-    }
-    // Forget managers that are gone, with their secrets.
-    copies.retain(|e| e.shared.strong_count() > 0);
-    copies.push(Entry {
-        shared: Arc::downgrade(shared),
-        changes: u64::MAX,
-        token: None,
-    });
-    copies.last_mut().expect("just pushed")
+    let index = match copies.iter().position(|e| e.shared.as_ptr() == ptr) {
+        Some(index) => index,
+        None => {
+            // Forget managers that are gone, with their secrets.
+            copies.retain(|e| e.shared.strong_count() > 0);
+            copies.push(Entry {
+                shared: Arc::downgrade(shared),
+                changes: u64::MAX,
+                token: None,
+            });
+            copies.len() - 1
+        }
+    };
+    &mut copies[index]
 }
