@@ -386,7 +386,7 @@ fn bad_usage_exits_2_with_a_message() {
             "--auth takes basic or post",
         ),
         (&["--frobnicate=secret-a"], "unknown option --frobnicate"),
-        (&["--cache-file", "/tmp/x"], "not available yet"),
+        (&["--redis-url", "redis://127.0.0.1:1/"], "--features redis"),
     ];
     for (args, message) in cases {
         let out = run(token_cmd(args));
