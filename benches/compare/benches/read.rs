@@ -1,0 +1,217 @@
+//! The read path of tokenkeeper next to aliri_tokens 0.3.2, in one run.
+//!
+//! ```sh
+//! cargo bench -p tokenkeeper-compare --bench read
+//! TOKENKEEPER_BENCH_QUICK=1 cargo bench -p tokenkeeper-compare --bench read
+//! ```
+//!
+//! Every read touches the first byte of the same 800-byte access token:
+//!
+//! - tokenkeeper `current()`: an owned `Arc<Token>` (this thread's copy);
+//! - tokenkeeper `with_current(|t| ..)`: a borrow;
+//! - aliri_tokens `TokenWatcher::token()`: a borrow of tokio's `watch`
+//!   channel (a read lock held while the borrow lives).
+//!
+//! On 1 thread and on 2 threads reading one manager at once, each through
+//! its own clone, and both through one shared value. At the end it prints
+//! the ratios of the medians against the target (≥ 3× faster than aliri).
+
+#[path = "../../support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aliri_tokens::TokenWatcher;
+use criterion::Criterion;
+use support::Threads;
+use tokenkeeper::{Clock, SystemClock, TokenHandle};
+use tokenkeeper_compare::{aliri_watcher, tokenkeeper_manager, tokio_runtime};
+
+fn tk_current(h: &TokenHandle) -> Option<u8> {
+    h.current().map(|t| t.access_token().secret().as_bytes()[0])
+}
+
+fn tk_with_current(h: &TokenHandle) -> Option<u8> {
+    h.with_current(|t| t.access_token().secret().as_bytes()[0])
+}
+
+fn aliri_token(w: &TokenWatcher) -> Option<u8> {
+    let token = w.token();
+    Some(token.access_token().as_str().as_bytes()[0])
+}
+
+const GROUP_1: &str = "compare/1 thread";
+const GROUP_2_CLONED: &str = "compare/2 threads, cloned";
+const GROUP_2_SHARED: &str = "compare/2 threads, shared";
+const TK_CURRENT: &str = "tokenkeeper current";
+const TK_WITH: &str = "tokenkeeper with_current";
+const ALIRI: &str = "aliri_tokens token";
+
+/// Benchmarks `read` on two threads, each with `make()`'s value.
+fn two<T: Send + 'static>(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    make: impl Fn() -> T,
+    read: fn(&T) -> Option<u8>,
+) {
+    let threads = Threads::new(2, |_| {
+        let value = make();
+        move |iters: u64| {
+            for _ in 0..iters {
+                black_box(read(black_box(&value)));
+            }
+        }
+    });
+    c.benchmark_group(group)
+        .bench_function(name, |b| b.iter_custom(|iters| threads.run(iters)));
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let token = support::jwt_like();
+    let runtime = tokio_runtime();
+    let handle = tokenkeeper_manager(&token);
+    let watcher = aliri_watcher(&runtime, &token);
+    assert_eq!(tk_current(&handle), aliri_token(&watcher));
+    assert_eq!(tk_with_current(&handle), aliri_token(&watcher));
+
+    let mut c = support::criterion();
+    {
+        let mut g = c.benchmark_group(GROUP_1);
+        g.bench_function(TK_CURRENT, |b| b.iter(|| tk_current(black_box(&handle))));
+        g.bench_function(TK_WITH, |b| b.iter(|| tk_with_current(black_box(&handle))));
+        g.bench_function(ALIRI, |b| b.iter(|| aliri_token(black_box(&watcher))));
+        g.finish();
+    }
+
+    two(
+        &mut c,
+        GROUP_2_CLONED,
+        TK_CURRENT,
+        || handle.clone(),
+        tk_current,
+    );
+    two(
+        &mut c,
+        GROUP_2_CLONED,
+        TK_WITH,
+        || handle.clone(),
+        tk_with_current,
+    );
+    two(
+        &mut c,
+        GROUP_2_CLONED,
+        ALIRI,
+        || watcher.clone(),
+        aliri_token,
+    );
+
+    let shared_handle = Arc::new(handle.clone());
+    let shared_watcher = Arc::new(watcher.clone());
+    two(
+        &mut c,
+        GROUP_2_SHARED,
+        TK_CURRENT,
+        || Arc::clone(&shared_handle),
+        |h| tk_current(h),
+    );
+    two(
+        &mut c,
+        GROUP_2_SHARED,
+        TK_WITH,
+        || Arc::clone(&shared_handle),
+        |h| tk_with_current(h),
+    );
+    two(
+        &mut c,
+        GROUP_2_SHARED,
+        ALIRI,
+        || Arc::clone(&shared_watcher),
+        |w| aliri_token(w),
+    );
+    controls(&mut c, &token);
+    c.final_summary();
+
+    summary(since);
+}
+
+const CONTROL_1: &str = "control/1 thread";
+const CONTROL_2: &str = "control/2 threads";
+const PRIVATE_ARC: &str = "clone a thread-private Arc";
+const COARSE_CLOCK: &str = "SystemClock::now_ms_fast";
+
+/// Work that shares nothing between threads, on 1 and 2 threads: whatever
+/// slows it on 2 threads is the machine (two vCPUs that are not two whole
+/// cores, or a busy host), not contention.
+fn controls(c: &mut Criterion, token: &str) {
+    let private = || Arc::new(token.to_owned());
+    let arc_read: fn(&Arc<String>) -> Option<u8> = |a| Some(Arc::clone(a).as_bytes()[0]);
+    let clock_read: fn(&()) -> Option<u8> = |_| Some(SystemClock.now_ms_fast() as u8);
+    let mut g = c.benchmark_group(CONTROL_1);
+    let mine = private();
+    g.bench_function(PRIVATE_ARC, |b| b.iter(|| arc_read(black_box(&mine))));
+    g.bench_function(COARSE_CLOCK, |b| b.iter(|| clock_read(black_box(&()))));
+    g.finish();
+    two(c, CONTROL_2, PRIVATE_ARC, private, arc_read);
+    two(c, CONTROL_2, COARSE_CLOCK, || (), clock_read);
+}
+
+/// Prints the medians, the ratios and the verdicts of this run.
+fn summary(since: SystemTime) {
+    let median = |group: &str, bench: &str| support::criterion_median_ns(group, bench, since);
+    println!(
+        "\n== read path, medians of this run ({}) ==",
+        support::machine()
+    );
+    let one_current = median(GROUP_1, TK_CURRENT);
+    for group in [GROUP_1, GROUP_2_CLONED, GROUP_2_SHARED] {
+        let Some(aliri) = median(group, ALIRI) else {
+            continue;
+        };
+        println!("{group}: {ALIRI} {aliri:.2} ns");
+        for ours in [TK_CURRENT, TK_WITH] {
+            let Some(ns) = median(group, ours) else {
+                continue;
+            };
+            let ratio = aliri / ns;
+            support::verdict(
+                ratio >= 3.0,
+                &format!("{group}: {ours} {ns:.2} ns, aliri/ours"),
+                &format!("{ratio:.2}×"),
+                "≥ 3×",
+            );
+        }
+    }
+    for control in [PRIVATE_ARC, COARSE_CLOCK] {
+        if let (Some(one), Some(two)) = (median(CONTROL_1, control), median(CONTROL_2, control)) {
+            println!(
+                "control, {control}: 1 thread {one:.2} ns, 2 threads {two:.2} ns = {:.2}× (sharing nothing)",
+                two / one
+            );
+        }
+    }
+    if let Some(one) = one_current {
+        support::verdict(
+            one <= 20.0,
+            "1 thread: tokenkeeper current",
+            &format!("{one:.2} ns"),
+            "≤ 20 ns",
+        );
+        for group in [GROUP_2_CLONED, GROUP_2_SHARED] {
+            for ours in [TK_CURRENT, TK_WITH] {
+                let base = median(GROUP_1, ours);
+                if let (Some(two), Some(base)) = (median(group, ours), base) {
+                    support::verdict(
+                        two <= 1.5 * base,
+                        &format!("{group}: {ours} vs 1 thread"),
+                        &format!("{two:.2} ns = {:.2}×", two / base),
+                        "≤ 1.5×",
+                    );
+                }
+            }
+        }
+    }
+}

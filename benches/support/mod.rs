@@ -1,0 +1,224 @@
+//! Shared by the benchmark binaries (tokenkeeper's own and those of
+//! `benches/compare`): the quick-mode switch, the criterion settings, a
+//! harness that times the same loop on several threads at once, and small
+//! statistics helpers. Included with `#[path]`; not a bench target itself.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+
+/// Whether `TOKENKEEPER_BENCH_QUICK` is set (to anything but `0` or empty):
+/// shorter criterion runs and fewer scenario iterations, so that every
+/// benchmark of the workspace finishes in under two minutes.
+pub fn quick() -> bool {
+    std::env::var("TOKENKEEPER_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Criterion's settings: its defaults (3 s warm-up, 5 s of measurement, 100
+/// samples), or in quick mode 0.3 s, 1 s and 20 samples.
+pub fn criterion() -> Criterion {
+    let c = Criterion::default();
+    let c = if quick() {
+        c.warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(20)
+    } else {
+        c
+    };
+    c.configure_from_args()
+}
+
+/// A fixed set of worker threads that run the same timed loop together.
+///
+/// [`run`](Self::run) hands every worker the same iteration count; the
+/// workers meet at a barrier, each times its own loop, and the longest time
+/// is returned, ready for criterion's `iter_custom`. Divided by the count
+/// that is the cost of one read on each thread while all threads read, which
+/// compares directly with the single-thread figure. The threads live as long
+/// as the harness, so thread-local state survives between samples, as it
+/// does in a server's worker threads.
+pub struct Threads {
+    workers: Vec<(mpsc::Sender<u64>, mpsc::Receiver<Duration>)>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    /// Starts `n` threads; thread `i` runs `make(i)`'s loop, which must do
+    /// the work `iters` times.
+    pub fn new<F>(n: usize, make: impl Fn(usize) -> F) -> Threads
+    where
+        F: FnMut(u64) + Send + 'static,
+    {
+        let barrier = Arc::new(Barrier::new(n));
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let (go, jobs) = mpsc::channel::<u64>();
+            let (report, times) = mpsc::channel::<Duration>();
+            let mut work = make(i);
+            let barrier = Arc::clone(&barrier);
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("bench-reader-{i}"))
+                    .spawn(move || {
+                        for iters in jobs {
+                            barrier.wait();
+                            let start = Instant::now();
+                            work(iters);
+                            let elapsed = start.elapsed();
+                            if report.send(elapsed).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn a reader thread"),
+            );
+            workers.push((go, times));
+        }
+        Threads { workers, threads }
+    }
+
+    /// Runs `iters` iterations on every thread at once; the longest time.
+    pub fn run(&self, iters: u64) -> Duration {
+        for (go, _) in &self.workers {
+            go.send(iters).expect("reader thread alive");
+        }
+        self.workers
+            .iter()
+            .map(|(_, times)| times.recv().expect("reader thread alive"))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.workers.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An 800-byte access token, the size of a typical signed JWT.
+pub fn jwt_like() -> String {
+    let mut s = String::from("eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.");
+    while s.len() < 800 {
+        s.push_str("eyJzdWIiOiJiZW5jaCJ9");
+    }
+    s.truncate(800);
+    s
+}
+
+/// Sorted copy and percentiles (nearest rank) of a sample.
+pub struct Summary {
+    sorted: Vec<f64>,
+}
+
+impl Summary {
+    pub fn new(values: impl IntoIterator<Item = f64>) -> Summary {
+        let mut sorted: Vec<f64> = values.into_iter().collect();
+        sorted.sort_by(f64::total_cmp);
+        Summary { sorted }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The value at percentile `p` (0–100), nearest rank.
+    pub fn pct(&self, p: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.sorted.len() as f64).ceil() as usize;
+        self.sorted[rank.clamp(1, self.sorted.len()) - 1]
+    }
+
+    pub fn median(&self) -> f64 {
+        self.pct(50.0)
+    }
+
+    pub fn min(&self) -> f64 {
+        self.sorted.first().copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.sorted.last().copied().unwrap_or(f64::NAN)
+    }
+
+    /// `min / p50 / p90 / p99 / max` with a unit, for one line of output.
+    pub fn line(&self, unit: &str) -> String {
+        format!(
+            "min {:.2} / p50 {:.2} / p90 {:.2} / p99 {:.2} / max {:.2} {unit} (n = {})",
+            self.min(),
+            self.median(),
+            self.pct(90.0),
+            self.pct(99.0),
+            self.max(),
+            self.len()
+        )
+    }
+}
+
+/// Prints one target check: `PASS`/`FAIL`, what, measured, target.
+pub fn verdict(pass: bool, what: &str, measured: &str, target: &str) {
+    let mark = if pass { "PASS" } else { "FAIL" };
+    println!("[{mark}] {what}: {measured} (target {target})");
+}
+
+/// The machine, for the top of each report.
+pub fn machine() -> String {
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} CPUs, {model}")
+}
+
+/// The median time per iteration (ns) that criterion measured for
+/// `group/bench` in this run, read back from its `estimates.json`; `None`
+/// when that benchmark did not run since `since` (filtered out).
+pub fn criterion_median_ns(group: &str, bench: &str, since: std::time::SystemTime) -> Option<f64> {
+    let safe = |s: &str| s.replace(['?', '"', '/', '\\', '*', '<', '>', ':', '|', '^'], "_");
+    let path = criterion_home()?
+        .join(safe(group))
+        .join(safe(bench))
+        .join("new")
+        .join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Where criterion writes its results: `$CRITERION_HOME`,
+/// `$CARGO_TARGET_DIR/criterion`, or `criterion` in the target directory
+/// that holds this benchmark's executable (`target/release/deps/NAME`).
+fn criterion_home() -> Option<std::path::PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(std::path::PathBuf::from(target).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
