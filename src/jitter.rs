@@ -8,6 +8,13 @@
 //! refreshed before half its fresh period, and a short-lived token with a
 //! large jitter does not refresh in a loop.
 //!
+//! The draw is a function of the token (its instants) and a key. Instances
+//! holding different tokens spread out; instances holding the same token,
+//! from a shared cache, pick the same instant, so one of them takes the
+//! refresh lease and the others take its new token from the cache. Had each
+//! drawn on its own, the fleet would refresh at the earliest of its draws,
+//! before most of the token's fresh period was used.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tokenkeeper::{Jitter, RandomEarlyJitter};
@@ -62,24 +69,25 @@ impl Jitter for NoJitter {
 /// ```
 pub struct RandomEarlyJitter {
     max_ms: u64,
-    rng: fastrand::Rng,
+    key: u64,
 }
+
+/// The key every instance uses unless told otherwise, so that instances
+/// sharing a token agree on its refresh instant.
+const DEFAULT_KEY: u64 = 0x746f_6b65_6e6b_6565;
 
 impl RandomEarlyJitter {
     /// Jitter of up to `max`; zero means none.
     pub fn new(max: Duration) -> RandomEarlyJitter {
-        RandomEarlyJitter {
-            max_ms: duration_ms(max),
-            rng: fastrand::Rng::new(),
-        }
+        RandomEarlyJitter::with_seed(max, DEFAULT_KEY)
     }
 
-    /// Like [`new`](Self::new) with a seeded random generator, for
-    /// reproducible runs.
+    /// Like [`new`](Self::new) with another key: instances with different
+    /// keys draw different instants for the same token.
     pub fn with_seed(max: Duration, seed: u64) -> RandomEarlyJitter {
         RandomEarlyJitter {
             max_ms: duration_ms(max),
-            rng: fastrand::Rng::with_seed(seed),
+            key: seed,
         }
     }
 }
@@ -104,8 +112,17 @@ impl Jitter for RandomEarlyJitter {
     fn refresh_at(&mut self, issued_ms: u64, stale_ms: u64) -> u64 {
         let fresh = stale_ms.saturating_sub(issued_ms);
         let early = self.max_ms.min(fresh / 2);
-        stale_ms - self.rng.u64(0..=early)
+        let seed = mix(mix(self.key ^ issued_ms) ^ stale_ms);
+        stale_ms - fastrand::Rng::with_seed(seed).u64(0..=early)
     }
+}
+
+/// SplitMix64's finalizer: spreads nearby inputs over all of `u64`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -116,8 +133,9 @@ mod tests {
     fn draws_stay_within_bounds_and_cover_them() {
         let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 1);
         let (mut lo, mut hi) = (u64::MAX, 0);
-        for _ in 0..100_000 {
-            let at = jitter.refresh_at(1_000_000, 3_700_000);
+        for i in 0..100_000 {
+            // Tokens issued a millisecond apart, each with a 45 min fresh period.
+            let at = jitter.refresh_at(1_000_000 + i, 3_700_000 + i) - i;
             assert!((3_690_000..=3_700_000).contains(&at), "{at}");
             lo = lo.min(at);
             hi = hi.max(at);
@@ -129,8 +147,8 @@ mod tests {
     #[test]
     fn bounded_by_half_the_fresh_period() {
         let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(60), 2);
-        for _ in 0..10_000 {
-            let at = jitter.refresh_at(0, 2_000);
+        for i in 0..10_000 {
+            let at = jitter.refresh_at(i, 2_000 + i) - i;
             assert!((1_000..=2_000).contains(&at), "{at}");
         }
     }
@@ -147,11 +165,26 @@ mod tests {
     }
 
     #[test]
+    fn the_same_token_gets_the_same_instant_everywhere() {
+        let mut a = RandomEarlyJitter::new(Duration::from_secs(10));
+        let mut b = RandomEarlyJitter::new(Duration::from_secs(10));
+        let mut other_key = RandomEarlyJitter::with_seed(Duration::from_secs(10), 1);
+        let mut differs = 0;
+        for issued in 0..1_000 {
+            let stale = issued + 2_700_000;
+            assert_eq!(a.refresh_at(issued, stale), b.refresh_at(issued, stale));
+            differs +=
+                usize::from(a.refresh_at(issued, stale) != other_key.refresh_at(issued, stale));
+        }
+        assert!(differs > 990, "{differs}");
+    }
+
+    #[test]
     fn mean_is_near_the_middle() {
         let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 3);
         let n = 20_000u64;
         let sum: u64 = (0..n)
-            .map(|_| 100_000 - jitter.refresh_at(0, 100_000))
+            .map(|i| 100_000 + i - jitter.refresh_at(i, 100_000 + i))
             .sum();
         let mean = sum / n;
         assert!((4_800..=5_200).contains(&mean), "{mean}");

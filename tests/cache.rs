@@ -181,7 +181,7 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
     let replaced: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
     let ex = smol::LocalExecutor::new();
     let mut handles = Vec::new();
-    for i in 0..8u64 {
+    for _ in 0..8 {
         let replaced = replaced.clone();
         let authority = tokenkeeper::source::from_fn(move |cx: FetchContext| {
             let mut log = replaced.lock().unwrap();
@@ -200,7 +200,7 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
             .lease_poll(ms(100));
         let (handle, driver) = TokenManager::builder(chain)
             .clock(clock.clone())
-            .jitter(RandomEarlyJitter::with_seed(secs(10), i))
+            .jitter(RandomEarlyJitter::new(secs(10)))
             .build();
         ex.spawn(driver).detach();
         handles.push(handle);
