@@ -1,0 +1,366 @@
+//! The examples as a user runs them: each example binary runs to the end
+//! against its embedded authority, exits 0, prints what it says it shows,
+//! and never prints a secret (an access or refresh token issued by the local
+//! authority, or the client secret).
+//!
+//! Each test is compiled only when the example's required features are on.
+//! The Redis example needs `redis-server` on the PATH: without it the test
+//! says "SKIPPED" and passes, except under CI (`CI=true`), where that is a
+//! failure. Each run is killed after `RUN_LIMIT`, so a hang fails instead of
+//! blocking.
+
+// Every example needs an HTTP client; the default one comes with `ureq`.
+#![cfg(feature = "ureq")]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// No example comes near this unless it hangs (they take about 5 s).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// The examples this build can run: those whose required features are on.
+fn enabled_examples() -> Vec<&'static str> {
+    let mut names = vec!["shared_file_cache"];
+    if cfg!(feature = "async-std") {
+        names.push("async_std_app");
+    }
+    if cfg!(feature = "smol") {
+        names.push("smol_app");
+    }
+    if cfg!(feature = "redis") {
+        names.push("redis_cache");
+    }
+    if cfg!(feature = "surf") {
+        names.push("surf_middleware");
+    }
+    names
+}
+
+/// `<target>/<profile>/examples`, after building every enabled example once
+/// per test process.
+///
+/// `cargo test --test examples` does not build examples, and a binary left
+/// from an earlier build may be stale, so this always asks cargo to build
+/// them (a no-op when they are up to date), with this test's profile,
+/// features and target directory. `current_exe()` is
+/// `<target>/<profile>/deps/examples-<hash>`.
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>/deps/examples-<hash>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let features: Vec<&str> = [
+            (cfg!(feature = "ureq"), "ureq"),
+            (cfg!(feature = "surf"), "surf"),
+            (cfg!(feature = "smol"), "smol"),
+            (cfg!(feature = "async-std"), "async-std"),
+            (cfg!(feature = "redis"), "redis"),
+        ]
+        .into_iter()
+        .filter_map(|(enabled, name)| enabled.then_some(name))
+        .collect();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "--profile", profile]);
+        for name in enabled_examples() {
+            cargo.args(["--example", name]);
+        }
+        cargo
+            .args(["--no-default-features", "--features", &features.join(",")])
+            .arg("--manifest-path")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        // The same target directory as this test, wherever it is.
+        if let Some(target_dir) = profile_dir.parent() {
+            cargo.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let output = cargo.output().expect("run cargo build --example ...");
+        assert!(
+            output.status.success(),
+            "cargo build of the examples failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        profile_dir.join("examples")
+    })
+}
+
+/// The command that runs example `name`.
+fn example(name: &str) -> Command {
+    let bin = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "no example binary at {}", bin.display());
+    let mut cmd = Command::new(bin);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit status 0 and no secret in the output; returns stdout.
+    fn succeeded(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "the example failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert_no_secrets(&self.stdout);
+        assert_no_secrets(&self.stderr);
+        &self.stdout
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `RUN_LIMIT`.
+fn run(mut cmd: Command) -> Run {
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn the example");
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let status = wait(&mut child, start);
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).expect("read output");
+        text
+    })
+}
+
+fn wait(child: &mut Child, start: Instant) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            return status;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the example ran longer than {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts that `text` holds nothing shaped like the local authority's
+/// tokens (`at-<n>-<16 hex digits>` for access tokens, `rt-...` for refresh
+/// tokens), nor its client secret.
+fn assert_no_secrets(text: &str) {
+    for prefix in ["at-", "rt-"] {
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let looks_like_token = digits > 0
+                && rest[digits..].starts_with('-')
+                && rest[digits + 1..]
+                    .bytes()
+                    .take(16)
+                    .filter(u8::is_ascii_hexdigit)
+                    .count()
+                    == 16;
+            assert!(!looks_like_token, "a token was printed:\n{text}");
+        }
+    }
+    assert!(
+        !text.contains("secret-a"),
+        "the client secret was printed:\n{text}"
+    );
+}
+
+/// Asserts that `stdout` has a line containing `needle`.
+fn assert_line(stdout: &str, needle: &str) {
+    assert!(
+        stdout.lines().any(|line| line.contains(needle)),
+        "no line with {needle:?} in:\n{stdout}"
+    );
+}
+
+/// The number after `label` on the line that starts with it (leading
+/// spaces aside), as in the examples' summaries.
+fn summary_value(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line {label:?} with a number in:\n{stdout}"))
+}
+
+#[cfg(feature = "async-std")]
+#[test]
+fn async_std_app() {
+    let run = run(example("async_std_app"));
+    let stdout = run.succeeded();
+    assert_line(stdout, "async-std app: 3 workers and a subscriber");
+    // The first token and at least one background refresh.
+    assert_line(stdout, "subscriber: token #1 published");
+    assert_line(stdout, "subscriber: token #2 published");
+    assert_line(stdout, "subscriber: stream ended (manager stopped)");
+    for id in 0..3 {
+        assert_line(stdout, &format!("worker {id}: "));
+    }
+    assert!(summary_value(stdout, "reads") > 0, "{stdout}");
+    assert_line(stdout, "(failed: 0)");
+    assert_eq!(summary_value(stdout, "rejected reads"), 0, "{stdout}");
+    assert!(summary_value(stdout, "authority requests") >= 2, "{stdout}");
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn smol_app() {
+    let run = run(example("smol_app"));
+    let stdout = run.succeeded();
+    assert_line(stdout, "smol app: 3 workers and a subscriber");
+    assert_line(stdout, "subscriber: token #1 published");
+    assert_line(stdout, "subscriber: token #2 published");
+    assert_line(stdout, "subscriber: stream ended (manager stopped)");
+    assert_line(stdout, "headers built with with_current()");
+    assert!(summary_value(stdout, "headers built") > 0, "{stdout}");
+    assert_eq!(summary_value(stdout, "rejected headers"), 0, "{stdout}");
+}
+
+#[test]
+fn shared_file_cache() {
+    let run = run(example("shared_file_cache"));
+    let stdout = run.succeeded();
+    assert_line(stdout, "first token: token T+");
+    // The second process starts from the file, without asking the authority.
+    assert_line(stdout, "child ] first token: token T+");
+    assert_line(stdout, "from the file (issued");
+    assert_line(stdout, "(unchanged: the child did not ask the authority)");
+    assert!(!stdout.contains("asked the authority too"), "{stdout}");
+    if cfg!(unix) {
+        assert_line(stdout, "now in the file (mode 600)");
+    }
+    assert_line(stdout, "done: tokens published:");
+    let requests = summary_value(stdout, "authority requests");
+    let published = summary_value(stdout, "tokens published");
+    assert!(requests >= 1, "{stdout}");
+    assert!(summary_value(stdout, "read from the file") >= 1, "{stdout}");
+    assert!(requests < published, "{stdout}");
+}
+
+/// Whether `redis-server` can run here; outside CI, says "SKIPPED" when not.
+#[cfg(feature = "redis")]
+fn redis_server_installed() -> bool {
+    use std::io::{ErrorKind, Write};
+
+    match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "redis-server is not installed, and CI needs it (apt-get install redis-server)"
+                );
+            }
+            // Straight to stderr, past the test harness's capture.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
+            false
+        }
+        Err(e) => panic!("cannot run redis-server: {e}"),
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_cache_with_its_own_redis_server() {
+    if !redis_server_installed() {
+        return;
+    }
+    let mut cmd = example("redis_cache");
+    // The example starts its own server when REDIS_URL is not set.
+    cmd.env_remove("REDIS_URL");
+    let run = run(cmd);
+    let stdout = run.succeeded();
+    assert_line(stdout, "started redis-server (pid ");
+    assert_line(stdout, "[T+");
+    assert_line(stdout, "A] first token: token T+");
+    assert_line(stdout, "from Redis: the authority was not asked");
+    assert!(summary_value(stdout, "read from Redis") >= 1, "{stdout}");
+    assert!(
+        summary_value(stdout, "authority requests") < summary_value(stdout, "tokens published"),
+        "{stdout}"
+    );
+    assert_line(stdout, "stopping redis-server");
+    // The server it started is gone.
+    let pid = stdout
+        .split("started redis-server (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .expect("the pid of redis-server");
+    if cfg!(target_os = "linux") {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "redis-server (pid {pid}) still runs"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_cache_without_redis_explains_and_exits_0() {
+    // No REDIS_URL and no redis-server on the PATH.
+    let empty = std::env::temp_dir().join(format!("tokenkeeper-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = example("redis_cache");
+    cmd.env_remove("REDIS_URL").env("PATH", &empty);
+    let run = run(cmd);
+    let _ = std::fs::remove_dir_all(&empty);
+    let stdout = run.succeeded();
+    assert_line(stdout, "redis cache: skipped: no Redis to talk to.");
+    assert_line(stdout, "REDIS_URL");
+    assert_line(stdout, "apt-get install redis-server");
+}
+
+#[cfg(feature = "surf")]
+#[test]
+fn surf_middleware() {
+    let run = run(example("surf_middleware"));
+    let stdout = run.succeeded();
+    assert_line(stdout, "1. GET without BearerAuth          -> 401");
+    assert_line(stdout, "2. GET with BearerAuth             -> 200");
+    // Each POST was rejected, refreshed and replayed with its body.
+    for i in 1..=4 {
+        assert_line(stdout, &format!("-> 200 \"ok: order {i}\""));
+    }
+    assert_line(
+        stdout,
+        "the server rejected the token (HTTP 401); refreshing",
+    );
+    // Compare-and-invalidate: one refresh for the whole burst.
+    assert_line(
+        stdout,
+        "1 token request(s) for the burst (one refresh for all four)",
+    );
+    assert_line(stdout, "4. GET with BearerAuth             -> 200");
+    assert_eq!(
+        summary_value(stdout, "authority token requests"),
+        2,
+        "{stdout}"
+    );
+}
