@@ -112,7 +112,7 @@ impl Middleware for BearerAuth {
             return Ok(response);
         }
 
-        log::info!(target: LOG, "the server rejected the token (HTTP 401); refreshing");
+        log::info!(target: LOG, "the server rejected the token (HTTP 401); reporting it to the manager");
         let fresh = match self.handle.refresh_rejected(&token).await {
             Ok(fresh) => fresh,
             Err(e) => {

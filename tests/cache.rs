@@ -166,6 +166,8 @@ fn start_up_from_a_cache_makes_no_source_request() {
     );
     assert_eq!(source.calls(), 0);
     assert_eq!(b.current_value().as_deref(), Some("cached"));
+    let state = b.handle.state();
+    assert_eq!((state.source_requests, state.cache_hits), (1, 1));
     // The refresh follows the cached token's own schedule.
     let stale = b.handle.current().unwrap().stale_ms();
     b.advance_to(stale);
@@ -228,6 +230,10 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
     for h in &handles {
         assert!(h.current().is_some());
     }
+    // Every fetch that did not reach the authority was answered by a cache.
+    let fetches: u64 = handles.iter().map(|h| h.state().source_requests).sum();
+    let hits: u64 = handles.iter().map(|h| h.state().cache_hits).sum();
+    assert_eq!(fetches - hits, replaced.len() as u64);
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

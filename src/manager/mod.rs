@@ -251,6 +251,7 @@ impl TokenManager {
             current: self.current.clone(),
             reason,
             deadline_ms: Some(deadline),
+            cache_hits: Some(Arc::clone(&self.shared.cache_hits)),
         };
         let clock = Arc::clone(&self.clock);
         log::debug!(target: LOG, "fetching a token ({reason:?})");

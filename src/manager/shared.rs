@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     /// Bumped after every change of the slot (publish, withdraw, stop), so
     /// readers can tell their copy is current with one atomic load.
     pub(crate) changes: AtomicU64,
+    /// Fetches a cache answered, counted by the sources (see `FetchContext`).
+    pub(crate) cache_hits: Arc<AtomicU64>,
     /// Notified on every publish and when the manager stops.
     pub(crate) changed: Event,
     stopped: AtomicBool,
@@ -38,6 +40,7 @@ impl Shared {
                 version: 0,
             }),
             changes: AtomicU64::new(0),
+            cache_hits: Arc::default(),
             changed: Event::new(),
             stopped: AtomicBool::new(false),
             state: Mutex::new(ManagerState::default()),
@@ -108,10 +111,13 @@ impl Shared {
     }
 
     pub(crate) fn state(&self) -> ManagerState {
-        self.state
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        state.cache_hits = self.cache_hits.load(Ordering::Relaxed);
+        state
     }
 
     /// The standing permanent failure, if the latest fetch failed with one.

@@ -37,6 +37,10 @@ pub struct ManagerState {
     pub next_refresh_ms: Option<u64>,
     /// Fetches started, in total.
     pub source_requests: u64,
+    /// Fetches answered from a cache rather than the authority (by a
+    /// [`Chain`](crate::source::Chain)); the rest of `source_requests` went
+    /// to the authority or failed.
+    pub cache_hits: u64,
     /// Tokens published, in total.
     pub refreshes: u64,
     /// Tokens withdrawn because a server rejected them.

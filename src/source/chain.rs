@@ -148,6 +148,7 @@ impl Links {
             if let Some(token) = self.read(index).await.filter(|t| self.usable(t, &cx)) {
                 log::debug!(target: LOG, "token found in cache {}", self.caches[index].describe());
                 self.write_to(&self.caches[..index], &token).await;
+                cx.record_cache_hit();
                 return Ok(token);
             }
         }
@@ -169,6 +170,7 @@ impl Links {
                         log::debug!(target: LOG, "token refreshed by another process");
                         self.write_to(&self.caches[..leased], token).await;
                         lease.release().await;
+                        cx.record_cache_hit();
                         return Ok(token.clone());
                     }
                     // An unusable cached token may still carry the newest
@@ -189,6 +191,7 @@ impl Links {
                     clock.sleep_until(clock.now_ms().saturating_add(wait)).await;
                     if let Some(token) = self.read(leased).await.filter(|t| self.usable(t, &cx)) {
                         self.write_to(&self.caches[..leased], &token).await;
+                        cx.record_cache_hit();
                         return Ok(token);
                     }
                 }

@@ -26,6 +26,7 @@ mod fixed;
 mod from_fn;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,7 @@ pub struct FetchContext {
     pub(crate) current: Option<Arc<Token>>,
     pub(crate) reason: FetchReason,
     pub(crate) deadline_ms: Option<u64>,
+    pub(crate) cache_hits: Option<Arc<AtomicU64>>,
 }
 
 impl fmt::Debug for FetchContext {
@@ -122,6 +124,16 @@ impl FetchContext {
             current: None,
             reason: FetchReason::Initial,
             deadline_ms: None,
+            cache_hits: None,
+        }
+    }
+
+    /// Counts this fetch as answered from a cache, in the manager's
+    /// [`ManagerState::cache_hits`](crate::ManagerState::cache_hits). Sources
+    /// that keep tokens (like [`Chain`]) call it.
+    pub fn record_cache_hit(&self) {
+        if let Some(hits) = &self.cache_hits {
+            hits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
