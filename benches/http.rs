@@ -7,7 +7,7 @@
 //! TOKENKEEPER_BENCH_QUICK=1 cargo bench --bench http
 //! ```
 //!
-//! Three ways to get a token from the same authority, each awaited with
+//! Four ways to get a token from the same authority, each awaited with
 //! `block_on` on the benchmark thread, over one keep-alive connection:
 //!
 //! - `direct POST`: `UreqClient::post` with the form, headers and timeout
@@ -16,7 +16,10 @@
 //!   parses the JSON answer, makes the `Token`;
 //! - `manager refresh`: `TokenHandle::refresh_rejected` on the current token,
 //!   answered by a manager whose driver runs on its own thread: the message
-//!   to the actor, the fetch, the publish and the wake-up of the caller.
+//!   to the actor, the fetch, the publish and the wake-up of the caller;
+//! - `manager refresh, driver on the caller's thread`: the same with the
+//!   driver on a `LocalExecutor` that the caller runs, so that the only
+//!   wake-ups crossing threads are the HTTP client's, as for the direct POST.
 //!
 //! Criterion measures each in turn; then an interleaved pass (rounds of each
 //! in rotating order, every request timed) gives the medians that the
@@ -31,11 +34,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
+use smol::LocalExecutor;
 use tokenkeeper::oauth2::{
     ClientCredentials, HttpClient, HttpRequest, TokenEndpoint, UreqClient, DEFAULT_MAX_BODY,
 };
 use tokenkeeper::{
-    ClientId, ClientSecret, FetchContext, LifetimePolicy, SystemClock, TokenManager, TokenSource,
+    ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, ManualClock, SystemClock,
+    TokenManager, TokenSource,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -44,7 +49,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// function doing one request.
 struct Variant {
     name: &'static str,
-    _authority: LocalAuthority,
     request: Box<dyn FnMut()>,
 }
 
@@ -62,8 +66,7 @@ fn endpoint(authority: &LocalAuthority, http: UreqClient) -> TokenEndpoint {
 /// The POST `ClientCredentials` makes, built by hand: same form, headers
 /// (in the same order) and per-request timeout (the endpoint's: the time
 /// left before the manager's deadline, less a 10 % margin).
-fn direct() -> Variant {
-    let authority = LocalAuthority::start().expect("start the authority");
+fn direct(authority: &LocalAuthority) -> Variant {
     let http = UreqClient::new();
     let basic = base64::engine::general_purpose::STANDARD.encode("client-a:secret-a");
     let request = HttpRequest::form_post(
@@ -74,7 +77,6 @@ fn direct() -> Variant {
     .with_timeout(REQUEST_TIMEOUT - REQUEST_TIMEOUT / 10);
     Variant {
         name: "direct POST (UreqClient::post)",
-        _authority: authority,
         request: Box::new(move || {
             let response = block_on(http.post(request.clone(), DEFAULT_MAX_BODY)).expect("POST");
             assert_eq!(response.status(), 200);
@@ -82,12 +84,10 @@ fn direct() -> Variant {
     }
 }
 
-fn source() -> Variant {
-    let authority = LocalAuthority::start().expect("start the authority");
-    let mut grant = ClientCredentials::new(endpoint(&authority, UreqClient::new()));
+fn source(authority: &LocalAuthority) -> Variant {
+    let mut grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
     Variant {
         name: "ClientCredentials::fetch",
-        _authority: authority,
         request: Box::new(move || {
             let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
             let deadline = cx.now_ms() + REQUEST_TIMEOUT.as_millis() as u64;
@@ -97,9 +97,8 @@ fn source() -> Variant {
     }
 }
 
-fn manager() -> Variant {
-    let authority = LocalAuthority::start().expect("start the authority");
-    let grant = ClientCredentials::new(endpoint(&authority, UreqClient::new()));
+fn manager(authority: &LocalAuthority) -> Variant {
+    let grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
     let (handle, driver) = TokenManager::builder(grant)
         .request_timeout(REQUEST_TIMEOUT)
         .forced_refresh_interval(Duration::ZERO)
@@ -111,7 +110,6 @@ fn manager() -> Variant {
     block_on(handle.token()).expect("first token");
     Variant {
         name: "manager refresh (refresh_rejected)",
-        _authority: authority,
         request: Box::new(move || {
             let current = handle.current().expect("a current token");
             let next = block_on(handle.refresh_rejected(&current)).expect("a new token");
@@ -120,8 +118,62 @@ fn manager() -> Variant {
     }
 }
 
+/// The same manager with its driver on the caller's thread: a
+/// `LocalExecutor` runs both, so no wake-up crosses threads but those of
+/// the HTTP client's blocking pool, as with the direct POST.
+fn manager_same_thread(authority: &LocalAuthority) -> Variant {
+    let grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
+    let (handle, driver) = TokenManager::builder(grant)
+        .request_timeout(REQUEST_TIMEOUT)
+        .forced_refresh_interval(Duration::ZERO)
+        .build();
+    let ex = LocalExecutor::new();
+    ex.spawn(driver).detach();
+    block_on(ex.run(handle.token())).expect("first token");
+    Variant {
+        name: "manager refresh, driver on the caller's thread",
+        request: Box::new(move || {
+            let current = handle.current().expect("a current token");
+            let next = block_on(ex.run(handle.refresh_rejected(&current))).expect("a new token");
+            assert_ne!(next, current);
+        }),
+    }
+}
+
+/// Diagnostic: the same-thread manager on a `ManualClock` that never
+/// moves, so that it arms no async-io timer (request timeout, next
+/// refresh): what is left is the actor's own work.
+fn manager_no_timers(authority: &LocalAuthority) -> Variant {
+    let grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
+    let (handle, driver) = TokenManager::builder(grant)
+        .clock(ManualClock::new(SystemClock.now_ms()))
+        .request_timeout(REQUEST_TIMEOUT)
+        .forced_refresh_interval(Duration::ZERO)
+        .build();
+    let ex = LocalExecutor::new();
+    ex.spawn(driver).detach();
+    block_on(ex.run(handle.token())).expect("first token");
+    Variant {
+        name: "manager refresh, caller's thread, no timers (ManualClock)",
+        request: Box::new(move || {
+            let current = handle.current().expect("a current token");
+            let next = block_on(ex.run(handle.refresh_rejected(&current))).expect("a new token");
+            assert_ne!(next, current);
+        }),
+    }
+}
+
 fn main() {
-    let mut variants = [direct(), source(), manager()];
+    // One authority for all, so that its state (it records every request)
+    // grows alike under each; every variant has its own connection.
+    let authority = LocalAuthority::start().expect("start the authority");
+    let mut variants = [
+        direct(&authority),
+        source(&authority),
+        manager(&authority),
+        manager_same_thread(&authority),
+        manager_no_timers(&authority),
+    ];
     for v in &mut variants {
         (v.request)(); // connect and warm up
     }

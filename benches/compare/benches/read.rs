@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use aliri_tokens::TokenWatcher;
 use criterion::Criterion;
-use support::Threads;
+use support::{PrivateArc, Threads};
 use tokenkeeper::{Clock, SystemClock, TokenHandle};
 use tokenkeeper_compare::{aliri_watcher, tokenkeeper_manager, tokio_runtime};
 
@@ -147,8 +147,8 @@ const COARSE_CLOCK: &str = "SystemClock::now_ms_fast";
 /// slows it on 2 threads is the machine (two vCPUs that are not two whole
 /// cores, or a busy host), not contention.
 fn controls(c: &mut Criterion, token: &str) {
-    let private = || Arc::new(token.to_owned());
-    let arc_read: fn(&Arc<String>) -> Option<u8> = |a| Some(Arc::clone(a).as_bytes()[0]);
+    let private = || PrivateArc::new(token);
+    let arc_read: fn(&PrivateArc) -> Option<u8> = |p| Some(p.read());
     let clock_read: fn(&()) -> Option<u8> = |_| Some(SystemClock.now_ms_fast() as u8);
     let mut g = c.benchmark_group(CONTROL_1);
     let mine = private();
