@@ -200,14 +200,22 @@ fn interleaved(variants: &mut [Variant]) {
         (60, 200)
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // CPU time (every thread of this process: the caller, the driver, the
+    // blocking pool, async-io's and the authority's threads) and context
+    // switches, per variant.
+    let mut cpu = vec![0u64; variants.len()];
+    let mut switches = vec![0u64; variants.len()];
     for round in 0..rounds {
         for k in 0..variants.len() {
             let i = (round + k) % variants.len();
+            let (cpu0, switches0) = (support::cpu_ns(), support::context_switches());
             for _ in 0..per_round {
                 let start = Instant::now();
                 (variants[i].request)();
                 samples[i].push(start.elapsed().as_secs_f64() * 1e6);
             }
+            cpu[i] += support::cpu_ns() - cpu0;
+            switches[i] += support::context_switches() - switches0;
         }
     }
     let summaries: Vec<support::Summary> = samples.into_iter().map(support::Summary::new).collect();
@@ -215,8 +223,14 @@ fn interleaved(variants: &mut [Variant]) {
         "\n== HTTP refresh, interleaved: {rounds} rounds × {per_round} requests of each, µs per request ({}) ==",
         support::machine()
     );
-    for (v, s) in variants.iter().zip(&summaries) {
+    let requests = (rounds * per_round) as f64;
+    for (i, (v, s)) in variants.iter().zip(&summaries).enumerate() {
         println!("{}: {}", v.name, s.line("µs"));
+        println!(
+            "    per request: {:.1} µs of CPU (all threads), {:.1} context switches",
+            cpu[i] as f64 / requests / 1e3,
+            switches[i] as f64 / requests
+        );
     }
     let base = summaries[0].median();
     for (v, s) in variants.iter().zip(&summaries).skip(1) {

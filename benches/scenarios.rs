@@ -383,18 +383,6 @@ fn fan_out(subscribers: usize, publishes: usize) {
     );
 }
 
-/// CPU time of this process so far (every thread), in ns, from
-/// `/proc/self/task/*/schedstat`; 0 where that is missing.
-fn cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// What row 4's crowd costs without HTTP: `callers` waiting `token()`s
 /// released by a source the bench opens, next to the floor of the same
 /// crowd on the bare executor (tasks awaiting an `event_listener::Event`,
@@ -422,7 +410,7 @@ fn crowd_floor(runs: usize, callers: usize) {
         pool.spawn(driver).detach();
         thread::sleep(Duration::from_millis(50));
         let served = Arc::new(Served::new(callers));
-        let cpu0 = cpu_ns();
+        let cpu0 = support::cpu_ns();
         let t0 = Instant::now();
         for i in 0..callers {
             let (h, served) = (handle.clone(), Arc::clone(&served));
@@ -433,10 +421,10 @@ fn crowd_floor(runs: usize, callers: usize) {
             .detach();
         }
         thread::sleep(Duration::from_millis(300)); // every caller waits
-        let cpu1 = cpu_ns();
+        let cpu1 = support::cpu_ns();
         open.try_send(()).expect("open the gate");
         let times = Summary::new(served.wait());
-        let cpu2 = cpu_ns();
+        let cpu2 = support::cpu_ns();
         let publish = ms(released
             .lock()
             .unwrap()
@@ -481,13 +469,13 @@ fn crowd_floor(runs: usize, callers: usize) {
                 .detach();
             }
             thread::sleep(Duration::from_millis(300));
-            let cpu1 = cpu_ns();
+            let cpu1 = support::cpu_ns();
             let notified = ms(t0.elapsed());
             go.store(true, Ordering::Release);
             event.notify(usize::MAX);
             let times = Summary::new(served.wait());
             lat.push(times.max() - notified);
-            cpu.push((cpu_ns() - cpu1) as f64 / callers as f64);
+            cpu.push((support::cpu_ns() - cpu1) as f64 / callers as f64);
         }
         (Summary::new(lat), Summary::new(cpu))
     };

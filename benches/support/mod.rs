@@ -245,3 +245,34 @@ impl PrivateArc {
         Arc::clone(arc).as_bytes()[0]
     }
 }
+
+/// CPU time of this process so far (every thread), in ns, from
+/// `/proc/self/task/*/schedstat`; 0 where that is missing.
+pub fn cpu_ns() -> u64 {
+    per_thread_sum("schedstat", |text| {
+        text.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Context switches of this process so far (every thread, voluntary and
+/// not), from `/proc/self/task/*/status`; 0 where that is missing.
+pub fn context_switches() -> u64 {
+    per_thread_sum("status", |text| {
+        let total = text
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+            .sum();
+        Some(total)
+    })
+}
+
+fn per_thread_sum(file: &str, value: impl Fn(&str) -> Option<u64>) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join(file)).ok())
+        .filter_map(|text| value(&text))
+        .sum()
+}
