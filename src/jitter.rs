@@ -8,12 +8,19 @@
 //! refreshed before half its fresh period, and a short-lived token with a
 //! large jitter does not refresh in a loop.
 //!
-//! The draw is a function of the token (its instants) and a key. Instances
-//! holding different tokens spread out; instances holding the same token,
-//! from a shared cache, pick the same instant, so one of them takes the
-//! refresh lease and the others take its new token from the cache. Had each
-//! drawn on its own, the fleet would refresh at the earliest of its draws,
-//! before most of the token's fresh period was used.
+//! The draw is a function of the token (its instants) and a key. With a
+//! random key per instance ([`RandomEarlyJitter::new`]) instances spread out
+//! even when they hold the same token. With one key for the whole fleet
+//! ([`RandomEarlyJitter::coordinated`]) instances holding the same token,
+//! from a shared cache, pick the same instant: one of them takes the refresh
+//! lease and the others take its new token from the cache, so the fleet
+//! refreshes once per token. (Drawing independently, it would refresh at the
+//! earliest of its draws, before most of the fresh period was used.) The
+//! manager picks the coordinated kind by default when its source takes a
+//! lease (see [`TokenSource::coordinates_refreshes`]), and the independent
+//! kind otherwise, where refreshing in step would stampede.
+//!
+//! [`TokenSource::coordinates_refreshes`]: crate::TokenSource::coordinates_refreshes
 //!
 //! ```
 //! use std::time::Duration;
@@ -72,18 +79,34 @@ pub struct RandomEarlyJitter {
     key: u64,
 }
 
-/// The key every instance uses unless told otherwise, so that instances
-/// sharing a token agree on its refresh instant.
+/// The key of [`RandomEarlyJitter::coordinated`], the same in every
+/// instance.
 const DEFAULT_KEY: u64 = 0x746f_6b65_6e6b_6565;
 
 impl RandomEarlyJitter {
-    /// Jitter of up to `max`; zero means none.
+    /// Jitter of up to `max` (zero means none), drawn independently by each
+    /// instance.
     pub fn new(max: Duration) -> RandomEarlyJitter {
+        RandomEarlyJitter::with_seed(max, fastrand::u64(..))
+    }
+
+    /// Jitter of up to `max` on which every instance agrees for the same
+    /// token: for fleets that share a cache with a refresh lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{Jitter, RandomEarlyJitter};
+    ///
+    /// let mut a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+    /// let mut b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+    /// assert_eq!(a.refresh_at(0, 2_700_000), b.refresh_at(0, 2_700_000));
+    /// ```
+    pub fn coordinated(max: Duration) -> RandomEarlyJitter {
         RandomEarlyJitter::with_seed(max, DEFAULT_KEY)
     }
 
-    /// Like [`new`](Self::new) with another key: instances with different
-    /// keys draw different instants for the same token.
+    /// Jitter of up to `max` with the key `seed`: instances with the same key
+    /// draw the same instant for the same token, others differ.
     pub fn with_seed(max: Duration, seed: u64) -> RandomEarlyJitter {
         RandomEarlyJitter {
             max_ms: duration_ms(max),
@@ -166,9 +189,9 @@ mod tests {
 
     #[test]
     fn the_same_token_gets_the_same_instant_everywhere() {
-        let mut a = RandomEarlyJitter::new(Duration::from_secs(10));
-        let mut b = RandomEarlyJitter::new(Duration::from_secs(10));
-        let mut other_key = RandomEarlyJitter::with_seed(Duration::from_secs(10), 1);
+        let mut a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let mut b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let mut other_key = RandomEarlyJitter::new(Duration::from_secs(10));
         let mut differs = 0;
         for issued in 0..1_000 {
             let stale = issued + 2_700_000;

@@ -80,6 +80,36 @@ fn a_token_from_the_source_is_written_to_all_links() {
 }
 
 #[test]
+fn a_chain_with_a_lease_gets_coordinated_jitter_by_default() {
+    // The refresh instant each of four managers plans for its first token,
+    // with the builder's default jitter.
+    fn plans<S: TokenSource>(make: impl Fn() -> S) -> Vec<u64> {
+        (0..4)
+            .map(|_| {
+                let (handle, driver) = TokenManager::builder(make())
+                    .clock(ManualClock::new(START_MS))
+                    .build();
+                let ex = smol::LocalExecutor::new();
+                ex.spawn(driver).detach();
+                while ex.try_tick() {}
+                handle.state().next_refresh_ms.unwrap()
+            })
+            .collect()
+    }
+    let shared = MemoryCache::new();
+    block_on(shared.write(&token("cached", START_MS, secs(3600)))).unwrap();
+    let with_lease = plans(|| Chain::new(ScriptedSource::new(secs(3600))).cache(shared.clone()));
+    assert!(
+        with_lease.windows(2).all(|w| w[0] == w[1]),
+        "{with_lease:?}"
+    );
+    // Without a lease (here: the same token from a fixed source), each
+    // instance draws its own instant.
+    let without = plans(|| tokenkeeper::FixedSource::new(AccessToken::new("t"), secs(3600)));
+    assert!(without.windows(2).any(|w| w[0] != w[1]), "{without:?}");
+}
+
+#[test]
 fn cached_tokens_must_be_newer_and_valid_long_enough() {
     let clock = ManualClock::new(START_MS);
     let cache = MemoryCache::new();
@@ -202,7 +232,7 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
             .lease_poll(ms(100));
         let (handle, driver) = TokenManager::builder(chain)
             .clock(clock.clone())
-            .jitter(RandomEarlyJitter::new(secs(10)))
+            .jitter(RandomEarlyJitter::coordinated(secs(10)))
             .build();
         ex.spawn(driver).detach();
         handles.push(handle);

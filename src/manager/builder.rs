@@ -15,7 +15,9 @@ const QUEUE: usize = 1024;
 
 /// Configures a [`TokenManager`]; made by [`TokenManager::builder`].
 ///
-/// Defaults: [`SystemClock`], [`RandomEarlyJitter`] of up to 10 s,
+/// Defaults: [`SystemClock`], [`RandomEarlyJitter`] of up to 10 s
+/// ([coordinated](RandomEarlyJitter::coordinated) when the source takes a
+/// refresh lease, [independent](RandomEarlyJitter::new) otherwise),
 /// [`Backoff::default`] (500 ms, ×2, 60 s cap), [`LifetimePolicy::default`],
 /// a 20 s request timeout, a 30 s wait timeout and at most one forced
 /// refresh per 5 s.
@@ -38,7 +40,8 @@ const QUEUE: usize = 1024;
 pub struct TokenManagerBuilder {
     source: Box<dyn TokenSource>,
     clock: Arc<dyn Clock>,
-    jitter: Box<dyn Jitter>,
+    /// `None`: the default, picked at `build` from the source.
+    jitter: Option<Box<dyn Jitter>>,
     backoff: Backoff,
     policy: LifetimePolicy,
     request_timeout: Duration,
@@ -63,7 +66,7 @@ impl TokenManagerBuilder {
         TokenManagerBuilder {
             source,
             clock: Arc::new(SystemClock),
-            jitter: Box::new(RandomEarlyJitter::default()),
+            jitter: None,
             backoff: Backoff::default(),
             policy: LifetimePolicy::default(),
             request_timeout: Duration::from_secs(20),
@@ -80,7 +83,7 @@ impl TokenManagerBuilder {
 
     /// How far before the stale instant to refresh.
     pub fn jitter(mut self, jitter: impl Jitter) -> Self {
-        self.jitter = Box::new(jitter);
+        self.jitter = Some(Box::new(jitter));
         self
     }
 
@@ -121,13 +124,21 @@ impl TokenManagerBuilder {
     pub fn build(self) -> (TokenHandle, Driver) {
         let shared = Arc::new(Shared::new(Arc::clone(&self.clock), self.wait_timeout));
         let (sender, messages) = async_channel::bounded(QUEUE);
+        let jitter = self.jitter.unwrap_or_else(|| {
+            let max = Duration::from_secs(10);
+            if self.source.coordinates_refreshes() {
+                Box::new(RandomEarlyJitter::coordinated(max))
+            } else {
+                Box::new(RandomEarlyJitter::new(max))
+            }
+        });
         let manager = TokenManager {
             shared: Arc::clone(&shared),
             messages: Box::pin(messages),
             source: Some(self.source),
             fetch: None,
             clock: self.clock,
-            jitter: self.jitter,
+            jitter,
             backoff: self.backoff,
             policy: self.policy,
             request_timeout: self.request_timeout,

@@ -230,4 +230,8 @@ impl TokenSource for Chain {
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
         Box::pin(self.links.fetch(&mut *self.source, cx))
     }
+
+    fn coordinates_refreshes(&self) -> bool {
+        self.links.caches.iter().any(|c| c.has_lease())
+    }
 }

@@ -62,11 +62,24 @@ use crate::token::{AccessToken, LifetimePolicy, Token};
 pub trait TokenSource: Send + 'static {
     /// Fetches a new token.
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>>;
+
+    /// Whether instances sharing this source's tokens take a refresh lease
+    /// before asking the authority, as a [`Chain`] with a lease-capable cache
+    /// does. The manager's default jitter is then
+    /// [`coordinated`](crate::RandomEarlyJitter::coordinated). `false` by
+    /// default.
+    fn coordinates_refreshes(&self) -> bool {
+        false
+    }
 }
 
 impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
         (**self).fetch(cx)
+    }
+
+    fn coordinates_refreshes(&self) -> bool {
+        (**self).coordinates_refreshes()
     }
 }
 
