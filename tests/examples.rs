@@ -350,7 +350,7 @@ fn surf_middleware() {
     }
     assert_line(
         stdout,
-        "the server rejected the token (HTTP 401); refreshing",
+        "the server rejected the token (HTTP 401); reporting it to the manager",
     );
     // Compare-and-invalidate: one refresh for the whole burst.
     assert_line(

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_channel::Sender;
@@ -105,7 +106,11 @@ impl TokenHandle {
         // The manager may not have noticed yet that the token expired (after
         // a suspend, say); a nudge makes it look at the clock now. A full
         // queue already holds messages that will make it look.
-        let _ = self.sender.try_send(Message::Wake);
+        if !self.shared.wake_pending.swap(true, Ordering::AcqRel)
+            && self.sender.try_send(Message::Wake).is_err()
+        {
+            self.shared.wake_pending.store(false, Ordering::Release);
+        }
         self.wait_for(None).await
     }
 
@@ -166,7 +171,14 @@ impl TokenHandle {
     /// Waits for a valid token other than `not`.
     async fn wait_for(&self, not: Option<&Token>) -> Result<Arc<Token>, Error> {
         let shared = &self.shared;
-        let wanted = || shared.current().filter(|t| not.is_none_or(|n| **t != *n));
+        let wanted = || {
+            let now = shared.clock.now_ms_fast();
+            local::with_token(shared, |token| {
+                token
+                    .filter(|t| t.is_valid_at(now) && not.is_none_or(|n| ***t != *n))
+                    .cloned()
+            })
+        };
         let timeout = shared.wait_timeout;
         let mut deadline = shared
             .clock

@@ -47,6 +47,7 @@ mod subscription;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -190,7 +191,9 @@ impl TokenManager {
                         Err(error) => self.on_error(error),
                     }
                 }
-                Event::Message(Some(Message::Wake)) => {}
+                Event::Message(Some(Message::Wake)) => {
+                    self.shared.wake_pending.store(false, Ordering::Release);
+                }
                 Event::Message(Some(Message::Rejected(token))) => self.on_rejected(&token),
                 Event::Message(None) => break,
                 Event::Timer => {

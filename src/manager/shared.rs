@@ -22,6 +22,11 @@ pub(crate) struct Shared {
     /// Bumped after every change of the slot (publish, withdraw, stop), so
     /// readers can tell their copy is current with one atomic load.
     pub(crate) changes: AtomicU64,
+    /// Whether the latest fetch failed with a permanent error.
+    failing_permanently: AtomicBool,
+    /// Whether a `Wake` is on its way to the actor: a crowd of waiters
+    /// sends one, not one each.
+    pub(crate) wake_pending: AtomicBool,
     /// Fetches a cache answered, counted by the sources (see `FetchContext`).
     pub(crate) cache_hits: Arc<AtomicU64>,
     /// Notified on every publish and when the manager stops.
@@ -40,6 +45,8 @@ impl Shared {
                 version: 0,
             }),
             changes: AtomicU64::new(0),
+            failing_permanently: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
             cache_hits: Arc::default(),
             changed: Event::new(),
             stopped: AtomicBool::new(false),
@@ -47,12 +54,6 @@ impl Shared {
             clock,
             wait_timeout,
         }
-    }
-
-    /// The published token if it is still valid now.
-    pub(crate) fn current(&self) -> Option<Arc<Token>> {
-        self.token()
-            .filter(|t| t.is_valid_at(self.clock.now_ms_fast()))
     }
 
     /// The published token, valid or not.
@@ -122,6 +123,10 @@ impl Shared {
 
     /// The standing permanent failure, if the latest fetch failed with one.
     pub(crate) fn permanent_failure(&self) -> Option<crate::error::SourceError> {
+        // Checked by every waiting caller: the lock only when it may be set.
+        if !self.failing_permanently.load(Ordering::Acquire) {
+            return None;
+        }
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.consecutive_failures == 0 {
             return None;
@@ -135,6 +140,10 @@ impl Shared {
     }
 
     pub(crate) fn update_state(&self, f: impl FnOnce(&mut ManagerState)) {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut state);
+        let permanent = state.consecutive_failures > 0
+            && state.last_error.as_ref().is_some_and(|e| e.is_permanent());
+        self.failing_permanently.store(permanent, Ordering::Release);
     }
 }
