@@ -150,6 +150,8 @@ impl TokenManagerBuilder {
             last_forced_ms: None,
             heartbeat_ms: 0,
             timer: None,
+            fetch_deadline_ms: u64::MAX,
+            cancel: None,
         };
         let driver = Driver {
             inner: Box::pin(manager.run()),

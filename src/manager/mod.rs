@@ -47,7 +47,7 @@ mod subscription;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -134,6 +134,36 @@ pub struct TokenManager {
     last_forced_ms: Option<u64>,
     heartbeat_ms: u64,
     timer: Option<(u64, BoxFuture<'static, ()>)>,
+    /// When the fetch in flight is abandoned, and how.
+    fetch_deadline_ms: u64,
+    cancel: Option<Arc<Cancel>>,
+}
+
+/// Ends a fetch from outside: set once, by the actor, at the deadline.
+#[derive(Default)]
+struct Cancel {
+    fired: AtomicBool,
+    event: event_listener::Event,
+}
+
+impl Cancel {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    async fn fired(&self) {
+        loop {
+            if self.fired.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.fired.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
 }
 
 impl fmt::Debug for TokenManager {
@@ -182,6 +212,10 @@ impl TokenManager {
                 .min(now.saturating_add(duration_ms(HEARTBEAT)));
             if self.fetch.is_none() && now >= self.next_attempt_ms {
                 self.start_fetch(now);
+            } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
+                if let Some(cancel) = self.cancel.take() {
+                    cancel.fire();
+                }
             }
             match self.next_event().await {
                 Event::Fetched(source, result) => {
@@ -210,12 +244,16 @@ impl TokenManager {
     /// Waits for the fetch in flight, a message, or the timer.
     async fn next_event(&mut self) -> Event {
         let wake_ms = if self.fetch.is_some() {
-            self.heartbeat_ms
+            self.heartbeat_ms.min(self.fetch_deadline_ms)
         } else {
             self.next_attempt_ms.min(self.heartbeat_ms)
         };
-        if self.timer.as_ref().map(|(at, _)| *at) != Some(wake_ms) {
-            self.timer = Some((wake_ms, self.clock.sleep_until(wake_ms)));
+        // An armed timer that fires no later is kept, and counts as the
+        // heartbeat: waking early costs a loop turn, arming a timer costs
+        // the reactor a wake-up.
+        match &self.timer {
+            Some((at, _)) if *at <= wake_ms => self.heartbeat_ms = self.heartbeat_ms.min(*at),
+            _ => self.timer = Some((wake_ms, self.clock.sleep_until(wake_ms))),
         }
         future::poll_fn(|cx| {
             if let Some(fetch) = &mut self.fetch {
@@ -256,15 +294,19 @@ impl TokenManager {
             deadline_ms: Some(deadline),
             cache_hits: Some(Arc::clone(&self.shared.cache_hits)),
         };
-        let clock = Arc::clone(&self.clock);
         log::debug!(target: LOG, "fetching a token ({reason:?})");
         self.shared.update_state(|s| {
             s.source_requests += 1;
             s.next_refresh_ms = None;
         });
+        // The deadline rides on the actor's own timer; at the deadline the
+        // actor fires `cancel`, and the fetch ends with the source handed back.
+        let cancel = Arc::new(Cancel::default());
+        self.cancel = Some(Arc::clone(&cancel));
+        self.fetch_deadline_ms = deadline;
         self.fetch = Some(Box::pin(async move {
             let result = future::or(source.fetch(cx), async move {
-                clock.sleep_until(deadline).await;
+                cancel.fired().await;
                 let timed_out = RequestTimedOut { after: timeout };
                 Err(SourceError::transient(timed_out.to_string()).with_cause(timed_out))
             })
