@@ -26,15 +26,22 @@
 // The example needs an HTTP client; the default one comes with `ureq`.
 #![cfg(feature = "ureq")]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, Instant};
 
+#[cfg(feature = "redis")]
+use common::process::RedisServer;
+use common::process::{
+    assert_no_access_token, build_examples, example_bin, test_features, Finished, Running, TempDir,
+};
 use local_authority::LocalAuthority;
 use serde_json::{json, Value};
 
@@ -70,25 +77,11 @@ const HANG_MARGIN: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 // The example binary
 
-/// The features the example is built with: this test's own (as
-/// tests/token_cli.rs does), `redis` included when this test has it.
-fn features() -> Vec<&'static str> {
-    [
-        (cfg!(feature = "ureq"), "ureq"),
-        (cfg!(feature = "surf"), "surf"),
-        (cfg!(feature = "smol"), "smol"),
-        (cfg!(feature = "async-std"), "async-std"),
-        (cfg!(feature = "redis"), "redis"),
-    ]
-    .into_iter()
-    .filter_map(|(enabled, name)| enabled.then_some(name))
-    .collect()
-}
-
 /// The example binary, built once per test process.
 ///
 /// Built like tests/token_cli.rs builds it (cargo, this test's profile and
-/// target directory), then copied to a name of its own: tests/token_cli.rs
+/// target directory), with all of this test's features (`redis` included
+/// when this test has it), then copied to a name of its own: tests/token_cli.rs
 /// builds the same example without `redis`, and another cargo run in the
 /// same target directory may replace `examples/token` while these children
 /// are being started. The copy is checked: with `redis`, it must accept
@@ -96,47 +89,15 @@ fn features() -> Vec<&'static str> {
 fn token_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>/deps/cooperation-<hash>");
-        let examples = profile_dir.join("examples");
-        let built = examples.join(format!("token{}", std::env::consts::EXE_SUFFIX));
-        let features = features();
-        let copy = examples.join(format!(
-            "token-cooperation-{}{}",
-            features.join("-"),
-            std::env::consts::EXE_SUFFIX
-        ));
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
+        let features = test_features();
         for _ in 0..3 {
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo
-                .args([
-                    "build",
-                    "--quiet",
-                    "--example",
-                    "token",
-                    "--profile",
-                    profile,
-                ])
-                .args(["--no-default-features", "--features", &features.join(",")])
-                .arg("--manifest-path")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-            // The same target directory as this test, wherever it is.
-            if let Some(target_dir) = profile_dir.parent() {
-                cargo.env("CARGO_TARGET_DIR", target_dir);
-            }
-            let output = cargo.output().expect("run cargo build --example token");
-            assert!(
-                output.status.success(),
-                "cargo build --example token failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let examples = build_examples(&["token"], &features);
+            let built = example_bin(&examples, "token");
+            let copy = examples.join(format!(
+                "token-cooperation-{}{}",
+                features.join("-"),
+                std::env::consts::EXE_SUFFIX
+            ));
             // Copy, then rename into place: a concurrent run of this test
             // never starts a half-written binary.
             let temp = examples.join(format!(".token-cooperation-{}.tmp", std::process::id()));
@@ -171,19 +132,9 @@ fn accepts_redis_url(bin: &Path) -> bool {
 /// Killed (SIGKILL) and reaped when dropped while still running, so a
 /// failing test leaves no process behind.
 struct Proc {
-    child: Child,
+    running: Running,
     /// How long it may run before it counts as hung.
     limit: Duration,
-    started: Instant,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-/// A child that exited, with everything it wrote.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
 }
 
 impl Proc {
@@ -195,61 +146,26 @@ impl Proc {
         Proc::spawn(cmd, watch + HANG_MARGIN)
     }
 
-    fn spawn(mut cmd: Command, limit: Duration) -> Proc {
-        let started = Instant::now();
-        let mut child = cmd.spawn().expect("spawn the token example");
-        let stdout = read_all(child.stdout.take().expect("piped stdout"));
-        let stderr = read_all(child.stderr.take().expect("piped stderr"));
+    fn spawn(cmd: Command, limit: Duration) -> Proc {
         Proc {
-            child,
+            running: Running::spawn(cmd, "the token example"),
             limit,
-            started,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.running.pid()
     }
 
     /// Waits for the exit, killing the child (and failing) past its limit.
-    fn finish(mut self) -> Finished {
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the example") {
-                break status;
-            }
-            if self.started.elapsed() > self.limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the token example (pid {}) ran longer than {:?}",
-                    self.pid(),
-                    self.limit
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        Finished {
-            status,
-            stdout: self.stdout.take().unwrap().join().unwrap(),
-            stderr: self.stderr.take().unwrap().join().unwrap(),
-        }
+    fn finish(self) -> Finished {
+        let what = format!("the token example (pid {})", self.pid());
+        self.running.finish(self.limit, &what)
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reaps it.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    fn kill(self) {
+        self.running.kill();
     }
 }
 
@@ -270,14 +186,6 @@ fn token_cmd(authority: &LocalAuthority, extra: &[String]) -> Command {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     cmd
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).expect("read output");
-        text
-    })
 }
 
 /// An authority issuing `TOKEN_SECS` tokens.
@@ -349,52 +257,6 @@ fn check_watch(who: &str, out: &Finished, watch: Duration) -> Vec<u64> {
         out.stdout
     );
     issued
-}
-
-/// Asserts that `text` holds nothing shaped like the authority's access
-/// tokens (`at-<n>-<16 hex digits>`).
-fn assert_no_access_token(text: &str) {
-    for (i, _) in text.match_indices("at-") {
-        let rest = &text[i + 3..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let looks_like_token = digits > 0
-            && rest[digits..].starts_with('-')
-            && rest[digits + 1..]
-                .bytes()
-                .take(16)
-                .filter(u8::is_ascii_hexdigit)
-                .count()
-                == 16;
-        assert!(!looks_like_token, "an access token was printed: {text}");
-    }
-}
-
-/// A fresh folder under the system's temporary one, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "tokenkeeper-cooperation-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).expect("create a temporary folder");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn arg(text: impl Into<String>) -> String {
@@ -494,7 +356,7 @@ fn check_against_alone(who: &str, fleet: &FleetRun, alone: &[u64]) {
 #[test]
 fn fleets_sharing_a_cache_cost_about_one_process() {
     token_bin();
-    let dir = TempDir::new("fleet-file");
+    let dir = TempDir::new("cooperation-fleet-file");
     let cache = dir.path().join("token.json");
     #[cfg(feature = "redis")]
     let redis_server = RedisServer::start();
@@ -573,7 +435,7 @@ fn one_shot_runs_share(extra: &[String]) {
 
 #[test]
 fn one_shot_runs_share_a_cache_file() {
-    let dir = TempDir::new("one-shot-file");
+    let dir = TempDir::new("cooperation-one-shot-file");
     // The folder is created on the first write.
     let cache = dir.path().join("sub").join("token.json");
     one_shot_runs_share(&[arg("--cache-file"), cache.display().to_string()]);
@@ -583,69 +445,8 @@ fn one_shot_runs_share_a_cache_file() {
 // ---------------------------------------------------------------------------
 // Redis
 
-/// A `redis-server` child process on a free loopback port, killed on drop.
-#[cfg(feature = "redis")]
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
 #[cfg(feature = "redis")]
 impl RedisServer {
-    /// A server that answers, or `None` (after saying so) when
-    /// `redis-server` is not installed outside CI.
-    fn start() -> Option<RedisServer> {
-        match Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("redis-server is not installed, and CI needs it (apt-get install redis-server)");
-                }
-                // Straight to stderr, past the test harness's capture.
-                let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
-                return None;
-            }
-            Err(e) => panic!("cannot run redis-server: {e}"),
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while server.connect().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} does not answer"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let mut connection = redis::Client::open(self.url())?
-            .get_connection_with_timeout(Duration::from_millis(200))?;
-        redis::cmd("PING").query::<String>(&mut connection)?;
-        Ok(connection)
-    }
-
     /// The CLI's keys (`tokenkeeper:token-cli:<hash>:...`).
     fn cli_keys(&self) -> Vec<String> {
         let mut connection = self.connect().expect("connect to redis-server");
@@ -655,14 +456,6 @@ impl RedisServer {
             .expect("KEYS");
         keys.sort();
         keys
-    }
-}
-
-#[cfg(feature = "redis")]
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -872,7 +665,7 @@ fn inode(_: &Path) -> Option<u64> {
 
 #[test]
 fn killing_lease_holders_mid_refresh_never_stops_the_fleet_or_tears_the_file() {
-    let dir = TempDir::new("kill");
+    let dir = TempDir::new("cooperation-kill");
     let cache = dir.path().join("token.json");
     let lock = dir.path().join("token.json.lock");
     let authority = authority();

@@ -12,12 +12,18 @@
 // Every example needs an HTTP client; the default one comes with `ureq`.
 #![cfg(feature = "ureq")]
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::process::{
+    self, build_examples, example_bin, has_authority_token, test_features, Finished,
+};
+#[cfg(feature = "redis")]
+use common::process::{redis_server_installed, TempDir};
 
 /// No example comes near this unless it hangs (they take about 5 s).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -41,76 +47,22 @@ fn enabled_examples() -> Vec<&'static str> {
 }
 
 /// `<target>/<profile>/examples`, after building every enabled example once
-/// per test process.
-///
-/// `cargo test --test examples` does not build examples, and a binary left
-/// from an earlier build may be stale, so this always asks cargo to build
-/// them (a no-op when they are up to date), with this test's profile,
-/// features and target directory. `current_exe()` is
-/// `<target>/<profile>/deps/examples-<hash>`.
+/// per test process, with this test's features.
 fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>/deps/examples-<hash>");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let features: Vec<&str> = [
-            (cfg!(feature = "ureq"), "ureq"),
-            (cfg!(feature = "surf"), "surf"),
-            (cfg!(feature = "smol"), "smol"),
-            (cfg!(feature = "async-std"), "async-std"),
-            (cfg!(feature = "redis"), "redis"),
-        ]
-        .into_iter()
-        .filter_map(|(enabled, name)| enabled.then_some(name))
-        .collect();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--quiet", "--profile", profile]);
-        for name in enabled_examples() {
-            cargo.args(["--example", name]);
-        }
-        cargo
-            .args(["--no-default-features", "--features", &features.join(",")])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-        // The same target directory as this test, wherever it is.
-        if let Some(target_dir) = profile_dir.parent() {
-            cargo.env("CARGO_TARGET_DIR", target_dir);
-        }
-        let output = cargo.output().expect("run cargo build --example ...");
-        assert!(
-            output.status.success(),
-            "cargo build of the examples failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        profile_dir.join("examples")
-    })
+    DIR.get_or_init(|| build_examples(&enabled_examples(), &test_features()))
 }
 
 /// The command that runs example `name`.
 fn example(name: &str) -> Command {
-    let bin = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "no example binary at {}", bin.display());
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(example_bin(examples_dir(), name));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
+impl Finished {
     /// Asserts exit status 0 and no secret in the output; returns stdout.
     fn succeeded(&self) -> &str {
         assert!(
@@ -127,39 +79,8 @@ impl Run {
 }
 
 /// Runs `cmd` to completion, killing it after `RUN_LIMIT`.
-fn run(mut cmd: Command) -> Run {
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawn the example");
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let status = wait(&mut child, start);
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).expect("read output");
-        text
-    })
-}
-
-fn wait(child: &mut Child, start: Instant) -> ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            return status;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the example ran longer than {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+fn run(cmd: Command) -> Finished {
+    process::run(cmd, "the example", RUN_LIMIT)
 }
 
 /// Asserts that `text` holds nothing shaped like the local authority's
@@ -167,19 +88,10 @@ fn wait(child: &mut Child, start: Instant) -> ExitStatus {
 /// tokens), nor its client secret.
 fn assert_no_secrets(text: &str) {
     for prefix in ["at-", "rt-"] {
-        for (i, _) in text.match_indices(prefix) {
-            let rest = &text[i + prefix.len()..];
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let looks_like_token = digits > 0
-                && rest[digits..].starts_with('-')
-                && rest[digits + 1..]
-                    .bytes()
-                    .take(16)
-                    .filter(u8::is_ascii_hexdigit)
-                    .count()
-                    == 16;
-            assert!(!looks_like_token, "a token was printed:\n{text}");
-        }
+        assert!(
+            !has_authority_token(text, prefix),
+            "a token was printed:\n{text}"
+        );
     }
     assert!(
         !text.contains("secret-a"),
@@ -260,31 +172,6 @@ fn shared_file_cache() {
     assert!(requests < published, "{stdout}");
 }
 
-/// Whether `redis-server` can run here; outside CI, says "SKIPPED" when not.
-#[cfg(feature = "redis")]
-fn redis_server_installed() -> bool {
-    use std::io::{ErrorKind, Write};
-
-    match Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "redis-server is not installed, and CI needs it (apt-get install redis-server)"
-                );
-            }
-            // Straight to stderr, past the test harness's capture.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
-            false
-        }
-        Err(e) => panic!("cannot run redis-server: {e}"),
-    }
-}
-
 #[cfg(feature = "redis")]
 #[test]
 fn redis_cache_with_its_own_redis_server() {
@@ -325,12 +212,11 @@ fn redis_cache_with_its_own_redis_server() {
 #[test]
 fn redis_cache_without_redis_explains_and_exits_0() {
     // No REDIS_URL and no redis-server on the PATH.
-    let empty = std::env::temp_dir().join(format!("tokenkeeper-empty-path-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let empty = TempDir::new("empty-path");
     let mut cmd = example("redis_cache");
-    cmd.env_remove("REDIS_URL").env("PATH", &empty);
+    cmd.env_remove("REDIS_URL").env("PATH", empty.path());
     let run = run(cmd);
-    let _ = std::fs::remove_dir_all(&empty);
+    drop(empty);
     let stdout = run.succeeded();
     assert_line(stdout, "redis cache: skipped: no Redis to talk to.");
     assert_line(stdout, "REDIS_URL");

@@ -6,13 +6,14 @@
 
 #![cfg(feature = "redis")]
 
-use std::io::{ErrorKind, Write};
+mod common;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::process::RedisServer;
 use redis::Commands;
 use tokenkeeper::cache::{RedisCache, TokenCache};
 use tokenkeeper::source::{self, Chain};
@@ -21,104 +22,30 @@ use tokenkeeper::{
     TokenManager,
 };
 
-/// A `redis-server` child process on 127.0.0.1, killed on drop.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Server {
-    /// A server on a free port, or `None` (after saying so) when
-    /// `redis-server` is not installed outside CI.
-    fn start() -> Option<Server> {
-        match Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("redis-server is not installed, and CI needs it (apt-get install redis-server)");
-                }
-                // Straight to stderr, past the test harness's capture.
-                let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
-                return None;
-            }
-            Err(e) => panic!("cannot run redis-server: {e}"),
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = Server { child: None, port };
-        server.restart();
-        Some(server)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "the server is running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let answered = redis::Client::open(self.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if answered.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} does not answer",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server (like a crash) and waits until it is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
+/// What these tests use a server for.
+impl RedisServer {
+    /// The URL the caches get: database 0 named, as the log lines the
+    /// tests look for name it.
+    fn db0_url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     fn cache(&self) -> RedisCache {
-        RedisCache::new(&self.url()).unwrap()
+        RedisCache::new(&self.db0_url()).unwrap()
     }
 
     /// A direct, blocking connection for looking at what the cache stored.
     fn inspect(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        redis::Client::open(self.db0_url())
             .unwrap()
             .get_connection()
             .unwrap()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 macro_rules! server {
     () => {
-        match Server::start() {
+        match RedisServer::start() {
             Some(server) => server,
             None => return,
         }

@@ -8,14 +8,20 @@
 // The example needs an HTTP client; the default one comes with `ureq`.
 #![cfg(feature = "ureq")]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{
+    self, assert_no_access_token, build_examples, example_bin, read_all, test_features, Finished,
+    TempDir,
+};
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
 
@@ -25,65 +31,19 @@ const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
 /// No run comes near this unless it hangs.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
+/// The child, in failure messages.
+const WHAT: &str = "the token example";
 
-/// The example binary, built once per test process.
-///
-/// `cargo test --test token_cli` does not build examples, and a binary left
-/// from an earlier build may be stale, so this always asks cargo to build it
-/// (a no-op when it is up to date), with this test's profile, features and
-/// target directory. `current_exe()` is `<target>/<profile>/deps/token_cli-<hash>`;
-/// the example lands in `<target>/<profile>/examples/token`.
+/// The example binary, built once per test process with this test's
+/// features but `redis` (tests/cooperation.rs builds its own copy with it).
 fn token_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>/deps/token_cli-<hash>");
-        let bin = profile_dir
-            .join("examples")
-            .join(format!("token{}", std::env::consts::EXE_SUFFIX));
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let mut features = Vec::new();
-        for (enabled, name) in [
-            (cfg!(feature = "ureq"), "ureq"),
-            (cfg!(feature = "surf"), "surf"),
-            (cfg!(feature = "smol"), "smol"),
-            (cfg!(feature = "async-std"), "async-std"),
-        ] {
-            if enabled {
-                features.push(name);
-            }
-        }
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "token",
-                "--profile",
-                profile,
-            ])
-            .args(["--no-default-features", "--features", &features.join(",")])
-            .arg("--manifest-path")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-        // The same target directory as this test, wherever it is.
-        if let Some(target_dir) = profile_dir.parent() {
-            cargo.env("CARGO_TARGET_DIR", target_dir);
-        }
-        let output = cargo.output().expect("run cargo build --example token");
-        assert!(
-            output.status.success(),
-            "cargo build --example token failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(bin.exists(), "no example binary at {}", bin.display());
-        bin
+        let features: Vec<&str> = test_features()
+            .into_iter()
+            .filter(|name| *name != "redis")
+            .collect();
+        example_bin(&build_examples(&["token"], &features), "token")
     })
 }
 
@@ -112,54 +72,15 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Run {
+impl Finished {
     fn stderr_lines(&self) -> Vec<&str> {
         self.stderr.lines().collect()
     }
 }
 
 /// Runs `cmd` to completion, killing it after `RUN_LIMIT`.
-fn run(mut cmd: Command) -> Run {
-    let start = Instant::now();
-    let mut child = cmd.spawn().expect("spawn the token example");
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let status = wait(&mut child, start);
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        took: start.elapsed(),
-    }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).expect("read output");
-        text
-    })
-}
-
-fn wait(child: &mut Child, start: Instant) -> ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            return status;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the token example ran longer than {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
+fn run(cmd: Command) -> Finished {
+    process::run(cmd, WHAT, RUN_LIMIT)
 }
 
 /// Parses `--watch` output: every line must be a JSON object.
@@ -177,24 +98,6 @@ fn events(stdout: &str) -> Vec<Value> {
 
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
-}
-
-/// Asserts that `text` holds nothing shaped like the authority's access
-/// tokens (`at-<n>-<16 hex digits>`).
-fn assert_no_access_token(text: &str) {
-    for (i, _) in text.match_indices("at-") {
-        let rest = &text[i + 3..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let looks_like_token = digits > 0
-            && rest[digits..].starts_with('-')
-            && rest[digits + 1..]
-                .bytes()
-                .take(16)
-                .filter(u8::is_ascii_hexdigit)
-                .count()
-                == 16;
-        assert!(!looks_like_token, "an access token was printed: {text}");
-    }
 }
 
 /// Checks a token event's shape: the fields promised, no others.
@@ -313,11 +216,8 @@ fn scope_audience_and_resources_are_forwarded() {
 #[test]
 fn secret_from_a_file_with_its_trailing_newline_trimmed() {
     let authority = LocalAuthority::start().unwrap();
-    let path = std::env::temp_dir().join(format!(
-        "tokenkeeper-token-cli-{}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
+    let dir = TempDir::new("token-cli");
+    let path = dir.path().join("secret");
     std::fs::write(&path, format!("{SECRET}\n")).unwrap();
     let mut args = base_args(&authority);
     args.extend(["--client-secret-file".into(), path.display().to_string()]);
@@ -325,18 +225,10 @@ fn secret_from_a_file_with_its_trailing_newline_trimmed() {
     // The file wins over the variable.
     cmd.env(SECRET_ENV, "not-the-secret");
     let out = run(cmd);
-    std::fs::remove_file(&path).unwrap();
+    drop(dir);
 
     assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
     assert!(authority.is_valid_access_token(out.stdout.trim()));
-}
-
-/// A file-name suffix unique enough for parallel tests.
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 #[test]
@@ -503,7 +395,7 @@ fn watch_reports_failed_attempts_during_an_outage() {
         }
         all.push(line);
     }
-    let status = wait(&mut child, start);
+    let status = process::wait(&mut child, start, RUN_LIMIT, WHAT);
     reader.join().unwrap();
     let stderr = stderr.join().unwrap();
 

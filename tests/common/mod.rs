@@ -1,7 +1,10 @@
 //! A virtual-time test bench: a manual clock, a scripted source, and a
-//! single-threaded executor that runs until every task waits.
+//! single-threaded executor that runs until every task waits. Helpers for
+//! tests that run child processes are in `process`.
 
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

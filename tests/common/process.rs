@@ -1,0 +1,350 @@
+//! Child processes for the tests that run real ones: the example binaries
+//! (built by cargo with the test's own profile, features and target
+//! directory), children whose output is collected on threads and that are
+//! killed when they outlive a limit, a temporary folder removed on drop, and
+//! `redis-server` on a free loopback port (skipped when not installed, except
+//! under CI).
+
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------
+// The example binaries
+
+/// The features the examples are built with: this test's own, among those
+/// the examples know.
+pub fn test_features() -> Vec<&'static str> {
+    [
+        (cfg!(feature = "ureq"), "ureq"),
+        (cfg!(feature = "surf"), "surf"),
+        (cfg!(feature = "smol"), "smol"),
+        (cfg!(feature = "async-std"), "async-std"),
+        (cfg!(feature = "redis"), "redis"),
+    ]
+    .into_iter()
+    .filter_map(|(enabled, name)| enabled.then_some(name))
+    .collect()
+}
+
+/// Builds the examples `names` with `features`, and returns
+/// `<target>/<profile>/examples`, where they land.
+///
+/// `cargo test --test NAME` does not build examples, and a binary left from
+/// an earlier build may be stale, so this always asks cargo to build them (a
+/// no-op when they are up to date), with this test's profile and target
+/// directory. `current_exe()` is `<target>/<profile>/deps/<test>-<hash>`.
+pub fn build_examples(names: &[&str], features: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("<target>/<profile>/deps/<test>-<hash>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet"]);
+    for name in names {
+        cargo.args(["--example", name]);
+    }
+    cargo
+        .args(["--profile", profile])
+        .args(["--no-default-features", "--features", &features.join(",")])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    // The same target directory as this test, wherever it is.
+    if let Some(target_dir) = profile_dir.parent() {
+        cargo.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let what = format!("cargo build --example {}", names.join(" --example "));
+    let output = cargo
+        .output()
+        .unwrap_or_else(|e| panic!("run {what}: {e:?}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    profile_dir.join("examples")
+}
+
+/// Example `name` in `examples` (as `build_examples` returns it), which must
+/// exist.
+pub fn example_bin(examples: &Path, name: &str) -> PathBuf {
+    let bin = examples.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "no example binary at {}", bin.display());
+    bin
+}
+
+// ---------------------------------------------------------------------------
+// Children
+
+/// Reads `pipe` to its end on a thread of its own, so a full pipe never
+/// blocks the child.
+pub fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).expect("read output");
+        text
+    })
+}
+
+/// Waits for `child` to exit; past `limit` after `start`, kills and reaps it
+/// and fails, saying that `what` ran longer than `limit`.
+pub fn wait(child: &mut Child, start: Instant, limit: Duration, what: &str) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} ran longer than {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running child whose stdout and stderr are being collected. Killed
+/// (SIGKILL) and reaped when dropped while still running, so a failing test
+/// leaves no process behind.
+pub struct Running {
+    child: Child,
+    started: Instant,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// A child that exited, with everything it wrote.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// From the spawn until its output was read to the end.
+    pub took: Duration,
+}
+
+impl Running {
+    /// Spawns `cmd`, whose stdout and stderr must be piped; `what` names it
+    /// if that fails.
+    pub fn spawn(mut cmd: Command, what: &str) -> Running {
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e:?}"));
+        let stdout = read_all(child.stdout.take().expect("piped stdout"));
+        let stderr = read_all(child.stderr.take().expect("piped stderr"));
+        Running {
+            child,
+            started,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the exit, killing the child (and failing, naming it
+    /// `what`) once it has run for longer than `limit`.
+    pub fn finish(mut self, limit: Duration, what: &str) -> Finished {
+        let status = wait(&mut self.child, self.started, limit, what);
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        Finished {
+            status,
+            stdout,
+            stderr,
+            took: self.started.elapsed(),
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `cmd` (stdout and stderr piped) to completion, killing it and
+/// failing after `limit`; `what` names it in failures.
+pub fn run(cmd: Command, what: &str, limit: Duration) -> Finished {
+    Running::spawn(cmd, what).finish(limit, what)
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+/// Whether `text` holds something shaped like the local authority's tokens:
+/// `prefix`, digits, `-`, 16 hex digits (`at-<n>-<hex>` for access tokens,
+/// `rt-<n>-<hex>` for refresh tokens).
+pub fn has_authority_token(text: &str, prefix: &str) -> bool {
+    text.match_indices(prefix).any(|(i, _)| {
+        let rest = &text[i + prefix.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0
+            && rest[digits..].starts_with('-')
+            && rest[digits + 1..]
+                .bytes()
+                .take(16)
+                .filter(u8::is_ascii_hexdigit)
+                .count()
+                == 16
+    })
+}
+
+/// Asserts that `text` holds nothing shaped like the authority's access
+/// tokens (`at-<n>-<16 hex digits>`).
+pub fn assert_no_access_token(text: &str) {
+    assert!(
+        !has_authority_token(text, "at-"),
+        "an access token was printed: {text}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/// A fresh folder under the system's temporary one, removed on drop:
+/// `tokenkeeper-<name>-<pid>-<nanoseconds>`.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("tokenkeeper-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary folder");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redis
+
+/// Whether `redis-server` can run here. When it is not installed: under CI
+/// (`CI=true`) a failure, elsewhere says "SKIPPED" and returns `false`.
+pub fn redis_server_installed() -> bool {
+    match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "redis-server is not installed, and CI needs it (apt-get install redis-server)"
+                );
+            }
+            // Straight to stderr, past the test harness's capture.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
+            false
+        }
+        Err(e) => panic!("cannot run redis-server: {e}"),
+    }
+}
+
+/// A `redis-server` child process on a free port of 127.0.0.1, killed on
+/// drop.
+#[cfg(feature = "redis")]
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+#[cfg(feature = "redis")]
+impl RedisServer {
+    /// A server that answers, or `None` (after saying so) when
+    /// `redis-server` is not installed outside CI.
+    pub fn start() -> Option<RedisServer> {
+        if !redis_server_installed() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer { child: None, port };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.connect().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} does not answer",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (like a crash) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A connection that answered `PING`.
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let mut connection = redis::Client::open(self.url())?
+            .get_connection_with_timeout(Duration::from_millis(200))?;
+        redis::cmd("PING").query::<String>(&mut connection)?;
+        Ok(connection)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
