@@ -185,29 +185,23 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, &'static str> {
 
 /// The start of an unexpected body, printable and scrubbed.
 fn excerpt(body: &[u8], secrets: &[&str]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(4 * MAX_TEXT)]);
+    // The whole body (capped by the HTTP client) is scrubbed before it is
+    // cut, so no secret is cut into a visible prefix.
+    let text = String::from_utf8_lossy(body);
     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
     clean(&collapsed, secrets)
 }
 
-/// Server text made safe to log: secrets replaced, control characters
-/// dropped, cut at [`MAX_TEXT`] characters.
+/// Server text made safe to log: control characters dropped, then secrets
+/// replaced (in that order, so a secret split by a control character is
+/// caught), then cut at [`MAX_TEXT`] characters.
 fn clean(text: &str, secrets: &[&str]) -> String {
-    let mut text = text.to_owned();
+    let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         text = text.replace(secret, "<redacted>");
     }
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_TEXT)
-        .collect();
-    if text
-        .chars()
-        .filter(|c| !c.is_control())
-        .nth(MAX_TEXT)
-        .is_some()
-    {
+    let mut out: String = text.chars().take(MAX_TEXT).collect();
+    if text.chars().nth(MAX_TEXT).is_some() {
         out.push('…');
     }
     out
@@ -390,6 +384,17 @@ mod tests {
         assert!(!e.to_string().contains("hunter22"), "{e}");
         let e = parse_token_response(500, b"echo: hunter22", &["hunter22"]).unwrap_err();
         assert!(!format!("{e} {e:?}").contains("hunter22"));
+        // Split by control characters, raw or escaped, it is still caught.
+        let e = parse_token_response(500, b"echo: hunt\x07er22", &["hunter22"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunter22"), "{e}");
+        let body = br#"{"error":"invalid_client","error_description":"hunt\u0001er22"}"#;
+        let e = parse_token_response(401, body, &["hunter22"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunter22"), "{e}");
+        // Past the first 800 bytes too: the excerpt is scrubbed before it is cut.
+        let mut body = vec![b' '; 795];
+        body.extend_from_slice(b"hunter22");
+        let e = parse_token_response(500, &body, &["hunter22"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunt"), "{e}");
     }
 
     #[test]
