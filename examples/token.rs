@@ -649,14 +649,17 @@ struct Scrubber(String);
 
 impl Scrubber {
     fn line(&self, text: &str) -> String {
-        let text = if self.0.chars().count() < 4 {
-            text.to_owned()
+        // One line first, then the secret: a secret around a control
+        // character must not survive the clean-up.
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if self.0.chars().count() < 4 {
+            text
         } else {
             text.replace(self.0.as_str(), "[redacted]")
-        };
-        text.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
+        }
     }
 }
 
