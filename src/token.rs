@@ -205,15 +205,23 @@ struct TokenRepr {
     expiry_ms: u64,
 }
 
-/// A serialized token whose instants break `issued <= stale <= expiry`.
+/// A token that cannot be used: its instants break `issued <= stale <=
+/// expiry`, or (when read back from a cache) its access token is empty or
+/// has characters that cannot go into an HTTP header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidToken;
+pub struct InvalidToken {
+    reason: &'static str,
+}
 
 impl fmt::Display for InvalidToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("token times must satisfy issued <= stale <= expiry")
+        f.write_str(self.reason)
     }
 }
+
+const BAD_TIMES: InvalidToken = InvalidToken {
+    reason: "token times must satisfy issued <= stale <= expiry",
+};
 
 impl std::error::Error for InvalidToken {}
 
@@ -221,6 +229,14 @@ impl TryFrom<TokenRepr> for Token {
     type Error = InvalidToken;
 
     fn try_from(r: TokenRepr) -> Result<Self, InvalidToken> {
+        // A cache file is input too: what goes into an Authorization header
+        // is held to the same rule as an authority's answer.
+        let value = r.access_token.secret();
+        if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(InvalidToken {
+                reason: "the access token is empty or has characters not allowed in an HTTP header",
+            });
+        }
         let token = Token::from_parts(r.access_token, r.issued_ms, r.stale_ms, r.expiry_ms)?;
         Ok(Token {
             refresh_token: r.refresh_token,
@@ -289,7 +305,7 @@ impl Token {
                 expiry_ms,
             ))
         } else {
-            Err(InvalidToken)
+            Err(BAD_TIMES)
         }
     }
 
@@ -590,5 +606,13 @@ mod tests {
     fn deserialize_rejects_broken_invariant() {
         let json = r#"{"access_token":"t","issued_ms":10,"stale_ms":5,"expiry_ms":20}"#;
         assert!(serde_json::from_str::<Token>(json).is_err());
+    }
+
+    #[test]
+    fn deserialize_rejects_header_unsafe_access_tokens() {
+        for bad in ["", "a b", "a\\r\\nX-Injected: 1", "t\\u00e9"] {
+            let json = format!(r#"{{"access_token":"{bad}","issued_ms":1,"stale_ms":2,"expiry_ms":3}}"#);
+            assert!(serde_json::from_str::<Token>(&json).is_err(), "{json}");
+        }
     }
 }

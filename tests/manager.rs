@@ -234,7 +234,8 @@ fn a_failed_first_fetch_is_retried_not_fatal() {
     let clock = tokenkeeper::ManualClock::new(START_MS);
     let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
         .clock(clock.clone())
-        .backoff(Backoff::new(ms(100), 2.0, secs(1)))
+        // Seeded: the first draw is not 0 ms (an immediate retry).
+        .backoff(Backoff::new(ms(100), 2.0, secs(1)).seed(7))
         .build();
     let ex = smol::LocalExecutor::new();
     ex.spawn(driver).detach();

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use smol::{LocalExecutor, Task};
 use tokenkeeper::{
-    AccessToken, Clock, FetchContext, FetchReason, ManualClock, NoJitter, SourceError, Token,
-    TokenHandle, TokenManager, TokenManagerBuilder, TokenSource,
+    AccessToken, Backoff, Clock, FetchContext, FetchReason, ManualClock, NoJitter, SourceError,
+    Token, TokenHandle, TokenManager, TokenManagerBuilder, TokenSource,
 };
 
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -131,7 +131,10 @@ impl Bench {
         let clock = ManualClock::new(START_MS);
         let builder = TokenManager::builder(wrap(source.clone()))
             .clock(clock.clone())
-            .jitter(NoJitter);
+            .jitter(NoJitter)
+            // Seeded, so no test depends on the luck of a draw (full jitter
+            // can draw 0 ms, an immediate retry).
+            .backoff(Backoff::default().seed(7));
         let (handle, driver) = configure(builder).build();
         let ex = LocalExecutor::new();
         ex.spawn(driver).detach();
