@@ -10,17 +10,23 @@
 //! One `local-authority` in this process serves every run. Each member of
 //! a fleet is a `Chain` in front of client credentials, with the library's
 //! default jitter and chain settings, and its own `FileCache` on one shared
-//! path (the lease is the file lock next to it). Modes, each on a fresh
-//! cache file for the same time:
+//! path (the lease is the file lock next to it). The default jitter follows
+//! `TokenSource::coordinates_refreshes`: `RandomEarlyJitter::coordinated`
+//! (the same instant for the same token in every member) where the chain's
+//! cache takes the lease, `RandomEarlyJitter::new` (drawn independently by
+//! each member) where it does not. Modes, each on a fresh cache file for the
+//! same time:
 //!
-//! - `1 process`: the baseline;
-//! - `8 processes, lease`: the design;
+//! - `1 process`: the baseline (lease, coordinated jitter);
+//! - `8 processes, lease`: the design (coordinated jitter);
 //! - `8 processes, jitter alone`: the same caches wrapped so that
-//!   `has_lease()` is false (reads and writes still shared);
+//!   `has_lease()` is false (reads and writes still shared), hence
+//!   independent jitter;
 //! - full mode only: the same three with 8 managers inside this process
 //!   (separate `FileCache`s, so the file locks exclude each other as across
-//!   processes), 8 processes of the token example (`--watch --cache-file`),
-//!   and 8 processes with no cache (the upper bound).
+//!   processes), 8 processes of the token example (`--watch --cache-file`:
+//!   a lease, so coordinated jitter), and 8 processes with no cache (the
+//!   upper bound; independent jitter).
 //!
 //! The processes are this benchmark binary run again with `--child`.
 
@@ -37,7 +43,9 @@ use smol::Executor;
 use tokenkeeper::cache::{CacheError, FileCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::source::Chain;
-use tokenkeeper::{BoxFuture, ClientId, ClientSecret, Token, TokenHandle, TokenManager};
+use tokenkeeper::{
+    BoxFuture, ClientId, ClientSecret, Token, TokenHandle, TokenManager, TokenSource,
+};
 
 use std::process::{Child, Command, Stdio};
 
@@ -243,6 +251,19 @@ fn main() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("tokenkeeper-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
+
+    for mode in [Mode::Lease, Mode::JitterAlone, Mode::NoCache] {
+        let coordinated = chain(mode, &url, &dir.join("probe.json")).coordinates_refreshes();
+        println!(
+            "mode {:<6}: default jitter {}",
+            mode.name(),
+            if coordinated {
+                "coordinated (RandomEarlyJitter::coordinated)"
+            } else {
+                "independent (RandomEarlyJitter::new)"
+            }
+        );
+    }
 
     let fleet = |mode: Mode, n: usize| {
         let path = fresh_path(&dir);
