@@ -611,7 +611,8 @@ mod tests {
     #[test]
     fn deserialize_rejects_header_unsafe_access_tokens() {
         for bad in ["", "a b", "a\\r\\nX-Injected: 1", "t\\u00e9"] {
-            let json = format!(r#"{{"access_token":"{bad}","issued_ms":1,"stale_ms":2,"expiry_ms":3}}"#);
+            let json =
+                format!(r#"{{"access_token":"{bad}","issued_ms":1,"stale_ms":2,"expiry_ms":3}}"#);
             assert!(serde_json::from_str::<Token>(&json).is_err(), "{json}");
         }
     }
