@@ -19,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::process::{
-    self, assert_no_access_token, build_examples, example_bin, read_all, test_features, Finished,
-    TempDir,
+    self, assert_no_access_token, build_examples, check_token_event, example_bin, read_all,
+    test_features, Finished, TempDir,
 };
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
@@ -98,30 +98,6 @@ fn events(stdout: &str) -> Vec<Value> {
 
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
-}
-
-/// Checks a token event's shape: the fields promised, no others.
-fn check_token_event(event: &Value) {
-    let object = event.as_object().unwrap();
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "event",
-            "expires_at_ms",
-            "issued_at_ms",
-            "scope",
-            "stale_at_ms",
-            "token_type"
-        ],
-        "{event}"
-    );
-    let issued = event["issued_at_ms"].as_u64().unwrap();
-    let stale = event["stale_at_ms"].as_u64().unwrap();
-    let expires = event["expires_at_ms"].as_u64().unwrap();
-    assert!(issued <= stale && stale <= expires, "{event}");
-    assert_eq!(event["token_type"], "Bearer");
 }
 
 #[test]
@@ -344,7 +320,7 @@ fn watch_prints_token_events_and_never_a_token() {
     assert!(tokens.len() >= 2, "{}", out.stdout);
     assert_eq!(tokens.len(), events.len(), "{}", out.stdout);
     for event in &tokens {
-        check_token_event(event);
+        check_token_event("token", event);
         assert_eq!(event["scope"], "orders:read");
         let lifetime =
             event["expires_at_ms"].as_u64().unwrap() - event["issued_at_ms"].as_u64().unwrap();
@@ -416,7 +392,7 @@ fn watch_reports_failed_attempts_during_an_outage() {
         "{error}"
     );
     for event in of_kind(&events, "token") {
-        check_token_event(event);
+        check_token_event("token", event);
     }
     assert_no_access_token(&stdout);
 }

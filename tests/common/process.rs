@@ -348,3 +348,29 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Checks a `{"event":"token"}` line of the token example: the fields
+/// promised and no others, `issued <= stale <= expiry`, a Bearer token.
+/// `who` names the process in failure messages.
+pub fn check_token_event(who: &str, event: &serde_json::Value) {
+    let object = event.as_object().unwrap();
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "event",
+            "expires_at_ms",
+            "issued_at_ms",
+            "scope",
+            "stale_at_ms",
+            "token_type"
+        ],
+        "{who}: {event}"
+    );
+    let issued = event["issued_at_ms"].as_u64().unwrap();
+    let stale = event["stale_at_ms"].as_u64().unwrap();
+    let expires = event["expires_at_ms"].as_u64().unwrap();
+    assert!(issued <= stale && stale <= expires, "{who}: {event}");
+    assert_eq!(event["token_type"], "Bearer", "{who}: {event}");
+}
