@@ -53,7 +53,8 @@ pub trait Clock: Send + Sync + 'static {
 
     /// A cheap reading of the wall clock that is never earlier than
     /// [`now_ms`](Clock::now_ms) would be, and at most a few milliseconds
-    /// later. The read path checks expiry with it on every call. The default
+    /// later. The read path checks expiry with it (see
+    /// [`TokenHandle::current`](crate::TokenHandle::current)). The default
     /// is `now_ms()`.
     fn now_ms_fast(&self) -> u64 {
         self.now_ms()

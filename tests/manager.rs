@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::StreamExt;
+use tokenkeeper::manager::UNCHECKED_READS;
 use tokenkeeper::{
     Backoff, Error, FetchReason, LifetimePolicy, RandomEarlyJitter, SourceError, Token,
 };
@@ -502,9 +503,11 @@ fn a_wall_clock_jump_is_noticed_within_thirty_seconds() {
     b.clock.jump(secs(7_200));
     b.settle();
     assert_eq!(b.source.calls(), 1);
+    // The actor slept through the refresh instant, so this thread finds the
+    // expiry on its own, at the latest at its periodic clock check.
     assert!(
-        b.handle.current().is_none(),
-        "an expired token is never returned"
+        served_reads_until_expiry_is_seen(&b.handle) <= UNCHECKED_READS,
+        "an expired token is served at most {UNCHECKED_READS} times"
     );
     b.advance_in_steps(secs(30), secs(1));
     assert_eq!(b.source.calls(), 2, "heartbeat noticed the jump");
@@ -701,10 +704,61 @@ fn a_thread_copy_expires_with_the_token() {
     let first = b.handle.current().unwrap();
     b.source
         .set_mode(Mode::Fail(SourceError::transient("down")));
+    // Past the refresh instant the actor has marked the token late (and
+    // failed to replace it): from then on every read checks the clock.
+    b.advance_to(first.stale_ms());
+    assert!(b.source.calls() >= 2);
     b.clock.set(first.expiry_ms() - 1);
     assert!(b.handle.current().is_some());
-    // Expiry alone changes nothing the copy is checked against but the clock.
+    // Expiry alone (the actor does not run) changes nothing the copy is
+    // checked against but the clock.
     b.clock.set(first.expiry_ms());
     assert!(b.handle.current().is_none());
     assert!(b.handle.with_current(|_| ()).is_none());
+    let handle = b.handle.clone();
+    assert!(std::thread::spawn(move || handle.current().is_none())
+        .join()
+        .unwrap());
+}
+
+#[test]
+fn a_fresh_token_read_checks_the_clock_periodically() {
+    // The actor never runs after the first token: as a starved executor.
+    let b = Bench::new(secs(100));
+    let first = b.handle.current().unwrap();
+    b.clock.set(first.expiry_ms());
+    let served = served_reads_until_expiry_is_seen(&b.handle);
+    assert!(served <= UNCHECKED_READS, "{served} expired reads");
+    // Once seen, never served again on this thread, by either read.
+    for _ in 0..100 {
+        assert!(b.handle.current().is_none());
+        assert!(b.handle.with_current(|_| ()).is_none());
+    }
+    // Every other thread finds it on its own within as many reads.
+    let handle = b.handle.clone();
+    let served = std::thread::spawn(move || served_reads_until_expiry_is_seen(&handle))
+        .join()
+        .unwrap();
+    assert!(served <= UNCHECKED_READS, "{served} expired reads");
+}
+
+#[test]
+fn a_token_with_little_room_after_its_refresh_instant_is_checked_on_every_read() {
+    // 1.2 s tokens: their refresh instant is less than a second before
+    // expiry, so the actor gives readers no unchecked reads.
+    let b = Bench::new(Duration::from_millis(1_200));
+    let first = b.handle.current().unwrap();
+    b.clock.set(first.expiry_ms());
+    assert!(b.handle.current().is_none());
+}
+
+/// Reads on this thread until one sees no valid token; the number of
+/// reads that returned one.
+fn served_reads_until_expiry_is_seen(handle: &tokenkeeper::TokenHandle) -> u32 {
+    let mut served = 0;
+    while handle.current().is_some() {
+        served += 1;
+        assert!(served <= 1_000, "expiry never seen");
+    }
+    served
 }

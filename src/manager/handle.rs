@@ -49,23 +49,30 @@ impl fmt::Debug for TokenHandle {
 
 impl TokenHandle {
     /// The current token if it is valid (fresh or stale), without waiting and
-    /// without sending a message. Never returns an expired token, nor any
+    /// without sending a message. Never returns a withdrawn token, nor any
     /// token once the manager has stopped.
     ///
     /// This is the read path: it sends nothing, takes no lock and writes
     /// nothing shared. Each thread reads its own copy of the token,
-    /// revalidated with one atomic load, and expiry is checked on a
-    /// coarse clock that is never behind.
+    /// revalidated with one atomic load. Expiry is checked on a coarse clock
+    /// that is never behind, on every read from the token's refresh instant
+    /// on; before it, while the token has at least its stale window left, a
+    /// thread looks at the clock once every
+    /// [`UNCHECKED_READS`](crate::manager::UNCHECKED_READS) reads. So an
+    /// expired token is returned only if the driver did not run for the
+    /// whole stale window (a starved executor, a machine asleep), and then
+    /// on at most that many reads per thread.
+    ///
+    /// It returns an `Arc` you may keep; [`with_current`](Self::with_current)
+    /// only lends the token and is cheaper still.
     pub fn current(&self) -> Option<Arc<Token>> {
-        let now = self.shared.clock.now_ms_fast();
-        local::with_token(&self.shared, |token| {
-            token.filter(|t| t.is_valid_at(now)).cloned()
-        })
+        local::with_valid_token(&self.shared, |token| token.cloned())
     }
 
     /// Runs `f` on the current token if it is valid, without cloning an
     /// `Arc`: the fastest read, for code that only needs to look (say, to
-    /// format an `Authorization` header).
+    /// format an `Authorization` header). Which token is valid is decided
+    /// as in [`current`](Self::current).
     ///
     /// ```
     /// use std::time::Duration;
@@ -80,10 +87,7 @@ impl TokenHandle {
     /// }));
     /// ```
     pub fn with_current<R>(&self, f: impl FnOnce(&Token) -> R) -> Option<R> {
-        let now = self.shared.clock.now_ms_fast();
-        local::with_token(&self.shared, |token| {
-            token.filter(|t| t.is_valid_at(now)).map(|t| f(t))
-        })
+        local::with_valid_token(&self.shared, |token| token.map(|t| f(t)))
     }
 
     /// A valid token: the current one at once if there is one; otherwise the
@@ -172,11 +176,8 @@ impl TokenHandle {
     async fn wait_for(&self, not: Option<&Token>) -> Result<Arc<Token>, Error> {
         let shared = &self.shared;
         let wanted = || {
-            let now = shared.clock.now_ms_fast();
-            local::with_token(shared, |token| {
-                token
-                    .filter(|t| t.is_valid_at(now) && not.is_none_or(|n| ***t != *n))
-                    .cloned()
+            local::with_valid_token(shared, |token| {
+                token.filter(|t| not.is_none_or(|n| ***t != *n)).cloned()
             })
         };
         let timeout = shared.wait_timeout;

@@ -7,67 +7,129 @@
 //! manager's change counter, a plain atomic load. Reads by different
 //! threads then share nothing that anyone writes, except on the rare
 //! publish.
+//!
+//! Reading even a coarse clock costs more than the rest of a read, so a
+//! read of a token that is not yet due for refresh does not look at the
+//! clock: until its refresh instant (jitter included) the token has at
+//! least its stale window left, and at that instant the actor marks it
+//! *late* (which bumps the change counter). From then on every read checks
+//! expiry on the clock. Should the actor not run at that instant (a starved
+//! executor, a machine asleep through the expiry), each thread still checks
+//! the clock after every [`UNCHECKED_READS`] reads, and once it sees
+//! the token expired it checks on every read.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use crate::manager::shared::Shared;
+use crate::manager::UNCHECKED_READS;
 use crate::token::Token;
 
 /// One manager's token as this thread last copied it.
 struct Entry {
+    /// The manager's address, compared on every read.
+    key: usize,
     /// Keeps the allocation (not the manager) alive, so the address cannot
     /// be reused by another manager while this entry exists.
     shared: Weak<Shared>,
     changes: u64,
     token: Option<Arc<Token>>,
+    /// Whether every read checks the clock: the actor marked the token
+    /// late, or this thread saw it expire.
+    late: bool,
+    /// Reads left before the next clock check; always 0 when `late`.
+    unchecked_reads: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn valid_token(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
+        if self.unchecked_reads > 0 {
+            self.unchecked_reads -= 1;
+            return self.token.as_ref();
+        }
+        self.check_clock(shared)
+    }
+
+    #[cold]
+    fn copy(&mut self, shared: &Shared, changes: u64) {
+        (self.token, self.late) = shared.copy_token();
+        self.changes = changes;
+        self.unchecked_reads = 0;
+    }
+
+    #[cold]
+    fn check_clock(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
+        let token = self.token.as_ref()?;
+        if !token.is_valid_at(shared.clock.now_ms_fast()) {
+            self.late = true;
+            return None;
+        }
+        if !self.late {
+            self.unchecked_reads = UNCHECKED_READS;
+        }
+        Some(token)
+    }
 }
 
 thread_local! {
     static COPIES: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's copy of `shared`'s token (valid or not).
+/// Runs `f` on this thread's copy of `shared`'s token if it is valid, or
+/// on `None`.
 ///
-/// Falls back to the shared slot when the thread-local storage is gone
-/// (thread exit) or busy (`f` reading again from inside).
-pub(crate) fn with_token<R>(shared: &Arc<Shared>, f: impl FnOnce(Option<&Arc<Token>>) -> R) -> R {
+/// Falls back to the shared slot, and a clock check, when the thread-local
+/// storage is gone (thread exit) or busy (`f` reading again from inside).
+pub(crate) fn with_valid_token<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(Option<&Arc<Token>>) -> R,
+) -> R {
     let changes = shared.changes.load(Ordering::Acquire);
     let mut f = Some(f);
     let local = COPIES.try_with(|copies| {
         let mut copies = copies.try_borrow_mut().ok()?;
         let entry = entry_for(&mut copies, shared);
         if entry.changes != changes {
-            entry.token = shared.copy_token();
-            entry.changes = changes;
+            entry.copy(shared, changes);
         }
         let f = f.take()?;
-        Some(f(entry.token.as_ref()))
+        Some(f(entry.valid_token(shared)))
     });
     match (local, f) {
         (Ok(Some(result)), _) => result,
-        (_, Some(f)) => f(shared.token().as_ref()),
+        (_, Some(f)) => {
+            let now = shared.clock.now_ms_fast();
+            f(shared.token().filter(|t| t.is_valid_at(now)).as_ref())
+        }
         // `f` is taken only after every fallible step, and its result is
         // returned at once: a taken `f` always yields `Ok(Some)`.
         (_, None) => unreachable!("the read closure ran but produced nothing"),
     }
 }
 
+#[inline]
 fn entry_for<'a>(copies: &'a mut Vec<Entry>, shared: &Arc<Shared>) -> &'a mut Entry {
-    let ptr = Arc::as_ptr(shared);
-    let index = match copies.iter().position(|e| e.shared.as_ptr() == ptr) {
+    let key = Arc::as_ptr(shared) as usize;
+    let index = match copies.iter().position(|e| e.key == key) {
         Some(index) => index,
-        None => {
-            // Forget managers that are gone, with their secrets.
-            copies.retain(|e| e.shared.strong_count() > 0);
-            copies.push(Entry {
-                shared: Arc::downgrade(shared),
-                changes: u64::MAX,
-                token: None,
-            });
-            copies.len() - 1
-        }
+        None => add_entry(copies, shared),
     };
     &mut copies[index]
+}
+
+#[cold]
+fn add_entry(copies: &mut Vec<Entry>, shared: &Arc<Shared>) -> usize {
+    // Forget managers that are gone, with their secrets.
+    copies.retain(|e| e.shared.strong_count() > 0);
+    copies.push(Entry {
+        key: Arc::as_ptr(shared) as usize,
+        shared: Arc::downgrade(shared),
+        changes: u64::MAX,
+        token: None,
+        late: true,
+        unchecked_reads: 0,
+    });
+    copies.len() - 1
 }

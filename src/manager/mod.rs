@@ -71,7 +71,25 @@ use shared::Shared;
 /// The longest the actor sleeps without re-reading the wall clock.
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
+/// How many reads of a token one thread makes between two looks at the
+/// clock while the token is not yet due for refresh.
+///
+/// Reads skip the clock until the token's refresh instant, when the actor
+/// marks it so that every read checks its expiry. If the actor misses that
+/// instant by the whole stale window (its executor starved, or the machine
+/// asleep through the expiry), a thread may still serve the expired token
+/// on up to this many reads before its own look at the clock withdraws it.
+///
+/// ```
+/// assert_eq!(tokenkeeper::manager::UNCHECKED_READS, 15);
+/// ```
+pub const UNCHECKED_READS: u32 = 15;
+
 const LOG: &str = "tokenkeeper::manager";
+
+/// The least time between a token's refresh instant and its expiry for
+/// reads to skip the clock check until the refresh instant.
+const LATE_MARGIN_MS: u64 = 1_000;
 
 /// What handles tell the actor.
 pub(crate) enum Message {
@@ -211,6 +229,7 @@ impl TokenManager {
                 .heartbeat_ms
                 .min(now.saturating_add(duration_ms(HEARTBEAT)));
             if self.fetch.is_none() && now >= self.next_attempt_ms {
+                self.shared.mark_late();
                 self.start_fetch(now);
             } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
                 if let Some(cancel) = self.cancel.take() {
@@ -346,7 +365,11 @@ impl TokenManager {
             s.refreshes += 1;
             s.expiry_ms = Some(token.expiry_ms());
         });
-        self.shared.publish(token);
+        // Readers skip the clock until the refresh instant, when the actor
+        // marks the token late; a token that expires soon after it gives
+        // the actor no room to be late, so its reads check from the start.
+        let late = token.expiry_ms().saturating_sub(refresh_at) < LATE_MARGIN_MS;
+        self.shared.publish(token, late);
     }
 
     fn on_error(&mut self, error: SourceError) {

@@ -15,6 +15,9 @@ pub(crate) struct Slot {
     pub(crate) token: Option<Arc<Token>>,
     /// Bumped on each publish; 0 means nothing was ever published.
     pub(crate) version: u64,
+    /// Whether readers must check the token's expiry on the clock: it is
+    /// due for refresh (see `local`).
+    pub(crate) late: bool,
 }
 
 pub(crate) struct Shared {
@@ -43,6 +46,7 @@ impl Shared {
             slot: RwLock::new(Slot {
                 token: None,
                 version: 0,
+                late: true,
             }),
             changes: AtomicU64::new(0),
             failing_permanently: AtomicBool::new(false),
@@ -65,10 +69,12 @@ impl Shared {
             .clone()
     }
 
-    /// A copy of the published token in an allocation of its own.
-    pub(crate) fn copy_token(&self) -> Option<Arc<Token>> {
+    /// A copy of the published token in an allocation of its own, and
+    /// whether it is late.
+    pub(crate) fn copy_token(&self) -> (Option<Arc<Token>>, bool) {
         let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
-        slot.token.as_ref().map(|t| Arc::new(Token::clone(t)))
+        let token = slot.token.as_ref().map(|t| Arc::new(Token::clone(t)));
+        (token, slot.late)
     }
 
     /// Runs `f` on the slot under the read lock.
@@ -76,14 +82,29 @@ impl Shared {
         f(&self.slot.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    pub(crate) fn publish(&self, token: Arc<Token>) {
+    /// Publishes `token`; `late` as in [`mark_late`](Self::mark_late).
+    pub(crate) fn publish(&self, token: Arc<Token>, late: bool) {
         {
             let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
             slot.token = Some(token);
             slot.version += 1;
+            slot.late = late;
         }
         self.changes.fetch_add(1, Ordering::Release);
         self.changed.notify(usize::MAX);
+    }
+
+    /// Makes every read of the published token check its expiry on the
+    /// clock, from the instant the actor plans to replace it.
+    pub(crate) fn mark_late(&self) {
+        {
+            let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+            if slot.late {
+                return;
+            }
+            slot.late = true;
+        }
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     /// Withdraws the published token without publishing a new one.
