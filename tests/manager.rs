@@ -762,3 +762,72 @@ fn served_reads_until_expiry_is_seen(handle: &tokenkeeper::TokenHandle) -> u32 {
     }
     served
 }
+
+#[test]
+fn waiters_time_out_on_the_actors_timer_at_their_own_deadlines() {
+    let b = Bench::with(secs(3600), |m| {
+        m.wait_timeout(secs(10)).request_timeout(secs(86_400))
+    });
+    let first = b.handle.current().unwrap();
+    b.source.set_mode(Mode::Hang);
+    let sleepers = b.clock.sleepers();
+    let start = b.now();
+    let rejecting = b.spawn({
+        let h = b.handle.clone();
+        async move { h.refresh_rejected(&first).await }
+    });
+    b.advance(secs(4));
+    let crowd: Vec<_> = (0..100)
+        .map(|_| {
+            b.spawn({
+                let h = b.handle.clone();
+                async move { h.token().await }
+            })
+        })
+        .collect();
+    // Waiting arms no timer: the actor's one timer keeps every deadline.
+    assert!(
+        b.clock.sleepers() <= sleepers.max(1),
+        "{} sleepers",
+        b.clock.sleepers()
+    );
+    b.advance_to(start + 10_000 - 1);
+    assert!(!rejecting.is_finished());
+    b.advance(Duration::from_millis(1));
+    assert!(
+        matches!(finished(rejecting), Err(Error::Timeout { waited, .. }) if waited == secs(10))
+    );
+    assert!(
+        crowd.iter().all(|w| !w.is_finished()),
+        "woken, but not yet due"
+    );
+    b.advance_to(start + 14_000 - 1);
+    assert!(crowd.iter().all(|w| !w.is_finished()));
+    b.advance(Duration::from_millis(1));
+    for waiter in crowd {
+        assert!(matches!(finished(waiter), Err(Error::Timeout { .. })));
+    }
+    assert!(b.clock.sleepers() <= sleepers.max(1));
+}
+
+#[test]
+fn a_waiter_keeps_its_own_time_until_the_driver_starts() {
+    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let (handle, driver) = tokenkeeper::TokenManager::builder(ScriptedSource::new(secs(60)))
+        .clock(clock.clone())
+        .wait_timeout(secs(5))
+        .build();
+    let ex = smol::LocalExecutor::new();
+    let waiter = ex.spawn(async move { handle.token().await });
+    while ex.try_tick() {}
+    clock.advance(secs(5));
+    while ex.try_tick() {}
+    assert!(matches!(
+        finished(waiter),
+        Err(Error::Timeout {
+            last_error: None,
+            ..
+        })
+    ));
+    drop(driver);
+}

@@ -107,15 +107,30 @@ impl TokenHandle {
         if let Some(token) = self.current() {
             return Ok(token);
         }
+        let deadline_ms = self.wait_deadline_ms();
         // The manager may not have noticed yet that the token expired (after
-        // a suspend, say); a nudge makes it look at the clock now. A full
-        // queue already holds messages that will make it look.
+        // a suspend, say); a nudge makes it look at the clock, and at this
+        // caller's deadline, now.
+        self.shared.register_wait(deadline_ms);
+        self.nudge();
+        self.wait_for(None, deadline_ms).await
+    }
+
+    /// When a caller starting to wait now gives up.
+    fn wait_deadline_ms(&self) -> u64 {
+        let timeout = duration_ms(self.shared.wait_timeout);
+        self.shared.clock.now_ms().saturating_add(timeout)
+    }
+
+    /// Makes the actor look at the clock and the wait deadlines soon: one
+    /// `Wake` for a crowd of callers. A full queue already holds messages
+    /// that will make it look.
+    fn nudge(&self) {
         if !self.shared.wake_pending.swap(true, Ordering::AcqRel)
             && self.sender.try_send(Message::Wake).is_err()
         {
             self.shared.wake_pending.store(false, Ordering::Release);
         }
-        self.wait_for(None).await
     }
 
     /// Reports that a server rejected `token` (say, with HTTP 401) and returns
@@ -161,6 +176,9 @@ impl TokenHandle {
                 return Ok(current);
             }
         }
+        // Recorded before the message, which makes the actor look at it.
+        let deadline_ms = self.wait_deadline_ms();
+        self.shared.register_wait(deadline_ms);
         if self
             .sender
             .send(Message::Rejected(Box::new(token.clone())))
@@ -169,21 +187,23 @@ impl TokenHandle {
         {
             return Err(Error::Stopped);
         }
-        self.wait_for(Some(token)).await
+        self.wait_for(Some(token), deadline_ms).await
     }
 
-    /// Waits for a valid token other than `not`.
-    async fn wait_for(&self, not: Option<&Token>) -> Result<Arc<Token>, Error> {
+    /// Waits for a valid token other than `not`, until `deadline_ms`.
+    ///
+    /// The actor's timer ends the wait at the deadline (see
+    /// `Shared::register_wait`): arming a timer per waiting caller would
+    /// cost the reactor a wake-up each. Until the driver has started,
+    /// nothing else keeps time, so the caller arms its own.
+    async fn wait_for(&self, not: Option<&Token>, deadline_ms: u64) -> Result<Arc<Token>, Error> {
         let shared = &self.shared;
         let wanted = || {
             local::with_valid_token(shared, |token| {
                 token.filter(|t| not.is_none_or(|n| ***t != *n)).cloned()
             })
         };
-        let timeout = shared.wait_timeout;
-        let mut deadline = shared
-            .clock
-            .sleep_until(shared.clock.now_ms().saturating_add(duration_ms(timeout)));
+        let mut own_timer = (!shared.is_driven()).then(|| shared.clock.sleep_until(deadline_ms));
         loop {
             if let Some(token) = wanted() {
                 return Ok(token);
@@ -191,31 +211,42 @@ impl TokenHandle {
             if let Some(error) = self.no_token_reason() {
                 return Err(error);
             }
+            let timed_out = || Error::Timeout {
+                waited: shared.wait_timeout,
+                last_error: shared.state().last_error,
+            };
+            if shared.clock.now_ms() >= deadline_ms {
+                return Err(timed_out());
+            }
+            // Listen first: a publish, or the actor forgetting the recorded
+            // deadlines, after `listen` wakes this listener.
             let listener = shared.changed.listen();
-            // Re-check: a publish between the check and `listen` is missed
-            // by the listener.
+            if shared.register_wait(deadline_ms) {
+                self.nudge();
+            }
             if let Some(token) = wanted() {
                 return Ok(token);
             }
             if let Some(error) = self.no_token_reason() {
                 return Err(error);
             }
-            let timed_out = future::or(
+            let Some(timer) = &mut own_timer else {
+                listener.await;
+                continue;
+            };
+            let fired = future::or(
                 async {
                     listener.await;
                     false
                 },
                 async {
-                    (&mut deadline).await;
+                    timer.await;
                     true
                 },
             )
             .await;
-            if timed_out {
-                return Err(Error::Timeout {
-                    waited: timeout,
-                    last_error: shared.state().last_error,
-                });
+            if fired {
+                return Err(timed_out());
             }
         }
     }

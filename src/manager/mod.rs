@@ -221,6 +221,7 @@ impl TokenManager {
         let now = self.clock.now_ms();
         self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
         self.shared.update_state(|s| s.running = true);
+        self.shared.set_driven();
         log::debug!(target: LOG, "token manager started");
         loop {
             let now = self.clock.now_ms();
@@ -228,6 +229,7 @@ impl TokenManager {
             self.heartbeat_ms = self
                 .heartbeat_ms
                 .min(now.saturating_add(duration_ms(HEARTBEAT)));
+            self.shared.expire_waits(now);
             if self.fetch.is_none() && now >= self.next_attempt_ms {
                 self.shared.mark_late();
                 self.start_fetch(now);
@@ -266,7 +268,8 @@ impl TokenManager {
             self.heartbeat_ms.min(self.fetch_deadline_ms)
         } else {
             self.next_attempt_ms.min(self.heartbeat_ms)
-        };
+        }
+        .min(self.shared.wait_deadline_ms());
         // An armed timer that fires no later is kept, and counts as the
         // heartbeat: waking early costs a loop turn, arming a timer costs
         // the reactor a wake-up.

@@ -30,6 +30,13 @@ pub(crate) struct Shared {
     /// Whether a `Wake` is on its way to the actor: a crowd of waiters
     /// sends one, not one each.
     pub(crate) wake_pending: AtomicBool,
+    /// The earliest instant at which a waiting caller gives up, `u64::MAX`
+    /// when none waits: the actor's timer wakes them then, so that waiting
+    /// arms no timer of its own.
+    wait_deadline_ms: AtomicU64,
+    /// Whether the driver has started; until it has, waiters time
+    /// themselves.
+    driven: AtomicBool,
     /// Fetches a cache answered, counted by the sources (see `FetchContext`).
     pub(crate) cache_hits: Arc<AtomicU64>,
     /// Notified on every publish and when the manager stops.
@@ -51,6 +58,8 @@ impl Shared {
             changes: AtomicU64::new(0),
             failing_permanently: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
+            wait_deadline_ms: AtomicU64::new(u64::MAX),
+            driven: AtomicBool::new(false),
             cache_hits: Arc::default(),
             changed: Event::new(),
             stopped: AtomicBool::new(false),
@@ -153,6 +162,40 @@ impl Shared {
             return None;
         }
         state.last_error.clone().filter(|e| e.is_permanent())
+    }
+
+    /// Records that a caller waits until `deadline_ms`. True when that is
+    /// earlier than every deadline recorded so far: the actor must hear
+    /// of it, since its timer may be set later.
+    pub(crate) fn register_wait(&self, deadline_ms: u64) -> bool {
+        self.wait_deadline_ms
+            .fetch_min(deadline_ms, Ordering::SeqCst)
+            > deadline_ms
+    }
+
+    /// The earliest recorded wait deadline.
+    pub(crate) fn wait_deadline_ms(&self) -> u64 {
+        self.wait_deadline_ms.load(Ordering::SeqCst)
+    }
+
+    /// At or after the earliest wait deadline: forgets the deadlines and
+    /// wakes every waiter. Those that still wait record theirs again (each
+    /// listens before recording, so none misses this wake-up).
+    pub(crate) fn expire_waits(&self, now_ms: u64) {
+        if self.wait_deadline_ms() <= now_ms {
+            self.wait_deadline_ms.store(u64::MAX, Ordering::SeqCst);
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    /// Marks the driver started.
+    pub(crate) fn set_driven(&self) {
+        self.driven.store(true, Ordering::Release);
+    }
+
+    /// Whether the driver has started.
+    pub(crate) fn is_driven(&self) -> bool {
+        self.driven.load(Ordering::Acquire)
     }
 
     /// Wakes every waiter without publishing, so they look at the state.
