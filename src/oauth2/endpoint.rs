@@ -103,6 +103,9 @@ pub struct TokenEndpoint {
     auth: AuthMethod,
     http: Arc<dyn HttpClient>,
     max_body: usize,
+    /// The `Authorization` header of [`AuthMethod::ClientSecretBasic`],
+    /// made once: it carries the secret.
+    authorization: Option<ClientSecret>,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -176,7 +179,47 @@ impl TokenEndpoint {
         secrets: &[&str],
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
-        let mut request = self.build_request(params);
+        let grant = params
+            .iter()
+            .find(|(n, _)| *n == "grant_type")
+            .map_or("?", |(_, v)| *v);
+        self.request_form(grant, self.encode_form(params), secrets, cx)
+            .await
+    }
+
+    /// The form body for `params`, with the client's credentials when they
+    /// travel in the body. It may carry secrets.
+    pub(crate) fn encode_form(&self, params: &[(&str, &str)]) -> Vec<u8> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params {
+            form.append_pair(name, value);
+        }
+        if self.auth == AuthMethod::ClientSecretPost {
+            form.append_pair("client_id", self.client_id.secret());
+            form.append_pair("client_secret", self.client_secret.secret());
+        }
+        form.finish().into_bytes()
+    }
+
+    /// The POST of `form`, with the `Authorization` header if the
+    /// credentials travel in it.
+    fn http_request(&self, form: Vec<u8>) -> HttpRequest {
+        let request = HttpRequest::form_post(self.url.clone(), form);
+        match &self.authorization {
+            Some(authorization) => request.header("Authorization", authorization.secret()),
+            None => request,
+        }
+    }
+
+    /// Posts a form made by [`encode_form`](Self::encode_form) for `grant`.
+    pub(crate) async fn request_form(
+        &self,
+        grant: &str,
+        form: Vec<u8>,
+        secrets: &[&str],
+        cx: &FetchContext,
+    ) -> Result<Token, SourceError> {
+        let mut request = self.http_request(form);
         if let Some(deadline) = cx.deadline_ms() {
             // Give up a little before the manager does, so an answer that
             // arrives is read, not dropped with the fetch.
@@ -185,10 +228,6 @@ impl TokenEndpoint {
             request =
                 request.with_timeout(Duration::from_millis(left.saturating_sub(margin).max(1)));
         }
-        let grant = params
-            .iter()
-            .find(|(n, _)| *n == "grant_type")
-            .map_or("?", |(_, v)| *v);
         log::debug!(target: LOG, "POST {} (grant_type={grant})", self.url);
         let mut all_secrets = vec![self.client_secret.secret()];
         all_secrets.extend_from_slice(secrets);
@@ -222,39 +261,20 @@ impl TokenEndpoint {
         }
         Ok(token)
     }
+}
 
-    /// The form POST for `params`, with the client's credentials.
-    fn build_request(&self, params: &[(&str, &str)]) -> HttpRequest {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in params {
-            form.append_pair(name, value);
-        }
-        if self.auth == AuthMethod::ClientSecretPost {
-            form.append_pair("client_id", self.client_id.secret());
-            form.append_pair("client_secret", self.client_secret.secret());
-        }
-        let request = HttpRequest::form_post(self.url.clone(), form.finish().into_bytes());
-        match self.auth {
-            AuthMethod::ClientSecretBasic => {
-                request.header("Authorization", self.basic_authorization())
-            }
-            AuthMethod::ClientSecretPost => request,
-        }
-    }
-
-    /// `Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1.
-    fn basic_authorization(&self) -> String {
-        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let pair = format!(
-            "{}:{}",
-            encode(self.client_id.secret()),
-            encode(self.client_secret.secret())
-        );
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(pair)
-        )
-    }
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1.
+fn basic_authorization(client_id: &ClientId, client_secret: &ClientSecret) -> ClientSecret {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!(
+        "{}:{}",
+        encode(client_id.secret()),
+        encode(client_secret.secret())
+    );
+    ClientSecret::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
 }
 
 fn into_source_error(
@@ -323,6 +343,8 @@ impl TokenEndpointBuilder {
             Some(http) => http,
             None => default_client().ok_or(ConfigError::NoHttpClient)?,
         };
+        let authorization = (self.auth == AuthMethod::ClientSecretBasic)
+            .then(|| basic_authorization(&self.client_id, &self.client_secret));
         Ok(TokenEndpoint {
             url,
             client_id: self.client_id,
@@ -330,6 +352,7 @@ impl TokenEndpointBuilder {
             auth: self.auth,
             http,
             max_body: self.max_body,
+            authorization,
         })
     }
 }
@@ -419,7 +442,7 @@ mod tests {
         .http_client(Never)
         .build()
         .unwrap();
-        let header = endpoint.basic_authorization();
+        let header = endpoint.authorization.as_ref().unwrap().secret();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(header.strip_prefix("Basic ").unwrap())
             .unwrap();
@@ -441,7 +464,7 @@ mod tests {
         .unwrap();
         let debug = format!(
             "{endpoint:?} {:?}",
-            endpoint.build_request(&[("grant_type", "client_credentials")])
+            endpoint.http_request(endpoint.encode_form(&[("grant_type", "client_credentials")]))
         );
         assert!(!debug.contains("xyz"), "{debug}");
     }

@@ -44,6 +44,9 @@ pub struct ClientCredentials {
     audience: Option<String>,
     resources: Vec<String>,
     params: Vec<(String, String)>,
+    /// The form, encoded at the first fetch: it never changes after. It
+    /// may carry the client secret.
+    encoded: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientCredentials {
@@ -68,6 +71,7 @@ impl ClientCredentials {
             audience: None,
             resources: Vec::new(),
             params: Vec::new(),
+            encoded: None,
         }
     }
 
@@ -123,7 +127,19 @@ fn push_extra<'a>(form: &mut Vec<(&'a str, &'a str)>, params: &'a [(String, Stri
 
 impl TokenSource for ClientCredentials {
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
-        Box::pin(async move { self.endpoint.request(&self.form(), &[], &cx).await })
+        let form = match &self.encoded {
+            Some(form) => form.clone(),
+            None => self
+                .encoded
+                .insert(self.endpoint.encode_form(&self.form()))
+                .clone(),
+        };
+        let endpoint = &self.endpoint;
+        Box::pin(async move {
+            endpoint
+                .request_form("client_credentials", form, &[], &cx)
+                .await
+        })
     }
 }
 
