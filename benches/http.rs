@@ -7,11 +7,15 @@
 //! TOKENKEEPER_BENCH_QUICK=1 cargo bench --bench http
 //! ```
 //!
-//! Ways to get a token from the same authority, each over a keep-alive
-//! connection of its own:
+//! Ways to get a token from the same authority, all through one
+//! `UreqClient`, so over one keep-alive connection (the requests never
+//! overlap): a connection of its own per variant made the variants differ
+//! by a few per cent whatever they did.
 //!
 //! - `direct POST`: `UreqClient::post` with the form, headers and timeout
 //!   that `ClientCredentials` sends (the floor);
+//! - `direct POST again`: the same, a second time in each round: a control
+//!   that shows how far two identical variants differ in one run;
 //! - `ClientCredentials::fetch`: the source alone: builds the request,
 //!   parses the JSON answer, makes the `Token`;
 //! - `manager refresh`: `TokenHandle::refresh_rejected` on the current
@@ -56,6 +60,8 @@ use tokenkeeper::{
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const DIRECT: &str = "direct POST (UreqClient::post)";
+const DIRECT_AGAIN: &str = "direct POST again (control)";
 
 type Request = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -67,13 +73,13 @@ struct Variant {
     request: Request,
 }
 
-fn endpoint(authority: &LocalAuthority, http: UreqClient) -> TokenEndpoint {
+fn endpoint(authority: &LocalAuthority, http: &UreqClient) -> TokenEndpoint {
     TokenEndpoint::builder(
         authority.token_url(),
         ClientId::new("client-a"),
         ClientSecret::new("secret-a"),
     )
-    .http_client(http)
+    .http_client(http.clone())
     .build()
     .expect("a loopback endpoint")
 }
@@ -81,8 +87,8 @@ fn endpoint(authority: &LocalAuthority, http: UreqClient) -> TokenEndpoint {
 /// The POST `ClientCredentials` makes, built by hand: same form, headers
 /// (in the same order) and per-request timeout (the endpoint's: the time
 /// left before the manager's deadline, less a 10 % margin).
-fn direct(authority: &LocalAuthority) -> Variant {
-    let http = Arc::new(UreqClient::new());
+fn direct(name: &'static str, authority: &LocalAuthority, http: &UreqClient) -> Variant {
+    let http = Arc::new(http.clone());
     let basic = base64::engine::general_purpose::STANDARD.encode("client-a:secret-a");
     let request = HttpRequest::form_post(
         authority.token_url().parse().expect("a URL"),
@@ -91,7 +97,7 @@ fn direct(authority: &LocalAuthority) -> Variant {
     .header("Authorization", format!("Basic {basic}"))
     .with_timeout(REQUEST_TIMEOUT - REQUEST_TIMEOUT / 10);
     Variant {
-        name: "direct POST (UreqClient::post)",
+        name,
         target: false,
         request: Box::new(move || {
             let (http, request) = (Arc::clone(&http), request.clone());
@@ -103,8 +109,8 @@ fn direct(authority: &LocalAuthority) -> Variant {
     }
 }
 
-fn source(authority: &LocalAuthority) -> Variant {
-    let grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
+fn source(authority: &LocalAuthority, http: &UreqClient) -> Variant {
+    let grant = ClientCredentials::new(endpoint(authority, http));
     let grant = Arc::new(std::sync::Mutex::new(Some(grant)));
     Variant {
         name: "ClientCredentials::fetch",
@@ -126,9 +132,13 @@ fn source(authority: &LocalAuthority) -> Variant {
     }
 }
 
-/// A manager over its own connection to `authority`, on `clock`.
-fn manager(authority: &LocalAuthority, clock: impl Clock) -> (TokenHandle, Driver) {
-    let grant = ClientCredentials::new(endpoint(authority, UreqClient::new()));
+/// A manager fetching from `authority` with `http`, on `clock`.
+fn manager(
+    authority: &LocalAuthority,
+    http: &UreqClient,
+    clock: impl Clock,
+) -> (TokenHandle, Driver) {
+    let grant = ClientCredentials::new(endpoint(authority, http));
     TokenManager::builder(grant)
         .clock(clock)
         .request_timeout(REQUEST_TIMEOUT)
@@ -155,8 +165,8 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
     }
 }
 
-fn own_thread_driver(authority: &LocalAuthority) -> Variant {
-    let (handle, driver) = manager(authority, SystemClock);
+fn own_thread_driver(authority: &LocalAuthority, http: &UreqClient) -> Variant {
+    let (handle, driver) = manager(authority, http, SystemClock);
     std::thread::Builder::new()
         .name("tokenkeeper-driver".into())
         .spawn(move || block_on(driver))
@@ -170,22 +180,25 @@ fn own_thread_driver(authority: &LocalAuthority) -> Variant {
 
 fn main() {
     // One authority for all, so that its state (it records every request)
-    // grows alike under each; every variant has its own connection.
+    // grows alike under each.
     let authority = LocalAuthority::start().expect("start the authority");
 
     // A single-threaded application: everything on this thread's executor
     // but the driver of the own-thread variant.
     let local = LocalExecutor::new();
     let spawn_local = |driver: Driver| local.spawn(driver).detach();
-    let (handle, driver) = manager(&authority, SystemClock);
+    let http = UreqClient::new();
+    let (handle, driver) = manager(&authority, &http, SystemClock);
     spawn_local(driver);
-    let (no_timers, no_timers_driver) = manager(&authority, ManualClock::new(SystemClock.now_ms()));
+    let (no_timers, no_timers_driver) =
+        manager(&authority, &http, ManualClock::new(SystemClock.now_ms()));
     spawn_local(no_timers_driver);
     let mut variants = vec![
-        direct(&authority),
-        source(&authority),
+        direct(DIRECT, &authority, &http),
+        direct(DIRECT_AGAIN, &authority, &http),
+        source(&authority, &http),
         forced_refresh("manager refresh (refresh_rejected)", true, handle),
-        own_thread_driver(&authority),
+        own_thread_driver(&authority, &http),
         forced_refresh("manager refresh, no timers (ManualClock)", false, no_timers),
     ];
     block_on(local.run(warm_up(&mut variants)));
@@ -225,11 +238,13 @@ fn main() {
                 .expect("spawn an executor thread")
         })
         .collect();
-    let (handle, driver) = manager(&authority, SystemClock);
+    let http = UreqClient::new();
+    let (handle, driver) = manager(&authority, &http, SystemClock);
     ex.spawn(driver).detach();
     let mut variants = vec![
-        direct(&authority),
-        source(&authority),
+        direct(DIRECT, &authority, &http),
+        direct(DIRECT_AGAIN, &authority, &http),
+        source(&authority, &http),
         forced_refresh("manager refresh (refresh_rejected)", true, handle),
     ];
     block_on(ex.spawn(async move {

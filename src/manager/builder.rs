@@ -144,6 +144,7 @@ impl TokenManagerBuilder {
             request_timeout: self.request_timeout,
             forced_refresh_interval: self.forced_refresh_interval,
             current: None,
+            version: 0,
             withdrawn: false,
             next_attempt_ms: 0,
             next_reason: FetchReason::Initial,

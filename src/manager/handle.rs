@@ -176,15 +176,18 @@ impl TokenHandle {
                 return Ok(current);
             }
         }
-        // Recorded before the message, which makes the actor look at it.
         let deadline_ms = self.wait_deadline_ms();
+        // A token that is no longer published (withdrawn, or expired and
+        // being replaced) needs no message: its replacement is on its way.
+        let Some(version) = self.shared.version_of(token) else {
+            if self.shared.register_wait(deadline_ms) {
+                self.nudge();
+            }
+            return self.wait_for(Some(token), deadline_ms).await;
+        };
+        // Recorded before the message, which makes the actor look at it.
         self.shared.register_wait(deadline_ms);
-        if self
-            .sender
-            .send(Message::Rejected(Box::new(token.clone())))
-            .await
-            .is_err()
-        {
+        if self.sender.send(Message::Rejected(version)).await.is_err() {
             return Err(Error::Stopped);
         }
         self.wait_for(Some(token), deadline_ms).await

@@ -95,8 +95,8 @@ const LATE_MARGIN_MS: u64 = 1_000;
 pub(crate) enum Message {
     /// Someone waits for a token: look at the clock now.
     Wake,
-    /// A server rejected this token.
-    Rejected(Box<Token>),
+    /// A server rejected the token of this publication (`Slot::version`).
+    Rejected(u64),
 }
 
 /// The future that runs a [`TokenManager`]; spawn it on any executor.
@@ -145,6 +145,8 @@ pub struct TokenManager {
     forced_refresh_interval: Duration,
     /// The last published token, kept after it is withdrawn or expires.
     current: Option<Arc<Token>>,
+    /// The publication number of `current`.
+    version: u64,
     /// Whether `current` was withdrawn after a rejection.
     withdrawn: bool,
     next_attempt_ms: u64,
@@ -249,7 +251,7 @@ impl TokenManager {
                 Event::Message(Some(Message::Wake)) => {
                     self.shared.wake_pending.store(false, Ordering::Release);
                 }
-                Event::Message(Some(Message::Rejected(token))) => self.on_rejected(&token),
+                Event::Message(Some(Message::Rejected(version))) => self.on_rejected(version),
                 Event::Message(None) => break,
                 Event::Timer => {
                     let now = self.clock.now_ms();
@@ -372,7 +374,7 @@ impl TokenManager {
         // marks the token late; a token that expires soon after it gives
         // the actor no room to be late, so its reads check from the start.
         let late = token.expiry_ms().saturating_sub(refresh_at) < LATE_MARGIN_MS;
-        self.shared.publish(token, late);
+        self.version = self.shared.publish(token, late);
     }
 
     fn on_error(&mut self, error: SourceError) {
@@ -406,11 +408,8 @@ impl TokenManager {
         }
     }
 
-    fn on_rejected(&mut self, rejected: &Token) {
-        let Some(current) = &self.current else {
-            return;
-        };
-        if self.withdrawn || **current != *rejected {
+    fn on_rejected(&mut self, version: u64) {
+        if self.current.is_none() || self.withdrawn || version != self.version {
             return;
         }
         self.withdrawn = true;

@@ -91,16 +91,29 @@ impl Shared {
         f(&self.slot.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Publishes `token`; `late` as in [`mark_late`](Self::mark_late).
-    pub(crate) fn publish(&self, token: Arc<Token>, late: bool) {
-        {
+    /// Publishes `token`, `late` as in [`mark_late`](Self::mark_late), and
+    /// returns its publication number.
+    pub(crate) fn publish(&self, token: Arc<Token>, late: bool) -> u64 {
+        let version = {
             let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
             slot.token = Some(token);
             slot.version += 1;
             slot.late = late;
-        }
+            slot.version
+        };
         self.changes.fetch_add(1, Ordering::Release);
         self.changed.notify(usize::MAX);
+        version
+    }
+
+    /// The publication number of the published token if it is `token`.
+    pub(crate) fn version_of(&self, token: &Token) -> Option<u64> {
+        self.read_slot(|slot| {
+            slot.token
+                .as_deref()
+                .filter(|t| *t == token)
+                .map(|_| slot.version)
+        })
     }
 
     /// Makes every read of the published token check its expiry on the
