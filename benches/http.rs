@@ -33,7 +33,9 @@
 //! direct POST as the floor: a single-threaded application (a
 //! `LocalExecutor` on the benchmark thread; criterion measures each variant,
 //! then the interleaved pass) and a two-thread application (`smol::Executor`
-//! run by two threads; the interleaved pass). The interleaved pass runs
+//! run by two threads; the interleaved pass). Between them, the first
+//! four variants again with 1 ms of latency at the authority, a tenth of
+//! the requests. The interleaved pass runs
 //! rounds of each variant in rotating order and times every request, so
 //! that drifts of a shared machine hit all variants alike; its medians are
 //! checked against the ≤ 5 % target.
@@ -222,8 +224,22 @@ fn main() {
         g.finish();
     }
     c.final_summary();
-    let variants = block_on(local.run(interleaved("one thread (LocalExecutor)", variants)));
-    drop(variants);
+    let mut variants = block_on(local.run(interleaved(
+        "one thread (LocalExecutor)",
+        variants,
+        Scale::Full,
+    )));
+
+    // The same with 1 ms of latency at the authority, nearer a real one:
+    // what the manager adds is a constant, not a share of the POST.
+    authority.set_latency(Duration::from_millis(1));
+    variants.truncate(4);
+    block_on(local.run(interleaved(
+        "one thread, authority latency 1 ms",
+        variants,
+        Scale::Tenth,
+    )));
+    authority.set_latency(Duration::ZERO);
 
     // A two-thread application: the measuring task and the driver on one
     // `smol::Executor` run by two threads.
@@ -249,7 +265,7 @@ fn main() {
     ];
     block_on(ex.spawn(async move {
         warm_up(&mut variants).await;
-        interleaved("two threads (smol::Executor)", variants).await
+        interleaved("two threads (smol::Executor)", variants, Scale::Full).await
     }));
     drop(stop);
     for runner in runners {
@@ -266,11 +282,19 @@ async fn warm_up(variants: &mut [Variant]) {
 
 /// Rounds of `per_round` requests of each variant, in rotating order; the
 /// median of every variant's requests.
-async fn interleaved(pass: &str, mut variants: Vec<Variant>) -> Vec<Variant> {
-    let (rounds, per_round) = if support::quick() {
-        (20, 100)
-    } else {
-        (60, 200)
+/// How many requests an interleaved pass makes.
+enum Scale {
+    Full,
+    /// A tenth: for requests that wait on purpose.
+    Tenth,
+}
+
+async fn interleaved(pass: &str, mut variants: Vec<Variant>, scale: Scale) -> Vec<Variant> {
+    let (rounds, per_round) = match (support::quick(), scale) {
+        (true, Scale::Full) => (20, 100),
+        (false, Scale::Full) => (60, 200),
+        (true, Scale::Tenth) => (20, 10),
+        (false, Scale::Tenth) => (60, 20),
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     // CPU time (every thread of this process: the caller, the driver, the
