@@ -305,14 +305,15 @@ async fn interleaved(pass: &str, mut variants: Vec<Variant>, scale: Scale) -> Ve
     for round in 0..rounds {
         for k in 0..variants.len() {
             let i = (round + k) % variants.len();
-            let (cpu0, switches0) = (support::cpu_ns(), support::context_switches());
+            let before = support::ThreadTimes::now();
             for _ in 0..per_round {
                 let start = Instant::now();
                 (variants[i].request)().await;
                 samples[i].push(start.elapsed().as_secs_f64() * 1e6);
             }
-            cpu[i] += support::cpu_ns() - cpu0;
-            switches[i] += support::context_switches() - switches0;
+            let (cpu_ns, switched) = support::ThreadTimes::now().since(&before);
+            cpu[i] += cpu_ns;
+            switches[i] += switched;
         }
     }
     let summaries: Vec<support::Summary> = samples.into_iter().map(support::Summary::new).collect();

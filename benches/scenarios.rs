@@ -410,7 +410,7 @@ fn crowd_floor(runs: usize, callers: usize) {
         pool.spawn(driver).detach();
         thread::sleep(Duration::from_millis(50));
         let served = Arc::new(Served::new(callers));
-        let cpu0 = support::cpu_ns();
+        let cpu0 = support::ThreadTimes::now();
         let t0 = Instant::now();
         for i in 0..callers {
             let (h, served) = (handle.clone(), Arc::clone(&served));
@@ -421,18 +421,18 @@ fn crowd_floor(runs: usize, callers: usize) {
             .detach();
         }
         thread::sleep(Duration::from_millis(300)); // every caller waits
-        let cpu1 = support::cpu_ns();
+        let cpu1 = support::ThreadTimes::now();
         open.try_send(()).expect("open the gate");
         let times = Summary::new(served.wait());
-        let cpu2 = support::cpu_ns();
+        let cpu2 = support::ThreadTimes::now();
         let publish = ms(released
             .lock()
             .unwrap()
             .expect("released")
             .duration_since(t0));
         tk.0.push(times.max() - publish);
-        tk.1.push((cpu1 - cpu0) as f64 / callers as f64);
-        tk.2.push((cpu2 - cpu1) as f64 / callers as f64);
+        tk.1.push(cpu1.since(&cpu0).0 as f64 / callers as f64);
+        tk.2.push(cpu2.since(&cpu1).0 as f64 / callers as f64);
         smol::block_on(handle.shutdown());
     }
     let floor = |with_timer: bool| {
@@ -469,13 +469,13 @@ fn crowd_floor(runs: usize, callers: usize) {
                 .detach();
             }
             thread::sleep(Duration::from_millis(300));
-            let cpu1 = support::cpu_ns();
+            let cpu1 = support::ThreadTimes::now();
             let notified = ms(t0.elapsed());
             go.store(true, Ordering::Release);
             event.notify(usize::MAX);
             let times = Summary::new(served.wait());
             lat.push(times.max() - notified);
-            cpu.push((support::cpu_ns() - cpu1) as f64 / callers as f64);
+            cpu.push(support::cpu_ns_since(&cpu1) as f64 / callers as f64);
         }
         (Summary::new(lat), Summary::new(cpu))
     };

@@ -39,6 +39,13 @@
 //!  instance B: stale ─▶ lease ✗ ─▶ wait ~200 ms ─▶ re-read: new token from A ✓
 //! ```
 //!
+//! - **Reads**: [`TokenHandle::with_current`] and [`TokenHandle::current`]
+//!   read this thread's copy of the token. Until the token's refresh
+//!   instant (it has its whole stale window left) a read skips the clock;
+//!   from that instant every read checks expiry. Only a driver that misses
+//!   the whole stale window (a starved executor, a machine asleep) lets a
+//!   thread see an expired token, on at most
+//!   [`UNCHECKED_READS`](manager::UNCHECKED_READS) reads.
 //! - **Runtime-neutral**: the manager is a plain future ([`Driver`]) that you
 //!   spawn on smol, async-std or any executor; timers come from `async-io`,
 //!   and nothing depends on tokio.

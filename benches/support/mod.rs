@@ -246,33 +246,55 @@ impl PrivateArc {
     }
 }
 
-/// CPU time of this process so far (every thread), in ns, from
-/// `/proc/self/task/*/schedstat`; 0 where that is missing.
-pub fn cpu_ns() -> u64 {
-    per_thread_sum("schedstat", |text| {
-        text.split_whitespace().next()?.parse().ok()
-    })
+/// CPU time (ns) and context switches of every live thread of this
+/// process, by thread id, from `/proc/self/task/*/{schedstat,status}`;
+/// empty where that is missing.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadTimes(std::collections::HashMap<String, (u64, u64)>);
+
+impl ThreadTimes {
+    pub fn now() -> ThreadTimes {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return ThreadTimes::default();
+        };
+        let read = |dir: &std::path::Path, file: &str| std::fs::read_to_string(dir.join(file)).ok();
+        let times = tasks
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let dir = task.path();
+                let cpu = read(&dir, "schedstat")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let switches = read(&dir, "status")?
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                    .sum();
+                Some((
+                    task.file_name().to_string_lossy().into_owned(),
+                    (cpu, switches),
+                ))
+            })
+            .collect();
+        ThreadTimes(times)
+    }
+
+    /// CPU ns and context switches since `earlier`, over the threads alive
+    /// now (a thread that exited in between takes its share with it: a
+    /// slight undercount, never a wrap-around).
+    pub fn since(&self, earlier: &ThreadTimes) -> (u64, u64) {
+        self.0
+            .iter()
+            .fold((0, 0), |(cpu, switches), (tid, (c, s))| {
+                let (c0, s0) = earlier.0.get(tid).copied().unwrap_or((0, 0));
+                (cpu + c.saturating_sub(c0), switches + s.saturating_sub(s0))
+            })
+    }
 }
 
-/// Context switches of this process so far (every thread, voluntary and
-/// not), from `/proc/self/task/*/status`; 0 where that is missing.
-pub fn context_switches() -> u64 {
-    per_thread_sum("status", |text| {
-        let total = text
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-            .sum();
-        Some(total)
-    })
-}
-
-fn per_thread_sum(file: &str, value: impl Fn(&str) -> Option<u64>) -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join(file)).ok())
-        .filter_map(|text| value(&text))
-        .sum()
+/// CPU time (ns) of this process's live threads spent since `earlier`.
+pub fn cpu_ns_since(earlier: &ThreadTimes) -> u64 {
+    ThreadTimes::now().since(earlier).0
 }

@@ -106,7 +106,10 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// The longest [`TokenHandle::token`] waits when no valid token exists.
+    /// The longest [`TokenHandle::token`] (or
+    /// [`TokenHandle::refresh_rejected`]) waits when no valid token exists;
+    /// 30 s by default. The driver's timer keeps these deadlines, so waiting
+    /// callers arm no timer of their own once the driver runs.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
         self

@@ -102,6 +102,9 @@ impl Shared {
             slot.version
         };
         self.changes.fetch_add(1, Ordering::Release);
+        // Every waiter wakes to this publish; those that still wait record
+        // their deadlines again, so none is left for the timer to fire on.
+        self.wait_deadline_ms.store(u64::MAX, Ordering::SeqCst);
         self.changed.notify(usize::MAX);
         version
     }
