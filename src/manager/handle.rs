@@ -180,9 +180,6 @@ impl TokenHandle {
         // A token that is no longer published (withdrawn, or expired and
         // being replaced) needs no message: its replacement is on its way.
         let Some(version) = self.shared.version_of(token) else {
-            if self.shared.register_wait(deadline_ms) {
-                self.nudge();
-            }
             return self.wait_for(Some(token), deadline_ms).await;
         };
         // Recorded before the message, which makes the actor look at it.
@@ -206,6 +203,10 @@ impl TokenHandle {
                 token.filter(|t| not.is_none_or(|n| ***t != *n)).cloned()
             })
         };
+        let timed_out = || Error::Timeout {
+            waited: shared.wait_timeout,
+            last_error: shared.state().last_error,
+        };
         let mut own_timer = (!shared.is_driven()).then(|| shared.clock.sleep_until(deadline_ms));
         loop {
             if let Some(token) = wanted() {
@@ -214,10 +215,6 @@ impl TokenHandle {
             if let Some(error) = self.no_token_reason() {
                 return Err(error);
             }
-            let timed_out = || Error::Timeout {
-                waited: shared.wait_timeout,
-                last_error: shared.state().last_error,
-            };
             if shared.clock.now_ms() >= deadline_ms {
                 return Err(timed_out());
             }

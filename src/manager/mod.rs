@@ -409,7 +409,8 @@ impl TokenManager {
     }
 
     fn on_rejected(&mut self, version: u64) {
-        if self.current.is_none() || self.withdrawn || version != self.version {
+        // `version` is 0 until the first publish, which no rejection names.
+        if self.withdrawn || version != self.version {
             return;
         }
         self.withdrawn = true;
