@@ -189,18 +189,7 @@ fn summary(since: SystemTime) {
     }
     for control in [PRIVATE_ARC, COARSE_CLOCK] {
         if let (Some(one), Some(two)) = (median(GROUP_1, control), median(GROUP_2, control)) {
-            println!(
-                "{control}: 1 thread {one:.2} ns, 2 threads {two:.2} ns = {:.2}× (shares nothing: the machine's own 2-thread factor)",
-                two / one
-            );
-            if two / one > 1.2 {
-                println!(
-                    "WARNING: work that shares nothing ran {:.2}× slower on 2 threads: the machine \
-                     did not give both threads a core (other load?); the 2-thread figures of this \
-                     run are not meaningful",
-                    two / one
-                );
-            }
+            support::report_control(control, one, two);
         }
     }
 }

@@ -298,3 +298,21 @@ impl ThreadTimes {
 pub fn cpu_ns_since(earlier: &ThreadTimes) -> u64 {
     ThreadTimes::now().since(earlier).0
 }
+
+/// Prints a control's times on 1 and 2 threads (work that shares nothing),
+/// with a warning when 2 threads slowed it: then the machine did not give
+/// each thread a core, and 2-thread figures of the run mean little.
+pub fn report_control(name: &str, one: f64, two: f64) {
+    println!(
+        "{name}: 1 thread {one:.2} ns, 2 threads {two:.2} ns = {:.2}× (shares nothing: the machine's own 2-thread factor)",
+        two / one
+    );
+    if two / one > 1.2 {
+        println!(
+            "WARNING: work that shares nothing ran {:.2}× slower on 2 threads: the machine \
+             did not give both threads a core (other load?); the 2-thread figures of this \
+             run are not meaningful",
+            two / one
+        );
+    }
+}
