@@ -160,29 +160,27 @@ pub struct TokenManager {
 }
 
 /// Ends a fetch from outside: set once, by the actor, at the deadline.
+///
+/// It needs no waker: the actor polls the fetch right after setting it.
 #[derive(Default)]
 struct Cancel {
     fired: AtomicBool,
-    event: event_listener::Event,
 }
 
 impl Cancel {
     fn fire(&self) {
         self.fired.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
     }
 
     async fn fired(&self) {
-        loop {
+        future::poll_fn(|_| {
             if self.fired.load(Ordering::Acquire) {
-                return;
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            let listener = self.event.listen();
-            if self.fired.load(Ordering::Acquire) {
-                return;
-            }
-            listener.await;
-        }
+        })
+        .await;
     }
 }
 

@@ -19,9 +19,11 @@
 //! assert_eq!(error.code().unwrap().as_str(), "invalid_client");
 //! ```
 
+use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
 use crate::oauth2::error::{ErrorCode, OAuth2Error, TokenRequestError};
 use crate::token::{duration_ms, AccessToken, IdToken, RefreshToken};
@@ -63,21 +65,13 @@ pub fn parse_token_response(
     body: &[u8],
     secrets: &[&str],
 ) -> Result<TokenResponse, TokenRequestError> {
-    let object = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Some(object),
-        _ => None,
-    };
-    if let Some(error) = object
-        .as_ref()
-        .and_then(|o| oauth2_error(status, o, secrets))
-    {
-        // Some servers send errors with a 200; an access token wins over it.
-        if !(200..300).contains(&status)
-            || !object
-                .as_ref()
-                .is_some_and(|o| o.contains_key("access_token"))
-        {
-            return Err(TokenRequestError::OAuth2(error));
+    let members = serde_json::from_slice::<Members>(body).ok();
+    if let Some(members) = &members {
+        if let Some(error) = oauth2_error(status, members, secrets) {
+            // Some servers send errors with a 200; an access token wins over it.
+            if !(200..300).contains(&status) || members.access_token.is_none() {
+                return Err(TokenRequestError::OAuth2(error));
+            }
         }
     }
     if !(200..300).contains(&status) {
@@ -90,10 +84,10 @@ pub fn parse_token_response(
         status,
         reason: reason.to_owned(),
     };
-    let Some(object) = object else {
+    let Some(members) = members else {
         return Err(invalid("the body is not a JSON object"));
     };
-    let access_token = match object.get("access_token") {
+    let access_token = match members.access_token {
         Some(Value::String(token)) if token.is_empty() => {
             return Err(invalid("access_token is empty"))
         }
@@ -102,24 +96,25 @@ pub fn parse_token_response(
                 "access_token has characters not allowed in an HTTP header",
             ));
         }
-        Some(Value::String(token)) => AccessToken::new(token.as_str()),
+        Some(Value::String(token)) => AccessToken::new(token),
         Some(_) => return Err(invalid("access_token is not a string")),
         None => return Err(invalid("access_token is missing")),
     };
-    let token_type = match object.get("token_type") {
+    let token_type = match members.token_type {
         None | Some(Value::Null) => "Bearer".to_owned(),
-        Some(Value::String(t)) => clean(t, &[]),
+        Some(Value::String(t)) if is_clean(&t) => t,
+        Some(Value::String(t)) => clean(&t, &[]),
         Some(_) => return Err(invalid("token_type is not a string")),
     };
-    let expires_in = expires_in(object.get("expires_in")).map_err(&invalid)?;
-    let refresh_token = optional_string(&object, "refresh_token")
-        .map_err(&invalid)?
+    let expires_in = expires_in(members.expires_in.as_ref()).map_err(&invalid)?;
+    let refresh_token = optional_string(members.refresh_token)
+        .map_err(|()| invalid("refresh_token is not a string"))?
         .map(RefreshToken::new);
-    let id_token = optional_string(&object, "id_token")
-        .map_err(&invalid)?
+    let id_token = optional_string(members.id_token)
+        .map_err(|()| invalid("id_token is not a string"))?
         .map(IdToken::new);
-    let scope = match object.get("scope") {
-        Some(Value::String(s)) => Some(s.clone()),
+    let scope = match members.scope {
+        Some(Value::String(s)) => Some(s),
         Some(Value::Array(items)) => Some(
             items
                 .iter()
@@ -139,30 +134,127 @@ pub fn parse_token_response(
     })
 }
 
-fn oauth2_error(status: u16, object: &Map<String, Value>, secrets: &[&str]) -> Option<OAuth2Error> {
-    let code = object.get("error")?.as_str()?;
+/// The members of a response object that this module reads, each as sent
+/// (the last one wins when a name repeats). Other members are parsed as
+/// strictly, so a body that is not valid JSON is refused wherever the fault
+/// is, and dropped: building a map of the whole object cost more than the
+/// rest of the parse.
+#[derive(Default)]
+struct Members {
+    access_token: Option<Value>,
+    token_type: Option<Value>,
+    expires_in: Option<Value>,
+    refresh_token: Option<Value>,
+    id_token: Option<Value>,
+    scope: Option<Value>,
+    error: Option<Value>,
+    error_description: Option<Value>,
+    error_uri: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Members, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+        let mut members = Members::default();
+        while let Some(name) = map.next_key::<Name>()? {
+            let slot = match name {
+                Name::AccessToken => &mut members.access_token,
+                Name::TokenType => &mut members.token_type,
+                Name::ExpiresIn => &mut members.expires_in,
+                Name::RefreshToken => &mut members.refresh_token,
+                Name::IdToken => &mut members.id_token,
+                Name::Scope => &mut members.scope,
+                Name::Error => &mut members.error,
+                Name::ErrorDescription => &mut members.error_description,
+                Name::ErrorUri => &mut members.error_uri,
+                Name::Other => {
+                    map.next_value::<Value>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(members)
+    }
+}
+
+/// A member name, matched after JSON escapes are decoded.
+enum Name {
+    AccessToken,
+    TokenType,
+    ExpiresIn,
+    RefreshToken,
+    IdToken,
+    Scope,
+    Error,
+    ErrorDescription,
+    ErrorUri,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct NameVisitor;
+
+impl Visitor<'_> for NameVisitor {
+    type Value = Name;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Name, E> {
+        Ok(match name {
+            "access_token" => Name::AccessToken,
+            "token_type" => Name::TokenType,
+            "expires_in" => Name::ExpiresIn,
+            "refresh_token" => Name::RefreshToken,
+            "id_token" => Name::IdToken,
+            "scope" => Name::Scope,
+            "error" => Name::Error,
+            "error_description" => Name::ErrorDescription,
+            "error_uri" => Name::ErrorUri,
+            _ => Name::Other,
+        })
+    }
+}
+
+fn oauth2_error(status: u16, members: &Members, secrets: &[&str]) -> Option<OAuth2Error> {
+    let code = members.error.as_ref()?.as_str()?;
     let mut error = OAuth2Error::new(status, ErrorCode::from(clean(code, secrets).as_str()));
-    if let Some(description) = object.get("error_description").and_then(Value::as_str) {
+    if let Some(description) = members.error_description.as_ref().and_then(Value::as_str) {
         error = error.with_description(clean(description, secrets));
     }
-    if let Some(uri) = object.get("error_uri").and_then(Value::as_str) {
+    if let Some(uri) = members.error_uri.as_ref().and_then(Value::as_str) {
         error = error.with_uri(clean(uri, secrets));
     }
     Some(error)
 }
 
-fn optional_string(
-    object: &Map<String, Value>,
-    key: &'static str,
-) -> Result<Option<String>, &'static str> {
-    match object.get(key) {
+/// An optional string member; empty counts as absent.
+fn optional_string(value: Option<Value>) -> Result<Option<String>, ()> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(match key {
-            "refresh_token" => "refresh_token is not a string",
-            _ => "id_token is not a string",
-        }),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
     }
 }
 
@@ -195,6 +287,11 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> String {
 /// Server text made safe to log: control characters dropped, then secrets
 /// replaced (in that order, so a secret split by a control character is
 /// caught), then cut at [`MAX_TEXT`] characters.
+/// Whether [`clean`] without secrets would return `text` unchanged.
+fn is_clean(text: &str) -> bool {
+    text.len() <= MAX_TEXT && !text.chars().any(char::is_control)
+}
+
 fn clean(text: &str, secrets: &[&str]) -> String {
     let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
@@ -295,6 +392,42 @@ mod tests {
             ok(r#"{"access_token":"a","refresh_token":""}"#).refresh_token,
             None
         );
+    }
+
+    #[test]
+    fn member_names_match_after_unescaping() {
+        assert_eq!(
+            ok(r#"{"acc\u0065ss_token":"a","expires_\u0069n":5}"#).expires_in,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a","scope":"x","scope":"y"}"#)
+                .scope
+                .as_deref(),
+            Some("y")
+        );
+    }
+
+    #[test]
+    fn unknown_members_must_be_valid_json_too() {
+        let deep = format!(
+            r#"{{"access_token":"a","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for body in [
+            r#"{"access_token":"a","x":"\ud800"}"#,
+            r#"{"access_token":"a","x":1e400}"#,
+            r#"{"access_token":"a","x":tru}"#,
+            deep.as_str(),
+        ] {
+            assert_eq!(invalid(body), "the body is not a JSON object", "{body}");
+        }
+        let bad_utf8 = b"{\"access_token\":\"a\",\"x\":\"\xff\"}";
+        assert!(matches!(
+            parse_token_response(200, bad_utf8, &[]),
+            Err(TokenRequestError::InvalidResponse { .. })
+        ));
     }
 
     #[test]
