@@ -39,12 +39,20 @@
 //! rounds of each variant in rotating order and times every request, so
 //! that drifts of a shared machine hit all variants alike; its medians are
 //! checked against the ≤ 5 % target.
+//!
+//! Last, when valgrind is installed and not in quick mode, the instructions
+//! per request of the direct POST, the fetch and the forced refresh (on a
+//! `ManualClock`: valgrind cannot follow `SystemClock`'s vDSO lookup),
+//! counted by callgrind in child runs of this binary over every thread of
+//! the process. The count is the same whatever else the machine does, so it
+//! shows what the manager adds where timings drift.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +72,10 @@ use tokenkeeper::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const DIRECT: &str = "direct POST (UreqClient::post)";
 const DIRECT_AGAIN: &str = "direct POST again (control)";
+const MANAGER: &str = "manager refresh (refresh_rejected)";
+const MANAGER_NO_TIMERS: &str = "manager refresh, no timers (ManualClock)";
+/// Set for a child run under callgrind: `<variant name>:<requests>`.
+const COUNT_ENV: &str = "TOKENKEEPER_BENCH_HTTP_COUNT";
 
 type Request = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -156,7 +168,10 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
         request: Box::new(move || {
             let handle = handle.clone();
             Box::pin(async move {
-                let current = handle.current().expect("a current token");
+                let current = match handle.current() {
+                    Some(token) => token,
+                    None => handle.token().await.expect("a first token"),
+                };
                 let next = handle
                     .refresh_rejected(&current)
                     .await
@@ -181,6 +196,10 @@ fn own_thread_driver(authority: &LocalAuthority, http: &UreqClient) -> Variant {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(COUNT_ENV) {
+        count_child(&spec);
+        return;
+    }
     // One authority for all, so that its state (it records every request)
     // grows alike under each.
     let authority = LocalAuthority::start().expect("start the authority");
@@ -199,9 +218,9 @@ fn main() {
         direct(DIRECT, &authority, &http),
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
-        forced_refresh("manager refresh (refresh_rejected)", true, handle),
+        forced_refresh(MANAGER, true, handle),
         own_thread_driver(&authority, &http),
-        forced_refresh("manager refresh, no timers (ManualClock)", false, no_timers),
+        forced_refresh(MANAGER_NO_TIMERS, false, no_timers),
     ];
     block_on(local.run(warm_up(&mut variants)));
 
@@ -261,7 +280,7 @@ fn main() {
         direct(DIRECT, &authority, &http),
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
-        forced_refresh("manager refresh (refresh_rejected)", true, handle),
+        forced_refresh(MANAGER, true, handle),
     ];
     block_on(ex.spawn(async move {
         warm_up(&mut variants).await;
@@ -271,6 +290,87 @@ fn main() {
     for runner in runners {
         let _closed = runner.join().expect("an executor thread");
     }
+
+    instructions();
+}
+
+/// The variants whose instructions are counted, and the requests of the two
+/// child runs per variant: their difference leaves out start-up and
+/// warm-up.
+const COUNTED: [&str; 3] = [DIRECT, "ClientCredentials::fetch", MANAGER_NO_TIMERS];
+const COUNT_RUNS: [u64; 2] = [1_000, 3_000];
+
+/// Prints the instructions per request of every [`COUNTED`] variant.
+fn instructions() {
+    println!("\n== instructions per request, callgrind, every thread of the process ==");
+    if support::quick() {
+        println!("skipped in quick mode");
+        return;
+    }
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("skipped: valgrind is not installed");
+        return;
+    }
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    let collected = |name: &str, requests: u64| -> Option<u64> {
+        let out = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&exe)
+            .env(COUNT_ENV, format!("{name}:{requests}"))
+            .output()
+            .ok()?;
+        // callgrind's summary, on stderr: "==<pid>== Collected : <n>".
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find_map(|line| line.split("Collected :").nth(1)?.trim().parse().ok())
+    };
+    let mut direct = None;
+    for name in COUNTED {
+        let [few, many] = COUNT_RUNS;
+        let (Some(a), Some(b)) = (collected(name, few), collected(name, many)) else {
+            println!("{name}: the child run failed");
+            continue;
+        };
+        let per_request = b.saturating_sub(a) as f64 / (many - few) as f64;
+        match direct {
+            None => {
+                direct = Some(per_request);
+                println!("{name}: {:.1} k instructions", per_request / 1e3);
+            }
+            Some(base) => println!(
+                "{name}: {:.1} k instructions = {:+.1} k ({:+.1} %) over the direct POST",
+                per_request / 1e3,
+                (per_request - base) / 1e3,
+                (per_request / base - 1.0) * 100.0
+            ),
+        }
+    }
+}
+
+/// A child run: `spec` names a [`COUNTED`] variant and how many requests
+/// it makes, after one to warm up.
+fn count_child(spec: &str) {
+    let (name, requests) = spec.rsplit_once(':').expect("<variant>:<requests>");
+    let requests: u64 = requests.parse().expect("a number of requests");
+    let authority = LocalAuthority::start().expect("start the authority");
+    let local = LocalExecutor::new();
+    let http = UreqClient::new();
+    let (handle, driver) = manager(&authority, &http, ManualClock::new(SystemClock.now_ms()));
+    local.spawn(driver).detach();
+    let mut variants = [
+        direct(DIRECT, &authority, &http),
+        source(&authority, &http),
+        forced_refresh(MANAGER_NO_TIMERS, false, handle),
+    ];
+    let variant = variants
+        .iter_mut()
+        .find(|v| v.name == name)
+        .expect("a counted variant");
+    block_on(local.run(async {
+        for _ in 0..=requests {
+            (variant.request)().await;
+        }
+    }));
 }
 
 /// Connects every variant and fetches its first token.
