@@ -324,6 +324,24 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
 }
 
 #[test]
+fn a_rejection_stands_when_its_caller_gives_up_at_once() {
+    let b = Bench::new(secs(3600));
+    let first = b.handle.current().unwrap();
+    {
+        // Polled once, then dropped before the actor ran.
+        let mut gone = Box::pin(b.handle.refresh_rejected(&first));
+        assert!(
+            futures_lite::future::block_on(futures_lite::future::poll_once(&mut gone)).is_none()
+        );
+    }
+    assert_eq!(b.source.calls(), 1);
+    b.settle();
+    assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.state().rejections, 1);
+    assert_ne!(b.handle.current().unwrap(), first);
+}
+
+#[test]
 fn forced_refreshes_are_rate_limited() {
     let b = Bench::with(secs(3600), |m| m.forced_refresh_interval(secs(5)));
     let reject = |t: std::sync::Arc<Token>| {

@@ -10,8 +10,9 @@ use crate::manager::{Driver, TokenHandle, TokenManager};
 use crate::source::{FetchReason, TokenSource};
 use crate::token::LifetimePolicy;
 
-/// How many messages may wait for the actor before senders wait too.
-const QUEUE: usize = 1024;
+/// How many wake-ups may wait for the actor: one, since handles send one
+/// between them until the actor has taken it (`Shared::wake_pending`).
+const QUEUE: usize = 1;
 
 /// Configures a [`TokenManager`]; made by [`TokenManager::builder`].
 ///
@@ -148,6 +149,7 @@ impl TokenManagerBuilder {
             forced_refresh_interval: self.forced_refresh_interval,
             current: None,
             version: 0,
+            rejected: 0,
             withdrawn: false,
             next_attempt_ms: 0,
             next_reason: FetchReason::Initial,

@@ -10,7 +10,7 @@ use crate::manager::local;
 use crate::manager::shared::Shared;
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
-use crate::manager::Message;
+use crate::manager::Wake;
 use crate::token::{duration_ms, Token};
 
 /// A cheap, cloneable handle to a running [`TokenManager`](crate::TokenManager).
@@ -36,7 +36,7 @@ use crate::token::{duration_ms, Token};
 #[derive(Clone)]
 pub struct TokenHandle {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) sender: Sender<Message>,
+    pub(crate) sender: Sender<Wake>,
 }
 
 impl fmt::Debug for TokenHandle {
@@ -126,10 +126,10 @@ impl TokenHandle {
     /// `Wake` for a crowd of callers. A full queue already holds messages
     /// that will make it look.
     fn nudge(&self) {
-        if !self.shared.wake_pending.swap(true, Ordering::AcqRel)
-            && self.sender.try_send(Message::Wake).is_err()
+        if !self.shared.wake_pending.swap(true, Ordering::SeqCst)
+            && self.sender.try_send(Wake).is_err()
         {
-            self.shared.wake_pending.store(false, Ordering::Release);
+            self.shared.wake_pending.store(false, Ordering::SeqCst);
         }
     }
 
@@ -182,11 +182,13 @@ impl TokenHandle {
         let Some(version) = self.shared.version_of(token) else {
             return self.wait_for(Some(token), deadline_ms).await;
         };
-        // Recorded before the message, which makes the actor look at it.
+        // Both recorded before the nudge, which makes the actor read them.
+        // The report is state, not a message: it stands even if this call
+        // is dropped right after, and a thousand reports of one token wake
+        // the actor once.
         self.shared.register_wait(deadline_ms);
-        if self.sender.send(Message::Rejected(version)).await.is_err() {
-            return Err(Error::Stopped);
-        }
+        self.shared.report_rejection(version);
+        self.nudge();
         self.wait_for(Some(token), deadline_ms).await
     }
 

@@ -91,13 +91,11 @@ const LOG: &str = "tokenkeeper::manager";
 /// reads to skip the clock check until the refresh instant.
 const LATE_MARGIN_MS: u64 = 1_000;
 
-/// What handles tell the actor.
-pub(crate) enum Message {
-    /// Someone waits for a token: look at the clock now.
-    Wake,
-    /// A server rejected the token of this publication (`Slot::version`).
-    Rejected(u64),
-}
+/// What handles send the actor: look at the shared state now (a waiter's
+/// deadline, a rejected token) and at the clock. Everything else they have
+/// to say is in [`Shared`], where a crowd saying the same thing costs one
+/// message.
+pub(crate) struct Wake;
 
 /// The future that runs a [`TokenManager`]; spawn it on any executor.
 ///
@@ -133,7 +131,7 @@ type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Token, SourceError
 pub struct TokenManager {
     shared: Arc<Shared>,
     /// Boxed because the receiver is not `Unpin`.
-    messages: Pin<Box<Receiver<Message>>>,
+    messages: Pin<Box<Receiver<Wake>>>,
     /// `None` while a fetch owns it.
     source: Option<Box<dyn TokenSource>>,
     fetch: Option<Fetch>,
@@ -147,6 +145,8 @@ pub struct TokenManager {
     current: Option<Arc<Token>>,
     /// The publication number of `current`.
     version: u64,
+    /// The newest rejected publication already acted on.
+    rejected: u64,
     /// Whether `current` was withdrawn after a rejection.
     withdrawn: bool,
     next_attempt_ms: u64,
@@ -196,7 +196,7 @@ impl fmt::Debug for TokenManager {
 
 enum Event {
     Fetched(Box<dyn TokenSource>, Result<Token, SourceError>),
-    Message(Option<Message>),
+    Wake(Option<Wake>),
     Timer,
 }
 
@@ -230,6 +230,11 @@ impl TokenManager {
                 .heartbeat_ms
                 .min(now.saturating_add(duration_ms(HEARTBEAT)));
             self.shared.expire_waits(now);
+            let rejected = self.shared.rejected();
+            if rejected > self.rejected {
+                self.rejected = rejected;
+                self.on_rejected(rejected);
+            }
             if self.fetch.is_none() && now >= self.next_attempt_ms {
                 self.shared.mark_late();
                 self.start_fetch(now);
@@ -246,11 +251,10 @@ impl TokenManager {
                         Err(error) => self.on_error(error),
                     }
                 }
-                Event::Message(Some(Message::Wake)) => {
-                    self.shared.wake_pending.store(false, Ordering::Release);
-                }
-                Event::Message(Some(Message::Rejected(version))) => self.on_rejected(version),
-                Event::Message(None) => break,
+                // Cleared before the next turn reads the shared state: a
+                // handle that still finds it set relies on that turn.
+                Event::Wake(Some(Wake)) => self.shared.wake_pending.store(false, Ordering::SeqCst),
+                Event::Wake(None) => break,
                 Event::Timer => {
                     let now = self.clock.now_ms();
                     if now >= self.heartbeat_ms {
@@ -285,7 +289,7 @@ impl TokenManager {
                 }
             }
             if let Poll::Ready(message) = self.messages.as_mut().poll_next(cx) {
-                return Poll::Ready(Event::Message(message));
+                return Poll::Ready(Event::Wake(message));
             }
             if let Some((_, timer)) = &mut self.timer {
                 if timer.as_mut().poll(cx).is_ready() {

@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     /// Whether a `Wake` is on its way to the actor: a crowd of waiters
     /// sends one, not one each.
     pub(crate) wake_pending: AtomicBool,
+    /// The newest publication a caller reported rejected; the actor acts on
+    /// it when it wakes.
+    rejected: AtomicU64,
     /// The earliest instant at which a waiting caller gives up, `u64::MAX`
     /// when none waits: the actor's timer wakes them then, so that waiting
     /// arms no timer of its own.
@@ -58,6 +61,7 @@ impl Shared {
             changes: AtomicU64::new(0),
             failing_permanently: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
+            rejected: AtomicU64::new(0),
             wait_deadline_ms: AtomicU64::new(u64::MAX),
             driven: AtomicBool::new(false),
             cache_hits: Arc::default(),
@@ -180,6 +184,17 @@ impl Shared {
         state.last_error.clone().filter(|e| e.is_permanent())
     }
 
+    /// Records that a server rejected publication `version`. True for the
+    /// first report of it.
+    pub(crate) fn report_rejection(&self, version: u64) -> bool {
+        self.rejected.fetch_max(version, Ordering::SeqCst) < version
+    }
+
+    /// The newest publication reported rejected, 0 for none.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::SeqCst)
+    }
+
     /// Records that a caller waits until `deadline_ms`. True when that is
     /// earlier than every deadline recorded so far: the actor must hear
     /// of it, since its timer may be set later.
@@ -225,5 +240,23 @@ impl Shared {
         let permanent = state.consecutive_failures > 0
             && state.last_error.as_ref().is_some_and(|e| e.is_permanent());
         self.failing_permanently.store(permanent, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn each_publication_is_reported_rejected_once_and_old_ones_not_again() {
+        let shared = Shared::new(Arc::new(ManualClock::new(0)), Duration::from_secs(1));
+        assert_eq!(shared.rejected(), 0);
+        assert!(shared.report_rejection(1));
+        assert!(!shared.report_rejection(1));
+        assert!(shared.report_rejection(3));
+        assert!(!shared.report_rejection(2));
+        assert_eq!(shared.rejected(), 3);
     }
 }
