@@ -44,8 +44,9 @@
 //! per request of the direct POST, the fetch and the forced refresh (on a
 //! `ManualClock`: valgrind cannot follow `SystemClock`'s vDSO lookup),
 //! counted by callgrind in child runs of this binary over every thread of
-//! the process. The count is the same whatever else the machine does, so it
-//! shows what the manager adds where timings drift.
+//! the process. The count does not depend on what else the machine does
+//! (it moves by 1–3 k per request between runs, with how the threads
+//! interleave), so it shows what the manager adds where timings drift.
 
 #[path = "support/mod.rs"]
 mod support;

@@ -122,9 +122,9 @@ impl TokenHandle {
         self.shared.clock.now_ms().saturating_add(timeout)
     }
 
-    /// Makes the actor look at the clock and the wait deadlines soon: one
-    /// `Wake` for a crowd of callers. A full queue already holds messages
-    /// that will make it look.
+    /// Makes the actor read the shared state (wait deadlines, rejections)
+    /// and the clock soon: one `Wake` for a crowd of callers, sent unless
+    /// one is already on its way.
     fn nudge(&self) {
         if !self.shared.wake_pending.swap(true, Ordering::SeqCst)
             && self.sender.try_send(Wake).is_err()

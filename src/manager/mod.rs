@@ -2,9 +2,11 @@
 //!
 //! One [`TokenManager`] keeps one token fresh. It is an actor: a single
 //! future (the [`Driver`]) that alone owns the source, the refresh timer,
-//! jitter and backoff, and runs one loop over three things: messages from
+//! jitter and backoff, and runs one loop over three things: wake-ups from
 //! handles, the result of the fetch in flight, and a timer. Handles read the
-//! published token from a shared slot without talking to it.
+//! published token from a shared slot without talking to it, and leave what
+//! they ask for there too (a rejected token, the deadline of a waiting
+//! caller), so a crowd asking the same thing wakes the actor once.
 //!
 //! ```text
 //!  worker ── TokenHandle::current() ──▶ shared slot ──▶ Arc<Token>
