@@ -184,10 +184,10 @@ impl Shared {
         state.last_error.clone().filter(|e| e.is_permanent())
     }
 
-    /// Records that a server rejected publication `version`. True for the
-    /// first report of it.
-    pub(crate) fn report_rejection(&self, version: u64) -> bool {
-        self.rejected.fetch_max(version, Ordering::SeqCst) < version
+    /// Records that a server rejected publication `version`; a report of
+    /// an older one than already recorded changes nothing.
+    pub(crate) fn report_rejection(&self, version: u64) {
+        self.rejected.fetch_max(version, Ordering::SeqCst);
     }
 
     /// The newest publication reported rejected, 0 for none.
@@ -250,13 +250,16 @@ mod tests {
     use crate::clock::ManualClock;
 
     #[test]
-    fn each_publication_is_reported_rejected_once_and_old_ones_not_again() {
+    fn the_newest_rejected_publication_is_kept() {
         let shared = Shared::new(Arc::new(ManualClock::new(0)), Duration::from_secs(1));
         assert_eq!(shared.rejected(), 0);
-        assert!(shared.report_rejection(1));
-        assert!(!shared.report_rejection(1));
-        assert!(shared.report_rejection(3));
-        assert!(!shared.report_rejection(2));
+        shared.report_rejection(1);
+        assert_eq!(shared.rejected(), 1);
+        shared.report_rejection(1);
+        assert_eq!(shared.rejected(), 1);
+        shared.report_rejection(3);
+        assert_eq!(shared.rejected(), 3);
+        shared.report_rejection(2);
         assert_eq!(shared.rejected(), 3);
     }
 }
