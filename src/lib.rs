@@ -3,7 +3,7 @@
 //! ```text
 //!  worker ── TokenHandle::current() ──▶ per-thread copy of the token (no lock, no message)
 //!     │ token() when none is valid, refresh_rejected(), shutdown()
-//!     └────────── channel ──────────▶ TokenManager (one future: timer, jitter, backoff)
+//!     └────────── wake-up ──────────▶ TokenManager (one future: timer, jitter, backoff)
 //!  subscriber ◀── Subscription ◀──────┘          │
 //!                                      source::Chain: memory ▸ file ▸ Redis ▸ OAuth2 authority
 //! ```

@@ -467,6 +467,32 @@ fn dropping_the_last_handle_stops_the_manager() {
 }
 
 #[test]
+fn the_manager_runs_while_any_clone_of_the_handle_lives() {
+    let Bench {
+        ex,
+        clock,
+        source,
+        handle,
+    } = Bench::new(secs(60));
+    let clones: Vec<tokenkeeper::TokenHandle> = (0..3).map(|_| handle.clone()).collect();
+    let late_clone = clones[0].clone();
+    drop(handle);
+    drop(clones);
+    while ex.try_tick() {}
+    // 60 s tokens are refreshed at 45 s.
+    clock.advance(secs(50));
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 2, "one handle left: the manager refreshed");
+    assert!(!late_clone.is_stopped());
+    drop(late_clone);
+    while ex.try_tick() {}
+    clock.advance(secs(86_400));
+    while ex.try_tick() {}
+    assert_eq!(source.calls(), 2, "no fetch after the last clone is gone");
+    assert_eq!(clock.sleepers(), 0, "the driver left no timer behind");
+}
+
+#[test]
 fn shutdown_fails_pending_waiters_with_stopped() {
     let b = Bench::new(secs(60));
     b.source

@@ -10,10 +10,6 @@ use crate::manager::{Driver, TokenHandle, TokenManager};
 use crate::source::{FetchReason, TokenSource};
 use crate::token::LifetimePolicy;
 
-/// How many wake-ups may wait for the actor: one, since handles send one
-/// between them until the actor has taken it (`Shared::wake_pending`).
-const QUEUE: usize = 1;
-
 /// Configures a [`TokenManager`]; made by [`TokenManager::builder`].
 ///
 /// Defaults: [`SystemClock`], [`RandomEarlyJitter`] of up to 10 s
@@ -127,7 +123,6 @@ impl TokenManagerBuilder {
     /// executor. Nothing is fetched until the driver runs.
     pub fn build(self) -> (TokenHandle, Driver) {
         let shared = Arc::new(Shared::new(Arc::clone(&self.clock), self.wait_timeout));
-        let (sender, messages) = async_channel::bounded(QUEUE);
         let jitter = self.jitter.unwrap_or_else(|| {
             let max = Duration::from_secs(10);
             if self.source.coordinates_refreshes() {
@@ -138,7 +133,6 @@ impl TokenManagerBuilder {
         });
         let manager = TokenManager {
             shared: Arc::clone(&shared),
-            messages: Box::pin(messages),
             source: Some(self.source),
             fetch: None,
             clock: self.clock,
@@ -162,7 +156,7 @@ impl TokenManagerBuilder {
         let driver = Driver {
             inner: Box::pin(manager.run()),
         };
-        (TokenHandle { shared, sender }, driver)
+        (TokenHandle { shared }, driver)
     }
 
     /// Builds the manager and spawns its driver on smol's global executor.

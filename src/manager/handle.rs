@@ -1,8 +1,6 @@
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use async_channel::Sender;
 use futures_lite::future;
 
 use crate::error::Error;
@@ -10,7 +8,6 @@ use crate::manager::local;
 use crate::manager::shared::Shared;
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
-use crate::manager::Wake;
 use crate::token::{duration_ms, Token};
 
 /// A cheap, cloneable handle to a running [`TokenManager`](crate::TokenManager).
@@ -33,10 +30,23 @@ use crate::token::{duration_ms, Token};
 ///     handle.shutdown().await;
 /// }));
 /// ```
-#[derive(Clone)]
 pub struct TokenHandle {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) sender: Sender<Wake>,
+}
+
+impl Clone for TokenHandle {
+    fn clone(&self) -> TokenHandle {
+        self.shared.add_handle();
+        TokenHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for TokenHandle {
+    fn drop(&mut self) {
+        self.shared.remove_handle();
+    }
 }
 
 impl fmt::Debug for TokenHandle {
@@ -112,7 +122,7 @@ impl TokenHandle {
         // a suspend, say); a nudge makes it look at the clock, and at this
         // caller's deadline, now.
         self.shared.register_wait(deadline_ms);
-        self.nudge();
+        self.shared.nudge();
         self.wait_for(None, deadline_ms).await
     }
 
@@ -120,17 +130,6 @@ impl TokenHandle {
     fn wait_deadline_ms(&self) -> u64 {
         let timeout = duration_ms(self.shared.wait_timeout);
         self.shared.clock.now_ms().saturating_add(timeout)
-    }
-
-    /// Makes the actor read the shared state (wait deadlines, rejections)
-    /// and the clock soon: one `Wake` for a crowd of callers, sent unless
-    /// one is already on its way.
-    fn nudge(&self) {
-        if !self.shared.wake_pending.swap(true, Ordering::SeqCst)
-            && self.sender.try_send(Wake).is_err()
-        {
-            self.shared.wake_pending.store(false, Ordering::SeqCst);
-        }
     }
 
     /// Reports that a server rejected `token` (say, with HTTP 401) and returns
@@ -178,17 +177,17 @@ impl TokenHandle {
         }
         let deadline_ms = self.wait_deadline_ms();
         // A token that is no longer published (withdrawn, or expired and
-        // being replaced) needs no message: its replacement is on its way.
+        // being replaced) needs no report: its replacement is on its way.
         let Some(version) = self.shared.version_of(token) else {
             return self.wait_for(Some(token), deadline_ms).await;
         };
         // Both recorded before the nudge, which makes the actor read them.
-        // The report is state, not a message: it stands even if this call
+        // The report is state: it stands even if this call
         // is dropped right after, and a thousand reports of one token wake
         // the actor once.
         self.shared.register_wait(deadline_ms);
         self.shared.report_rejection(version);
-        self.nudge();
+        self.shared.nudge();
         self.wait_for(Some(token), deadline_ms).await
     }
 
@@ -224,7 +223,7 @@ impl TokenHandle {
             // deadlines, after `listen` wakes this listener.
             let listener = shared.changed.listen();
             if shared.register_wait(deadline_ms) {
-                self.nudge();
+                self.shared.nudge();
             }
             if let Some(token) = wanted() {
                 return Ok(token);
@@ -283,7 +282,7 @@ impl TokenHandle {
     ///
     /// If the driver is not running, this returns once the driver is dropped.
     pub async fn shutdown(&self) {
-        self.sender.close();
+        self.shared.close();
         loop {
             if self.shared.is_stopped() {
                 return;

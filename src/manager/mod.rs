@@ -13,7 +13,7 @@
 //!     │                                     ▲ publish
 //!     │ token() when none is valid,         │
 //!     │ refresh_rejected(), shutdown()      │
-//!     └──────── channel ──────────▶ TokenManager (Driver) ──▶ TokenSource
+//!     └──────── wake-up ──────────▶ TokenManager (Driver) ──▶ TokenSource
 //!  subscriber ◀── Subscription ◀── event ──┘  timer, jitter, backoff
 //! ```
 //!
@@ -54,8 +54,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_channel::Receiver;
-use futures_lite::{future, Stream};
+use futures_lite::future;
 
 pub use builder::TokenManagerBuilder;
 pub use handle::TokenHandle;
@@ -93,12 +92,6 @@ const LOG: &str = "tokenkeeper::manager";
 /// reads to skip the clock check until the refresh instant.
 const LATE_MARGIN_MS: u64 = 1_000;
 
-/// What handles send the actor: look at the shared state now (a waiter's
-/// deadline, a rejected token) and at the clock. Everything else they have
-/// to say is in [`Shared`], where a crowd saying the same thing costs one
-/// message.
-pub(crate) struct Wake;
-
 /// The future that runs a [`TokenManager`]; spawn it on any executor.
 ///
 /// It completes when the manager stops: after
@@ -132,8 +125,6 @@ type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Token, SourceError
 /// [`TokenHandle`]s.
 pub struct TokenManager {
     shared: Arc<Shared>,
-    /// Boxed because the receiver is not `Unpin`.
-    messages: Pin<Box<Receiver<Wake>>>,
     /// `None` while a fetch owns it.
     source: Option<Box<dyn TokenSource>>,
     fetch: Option<Fetch>,
@@ -198,7 +189,10 @@ impl fmt::Debug for TokenManager {
 
 enum Event {
     Fetched(Box<dyn TokenSource>, Result<Token, SourceError>),
-    Wake(Option<Wake>),
+    /// A handle left something to read in the shared state.
+    Wake,
+    /// Every handle is gone, or one called `shutdown`.
+    Closed,
     Timer,
 }
 
@@ -253,10 +247,9 @@ impl TokenManager {
                         Err(error) => self.on_error(error),
                     }
                 }
-                // Cleared before the next turn reads the shared state: a
-                // handle that still finds it set relies on that turn.
-                Event::Wake(Some(Wake)) => self.shared.wake_pending.store(false, Ordering::SeqCst),
-                Event::Wake(None) => break,
+                // The next turn reads the shared state.
+                Event::Wake => {}
+                Event::Closed => break,
                 Event::Timer => {
                     let now = self.clock.now_ms();
                     if now >= self.heartbeat_ms {
@@ -268,7 +261,7 @@ impl TokenManager {
         log::debug!(target: LOG, "token manager stopped");
     }
 
-    /// Waits for the fetch in flight, a message, or the timer.
+    /// Waits for the fetch in flight, a wake-up from a handle, or the timer.
     async fn next_event(&mut self) -> Event {
         let wake_ms = if self.fetch.is_some() {
             self.heartbeat_ms.min(self.fetch_deadline_ms)
@@ -290,8 +283,10 @@ impl TokenManager {
                     return Poll::Ready(Event::Fetched(source, result));
                 }
             }
-            if let Poll::Ready(message) = self.messages.as_mut().poll_next(cx) {
-                return Poll::Ready(Event::Wake(message));
+            match self.shared.poll_wake(cx.waker()) {
+                None => return Poll::Ready(Event::Closed),
+                Some(true) => return Poll::Ready(Event::Wake),
+                Some(false) => {}
             }
             if let Some((_, timer)) = &mut self.timer {
                 if timer.as_mut().poll(cx).is_ready() {

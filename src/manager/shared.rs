@@ -1,9 +1,11 @@
 //! The state the actor shares with handles and subscriptions.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::Waker;
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use event_listener::Event;
 
 use crate::clock::Clock;
@@ -27,9 +29,16 @@ pub(crate) struct Shared {
     pub(crate) changes: AtomicU64,
     /// Whether the latest fetch failed with a permanent error.
     failing_permanently: AtomicBool,
-    /// Whether a `Wake` is on its way to the actor: a crowd of waiters
-    /// sends one, not one each.
-    pub(crate) wake_pending: AtomicBool,
+    /// The actor's waker, registered on every poll of its wait.
+    actor: AtomicWaker,
+    /// Whether the actor has been woken to read this state and not yet
+    /// taken the wake-up: a crowd of callers wakes it once, not once each.
+    wake_pending: AtomicBool,
+    /// How many `TokenHandle`s exist; the manager stops when the last goes.
+    handles: AtomicUsize,
+    /// Whether the manager was told to stop (`TokenHandle::shutdown`, or the
+    /// last handle dropped).
+    closed: AtomicBool,
     /// The newest publication a caller reported rejected; the actor acts on
     /// it when it wakes.
     rejected: AtomicU64,
@@ -60,7 +69,10 @@ impl Shared {
             }),
             changes: AtomicU64::new(0),
             failing_permanently: AtomicBool::new(false),
+            actor: AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
+            handles: AtomicUsize::new(1),
+            closed: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             wait_deadline_ms: AtomicU64::new(u64::MAX),
             driven: AtomicBool::new(false),
@@ -149,6 +161,8 @@ impl Shared {
     /// by a manager that no longer refreshes.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        // Nothing polls the actor any more: let its task go.
+        drop(self.actor.take());
         self.invalidate();
         self.update_state(|s| {
             s.running = false;
@@ -220,6 +234,45 @@ impl Shared {
     }
 
     /// Marks the driver started.
+    /// Makes the actor read the shared state (wait deadlines, rejections)
+    /// and the clock soon. Call it after writing what the actor should read:
+    /// either this caller wakes the actor, or a wake-up that the actor has
+    /// not yet taken is pending, and the actor reads the state after taking
+    /// it (both sides are `SeqCst`).
+    pub(crate) fn nudge(&self) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.actor.wake();
+        }
+    }
+
+    /// For the actor, on every poll: registers its waker, then takes a
+    /// pending wake-up. `Some(true)`: read the shared state; `None`: stop.
+    pub(crate) fn poll_wake(&self, waker: &Waker) -> Option<bool> {
+        self.actor.register(waker);
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.wake_pending.swap(false, Ordering::SeqCst))
+    }
+
+    /// Tells the actor to stop.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.actor.wake();
+    }
+
+    /// Counts a new handle.
+    pub(crate) fn add_handle(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dropped handle; the last one stops the manager.
+    pub(crate) fn remove_handle(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close();
+        }
+    }
+
     pub(crate) fn set_driven(&self) {
         self.driven.store(true, Ordering::Release);
     }
