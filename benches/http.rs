@@ -22,6 +22,11 @@
 //!   token, answered by a manager whose driver is spawned on the caller's
 //!   executor, as an application does (`smol::spawn(driver)`): the message
 //!   to the actor, the fetch, the publish and the wake-up of the caller;
+//! - `least actor`: a diagnostic, the least an actor that owns the source
+//!   adds: a task woken by a flag and an `AtomicWaker` runs the same fetch
+//!   and hands the token over through an `Event`, with none of the
+//!   manager's bookkeeping (`manager refresh` minus this is that
+//!   bookkeeping; this minus the fetch is the two task hops);
 //! - `manager refresh, driver on a thread of its own`: the same with the
 //!   driver run by `block_on` on a dedicated thread, so a refresh crosses
 //!   threads twice more than the direct POST (caller → driver → caller);
@@ -54,11 +59,14 @@ mod support;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use base64::Engine as _;
-use futures_lite::future::block_on;
+use futures_lite::future::{self, block_on};
 use local_authority::LocalAuthority;
 use smol::{Executor, LocalExecutor};
 use tokenkeeper::manager::Driver;
@@ -66,7 +74,7 @@ use tokenkeeper::oauth2::{
     ClientCredentials, HttpClient, HttpRequest, TokenEndpoint, UreqClient, DEFAULT_MAX_BODY,
 };
 use tokenkeeper::{
-    ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, ManualClock, SystemClock,
+    ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, ManualClock, SystemClock, Token,
     TokenHandle, TokenManager, TokenSource,
 };
 
@@ -75,6 +83,7 @@ const DIRECT: &str = "direct POST (UreqClient::post)";
 const DIRECT_AGAIN: &str = "direct POST again (control)";
 const MANAGER: &str = "manager refresh (refresh_rejected)";
 const MANAGER_NO_TIMERS: &str = "manager refresh, no timers (ManualClock)";
+const LEAST_ACTOR: &str = "least actor (a task that fetches when woken)";
 /// Set for a child run under callgrind: `<variant name>:<requests>`.
 const COUNT_ENV: &str = "TOKENKEEPER_BENCH_HTTP_COUNT";
 
@@ -183,6 +192,72 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
     }
 }
 
+/// The least an actor that owns the source adds to a refresh a caller
+/// waits for: a task that runs `ClientCredentials::fetch` when woken (a
+/// flag and an `AtomicWaker`, as handles wake the manager) and hands the
+/// token over through an `Event` (as the manager wakes its waiters). No
+/// shared state, rejection, deadline, timer or per-thread copy: what is left
+/// of the manager's cost once its bookkeeping is taken away.
+fn least_actor(
+    authority: &LocalAuthority,
+    http: &UreqClient,
+    spawn: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>),
+) -> Variant {
+    #[derive(Default)]
+    struct Rendezvous {
+        asked: AtomicBool,
+        actor: AtomicWaker,
+        token: Mutex<Option<Arc<Token>>>,
+        answered: event_listener::Event,
+    }
+    let rendezvous = Arc::new(Rendezvous::default());
+    let actor = Arc::clone(&rendezvous);
+    let mut grant = ClientCredentials::new(endpoint(authority, http));
+    spawn(Box::pin(async move {
+        loop {
+            future::poll_fn(|cx| {
+                actor.actor.register(cx.waker());
+                if actor.asked.swap(false, Ordering::SeqCst) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
+            let deadline = cx.now_ms() + REQUEST_TIMEOUT.as_millis() as u64;
+            let token = grant
+                .fetch(cx.with_deadline_ms(deadline))
+                .await
+                .expect("a token");
+            *actor.token.lock().unwrap() = Some(Arc::new(token));
+            actor.answered.notify(usize::MAX);
+        }
+    }));
+    Variant {
+        name: LEAST_ACTOR,
+        target: false,
+        request: Box::new(move || {
+            let rendezvous = Arc::clone(&rendezvous);
+            Box::pin(async move {
+                rendezvous.asked.store(true, Ordering::SeqCst);
+                rendezvous.actor.wake();
+                let take = || rendezvous.token.lock().unwrap().take();
+                loop {
+                    if take().is_some() {
+                        return;
+                    }
+                    let listener = rendezvous.answered.listen();
+                    if take().is_some() {
+                        return;
+                    }
+                    listener.await;
+                }
+            })
+        }),
+    }
+}
+
 fn own_thread_driver(authority: &LocalAuthority, http: &UreqClient) -> Variant {
     let (handle, driver) = manager(authority, http, SystemClock);
     std::thread::Builder::new()
@@ -220,6 +295,7 @@ fn main() {
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
         forced_refresh(MANAGER, true, handle),
+        least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         own_thread_driver(&authority, &http),
         forced_refresh(MANAGER_NO_TIMERS, false, no_timers),
     ];
@@ -282,6 +358,7 @@ fn main() {
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
         forced_refresh(MANAGER, true, handle),
+        least_actor(&authority, &http, |actor| ex.spawn(actor).detach()),
     ];
     block_on(ex.spawn(async move {
         warm_up(&mut variants).await;
@@ -299,7 +376,12 @@ fn main() {
 /// child runs per variant: their difference leaves out start-up and
 /// warm-up. Each is run [`COUNT_REPEATS`] times and the least count kept:
 /// threads that spin while they wait for one another only ever add.
-const COUNTED: [&str; 3] = [DIRECT, "ClientCredentials::fetch", MANAGER_NO_TIMERS];
+const COUNTED: [&str; 4] = [
+    DIRECT,
+    "ClientCredentials::fetch",
+    LEAST_ACTOR,
+    MANAGER_NO_TIMERS,
+];
 const COUNT_RUNS: [u64; 2] = [1_000, 3_000];
 const COUNT_REPEATS: usize = 3;
 
@@ -370,6 +452,7 @@ fn count_child(spec: &str) {
     let mut variants = [
         direct(DIRECT, &authority, &http),
         source(&authority, &http),
+        least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         forced_refresh(MANAGER_NO_TIMERS, false, handle),
     ];
     let variant = variants
