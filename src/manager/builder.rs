@@ -151,7 +151,7 @@ impl TokenManagerBuilder {
             heartbeat_ms: 0,
             timer: None,
             fetch_deadline_ms: u64::MAX,
-            cancel: None,
+            cancel: Arc::default(),
         };
         let driver = Driver {
             inner: Box::pin(manager.run()),

@@ -5,7 +5,7 @@ use futures_lite::future;
 
 use crate::error::Error;
 use crate::manager::local;
-use crate::manager::shared::Shared;
+use crate::manager::shared::{Published, Shared};
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
 use crate::token::{duration_ms, Token};
@@ -170,21 +170,17 @@ impl TokenHandle {
         if self.shared.is_stopped() {
             return Err(Error::Stopped);
         }
-        if let Some(current) = self.current() {
-            if *current != *token {
-                return Ok(current);
-            }
-        }
         let deadline_ms = self.wait_deadline_ms();
-        // A token that is no longer published (withdrawn, or expired and
-        // being replaced) needs no report: its replacement is on its way.
-        let Some(version) = self.shared.version_of(token) else {
-            return self.wait_for(Some(token), deadline_ms).await;
+        let version = match self.shared.published(token) {
+            Published::This(version) => version,
+            Published::Other(replacement) => return Ok(replacement),
+            // Withdrawn, or expired and being replaced: no report needed,
+            // the replacement is on its way.
+            Published::Neither => return self.wait_for(Some(token), deadline_ms).await,
         };
         // Both recorded before the nudge, which makes the actor read them.
-        // The report is state: it stands even if this call
-        // is dropped right after, and a thousand reports of one token wake
-        // the actor once.
+        // The report is state: it stands even if this call is dropped right
+        // after, and a thousand reports of one token wake the actor once.
         self.shared.register_wait(deadline_ms);
         self.shared.report_rejection(version);
         self.shared.nudge();
@@ -209,16 +205,9 @@ impl TokenHandle {
             last_error: shared.state().last_error,
         };
         let mut own_timer = (!shared.is_driven()).then(|| shared.clock.sleep_until(deadline_ms));
+        // Callers looked for a token just before, so the first turn starts
+        // by listening.
         loop {
-            if let Some(token) = wanted() {
-                return Ok(token);
-            }
-            if let Some(error) = self.no_token_reason() {
-                return Err(error);
-            }
-            if shared.clock.now_ms() >= deadline_ms {
-                return Err(timed_out());
-            }
             // Listen first: a publish, or the actor forgetting the recorded
             // deadlines, after `listen` wakes this listener.
             let listener = shared.changed.listen();
@@ -231,23 +220,31 @@ impl TokenHandle {
             if let Some(error) = self.no_token_reason() {
                 return Err(error);
             }
-            let Some(timer) = &mut own_timer else {
-                listener.await;
-                continue;
-            };
-            let fired = future::or(
-                async {
-                    listener.await;
-                    false
-                },
-                async {
-                    timer.await;
-                    true
-                },
-            )
-            .await;
-            if fired {
+            if shared.clock.now_ms() >= deadline_ms {
                 return Err(timed_out());
+            }
+            match &mut own_timer {
+                None => listener.await,
+                Some(timer) => {
+                    let fired = future::or(
+                        async {
+                            listener.await;
+                            false
+                        },
+                        async {
+                            timer.await;
+                            true
+                        },
+                    )
+                    .await;
+                    if fired {
+                        return Err(timed_out());
+                    }
+                }
+            }
+            // The usual way out, without a new listener.
+            if let Some(token) = wanted() {
+                return Ok(token);
             }
         }
     }

@@ -149,10 +149,10 @@ pub struct TokenManager {
     timer: Option<(u64, BoxFuture<'static, ()>)>,
     /// When the fetch in flight is abandoned, and how.
     fetch_deadline_ms: u64,
-    cancel: Option<Arc<Cancel>>,
+    cancel: Arc<Cancel>,
 }
 
-/// Ends a fetch from outside: set once, by the actor, at the deadline.
+/// Ends a fetch from outside: set by the actor at the deadline.
 ///
 /// It needs no waker: the actor polls the fetch right after setting it.
 #[derive(Default)]
@@ -163,6 +163,10 @@ struct Cancel {
 impl Cancel {
     fn fire(&self) {
         self.fired.store(true, Ordering::Release);
+    }
+
+    fn reset(&self) {
+        self.fired.store(false, Ordering::Release);
     }
 
     async fn fired(&self) {
@@ -229,15 +233,16 @@ impl TokenManager {
             let rejected = self.shared.rejected();
             if rejected > self.rejected {
                 self.rejected = rejected;
-                self.on_rejected(rejected);
+                self.on_rejected(rejected, now);
             }
             if self.fetch.is_none() && now >= self.next_attempt_ms {
-                self.shared.mark_late();
+                // A withdrawn token is read by no one.
+                if !self.withdrawn {
+                    self.shared.mark_late();
+                }
                 self.start_fetch(now);
             } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
-                if let Some(cancel) = self.cancel.take() {
-                    cancel.fire();
-                }
+                self.cancel.fire();
             }
             match self.next_event().await {
                 Event::Fetched(source, result) => {
@@ -324,8 +329,10 @@ impl TokenManager {
         });
         // The deadline rides on the actor's own timer; at the deadline the
         // actor fires `cancel`, and the fetch ends with the source handed back.
-        let cancel = Arc::new(Cancel::default());
-        self.cancel = Some(Arc::clone(&cancel));
+        // One flag for every fetch: the last one has ended, so nothing
+        // else reads it.
+        self.cancel.reset();
+        let cancel = Arc::clone(&self.cancel);
         self.fetch_deadline_ms = deadline;
         self.fetch = Some(Box::pin(async move {
             let result = future::or(source.fetch(cx), async move {
@@ -407,7 +414,7 @@ impl TokenManager {
         }
     }
 
-    fn on_rejected(&mut self, version: u64) {
+    fn on_rejected(&mut self, version: u64, now: u64) {
         // `version` is 0 until the first publish, which no rejection names.
         if self.withdrawn || version != self.version {
             return;
@@ -421,7 +428,7 @@ impl TokenManager {
         if self.fetch.is_some() || self.backoff.failures() > 0 {
             return;
         }
-        let now = self.clock.now_ms();
+
         let earliest = self.last_forced_ms.map_or(now, |at| {
             at.saturating_add(duration_ms(self.forced_refresh_interval))
         });
@@ -429,8 +436,10 @@ impl TokenManager {
         if at < self.next_attempt_ms {
             self.next_attempt_ms = at;
             self.next_reason = FetchReason::Rejected;
-            let next = self.next_attempt_ms;
-            self.shared.update_state(|s| s.next_refresh_ms = Some(next));
+            // Due now, the fetch starts in this turn and says so itself.
+            if at > now {
+                self.shared.update_state(|s| s.next_refresh_ms = Some(at));
+            }
         }
     }
 }

@@ -22,6 +22,13 @@ pub(crate) struct Slot {
     pub(crate) late: bool,
 }
 
+/// See [`Shared::published`].
+pub(crate) enum Published {
+    This(u64),
+    Other(Arc<Token>),
+    Neither,
+}
+
 pub(crate) struct Shared {
     slot: RwLock<Slot>,
     /// Bumped after every change of the slot (publish, withdraw, stop), so
@@ -125,13 +132,16 @@ impl Shared {
         version
     }
 
-    /// The publication number of the published token if it is `token`.
-    pub(crate) fn version_of(&self, token: &Token) -> Option<u64> {
-        self.read_slot(|slot| {
-            slot.token
-                .as_deref()
-                .filter(|t| *t == token)
-                .map(|_| slot.version)
+    /// What the slot holds, for a caller reporting `token` rejected: that
+    /// token (with its publication number), a valid replacement, or
+    /// neither (withdrawn, expired, or nothing published yet).
+    pub(crate) fn published(&self, token: &Token) -> Published {
+        self.read_slot(|slot| match slot.token.as_ref() {
+            Some(current) if **current == *token => Published::This(slot.version),
+            Some(current) if current.is_valid_at(self.clock.now_ms_fast()) => {
+                Published::Other(Arc::clone(current))
+            }
+            _ => Published::Neither,
         })
     }
 

@@ -229,17 +229,25 @@ impl TokenEndpoint {
                 request.with_timeout(Duration::from_millis(left.saturating_sub(margin).max(1)));
         }
         log::debug!(target: LOG, "POST {} (grant_type={grant})", self.url);
-        let mut all_secrets = vec![self.client_secret.secret()];
-        all_secrets.extend_from_slice(secrets);
+        let client_secret = self.client_secret.secret();
+        let joined: Vec<&str>;
+        let all_secrets = if secrets.is_empty() {
+            std::slice::from_ref(&client_secret)
+        } else {
+            joined = [&[client_secret][..], secrets].concat();
+            &joined[..]
+        };
         let response = match self.http.post(request, self.max_body).await {
             Ok(response) => response,
             Err(e) => return Err(into_source_error(TokenRequestError::Http(e), None)),
         };
-        let hint = response
-            .header("retry-after")
-            .and_then(|v| retry_after(v, cx.now_ms()));
-        let parsed = parse_token_response(response.status(), response.body(), &all_secrets)
-            .map_err(|e| into_source_error(e, hint))?;
+        let parsed = parse_token_response(response.status(), response.body(), all_secrets)
+            .map_err(|e| {
+                let hint = response
+                    .header("retry-after")
+                    .and_then(|v| retry_after(v, cx.now_ms()));
+                into_source_error(e, hint)
+            })?;
         if !parsed.token_type.eq_ignore_ascii_case("bearer") {
             log::warn!(
                 target: LOG,
