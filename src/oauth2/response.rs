@@ -65,7 +65,11 @@ pub fn parse_token_response(
     body: &[u8],
     secrets: &[&str],
 ) -> Result<TokenResponse, TokenRequestError> {
-    let members = serde_json::from_slice::<Members>(body).ok();
+    // One UTF-8 check of the whole body, not one per string: serde_json
+    // reading a `&str` trusts it. A body that is not UTF-8 is no JSON either.
+    let members = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Members>(text).ok());
     if let Some(members) = &members {
         if let Some(error) = oauth2_error(status, members, secrets) {
             // Some servers send errors with a 200; an access token wins over it.
