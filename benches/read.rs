@@ -12,6 +12,11 @@
 //! token), as a caller formatting an `Authorization` header would. Targets:
 //! `current()` ≤ 20 ns on one thread; two threads within 1.5× of one.
 //! `benches/compare` runs the same loops next to aliri_tokens.
+//!
+//! Last, a check without criterion: `with_current()` on one thread while
+//! another clones and drops handles of the same manager without pause, next
+//! to the same reads with that thread idle. A handle clone writes the
+//! manager's handle count; reads must not share its cache line.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -19,9 +24,10 @@ mod support;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
 use support::{PrivateArc, Threads};
@@ -154,6 +160,57 @@ fn main() {
     two_threads(&mut c, &handle, &token);
     c.final_summary();
     summary(since);
+    clone_churn(&handle);
+}
+
+/// `with_current()` while another thread clones and drops handles, next to
+/// the same with that thread idle: rounds alternate, medians compared.
+fn clone_churn(handle: &TokenHandle) {
+    let (rounds, reads) = if support::quick() {
+        (6, 10_000_000)
+    } else {
+        (20, 20_000_000)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = Arc::new(AtomicBool::new(false));
+    let cloner = {
+        let (handle, stop, churn) = (handle.clone(), Arc::clone(&stop), Arc::clone(&churn));
+        std::thread::spawn(move || {
+            let mut clones = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if churn.load(Ordering::Relaxed) {
+                    drop(black_box(handle.clone()));
+                    clones += 1;
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            clones
+        })
+    };
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let churning = round % 2 == 1;
+        churn.store(churning, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        let start = Instant::now();
+        for _ in 0..reads {
+            black_box(with_current(black_box(handle)));
+        }
+        times[usize::from(churning)].push(start.elapsed().as_secs_f64() * 1e9 / reads as f64);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let clones = cloner.join().expect("the cloning thread");
+    let [idle, churning] = times.map(support::Summary::new);
+    println!(
+        "\n== with_current() while another thread clones and drops handles ({rounds} alternating rounds of {reads} reads; {clones} clones) =="
+    );
+    println!(
+        "with_current(), other thread cloning handles: {:.2} ns, idle: {:.2} ns = {:.2}×",
+        churning.median(),
+        idle.median(),
+        churning.median() / idle.median()
+    );
 }
 
 /// Prints this run's medians against the targets.
