@@ -129,7 +129,8 @@ impl TokenHandle {
     /// When a caller starting to wait now gives up.
     fn wait_deadline_ms(&self) -> u64 {
         let timeout = duration_ms(self.shared.wait_timeout);
-        self.shared.clock.now_ms().saturating_add(timeout)
+        // The coarse clock: a deadline some milliseconds late is no harm.
+        self.shared.clock.now_ms_fast().saturating_add(timeout)
     }
 
     /// Reports that a server rejected `token` (say, with HTTP 401) and returns
@@ -220,7 +221,7 @@ impl TokenHandle {
             if let Some(error) = self.no_token_reason() {
                 return Err(error);
             }
-            if shared.clock.now_ms() >= deadline_ms {
+            if shared.clock.now_ms_fast() >= deadline_ms {
                 return Err(timed_out());
             }
             match &mut own_timer {

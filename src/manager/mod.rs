@@ -116,7 +116,7 @@ impl Future for Driver {
     }
 }
 
-type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Token, SourceError>)>;
+type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Arc<Token>, SourceError>)>;
 
 /// The actor that keeps one token fresh.
 ///
@@ -192,7 +192,7 @@ impl fmt::Debug for TokenManager {
 }
 
 enum Event {
-    Fetched(Box<dyn TokenSource>, Result<Token, SourceError>),
+    Fetched(Box<dyn TokenSource>, Result<Arc<Token>, SourceError>),
     /// A handle left something to read in the shared state.
     Wake,
     /// Every handle is gone, or one called `shutdown`.
@@ -218,13 +218,12 @@ impl TokenManager {
     }
 
     async fn run(mut self) {
-        let now = self.clock.now_ms();
+        let mut now = self.clock.now_ms();
         self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
         self.shared.update_state(|s| s.running = true);
         self.shared.set_driven();
         log::debug!(target: LOG, "token manager started");
         loop {
-            let now = self.clock.now_ms();
             // After the wall clock stepped back, do not sleep past one beat.
             self.heartbeat_ms = self
                 .heartbeat_ms
@@ -244,19 +243,21 @@ impl TokenManager {
             } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
                 self.cancel.fire();
             }
-            match self.next_event().await {
+            let event = self.next_event().await;
+            // One reading per turn, for the event and the next turn's checks.
+            now = self.clock.now_ms();
+            match event {
                 Event::Fetched(source, result) => {
                     self.source = Some(source);
                     match result {
-                        Ok(token) => self.on_token(token),
-                        Err(error) => self.on_error(error),
+                        Ok(token) => self.on_token(token, now),
+                        Err(error) => self.on_error(error, now),
                     }
                 }
                 // The next turn reads the shared state.
                 Event::Wake => {}
                 Event::Closed => break,
                 Event::Timer => {
-                    let now = self.clock.now_ms();
                     if now >= self.heartbeat_ms {
                         self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
                     }
@@ -341,23 +342,23 @@ impl TokenManager {
                 Err(SourceError::transient(timed_out.to_string()).with_cause(timed_out))
             })
             .await;
-            (source, result)
+            // Into its `Arc` at once: the token moves on as a pointer.
+            (source, result.map(Arc::new))
         }));
     }
 
-    fn on_token(&mut self, token: Token) {
-        let now = self.clock.now_ms();
+    fn on_token(&mut self, token: Arc<Token>, now: u64) {
         if !token.is_valid_at(now) {
-            self.on_error(SourceError::transient(
-                "the source returned a token that had already expired",
-            ));
+            self.on_error(
+                SourceError::transient("the source returned a token that had already expired"),
+                now,
+            );
             return;
         }
         let refresh_at = self
             .jitter
             .refresh_at(token.issued_ms(), token.stale_ms())
             .clamp(token.issued_ms(), token.stale_ms());
-        let token = Arc::new(token);
         self.backoff.reset();
         self.next_attempt_ms = refresh_at;
         self.next_reason = FetchReason::Scheduled;
@@ -383,8 +384,7 @@ impl TokenManager {
         self.version = self.shared.publish(token, late);
     }
 
-    fn on_error(&mut self, error: SourceError) {
-        let now = self.clock.now_ms();
+    fn on_error(&mut self, error: SourceError, now: u64) {
         let delay = self
             .backoff
             .next_delay(error.retry_after(), error.is_permanent());
