@@ -428,7 +428,6 @@ impl TokenManager {
         if self.fetch.is_some() || self.backoff.failures() > 0 {
             return;
         }
-
         let earliest = self.last_forced_ms.map_or(now, |at| {
             at.saturating_add(duration_ms(self.forced_refresh_interval))
         });
