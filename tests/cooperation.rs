@@ -219,7 +219,12 @@ fn check_watch(who: &str, out: &Finished, watch: Duration) -> Vec<u64> {
         })
         .collect();
     let errors: Vec<&Value> = events.iter().filter(|e| e["event"] == "error").collect();
-    assert!(errors.is_empty(), "{who}: error events: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "{who}: error events: {errors:?}\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
     let mut issued = Vec::new();
     for event in &events {
         assert_eq!(event["event"], "token", "{who}: {event}");
