@@ -222,6 +222,7 @@ fn cold_start(runs: usize, callers: usize, latency: Duration, arrival: Arrival) 
         let times = Summary::new(served);
         let (start, end) = fetches.lock().unwrap()[0];
         let exchange = ms(end.duration_since(start));
+        let part = times.max() - exchange;
         println!(
             "run {run}: {requests} authority request(s); callers spawned in {:.2} ms; \
              fetch from +{:.2} ms to +{:.2} ms; served after {}; the manager's part {:.2} ms",
@@ -229,11 +230,11 @@ fn cold_start(runs: usize, callers: usize, latency: Duration, arrival: Arrival) 
             ms(start.duration_since(t0)),
             ms(end.duration_since(t0)),
             times.line("ms"),
-            times.max() - exchange
+            part
         );
         lasts.push(times.max());
         exchanges.push(exchange);
-        added.push(times.max() - exchange);
+        added.push(part);
         smol::block_on(handle.shutdown());
     }
     let (lasts, exchanges, added) = (
@@ -263,11 +264,8 @@ fn cold_start(runs: usize, callers: usize, latency: Duration, arrival: Arrival) 
     support::verdict(
         added.median() <= 5.0,
         &format!(
-            "cold start ({}): last caller served after the exchange + (median over runs)",
-            match arrival {
-                Arrival::Task => "callers from a task",
-                Arrival::Thread => "callers from a thread",
-            }
+            "cold start (callers {}): last caller served after the exchange + (median over runs)",
+            arrival.describe()
         ),
         &format!(
             "{:.2} ms (last caller {:.2} ms, exchange {:.2} ms; worst run + {:.2} ms)",

@@ -241,8 +241,9 @@ impl TempDir {
             .as_nanos();
         let folder = format!("tokenkeeper-{name}-{}-{nanos}", std::process::id());
         let shm = Path::new("/dev/shm");
-        if shm.is_dir() && std::fs::create_dir(shm.join(&folder)).is_ok() {
-            return TempDir(shm.join(folder));
+        let in_memory = shm.join(&folder);
+        if shm.is_dir() && std::fs::create_dir(&in_memory).is_ok() {
+            return TempDir(in_memory);
         }
         let path = std::env::temp_dir().join(folder);
         std::fs::create_dir_all(&path).expect("create a temporary folder");
