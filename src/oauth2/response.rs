@@ -288,14 +288,14 @@ fn excerpt(body: &[u8], secrets: &[&str]) -> String {
     clean(&collapsed, secrets)
 }
 
-/// Server text made safe to log: control characters dropped, then secrets
-/// replaced (in that order, so a secret split by a control character is
-/// caught), then cut at [`MAX_TEXT`] characters.
 /// Whether [`clean`] without secrets would return `text` unchanged.
 fn is_clean(text: &str) -> bool {
     text.len() <= MAX_TEXT && !text.chars().any(char::is_control)
 }
 
+/// Server text made safe to log: control characters dropped, then secrets
+/// replaced (in that order, so a secret split by a control character is
+/// caught), then cut at [`MAX_TEXT`] characters.
 fn clean(text: &str, secrets: &[&str]) -> String {
     let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
