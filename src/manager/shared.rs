@@ -250,7 +250,6 @@ impl Shared {
         }
     }
 
-    /// Marks the driver started.
     /// Makes the actor read the shared state (wait deadlines, rejections)
     /// and the clock soon. Call it after writing what the actor should read:
     /// either this caller wakes the actor, or a wake-up that the actor has
@@ -290,6 +289,7 @@ impl Shared {
         }
     }
 
+    /// Marks the driver started.
     pub(crate) fn set_driven(&self) {
         self.driven.store(true, Ordering::Release);
     }
