@@ -90,21 +90,24 @@
 //!
 //! # Features
 //!
-//! - `ureq` (default): [`oauth2::UreqClient`], the default HTTP client: a
+//! - `ureq` (default): `UreqClient` in [`oauth2`], the default HTTP client: a
 //!   blocking `ureq` agent with rustls, run on the `blocking` thread pool.
 //!   It compiles no tokio and needs no runtime.
-//! - `surf`: [`oauth2::SurfClient`] for a `surf::Client` you configure, and
-//!   [`middleware::BearerAuth`], which adds the token to surf requests and
-//!   refreshes it after a 401. surf
+//! - `surf`: `SurfClient` in [`oauth2`], for a `surf::Client` you
+//!   configure, and the `middleware` module's `BearerAuth`, which adds the
+//!   token to surf requests and refreshes it after a 401. surf
 //!   is unmaintained upstream and pulls in async-std; pick its `curl-client`
 //!   backend, which compiles no tokio (its `h1-client*` backends compile
 //!   tokio through deadpool).
-//! - `redis`: [`cache::RedisCache`]. The `redis` crate compiles tokio's
+//! - `redis`: `RedisCache` in [`cache`]. The `redis` crate compiles tokio's
 //!   `sync` module (channels only: no runtime, timers or I/O are started),
 //!   and runs its connection task on smol's global executor.
-//! - `smol`: [`TokenManagerBuilder::spawn_smol`].
-//! - `async-std`: [`TokenManagerBuilder::spawn_async_std`]. async-std is
+//! - `smol`: `spawn_smol` on [`TokenManagerBuilder`].
+//! - `async-std`: `spawn_async_std` on [`TokenManagerBuilder`]. async-std is
 //!   discontinued upstream in favour of smol; tokenkeeper runs on both.
+//!
+//! Items of a feature are named here without a link, so that these docs
+//! build without a broken link whatever features are on.
 //!
 //! With the default features, `cargo tree -e normal -i tokio` prints nothing.
 
