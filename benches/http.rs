@@ -22,6 +22,11 @@
 //!   token, answered by a manager whose driver is spawned on the caller's
 //!   executor, as an application does (`smol::spawn(driver)`): the message
 //!   to the actor, the fetch, the publish and the wake-up of the caller;
+//! - `manager refresh on its own schedule`: the refresh the manager makes
+//!   when a token turns stale, with nobody waiting for it: the actor's
+//!   turn around the POST (starting the fetch with its deadline, the
+//!   fetch, publishing, planning the next refresh), one refresh per
+//!   request (see [`scheduled_refresh`]);
 //! - `least actor`: a diagnostic, the least an actor that owns the source
 //!   adds: a task woken by a flag and an `AtomicWaker` runs the same fetch
 //!   and hands the token over through an `Event`, with none of the
@@ -39,15 +44,16 @@
 //! `LocalExecutor` on the benchmark thread; criterion measures each variant,
 //! then the interleaved pass) and a two-thread application (`smol::Executor`
 //! run by two threads; the interleaved pass). Between them, the first
-//! four variants again with 1 ms of latency at the authority, a tenth of
+//! five variants again with 1 ms of latency at the authority, a tenth of
 //! the requests. The interleaved pass runs
 //! rounds of each variant in rotating order and times every request, so
 //! that drifts of a shared machine hit all variants alike; its medians are
 //! checked against the ≤ 5 % target.
 //!
 //! Last, when valgrind is installed and not in quick mode, the instructions
-//! per request of the direct POST, the fetch and the forced refresh (on a
-//! `ManualClock`: valgrind cannot follow `SystemClock`'s vDSO lookup),
+//! per request of the direct POST, the fetch, the least actor, the forced
+//! refresh and the scheduled refresh (the last two on a `ManualClock`:
+//! valgrind cannot follow `SystemClock`'s vDSO lookup),
 //! counted by callgrind in child runs of this binary over every thread of
 //! the process. The count does not depend on what else the machine does
 //! (it moves by 1–3 k per request between runs, with how the threads
@@ -59,7 +65,7 @@ mod support;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -74,8 +80,8 @@ use tokenkeeper::oauth2::{
     ClientCredentials, HttpClient, HttpRequest, TokenEndpoint, UreqClient, DEFAULT_MAX_BODY,
 };
 use tokenkeeper::{
-    ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, ManualClock, SystemClock, Token,
-    TokenHandle, TokenManager, TokenSource,
+    BoxFuture, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, ManualClock, NoJitter,
+    SourceError, SystemClock, Token, TokenHandle, TokenManager, TokenSource,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -84,6 +90,7 @@ const DIRECT_AGAIN: &str = "direct POST again (control)";
 const MANAGER: &str = "manager refresh (refresh_rejected)";
 const MANAGER_NO_TIMERS: &str = "manager refresh, no timers (ManualClock)";
 const LEAST_ACTOR: &str = "least actor (a task that fetches when woken)";
+const SCHEDULED: &str = "manager refresh on its own schedule, nobody waiting";
 /// Set for a child run under callgrind: `<variant name>:<requests>`.
 const COUNT_ENV: &str = "TOKENKEEPER_BENCH_HTTP_COUNT";
 
@@ -192,6 +199,93 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
     }
 }
 
+/// A refresh as the manager makes it on its own schedule, with nobody
+/// waiting: each request lets one refresh through and returns once its
+/// token is published.
+///
+/// The manager's tokens turn stale at once (`stale_percent(0)`, no
+/// jitter), so the actor starts the next refresh in the turn that
+/// publishes a token; its source waits at a gate until the next request
+/// opens it, so that between requests the manager sends nothing. The
+/// request polls the driver itself, as the driver's task would be polled:
+/// the end of the POST wakes the task that polls the driver. What it
+/// times is the actor's whole turn around the POST: starting the fetch
+/// with its deadline, building the request, parsing the answer,
+/// publishing, planning the next refresh.
+fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl Clock) -> Variant {
+    /// `ClientCredentials` behind a gate, counting the fetches it finished.
+    struct Gated {
+        grant: ClientCredentials,
+        open: Arc<AtomicBool>,
+        finished: Arc<AtomicU64>,
+    }
+    impl TokenSource for Gated {
+        fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
+            Box::pin(async move {
+                // No waker: the request polls the driver right after opening.
+                future::poll_fn(|_| {
+                    if self.open.swap(false, Ordering::SeqCst) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                let token = self.grant.fetch(cx).await;
+                self.finished.fetch_add(1, Ordering::SeqCst);
+                token
+            })
+        }
+    }
+    let open = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicU64::new(0));
+    let gated = Gated {
+        grant: ClientCredentials::new(endpoint(authority, http)),
+        open: Arc::clone(&open),
+        finished: Arc::clone(&finished),
+    };
+    let (handle, driver) = TokenManager::builder(gated)
+        .clock(clock)
+        .lifetime(LifetimePolicy::default().stale_percent(0))
+        .jitter(NoJitter)
+        .request_timeout(REQUEST_TIMEOUT)
+        .build();
+    let driver = Arc::new(Mutex::new(Some(driver)));
+    Variant {
+        name: SCHEDULED,
+        target: true,
+        request: Box::new(move || {
+            // Held by the variant: every handle gone would stop the manager.
+            let _alive = &handle;
+            let (driver, open, finished) = (
+                Arc::clone(&driver),
+                Arc::clone(&open),
+                Arc::clone(&finished),
+            );
+            Box::pin(async move {
+                let before = finished.load(Ordering::SeqCst);
+                open.store(true, Ordering::SeqCst);
+                // One request at a time: taken out for it, put back.
+                let mut taken = driver.lock().unwrap().take().expect("the driver");
+                future::poll_fn(|cx| {
+                    // The driver publishes in the poll in which the fetch
+                    // ends, before it returns.
+                    if Pin::new(&mut taken).poll(cx).is_ready() {
+                        panic!("the manager stopped");
+                    }
+                    if finished.load(Ordering::SeqCst) > before {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+                *driver.lock().unwrap() = Some(taken);
+            })
+        }),
+    }
+}
+
 /// The least an actor that owns the source adds to a refresh a caller
 /// waits for: a task that runs `ClientCredentials::fetch` when woken (a
 /// flag and an `AtomicWaker`, as handles wake the manager) and hands the
@@ -295,6 +389,7 @@ fn main() {
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
         forced_refresh(MANAGER, true, handle),
+        scheduled_refresh(&authority, &http, SystemClock),
         least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         own_thread_driver(&authority, &http),
         forced_refresh(MANAGER_NO_TIMERS, false, no_timers),
@@ -329,7 +424,7 @@ fn main() {
     // The same with 1 ms of latency at the authority, nearer a real one:
     // what the manager adds is a constant, not a share of the POST.
     authority.set_latency(Duration::from_millis(1));
-    variants.truncate(4);
+    variants.truncate(5);
     block_on(local.run(interleaved(
         "one thread, authority latency 1 ms",
         variants,
@@ -358,6 +453,7 @@ fn main() {
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
         forced_refresh(MANAGER, true, handle),
+        scheduled_refresh(&authority, &http, SystemClock),
         least_actor(&authority, &http, |actor| ex.spawn(actor).detach()),
     ];
     block_on(ex.spawn(async move {
@@ -376,11 +472,12 @@ fn main() {
 /// child runs per variant: their difference leaves out start-up and
 /// warm-up. Each is run [`COUNT_REPEATS`] times and the least count kept:
 /// threads that spin while they wait for one another only ever add.
-const COUNTED: [&str; 4] = [
+const COUNTED: [&str; 5] = [
     DIRECT,
     "ClientCredentials::fetch",
     LEAST_ACTOR,
     MANAGER_NO_TIMERS,
+    SCHEDULED,
 ];
 const COUNT_RUNS: [u64; 2] = [1_000, 3_000];
 const COUNT_REPEATS: usize = 3;
@@ -454,6 +551,7 @@ fn count_child(spec: &str) {
         source(&authority, &http),
         least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         forced_refresh(MANAGER_NO_TIMERS, false, handle),
+        scheduled_refresh(&authority, &http, ManualClock::new(SystemClock.now_ms())),
     ];
     let variant = variants
         .iter_mut()
