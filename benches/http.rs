@@ -85,6 +85,8 @@ use tokenkeeper::{
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The scheduled refresh's (see [`scheduled_refresh`]): a day.
+const GATED_REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DIRECT: &str = "direct POST (UreqClient::post)";
 const DIRECT_AGAIN: &str = "direct POST again (control)";
 const MANAGER: &str = "manager refresh (refresh_rejected)";
@@ -206,49 +208,55 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
 /// The manager's tokens turn stale at once (`stale_percent(0)`, no
 /// jitter), so the actor starts the next refresh in the turn that
 /// publishes a token; its source waits at a gate until the next request
-/// opens it, so that between requests the manager sends nothing. The
+/// allows one more token, so that between requests the manager sends
+/// nothing. The
 /// request polls the driver itself, as the driver's task would be polled:
 /// the end of the POST wakes the task that polls the driver. What it
 /// times is the actor's whole turn around the POST: starting the fetch
 /// with its deadline, building the request, parsing the answer,
 /// publishing, planning the next refresh.
 fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl Clock) -> Variant {
-    /// `ClientCredentials` behind a gate, counting the fetches it finished.
+    /// `ClientCredentials` behind a gate: it fetches while it has finished
+    /// fewer tokens than it is allowed.
     struct Gated {
         grant: ClientCredentials,
-        open: Arc<AtomicBool>,
+        allowed: Arc<AtomicU64>,
         finished: Arc<AtomicU64>,
     }
     impl TokenSource for Gated {
         fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
             Box::pin(async move {
-                // No waker: the request polls the driver right after opening.
+                // No waker: the request polls the driver right after it
+                // raises the allowance.
                 future::poll_fn(|_| {
-                    if self.open.swap(false, Ordering::SeqCst) {
+                    let finished = self.finished.load(Ordering::SeqCst);
+                    if finished < self.allowed.load(Ordering::SeqCst) {
                         Poll::Ready(())
                     } else {
                         Poll::Pending
                     }
                 })
                 .await;
-                let token = self.grant.fetch(cx).await;
+                let token = self.grant.fetch(cx).await.expect("a token");
                 self.finished.fetch_add(1, Ordering::SeqCst);
-                token
+                Ok(token)
             })
         }
     }
-    let open = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicU64::new(0));
     let gated = Gated {
         grant: ClientCredentials::new(endpoint(authority, http)),
-        open: Arc::clone(&open),
+        allowed: Arc::clone(&allowed),
         finished: Arc::clone(&finished),
     };
     let (handle, driver) = TokenManager::builder(gated)
         .clock(clock)
         .lifetime(LifetimePolicy::default().stale_percent(0))
         .jitter(NoJitter)
-        .request_timeout(REQUEST_TIMEOUT)
+        // The next fetch starts with each publish and waits at the gate
+        // while other variants run: its deadline must outlast that.
+        .request_timeout(GATED_REQUEST_TIMEOUT)
         .build();
     let driver = Arc::new(Mutex::new(Some(driver)));
     Variant {
@@ -257,14 +265,14 @@ fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl 
         request: Box::new(move || {
             // Held by the variant: every handle gone would stop the manager.
             let _alive = &handle;
-            let (driver, open, finished) = (
+            let (driver, allowed, finished) = (
                 Arc::clone(&driver),
-                Arc::clone(&open),
+                Arc::clone(&allowed),
                 Arc::clone(&finished),
             );
             Box::pin(async move {
                 let before = finished.load(Ordering::SeqCst);
-                open.store(true, Ordering::SeqCst);
+                allowed.store(before + 1, Ordering::SeqCst);
                 // One request at a time: taken out for it, put back.
                 let mut taken = driver.lock().unwrap().take().expect("the driver");
                 future::poll_fn(|cx| {
