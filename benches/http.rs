@@ -209,12 +209,11 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
 /// jitter), so the actor starts the next refresh in the turn that
 /// publishes a token; its source waits at a gate until the next request
 /// allows one more token, so that between requests the manager sends
-/// nothing. The
-/// request polls the driver itself, as the driver's task would be polled:
-/// the end of the POST wakes the task that polls the driver. What it
-/// times is the actor's whole turn around the POST: starting the fetch
-/// with its deadline, building the request, parsing the answer,
-/// publishing, planning the next refresh.
+/// nothing. The request polls the driver itself, as the driver's task
+/// would be polled: the end of the POST wakes the task that polls the
+/// driver. What it times is the actor's whole turn around the POST:
+/// starting the fetch with its deadline, building the request, parsing
+/// the answer, publishing, planning the next refresh.
 fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl Clock) -> Variant {
     /// `ClientCredentials` behind a gate: it fetches while it has finished
     /// fewer tokens than it is allowed.
