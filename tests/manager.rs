@@ -561,13 +561,48 @@ fn a_wall_clock_jump_is_noticed_within_thirty_seconds() {
 #[test]
 fn a_waiter_after_a_jump_triggers_the_refresh_at_once() {
     let b = Bench::new(secs(3600));
+    // One read on this thread: its copy may skip the clock for a while.
+    let first = b.handle.current().unwrap();
+    // Suspend for two hours: the token expired while nothing ran.
     b.clock.jump(secs(7_200));
-    let waiter = b.spawn({
-        let h = b.handle.clone();
-        async move { h.token().await }
-    });
+    let mut waiter = Box::pin(b.handle.token());
+    let poll = futures_lite::future::poll_once(&mut waiter);
+    assert!(
+        futures_lite::future::block_on(poll).is_none(),
+        "token() waits"
+    );
+    // And this thread's reads have seen the expiry too.
+    assert!(b.handle.current().is_none());
+    b.settle();
     assert_eq!(b.source.calls(), 2);
-    assert!(finished(waiter).is_ok());
+    let token = futures_lite::future::block_on(waiter).unwrap();
+    assert!(
+        token.is_valid_at(b.now()),
+        "token() returned an expired token"
+    );
+    assert_ne!(token, first);
+    assert_eq!(token.access_token().secret(), "token-2");
+}
+
+#[test]
+fn refresh_rejected_after_a_jump_returns_a_valid_token() {
+    let b = Bench::new(secs(3600));
+    let first = b.handle.current().unwrap();
+    let h = b.handle.clone();
+    let rejected = first.clone();
+    let second = finished(b.spawn(async move { h.refresh_rejected(&rejected).await })).unwrap();
+    assert_eq!(second.access_token().secret(), "token-2");
+    assert_eq!(b.handle.current().unwrap(), second);
+    b.clock.jump(secs(7_200));
+    // The first token was replaced, and its replacement has expired since.
+    let h = b.handle.clone();
+    let waiter = b.spawn(async move { h.refresh_rejected(&first).await });
+    let token = finished(waiter).unwrap();
+    assert!(
+        token.is_valid_at(b.now()),
+        "refresh_rejected returned an expired token"
+    );
+    assert_eq!(token.access_token().secret(), "token-3");
 }
 
 #[test]
