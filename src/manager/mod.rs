@@ -494,3 +494,34 @@ impl Drop for TokenManager {
         self.shared.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::AccessToken;
+
+    #[test]
+    fn refreshes_are_spaced_by_a_share_of_the_lifetime() {
+        const HOUR: u64 = 3_600_000;
+        // (issued, expiry, now, the least time to the next refresh)
+        let cases = [
+            (0, HOUR, 0, 180_000), // 5 % of an hour
+            (5_000, 5_000 + HOUR, 5_000, 180_000),
+            (0, 10_000, 0, 1_000),                 // at least a second
+            (0, 2_000, 0, 500),                    // a quarter of a 2 s token
+            (0, 200, 0, 100),                      // never below 100 ms
+            (0, HOUR, HOUR - 60_000, 30_000),      // half of what is left
+            (0, HOUR, HOUR - 1, 100),              // even at the last moment
+            (0, u64::MAX, 0, u64::MAX / 20),       // no overflow
+            (0, u64::MAX, u64::MAX - 1, u64::MAX), // saturates
+        ];
+        for (issued, expiry, now, gap) in cases {
+            let token = Token::from_parts(AccessToken::new("t"), issued, issued, expiry).unwrap();
+            assert_eq!(
+                earliest_refresh_ms(&token, now),
+                now.saturating_add(gap),
+                "issued {issued}, expiry {expiry}, now {now}"
+            );
+        }
+    }
+}
