@@ -85,8 +85,10 @@ use tokenkeeper::{
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// The scheduled refresh's (see [`scheduled_refresh`]): a day.
-const GATED_REQUEST_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// How far each request of [`scheduled_refresh`] moves the manager's clock
+/// on: past its next refresh (planned at the stale instant, 30 s into
+/// `local-authority`'s 60 s tokens, no jitter), within the token's life.
+const SCHEDULE_SKIP: Duration = Duration::from_secs(45);
 const DIRECT: &str = "direct POST (UreqClient::post)";
 const DIRECT_AGAIN: &str = "direct POST again (control)";
 const MANAGER: &str = "manager refresh (refresh_rejected)";
@@ -205,15 +207,16 @@ fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Vari
 /// waiting: each request lets one refresh through and returns once its
 /// token is published.
 ///
-/// The manager's tokens turn stale at once (`stale_percent(0)`, no
-/// jitter), so the actor starts the next refresh in the turn that
-/// publishes a token; its source waits at a gate until the next request
-/// allows one more token, so that between requests the manager sends
-/// nothing. The request polls the driver itself, as the driver's task
-/// would be polled: the end of the POST wakes the task that polls the
-/// driver. What it times is the actor's whole turn around the POST:
-/// starting the fetch with its deadline, building the request, parsing
-/// the answer, publishing, planning the next refresh.
+/// The manager's clock is the given one moved on by what the requests
+/// skip: each request skips [`SCHEDULE_SKIP`], past the manager's next
+/// refresh, so the timer the actor armed for it is due when the request
+/// polls the driver. Its source waits at a gate until a request allows one
+/// more token, so that between requests the manager sends nothing. The
+/// request polls the driver itself, as the driver's task would be polled:
+/// the end of the POST wakes the task that polls the driver. What it times
+/// is the actor's whole turn around the POST: the timer, starting the
+/// fetch with its deadline, building the request, parsing the answer,
+/// publishing, planning the next refresh.
 fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl Clock) -> Variant {
     /// `ClientCredentials` behind a gate: it fetches while it has finished
     /// fewer tokens than it is allowed.
@@ -249,13 +252,11 @@ fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl 
         allowed: Arc::clone(&allowed),
         finished: Arc::clone(&finished),
     };
+    let clock = Skipping::new(clock);
     let (handle, driver) = TokenManager::builder(gated)
-        .clock(clock)
-        .lifetime(LifetimePolicy::default().stale_percent(0))
+        .clock(clock.clone())
         .jitter(NoJitter)
-        // The next fetch starts with each publish and waits at the gate
-        // while other variants run: its deadline must outlast that.
-        .request_timeout(GATED_REQUEST_TIMEOUT)
+        .request_timeout(REQUEST_TIMEOUT)
         .build();
     let driver = Arc::new(Mutex::new(Some(driver)));
     Variant {
@@ -264,14 +265,16 @@ fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl 
         request: Box::new(move || {
             // Held by the variant: every handle gone would stop the manager.
             let _alive = &handle;
-            let (driver, allowed, finished) = (
+            let (driver, allowed, finished, clock) = (
                 Arc::clone(&driver),
                 Arc::clone(&allowed),
                 Arc::clone(&finished),
+                clock.clone(),
             );
             Box::pin(async move {
                 let before = finished.load(Ordering::SeqCst);
                 allowed.store(before + 1, Ordering::SeqCst);
+                clock.skip(SCHEDULE_SKIP);
                 // One request at a time: taken out for it, put back.
                 let mut taken = driver.lock().unwrap().take().expect("the driver");
                 future::poll_fn(|cx| {
@@ -290,6 +293,64 @@ fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl 
                 *driver.lock().unwrap() = Some(taken);
             })
         }),
+    }
+}
+
+/// A clock moved on by what is skipped: `inner`'s time plus the skips.
+/// Its timers are also due once the skipped time reaches them, when next
+/// polled (whoever skips polls what sleeps on it).
+struct Skipping<C> {
+    inner: Arc<C>,
+    skipped_ms: Arc<AtomicU64>,
+}
+
+// Not derived: that would ask `C: Clone`.
+impl<C> Clone for Skipping<C> {
+    fn clone(&self) -> Self {
+        Skipping {
+            inner: Arc::clone(&self.inner),
+            skipped_ms: Arc::clone(&self.skipped_ms),
+        }
+    }
+}
+
+impl<C: Clock> Skipping<C> {
+    fn new(inner: C) -> Skipping<C> {
+        Skipping {
+            inner: Arc::new(inner),
+            skipped_ms: Arc::default(),
+        }
+    }
+
+    fn skip(&self, by: Duration) {
+        self.skipped_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl<C: Clock> Clock for Skipping<C> {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms() + self.skipped_ms.load(Ordering::SeqCst)
+    }
+
+    fn now_ms_fast(&self) -> u64 {
+        self.inner.now_ms_fast() + self.skipped_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+        let skipped = self.skipped_ms.load(Ordering::SeqCst);
+        let timer = self.inner.sleep_until(deadline_ms.saturating_sub(skipped));
+        let clock = self.clone();
+        Box::pin(future::or(timer, async move {
+            future::poll_fn(|_| {
+                if clock.now_ms() >= deadline_ms {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        }))
     }
 }
 

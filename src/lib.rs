@@ -46,6 +46,9 @@
 //!   the whole stale window (a starved executor, a machine asleep) lets a
 //!   thread see an expired token, on at most
 //!   [`UNCHECKED_READS`](manager::UNCHECKED_READS) reads.
+//!   [`TokenHandle::token`] (and [`TokenHandle::refresh_rejected`]) never
+//!   return an expired token: they check expiry on the clock on every call
+//!   and, when the token has expired, wait for the refresh.
 //! - **Runtime-neutral**: the manager is a plain future ([`Driver`]) that you
 //!   spawn on smol, async-std or any executor; timers come from `async-io`,
 //!   and nothing depends on tokio.

@@ -5,6 +5,8 @@ mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -561,13 +563,48 @@ fn a_wall_clock_jump_is_noticed_within_thirty_seconds() {
 #[test]
 fn a_waiter_after_a_jump_triggers_the_refresh_at_once() {
     let b = Bench::new(secs(3600));
+    // One read on this thread: its copy may skip the clock for a while.
+    let first = b.handle.current().unwrap();
+    // Suspend for two hours: the token expired while nothing ran.
     b.clock.jump(secs(7_200));
-    let waiter = b.spawn({
-        let h = b.handle.clone();
-        async move { h.token().await }
-    });
+    let mut waiter = Box::pin(b.handle.token());
+    let poll = futures_lite::future::poll_once(&mut waiter);
+    assert!(
+        futures_lite::future::block_on(poll).is_none(),
+        "token() waits"
+    );
+    // And this thread's reads have seen the expiry too.
+    assert!(b.handle.current().is_none());
+    b.settle();
     assert_eq!(b.source.calls(), 2);
-    assert!(finished(waiter).is_ok());
+    let token = futures_lite::future::block_on(waiter).unwrap();
+    assert!(
+        token.is_valid_at(b.now()),
+        "token() returned an expired token"
+    );
+    assert_ne!(token, first);
+    assert_eq!(token.access_token().secret(), "token-2");
+}
+
+#[test]
+fn refresh_rejected_after_a_jump_returns_a_valid_token() {
+    let b = Bench::new(secs(3600));
+    let first = b.handle.current().unwrap();
+    let h = b.handle.clone();
+    let rejected = first.clone();
+    let second = finished(b.spawn(async move { h.refresh_rejected(&rejected).await })).unwrap();
+    assert_eq!(second.access_token().secret(), "token-2");
+    assert_eq!(b.handle.current().unwrap(), second);
+    b.clock.jump(secs(7_200));
+    // The first token was replaced, and its replacement has expired since.
+    let h = b.handle.clone();
+    let waiter = b.spawn(async move { h.refresh_rejected(&first).await });
+    let token = finished(waiter).unwrap();
+    assert!(
+        token.is_valid_at(b.now()),
+        "refresh_rejected returned an expired token"
+    );
+    assert_eq!(token.access_token().secret(), "token-3");
 }
 
 #[test]
@@ -874,4 +911,253 @@ fn a_waiter_keeps_its_own_time_until_the_driver_starts() {
         })
     ));
     drop(driver);
+}
+
+// ---- Never a loop of fetches (issue 14, item 5) ----
+
+/// How far a test lets a looping manager go: after this many fetches the
+/// source hangs, so that a manager that fetches in a loop inside one poll
+/// ends the poll (and the test fails) instead of spinning for ever.
+const LOOP_LIMIT: usize = 1_000;
+
+/// `ScriptedSource`'s tokens reshaped by `reshape(token, now)`, with the
+/// instant of every fetch recorded.
+struct Reshaped<F> {
+    inner: ScriptedSource,
+    reshape: F,
+    times: Arc<Mutex<Vec<u64>>>,
+}
+
+impl<F> tokenkeeper::TokenSource for Reshaped<F>
+where
+    F: FnMut(&Token, u64) -> Token + Send + 'static,
+{
+    fn fetch(
+        &mut self,
+        cx: tokenkeeper::FetchContext,
+    ) -> tokenkeeper::BoxFuture<'_, Result<Token, SourceError>> {
+        let now = cx.now_ms();
+        let calls = {
+            let mut times = self.times.lock().unwrap();
+            times.push(now);
+            times.len()
+        };
+        if calls > LOOP_LIMIT {
+            return Box::pin(std::future::pending());
+        }
+        let fetch = self.inner.fetch(cx);
+        let reshape = &mut self.reshape;
+        Box::pin(async move { fetch.await.map(|t| reshape(&t, now)) })
+    }
+}
+
+/// A bench whose source's tokens are reshaped by `reshape`; the instants of
+/// its fetches are in the returned list.
+fn reshaped_bench(
+    lifetime: Duration,
+    configure: impl FnOnce(tokenkeeper::TokenManagerBuilder) -> tokenkeeper::TokenManagerBuilder,
+    reshape: impl FnMut(&Token, u64) -> Token + Send + 'static,
+) -> (Bench, Arc<Mutex<Vec<u64>>>) {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&times);
+    let bench = Bench::with_source(ScriptedSource::new(lifetime), configure, move |inner| {
+        Reshaped {
+            inner,
+            reshape,
+            times: recorded,
+        }
+    });
+    (bench, times)
+}
+
+/// The token's value with other instants.
+fn with_times(token: &Token, issued: u64, stale: u64, expiry: u64) -> Token {
+    Token::from_parts(token.access_token().clone(), issued, stale, expiry).unwrap()
+}
+
+/// Offsets from the start, in whole seconds, of the fetches at `times`.
+fn offsets_s(times: &Mutex<Vec<u64>>) -> Vec<u64> {
+    let times = times.lock().unwrap();
+    times.iter().map(|t| (t - START_MS) / 1_000).collect()
+}
+
+/// The shortest time between two fetches, in ms.
+fn shortest_gap_ms(times: &Mutex<Vec<u64>>) -> u64 {
+    let times = times.lock().unwrap();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn tokens_stale_at_issue_are_refreshed_once_per_interval() {
+    // Stale the moment they are issued, valid for an hour: refreshed every
+    // 5 % of their lifetime, 3 minutes.
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m,
+        |t, _| with_times(t, t.issued_ms(), t.issued_ms(), t.expiry_ms()),
+    );
+    b.advance_in_steps(secs(600), secs(1));
+    assert_eq!(offsets_s(&times), [0, 180, 360, 540]);
+    assert!(b.handle.current().is_some());
+}
+
+#[test]
+fn a_zero_stale_percent_refreshes_once_per_interval() {
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m.lifetime(LifetimePolicy::default().stale_percent(0)),
+        |t, _| t.clone(),
+    );
+    let first = b.handle.current().unwrap();
+    assert_eq!(first.stale_ms(), first.issued_ms(), "stale at issue");
+    b.advance_in_steps(secs(600), secs(1));
+    assert_eq!(offsets_s(&times), [0, 180, 360, 540]);
+}
+
+#[test]
+fn a_source_that_returns_stale_tokens_is_asked_once_per_interval() {
+    // As a cache holding tokens someone else fetched 50 minutes ago: valid
+    // for 10 more minutes, stale for 5 already.
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m,
+        |t, now| with_times(t, now - 3_000_000, now - 300_000, now + 600_000),
+    );
+    assert_eq!(b.handle.state().refreshes, 1, "the stale token is served");
+    b.advance_in_steps(secs(600), secs(1));
+    assert_eq!(offsets_s(&times), [0, 180, 360, 540]);
+}
+
+#[test]
+fn the_same_stale_token_is_asked_for_again_before_it_expires_never_in_a_loop() {
+    // A cache that keeps returning one stale token, which expires 10
+    // minutes after the start: the gaps shrink as its expiry nears, so
+    // that one more fetch comes before it, but never below 100 ms.
+    let expiry = START_MS + 600_000;
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m,
+        move |t, _| with_times(t, expiry - 3_600_000, expiry - 900_000, expiry),
+    );
+    b.advance_in_steps(secs(600), ms(50));
+    let fetches = times.lock().unwrap().clone();
+    assert!(fetches.len() <= 20, "{} fetches", fetches.len());
+    assert!(shortest_gap_ms(&times) >= 100, "{fetches:?}");
+    let last_before_expiry = fetches.iter().filter(|t| **t < expiry).max().unwrap();
+    assert!(expiry - last_before_expiry <= 1_000, "{fetches:?}");
+}
+
+#[test]
+fn retries_after_a_zero_backoff_are_spaced() {
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m.backoff(Backoff::new(Duration::ZERO, 1.0, Duration::ZERO)),
+        |t, _| t.clone(),
+    );
+    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+    let first = b.handle.current().unwrap();
+    b.advance_to(first.stale_ms());
+    b.advance_in_steps(secs(10), ms(10));
+    let fetches = times.lock().unwrap().len();
+    // One retry per 100 ms over 10 s, after the first token and the
+    // failed refresh.
+    assert_eq!(fetches, 2 + 100, "{fetches} fetches");
+    assert!(shortest_gap_ms(&times) >= 100);
+}
+
+#[test]
+fn a_source_that_returns_expired_tokens_is_retried_not_looped() {
+    // A cache whose token expired: the initial fetch fails, and so does
+    // every retry, each after the backoff.
+    let (b, times) = reshaped_bench(
+        secs(3600),
+        |m| m.backoff(Backoff::new(Duration::ZERO, 1.0, Duration::ZERO)),
+        |t, now| with_times(t, now - 3_600_000, now - 900_000, now),
+    );
+    assert!(b.handle.current().is_none());
+    b.advance_in_steps(secs(1), ms(10));
+    let fetches = times.lock().unwrap().len();
+    assert_eq!(fetches, 1 + 10, "{fetches} fetches");
+}
+
+/// A driver for a manager on `clock` whose source answers at once with
+/// tokens stale at issue; and the instants of its fetches.
+fn instant_stale_source_driver(
+    clock: impl tokenkeeper::Clock,
+) -> (
+    tokenkeeper::TokenHandle,
+    tokenkeeper::Driver,
+    Arc<Mutex<Vec<u64>>>,
+) {
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let source = Reshaped {
+        inner: ScriptedSource::new(secs(3600)),
+        reshape: |t: &Token, _| with_times(t, t.issued_ms(), t.issued_ms(), t.expiry_ms()),
+        times: Arc::clone(&times),
+    };
+    let (handle, driver) = tokenkeeper::TokenManager::builder(source)
+        .clock(clock)
+        .jitter(tokenkeeper::NoJitter)
+        .build();
+    (handle, driver, times)
+}
+
+#[test]
+fn one_poll_of_the_driver_starts_at_most_one_fetch() {
+    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let (handle, mut driver, times) = instant_stale_source_driver(clock.clone());
+    let mut poll = || futures_lite::future::block_on(futures_lite::future::poll_once(&mut driver));
+    assert!(poll().is_none());
+    assert_eq!(times.lock().unwrap().len(), 1);
+    assert!(handle.current().is_some());
+    drop(handle);
+}
+
+/// A clock that runs fast: every reading, and every timer armed, moves it
+/// on by five minutes (for its first `ticks` uses), as a machine suspended
+/// over and over would look to the actor.
+struct RacingClock {
+    inner: tokenkeeper::ManualClock,
+    ticks: AtomicU32,
+}
+
+impl RacingClock {
+    fn tick(&self) {
+        let left = self.ticks.load(Ordering::SeqCst);
+        if left > 0 {
+            self.ticks.store(left - 1, Ordering::SeqCst);
+            self.inner.advance(secs(300));
+        }
+    }
+}
+
+impl tokenkeeper::Clock for RacingClock {
+    fn now_ms(&self) -> u64 {
+        self.tick();
+        self.inner.now_ms()
+    }
+
+    fn sleep_until(&self, deadline_ms: u64) -> tokenkeeper::BoxFuture<'static, ()> {
+        self.tick();
+        self.inner.sleep_until(deadline_ms)
+    }
+}
+
+#[test]
+fn the_driver_yields_between_fetches_even_when_every_timer_is_already_due() {
+    let clock = RacingClock {
+        inner: tokenkeeper::ManualClock::new(START_MS),
+        ticks: AtomicU32::new(LOOP_LIMIT as u32),
+    };
+    let (handle, mut driver, times) = instant_stale_source_driver(clock);
+    let mut poll = || futures_lite::future::block_on(futures_lite::future::poll_once(&mut driver));
+    for n in 1..=5 {
+        assert!(poll().is_none());
+        assert_eq!(times.lock().unwrap().len(), n, "fetches after {n} polls");
+    }
+    drop(handle);
 }

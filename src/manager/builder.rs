@@ -19,6 +19,25 @@ use crate::token::LifetimePolicy;
 /// a 20 s request timeout, a 30 s wait timeout and at most one forced
 /// refresh per 5 s.
 ///
+/// Whatever the settings and the tokens say, the manager never fetches in
+/// a loop:
+///
+/// - a scheduled refresh comes no sooner after the previous fetch ended
+///   than 5 % of the token's lifetime or 1 s, whichever is longer. That
+///   spacing is capped at a quarter of the lifetime (a token living under
+///   4 s is refreshed at least that often anyway) and at half the time the
+///   token has left (a token from a cache close to its expiry is asked for
+///   again before it expires), and is never below 100 ms. So a 1-hour token
+///   that is stale at issue (a 0 % [stale policy](LifetimePolicy::stale_percent),
+///   or a cache returning an already-stale token) is refreshed every
+///   3 minutes, not at once and again;
+/// - a retry after a failure waits the [backoff](Self::backoff)'s delay,
+///   and at least 100 ms;
+/// - forced refreshes are spaced by the
+///   [forced-refresh interval](Self::forced_refresh_interval);
+/// - the driver yields to the executor after every fetch, so a source
+///   whose future is ready at once cannot keep it inside one poll.
+///
 /// ```
 /// use std::time::Duration;
 /// use tokenkeeper::{AccessToken, Backoff, FixedSource, LifetimePolicy, ManualClock, RandomEarlyJitter, TokenManager};
@@ -84,14 +103,36 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// How long to wait after failures.
+    /// How long to wait after failures; never less than 100 ms per retry,
+    /// even if `backoff` says 0.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// Where the stale instant falls, and the lifetime of tokens that come
-    /// without one.
+    /// without one. A token stale at issue (say, under
+    /// [`stale_percent(0)`](LifetimePolicy::stale_percent)) is still
+    /// refreshed no more often than the spacing described on
+    /// [`TokenManagerBuilder`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_lite::future::{block_on, poll_once};
+    /// use tokenkeeper::{AccessToken, FixedSource, LifetimePolicy, ManualClock, NoJitter, TokenManager};
+    ///
+    /// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+    /// let (handle, mut driver) = TokenManager::builder(source)
+    ///     .clock(ManualClock::new(0))
+    ///     .jitter(NoJitter)
+    ///     .lifetime(LifetimePolicy::default().stale_percent(0))
+    ///     .build();
+    /// assert!(block_on(poll_once(&mut driver)).is_none());
+    /// assert_eq!(handle.current().unwrap().stale_ms(), 0); // stale at issue
+    /// // The next refresh comes 5 % of an hour later, not at once.
+    /// assert_eq!(handle.state().next_refresh_ms, Some(180_000));
+    /// assert_eq!(handle.state().source_requests, 1);
+    /// ```
     pub fn lifetime(mut self, policy: LifetimePolicy) -> Self {
         self.policy = policy;
         self

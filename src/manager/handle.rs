@@ -71,7 +71,8 @@ impl TokenHandle {
     /// [`UNCHECKED_READS`](crate::manager::UNCHECKED_READS) reads. So an
     /// expired token is returned only if the driver did not run for the
     /// whole stale window (a starved executor, a machine asleep), and then
-    /// on at most that many reads per thread.
+    /// on at most that many reads per thread. [`token`](Self::token) checks
+    /// the clock on every call and never returns an expired token.
     ///
     /// It returns an `Arc` you may keep; [`with_current`](Self::with_current)
     /// only lends the token and is cheaper still.
@@ -104,6 +105,11 @@ impl TokenHandle {
     /// next one the manager publishes, waiting at most the manager's wait
     /// timeout. Callers waiting together share one fetch.
     ///
+    /// It never returns an expired token. Unlike [`current`](Self::current),
+    /// it checks expiry on the clock on every call, so after a suspend (or
+    /// a starved driver) it waits for the refresh rather than trusting this
+    /// thread's copy of the token.
+    ///
     /// # Errors
     ///
     /// [`Error::Source`] at once when there is no valid token and the latest
@@ -114,7 +120,7 @@ impl TokenHandle {
         if self.shared.is_stopped() {
             return Err(Error::Stopped);
         }
-        if let Some(token) = self.current() {
+        if let Some(token) = local::with_checked_token(&self.shared, |t| t.cloned()) {
             return Ok(token);
         }
         let deadline_ms = self.wait_deadline_ms();
@@ -134,7 +140,8 @@ impl TokenHandle {
     }
 
     /// Reports that a server rejected `token` (say, with HTTP 401) and returns
-    /// a different valid token.
+    /// a different valid token, checked on the clock as in
+    /// [`token`](Self::token): never an expired one.
     ///
     /// Compare-and-invalidate: if `token` is still the current one, the
     /// manager withdraws it and fetches a new one; if it was already
@@ -188,7 +195,8 @@ impl TokenHandle {
         self.wait_for(Some(token), deadline_ms).await
     }
 
-    /// Waits for a valid token other than `not`, until `deadline_ms`.
+    /// Waits for a valid token other than `not`, until `deadline_ms`; valid
+    /// as checked on the clock.
     ///
     /// The actor's timer ends the wait at the deadline (see
     /// `Shared::register_wait`): arming a timer per waiting caller would
@@ -197,7 +205,7 @@ impl TokenHandle {
     async fn wait_for(&self, not: Option<&Token>, deadline_ms: u64) -> Result<Arc<Token>, Error> {
         let shared = &self.shared;
         let wanted = || {
-            local::with_valid_token(shared, |token| {
+            local::with_checked_token(shared, |token| {
                 token.filter(|t| not.is_none_or(|n| ***t != *n)).cloned()
             })
         };

@@ -17,6 +17,11 @@
 //! executor, a machine asleep through the expiry), each thread still checks
 //! the clock after every [`UNCHECKED_READS`] reads, and once it sees
 //! the token expired it checks on every read.
+//!
+//! The calls that promise a valid token and wait for one when there is
+//! none (`token()`, `refresh_rejected()`) read through the same copy but
+//! always check the clock: they must never hand out an expired token, and
+//! one clock reading is nothing next to what they may wait.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -43,9 +48,11 @@ struct Entry {
 }
 
 impl Entry {
+    /// The token if valid; `CHECKED` looks at the clock whatever reads
+    /// are left unchecked.
     #[inline]
-    fn valid_token(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
-        if self.unchecked_reads > 0 {
+    fn valid_token<const CHECKED: bool>(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
+        if !CHECKED && self.unchecked_reads > 0 {
             self.unchecked_reads -= 1;
             return self.token.as_ref();
         }
@@ -63,7 +70,9 @@ impl Entry {
     fn check_clock(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
         let token = self.token.as_ref()?;
         if !token.is_valid_at(shared.clock.now_ms_fast()) {
+            // A checked read may come with unchecked reads left.
             self.late = true;
+            self.unchecked_reads = 0;
             return None;
         }
         if !self.late {
@@ -78,11 +87,29 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's copy of `shared`'s token if it is valid, or
-/// on `None`.
-///
+/// on `None`: the read path, which may skip the clock (see the module
+/// docs).
+pub(crate) fn with_valid_token<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(Option<&Arc<Token>>) -> R,
+) -> R {
+    with_token::<false, R>(shared, f)
+}
+
+/// As [`with_valid_token`], but always checks expiry on the clock: for the
+/// calls that promise a valid token and may wait for one, where a clock
+/// reading is cheap next to the wait.
+pub(crate) fn with_checked_token<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(Option<&Arc<Token>>) -> R,
+) -> R {
+    with_token::<true, R>(shared, f)
+}
+
 /// Falls back to the shared slot, and a clock check, when the thread-local
 /// storage is gone (thread exit) or busy (`f` reading again from inside).
-pub(crate) fn with_valid_token<R>(
+#[inline]
+fn with_token<const CHECKED: bool, R>(
     shared: &Arc<Shared>,
     f: impl FnOnce(Option<&Arc<Token>>) -> R,
 ) -> R {
@@ -95,7 +122,7 @@ pub(crate) fn with_valid_token<R>(
             entry.copy(shared, changes);
         }
         let f = f.take()?;
-        Some(f(entry.valid_token(shared)))
+        Some(f(entry.valid_token::<CHECKED>(shared)))
     });
     match (local, f) {
         (Ok(Some(result)), _) => result,

@@ -24,6 +24,15 @@
 //! than 30 s, so a wall-clock jump (suspend and resume) is noticed within
 //! 30 s even though timers run on monotonic time.
 //!
+//! Fetches never run in a loop, whatever a token or a setting says. A
+//! scheduled refresh comes at least 5 % of the token's lifetime (and at
+//! least a second) after the fetch before it ended, even for a token stale
+//! at issue, one already stale when a cache returns it, or a 0 % stale
+//! policy; see [`TokenManagerBuilder`] for the exact rule. A retry waits
+//! at least 100 ms, even with a zero backoff. And after every fetch the
+//! driver gives the executor a turn before it can start the next, so a
+//! source that answers at once never keeps it inside one poll.
+//!
 //! The driver is spawned by you, on any executor:
 //!
 //! ```
@@ -91,6 +100,15 @@ const LOG: &str = "tokenkeeper::manager";
 /// The least time between a token's refresh instant and its expiry for
 /// reads to skip the clock check until the refresh instant.
 const LATE_MARGIN_MS: u64 = 1_000;
+
+/// The least time between two scheduled refreshes, for tokens that live at
+/// least four times as long (see [`earliest_refresh_ms`]).
+const MIN_REFRESH_INTERVAL_MS: u64 = 1_000;
+
+/// The least time between a fetch the actor starts on its own and the end
+/// of the one before: a retry, whatever the backoff says, or a refresh of
+/// a token close to its expiry.
+const MIN_FETCH_GAP_MS: u64 = 100;
 
 /// The future that runs a [`TokenManager`]; spawn it on any executor.
 ///
@@ -253,6 +271,10 @@ impl TokenManager {
                         Ok(token) => self.on_token(token, now),
                         Err(error) => self.on_error(error, now),
                     }
+                    // A source that answers at once must not keep the actor
+                    // in one poll: the executor gets a turn before the next
+                    // fetch can start, whatever the clock and timers say.
+                    future::yield_now().await;
                 }
                 // The next turn reads the shared state.
                 Event::Wake => {}
@@ -358,7 +380,9 @@ impl TokenManager {
         let refresh_at = self
             .jitter
             .refresh_at(token.issued_ms(), token.stale_ms())
-            .clamp(token.issued_ms(), token.stale_ms());
+            .clamp(token.issued_ms(), token.stale_ms())
+            // A token stale at issue or on arrival would be refreshed at once.
+            .max(earliest_refresh_ms(&token, now));
         self.backoff.reset();
         self.next_attempt_ms = refresh_at;
         self.next_reason = FetchReason::Scheduled;
@@ -385,9 +409,11 @@ impl TokenManager {
     }
 
     fn on_error(&mut self, error: SourceError, now: u64) {
+        // A zero backoff (or a full-jitter draw of 0) would retry at once.
         let delay = self
             .backoff
-            .next_delay(error.retry_after(), error.is_permanent());
+            .next_delay(error.retry_after(), error.is_permanent())
+            .max(Duration::from_millis(MIN_FETCH_GAP_MS));
         self.next_attempt_ms = now.saturating_add(duration_ms(delay));
         if self.next_reason != FetchReason::Initial {
             self.next_reason = FetchReason::Retry;
@@ -443,8 +469,59 @@ impl TokenManager {
     }
 }
 
+/// The earliest instant for the refresh after `token`, published at `now`.
+///
+/// Scheduled refreshes are spaced by 5 % of the token's lifetime, and at
+/// least [`MIN_REFRESH_INTERVAL_MS`], whatever the token says: stale at
+/// issue, already stale on arrival from a cache, or under a 0 % stale
+/// policy. The spacing never exceeds a quarter of the lifetime (so the
+/// jitter's range, which starts no earlier, is kept for short tokens), nor
+/// half the time the token has left (so one more try comes before it
+/// expires); and it is never shorter than [`MIN_FETCH_GAP_MS`].
+fn earliest_refresh_ms(token: &Token, now: u64) -> u64 {
+    let lifetime = token.expiry_ms() - token.issued_ms();
+    let left = token.expiry_ms().saturating_sub(now);
+    let interval = (lifetime / 20)
+        .max(MIN_REFRESH_INTERVAL_MS)
+        .min(lifetime / 4)
+        .min(left / 2)
+        .max(MIN_FETCH_GAP_MS);
+    now.saturating_add(interval)
+}
+
 impl Drop for TokenManager {
     fn drop(&mut self) {
         self.shared.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::AccessToken;
+
+    #[test]
+    fn refreshes_are_spaced_by_a_share_of_the_lifetime() {
+        const HOUR: u64 = 3_600_000;
+        // (issued, expiry, now, the least time to the next refresh)
+        let cases = [
+            (0, HOUR, 0, 180_000), // 5 % of an hour
+            (5_000, 5_000 + HOUR, 5_000, 180_000),
+            (0, 10_000, 0, 1_000),                 // at least a second
+            (0, 2_000, 0, 500),                    // a quarter of a 2 s token
+            (0, 200, 0, 100),                      // never below 100 ms
+            (0, HOUR, HOUR - 60_000, 30_000),      // half of what is left
+            (0, HOUR, HOUR - 1, 100),              // even at the last moment
+            (0, u64::MAX, 0, u64::MAX / 20),       // no overflow
+            (0, u64::MAX, u64::MAX - 1, u64::MAX), // saturates
+        ];
+        for (issued, expiry, now, gap) in cases {
+            let token = Token::from_parts(AccessToken::new("t"), issued, issued, expiry).unwrap();
+            assert_eq!(
+                earliest_refresh_ms(&token, now),
+                now.saturating_add(gap),
+                "issued {issued}, expiry {expiry}, now {now}"
+            );
+        }
     }
 }
