@@ -6,16 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::cache::{CacheError, Lease, TokenCache};
+use crate::cache::entry::{self, Found, OtherKeyNotice};
+use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::token::Token;
 
 const LOG: &str = "tokenkeeper::cache";
-
-/// The version of the file format written; other versions are misses.
-const FORMAT_VERSION: u32 = 1;
 
 /// A cache in a JSON file, shared by every process that names the same path.
 ///
@@ -33,15 +29,16 @@ const FORMAT_VERSION: u32 = 1;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tokenkeeper::cache::{FileCache, TokenCache};
+/// use tokenkeeper::cache::{CacheKey, FileCache, TokenCache};
 /// use tokenkeeper::{AccessToken, LifetimePolicy, Token};
 ///
 /// let dir = std::env::temp_dir().join(format!("tokenkeeper-doc-{}", std::process::id()));
 /// let cache = FileCache::new(dir.join("token.json"));
+/// let key = CacheKey::builder().field("client_id", "svc").build();
 /// futures_lite::future::block_on(async {
 ///     let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default());
-///     cache.write(&token).await.unwrap();
-///     assert_eq!(cache.read().await.unwrap(), Some(token));
+///     cache.write(key, &token).await.unwrap();
+///     assert_eq!(cache.read(key).await.unwrap(), Some(token));
 /// });
 /// # std::fs::remove_dir_all(dir).unwrap();
 /// ```
@@ -55,6 +52,7 @@ struct FileInner {
     lock_path: PathBuf,
     /// Whether the current problem with the file was already logged.
     reported: AtomicBool,
+    other_key: OtherKeyNotice,
 }
 
 impl fmt::Debug for FileCache {
@@ -63,12 +61,6 @@ impl fmt::Debug for FileCache {
             .field("path", &self.inner.path)
             .finish()
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    version: u32,
-    token: Token,
 }
 
 impl FileCache {
@@ -83,6 +75,7 @@ impl FileCache {
                 path,
                 lock_path,
                 reported: AtomicBool::new(false),
+                other_key: OtherKeyNotice::default(),
             }),
         }
     }
@@ -91,29 +84,10 @@ impl FileCache {
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
-
-    /// Parses the contents of a cache file, as [`read`](TokenCache::read)
-    /// does; the error says what is wrong without quoting the contents.
-    ///
-    /// ```
-    /// use tokenkeeper::cache::FileCache;
-    /// assert!(FileCache::decode(b"{\"version\":1,\"token\":{}}").is_err());
-    /// assert!(FileCache::decode(b"").is_err());
-    /// ```
-    pub fn decode(bytes: &[u8]) -> Result<Token, CacheError> {
-        match serde_json::from_slice::<Entry>(bytes) {
-            Ok(entry) if entry.version == FORMAT_VERSION => Ok(entry.token),
-            Ok(entry) => Err(CacheError::new(format!(
-                "format version {}, expected {FORMAT_VERSION}",
-                entry.version
-            ))),
-            Err(e) => Err(CacheError::new(describe_json_error(&e))),
-        }
-    }
 }
 
 impl FileInner {
-    fn read(&self) -> Result<Option<Token>, CacheError> {
+    fn read(&self, key: CacheKey) -> Result<Option<Token>, CacheError> {
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -125,10 +99,17 @@ impl FileInner {
                 return Ok(None);
             }
         };
-        match FileCache::decode(&bytes) {
-            Ok(token) => {
+        match entry::open(&bytes, key, entry::system_now_ms()) {
+            Ok(Found::Token(token)) => {
                 self.reported.store(false, Ordering::Relaxed);
+                self.other_key.clear();
                 Ok(Some(token))
+            }
+            Ok(Found::OtherKey) => {
+                self.reported.store(false, Ordering::Relaxed);
+                self.other_key
+                    .found(|| format!("the token cache {}", self.path.display()));
+                Ok(None)
             }
             Err(e) => {
                 self.report(&format!(
@@ -146,7 +127,7 @@ impl FileInner {
         }
     }
 
-    fn write(&self, token: &Token) -> Result<(), CacheError> {
+    fn write(&self, key: CacheKey, token: &Token) -> Result<(), CacheError> {
         let fail = |what: &str, e: io::Error| {
             CacheError::new(format!("cannot {what} {}: {e}", self.path.display())).with_cause(e)
         };
@@ -155,11 +136,7 @@ impl FileInner {
             _ => Path::new("."),
         };
         fs::create_dir_all(dir).map_err(|e| fail("create the folder of", e))?;
-        let json = serde_json::to_vec(&Entry {
-            version: FORMAT_VERSION,
-            token: token.clone(),
-        })
-        .map_err(|e| CacheError::new(format!("cannot encode the token: {e}")).with_cause(e))?;
+        let json = entry::encode(key, token)?;
         let file_name = self.path.file_name().unwrap_or_default().to_string_lossy();
         let temp = dir.join(format!(
             ".{file_name}.{}.{:016x}.tmp",
@@ -205,21 +182,6 @@ impl FileInner {
     }
 }
 
-/// What is wrong with a JSON entry, without quoting it: serde's messages
-/// for syntax errors name positions only, but its messages for data of the
-/// wrong type quote the data, which may be a token.
-pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => format!("corrupt ({e})"),
-        Category::Data => format!(
-            "not a token entry (wrong or missing fields near line {} column {})",
-            e.line(),
-            e.column()
-        ),
-    }
-}
-
 /// Creates `path` for writing, readable and writable by the owner only.
 fn private_file(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
@@ -249,15 +211,19 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 }
 
 impl TokenCache for FileCache {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
         let inner = Arc::clone(&self.inner);
-        Box::pin(blocking::unblock(move || inner.read()))
+        Box::pin(blocking::unblock(move || inner.read(key)))
     }
 
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
         let inner = Arc::clone(&self.inner);
         let token = token.clone();
-        Box::pin(blocking::unblock(move || inner.write(&token)))
+        Box::pin(blocking::unblock(move || inner.write(key, &token)))
     }
 
     fn try_lease(&self, _ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::cache::{CacheKey, CacheKeyBuilder};
 use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
@@ -117,6 +118,25 @@ impl ClientCredentials {
     }
 }
 
+/// The fields every grant's cache key starts with: where and as whom the
+/// token is asked for, and how.
+fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
+    CacheKey::builder()
+        .field("token_url", endpoint.url().as_str())
+        .field("client_id", endpoint.client_id().secret())
+        .field("grant_type", grant_type)
+}
+
+/// Adds the extra parameters the grant sends (not the ignored ones).
+fn key_params(mut key: CacheKeyBuilder, params: &[(String, String)]) -> CacheKeyBuilder {
+    for (name, value) in params {
+        if !RESERVED.contains(&name.as_str()) {
+            key = key.field("param_name", name).field("param_value", value);
+        }
+    }
+    key
+}
+
 fn push_extra<'a>(form: &mut Vec<(&'a str, &'a str)>, params: &'a [(String, String)]) {
     for (name, value) in params {
         if !RESERVED.contains(&name.as_str()) {
@@ -140,6 +160,23 @@ impl TokenSource for ClientCredentials {
                 .request_form("client_credentials", form, &[], &cx)
                 .await
         })
+    }
+
+    /// A digest of the token URL, the client id, the grant type, the
+    /// scope, the audience, the resources and the extra parameters; not of
+    /// the client secret, so a rotated secret keeps the cached token.
+    fn cache_key(&self) -> Option<CacheKey> {
+        let mut key = key_builder(&self.endpoint, "client_credentials");
+        if let Some(scope) = &self.scope {
+            key = key.field("scope", scope);
+        }
+        if let Some(audience) = &self.audience {
+            key = key.field("audience", audience);
+        }
+        for resource in &self.resources {
+            key = key.field("resource", resource);
+        }
+        Some(key_params(key, &self.params).build())
     }
 }
 
@@ -238,5 +275,14 @@ impl TokenSource for RefreshTokenGrant {
             };
             Ok(token)
         })
+    }
+    /// A digest of the token URL, the client id, the grant type, the scope
+    /// and the extra parameters.
+    fn cache_key(&self) -> Option<CacheKey> {
+        let mut key = key_builder(&self.endpoint, "refresh_token");
+        if let Some(scope) = &self.scope {
+            key = key.field("scope", scope);
+        }
+        Some(key_params(key, &self.params).build())
     }
 }
