@@ -322,6 +322,9 @@ fn corrupt_truncated_and_empty_files_are_misses_then_replaced() {
     block_on(cache.write(UNKEYED, &t)).unwrap();
     assert_eq!(read(&cache), Some(t));
     std::fs::write(&path, &good).unwrap();
+    // Whatever the umask: a file others may write is not trusted.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(
         read(&cache).is_some(),
         "the envelope written by hand is readable"

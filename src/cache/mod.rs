@@ -34,6 +34,7 @@ mod key;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod trust;
 
 use std::error::Error as StdError;
 use std::fmt;
