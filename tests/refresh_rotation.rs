@@ -140,7 +140,7 @@ fn a_newly_issued_refresh_token_wins_over_the_cache_of_the_old_one() {
     assert_ne!(token.access_token(), cached.access_token());
     assert_eq!(
         refresh_tokens_sent(&authority)[sent_before..],
-        [second.clone()]
+        [second.as_str()]
     );
     drop(restarted);
 
@@ -194,7 +194,7 @@ fn a_refused_cached_refresh_token_falls_back_once_to_the_configured_one() {
     let before = refresh_tokens_sent(&authority).len();
     let e = block_on(source.fetch(cx().with_current(carrying(&spent)))).unwrap_err();
     assert!(invalid_grant(&e), "{e}");
-    assert_eq!(refresh_tokens_sent(&authority)[before..], [spent.clone()]);
+    assert_eq!(refresh_tokens_sent(&authority)[before..], [spent.as_str()]);
 
     // Both refused: one fallback, then the error.
     let dead = authority.issue_refresh_token("client-a");
