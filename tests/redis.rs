@@ -186,6 +186,34 @@ fn entry_lives_until_the_token_expires() {
     });
 }
 
+/// One prefix, two clients: an entry is read only with the cache key it was
+/// written with; an implausible entry (issued in the future, or living for
+/// years) is a miss as in the file cache.
+#[test]
+fn an_entry_for_another_cache_key_or_implausible_times_is_a_miss() {
+    let server = server!();
+    let cache = server.cache();
+    let mine = CacheKey::builder().field("client_id", "mine").build();
+    let theirs = CacheKey::builder().field("client_id", "theirs").build();
+    smol::block_on(async {
+        let t = token("theirs", Duration::from_secs(60));
+        cache.write(theirs, &t).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
+        assert_eq!(cache.read(theirs).await.unwrap(), Some(t));
+        let future = Token::new(
+            AccessToken::new("future"),
+            now_ms() + 3_600_000,
+            Duration::from_secs(60),
+            &LifetimePolicy::default(),
+        );
+        cache.write(mine, &future).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
+        let years = token("years", Duration::from_secs(3 * 366 * 86_400));
+        cache.write(mine, &years).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
+    });
+}
+
 #[test]
 fn key_prefixes_keep_caches_apart() {
     let server = server!();
