@@ -127,7 +127,7 @@ impl FileCache {
 
 impl FileInner {
     fn read(&self, key: CacheKey) -> Result<Option<Token>, CacheError> {
-        let Some(bytes) = self.read_trusted()? else {
+        let Some(bytes) = self.read_trusted() else {
             return Ok(None);
         };
         match entry::open(&bytes, key, entry::system_now_ms()) {
@@ -156,18 +156,18 @@ impl FileInner {
     /// file of ours that only we may write, not a link, at most
     /// [`MAX_FILE_BYTES`]. Anything else is reported once and read as
     /// nothing; its contents are never quoted.
-    fn read_trusted(&self) -> Result<Option<Vec<u8>>, CacheError> {
+    fn read_trusted(&self) -> Option<Vec<u8>> {
         let untrusted = |why: &str| {
             self.report(&format!(
                 "not trusting the token cache {}: {why}; ignoring it until the next write \
                  replaces it",
                 self.path.display()
             ));
-            Ok(None)
+            None
         };
         let file = match trust::open_to_read(&self.path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(_) if trust::is_symlink(&self.path) => {
                 return untrusted("it is a symbolic link, which is not followed");
             }
@@ -176,7 +176,7 @@ impl FileInner {
                     "cannot read the token cache {}: {e}",
                     self.path.display()
                 ));
-                return Ok(None);
+                return None;
             }
         };
         let meta = match file.metadata() {
@@ -196,7 +196,7 @@ impl FileInner {
                 "cannot read the token cache {}: {e}",
                 self.path.display()
             ));
-            return Ok(None);
+            return None;
         }
         if bytes.len() as u64 > MAX_FILE_BYTES {
             return untrusted("it is larger than any token entry (64 KiB)");
@@ -213,7 +213,7 @@ impl FileInner {
                 Err(e) => return untrusted(&format!("others may read it and chmod failed: {e}")),
             }
         }
-        Ok(Some(bytes))
+        Some(bytes)
     }
 
     fn report(&self, message: &str) {
@@ -284,8 +284,7 @@ impl FileInner {
         for _ in 0..3 {
             let file = match trust::open_lock(&self.lock_path) {
                 Ok(file) => file,
-                Err(e) if trust::is_symlink(&self.lock_path) => {
-                    let _ = e;
+                Err(_) if trust::is_symlink(&self.lock_path) => {
                     self.replace_lock("it is a symbolic link, which is not followed")?;
                     continue;
                 }
