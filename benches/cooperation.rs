@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use local_authority::LocalAuthority;
 use smol::Executor;
-use tokenkeeper::cache::{CacheError, FileCache, TokenCache};
+use tokenkeeper::cache::{CacheError, CacheKey, FileCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
@@ -53,12 +53,16 @@ use std::process::{Child, Command, Stdio};
 struct NoLease<C>(C);
 
 impl<C: TokenCache> TokenCache for NoLease<C> {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
-        self.0.read()
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        self.0.read(key)
     }
 
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
-        self.0.write(token)
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        self.0.write(key, token)
     }
 
     fn has_lease(&self) -> bool {

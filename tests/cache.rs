@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::future::block_on;
-use tokenkeeper::cache::{CacheError, FileCache, Lease, MemoryCache, TokenCache};
+use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, MemoryCache, TokenCache};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, BoxFuture, Clock, FetchContext, LifetimePolicy, ManualClock, RandomEarlyJitter,
@@ -29,8 +29,11 @@ fn cx(clock: &ManualClock) -> FetchContext {
     FetchContext::new(clock.clone(), LifetimePolicy::default())
 }
 
+/// The key of chains whose source has none, as the scripted source.
+const UNKEYED: CacheKey = CacheKey::unkeyed();
+
 fn read(cache: &impl TokenCache) -> Option<Token> {
-    block_on(cache.read()).unwrap()
+    block_on(cache.read(UNKEYED)).unwrap()
 }
 
 #[test]
@@ -38,7 +41,7 @@ fn a_token_found_at_link_i_is_written_to_every_earlier_link_only() {
     let clock = ManualClock::new(START_MS);
     let caches = [MemoryCache::new(), MemoryCache::new(), MemoryCache::new()];
     let cached = token("from-third", START_MS, secs(3600));
-    block_on(caches[2].write(&cached)).unwrap();
+    block_on(caches[2].write(UNKEYED, &cached)).unwrap();
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
         .cache(caches[0].clone())
@@ -53,7 +56,7 @@ fn a_token_found_at_link_i_is_written_to_every_earlier_link_only() {
     // A token from the second link reaches the first, not the third.
     let second = token("from-second", START_MS + 1, secs(3600));
     let caches2 = [MemoryCache::new(), MemoryCache::new(), MemoryCache::new()];
-    block_on(caches2[1].write(&second)).unwrap();
+    block_on(caches2[1].write(UNKEYED, &second)).unwrap();
     let mut chain = Chain::new(source.clone())
         .cache(caches2[0].clone())
         .cache(caches2[1].clone())
@@ -97,7 +100,7 @@ fn a_chain_with_a_lease_gets_coordinated_jitter_by_default() {
             .collect()
     }
     let shared = MemoryCache::new();
-    block_on(shared.write(&token("cached", START_MS, secs(3600)))).unwrap();
+    block_on(shared.write(UNKEYED, &token("cached", START_MS, secs(3600)))).unwrap();
     let with_lease = plans(|| Chain::new(ScriptedSource::new(secs(3600))).cache(shared.clone()));
     assert!(
         with_lease.windows(2).all(|w| w[0] == w[1]),
@@ -119,12 +122,12 @@ fn cached_tokens_must_be_newer_and_valid_long_enough() {
         .min_validity(secs(60));
 
     // 59 s of validity left on an hour token: too little.
-    block_on(cache.write(&token("old", START_MS - 3_541_000, secs(3600)))).unwrap();
+    block_on(cache.write(UNKEYED, &token("old", START_MS - 3_541_000, secs(3600)))).unwrap();
     let got = block_on(chain.fetch(cx(&clock))).unwrap();
     assert_eq!(got.access_token().secret(), "token-1");
 
     // For a 4 s token the bar is half its lifetime: 2 s.
-    block_on(cache.write(&token("short", START_MS, secs(4)))).unwrap();
+    block_on(cache.write(UNKEYED, &token("short", START_MS, secs(4)))).unwrap();
     clock.advance(ms(1_999));
     assert_eq!(
         block_on(chain.fetch(cx(&clock)))
@@ -144,7 +147,7 @@ fn cached_tokens_must_be_newer_and_valid_long_enough() {
 
     // Not newer than the manager's current token: ignored.
     let current = token("current", clock.now_ms(), secs(3600));
-    block_on(cache.write(&current)).unwrap();
+    block_on(cache.write(UNKEYED, &current)).unwrap();
     let got = block_on(chain.fetch(cx(&clock).with_current(current.clone()))).unwrap();
     assert_eq!(got.access_token().secret(), "token-3");
     assert_eq!(source.calls(), 3);
@@ -154,10 +157,10 @@ fn cached_tokens_must_be_newer_and_valid_long_enough() {
 struct Broken;
 
 impl TokenCache for Broken {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+    fn read(&self, _: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
         Box::pin(async { Err(CacheError::new("disk on fire")) })
     }
-    fn write<'a>(&'a self, _: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+    fn write<'a>(&'a self, _: CacheKey, _: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async { Err(CacheError::new("disk on fire")) })
     }
     fn try_lease(&self, _: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
@@ -187,7 +190,7 @@ fn a_failing_cache_is_skipped_not_fatal() {
 #[test]
 fn start_up_from_a_cache_makes_no_source_request() {
     let cache = MemoryCache::new();
-    block_on(cache.write(&token("cached", START_MS - 1_000, secs(3600)))).unwrap();
+    block_on(cache.write(UNKEYED, &token("cached", START_MS - 1_000, secs(3600)))).unwrap();
     let source = ScriptedSource::new(secs(3600));
     let b = Bench::with_source(
         source.clone(),
@@ -281,7 +284,7 @@ fn file_cache_creates_its_folder_and_survives_a_restart_with_the_refresh_token()
     let dir = temp_dir("restart");
     let path = dir.join("nested/deeper/token.json");
     let t = token("at", START_MS, secs(3600)).with_refresh_token(RefreshToken::new("rt-1"));
-    block_on(FileCache::new(&path).write(&t)).unwrap();
+    block_on(FileCache::new(&path).write(UNKEYED, &t)).unwrap();
     let again = read(&FileCache::new(&path)).unwrap();
     assert_eq!(again, t);
     assert_eq!(again.refresh_token().unwrap().secret(), "rt-1");
@@ -295,7 +298,8 @@ fn corrupt_truncated_and_empty_files_are_misses_then_replaced() {
     let path = dir.join("token.json");
     let cache = FileCache::new(&path);
     let good = serde_json::to_string(&serde_json::json!({
-        "version": 1,
+        "version": 2,
+        "key": UNKEYED.to_string(),
         "token": token("at", START_MS, secs(60)),
     }))
     .unwrap();
@@ -306,16 +310,21 @@ fn corrupt_truncated_and_empty_files_are_misses_then_replaced() {
         "\u{0}\u{1}binary".to_owned(),
         r#"{"version":1,"token":{"access_token":"x","issued_ms":5,"stale_ms":1,"expiry_ms":9}}"#
             .to_owned(),
-        good.replace("\"version\":1", "\"version\":99"),
+        good.replace("\"version\":2", "\"version\":99"),
+        // The format before cache keys: a miss, replaced by the next write.
+        serde_json::json!({"version": 1, "token": token("at", START_MS, secs(60))}).to_string(),
     ];
     for contents in bad_contents {
         std::fs::write(&path, &contents).unwrap();
         assert_eq!(read(&cache), None, "{contents:?}");
     }
     let t = token("fresh", START_MS, secs(60));
-    block_on(cache.write(&t)).unwrap();
+    block_on(cache.write(UNKEYED, &t)).unwrap();
     assert_eq!(read(&cache), Some(t));
     std::fs::write(&path, &good).unwrap();
+    // Whatever the umask: a file others may write is not trusted.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert!(
         read(&cache).is_some(),
         "the envelope written by hand is readable"
@@ -332,7 +341,7 @@ fn every_write_sets_mode_0600() {
     let path = dir.join("token.json");
     std::fs::write(&path, "{}").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    block_on(FileCache::new(&path).write(&token("at", START_MS, secs(60)))).unwrap();
+    block_on(FileCache::new(&path).write(UNKEYED, &token("at", START_MS, secs(60)))).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     // No temporary files are left behind.
@@ -350,7 +359,7 @@ fn an_unreadable_cache_path_is_a_miss_and_an_unwritable_one_an_error() {
     std::fs::create_dir_all(dir.join("token.json")).unwrap(); // a folder where the file should be
     let cache = FileCache::new(dir.join("token.json"));
     assert_eq!(read(&cache), None);
-    assert!(block_on(cache.write(&token("at", START_MS, secs(60)))).is_err());
+    assert!(block_on(cache.write(UNKEYED, &token("at", START_MS, secs(60)))).is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -382,7 +391,7 @@ fn the_lease_holder_rereads_the_cache_and_uses_the_newest_refresh_token() {
     // Another process refreshed and rotated, but its token is now expired.
     let theirs = token("theirs", START_MS - 7_200_000, secs(3600))
         .with_refresh_token(RefreshToken::new("rt-newest"));
-    block_on(shared.write(&theirs)).unwrap();
+    block_on(shared.write(UNKEYED, &theirs)).unwrap();
     let seen = Arc::new(std::sync::Mutex::new(None));
     let seen_in = seen.clone();
     let authority = tokenkeeper::source::from_fn(move |cx: FetchContext| {
@@ -414,7 +423,7 @@ fn waiters_take_the_token_the_lease_holder_wrote() {
     while ex.try_tick() {}
     assert!(!task.is_finished());
     // The holder writes a fresh token; the waiter picks it up on its next look.
-    block_on(shared.write(&token("by-holder", START_MS, secs(3600)))).unwrap();
+    block_on(shared.write(UNKEYED, &token("by-holder", START_MS, secs(3600)))).unwrap();
     clock.advance(ms(300));
     while ex.try_tick() {}
     let got = finished(task).unwrap();

@@ -527,12 +527,16 @@ const KILL_QUIET: Duration = Duration::from_secs(5);
 /// that died and was never replaced would hang the fleet forever).
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(15);
 
-/// Checks the cache file's envelope: `{"version":1,"token":{...}}` with the
-/// token's fields. Returns the token's issue instant and access token.
+/// Checks the cache file's envelope: `{"version":2,"key":"<32 hex
+/// digits>","token":{...}}` with the token's fields. Returns the token's
+/// issue instant and access token.
 fn check_envelope(entry: &Value) -> Result<(u64, String), String> {
     let object = entry.as_object().ok_or("not an object")?;
-    if object.len() != 2 || entry["version"] != 1 {
-        return Err("not {\"version\":1,\"token\":...}".to_owned());
+    let key_ok = entry["key"]
+        .as_str()
+        .is_some_and(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()));
+    if object.len() != 3 || entry["version"] != 2 || !key_ok {
+        return Err("not {\"version\":2,\"key\":...,\"token\":...}".to_owned());
     }
     let token = entry["token"].as_object().ok_or("no token object")?;
     let access = token

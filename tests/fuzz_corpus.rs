@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokenkeeper::cache::{FileCache, TokenCache};
+use tokenkeeper::cache::{decode_entry, CacheKey, FileCache, TokenCache};
 use tokenkeeper::{AccessToken, IdToken, LifetimePolicy, RefreshToken, Token};
 
 // `init_fuzz_target` is for the fuzz targets only.
@@ -126,7 +126,8 @@ fn file_cache_seed_is_what_file_cache_writes() {
     .with_scope("read write");
     let dir = std::env::temp_dir().join(format!("tokenkeeper-fuzz-seed-{}", std::process::id()));
     let cache = FileCache::new(dir.join("token.json"));
-    futures_lite::future::block_on(cache.write(&token)).expect("the cache writes");
+    let key = CacheKey::builder().field("client_id", "seed").build();
+    futures_lite::future::block_on(cache.write(key, &token)).expect("the cache writes");
     let written = fs::read(cache.path()).expect("the cache file");
     fs::remove_dir_all(&dir).expect("the folder is removed");
 
@@ -142,11 +143,31 @@ fn file_cache_seed_is_what_file_cache_writes() {
     }
     let seed_bytes = fs::read(&seed).expect("the seed written by FileCache");
     assert_eq!(
-        FileCache::decode(&seed_bytes).expect("the seed decodes"),
-        token
+        decode_entry(&seed_bytes).expect("the seed decodes"),
+        (key, token.clone())
     );
     assert_eq!(
-        FileCache::decode(&written).expect("the file decodes"),
-        token
+        decode_entry(&written).expect("the file decodes"),
+        (key, token)
     );
+}
+
+/// The file-cache seeds say what they hold: `ok-*` seeds decode and `bad-*`
+/// seeds do not, so a format change that turns every seed into an error (an
+/// old version, say) is caught here, not only by the fuzzer's coverage.
+#[test]
+fn file_cache_seeds_decode_as_their_names_say() {
+    for path in files(&fuzz_dir().join("corpus/file_cache")) {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let decoded = decode_entry(&fs::read(&path).expect("a readable seed"));
+        if name.starts_with("ok-") || name == "written-by-file-cache" {
+            assert!(decoded.is_ok(), "{name}: {:?}", decoded.err());
+        } else if name.starts_with("bad-") {
+            assert!(decoded.is_err(), "{name} decodes");
+        }
+    }
 }

@@ -15,12 +15,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::process::RedisServer;
 use redis::Commands;
-use tokenkeeper::cache::{RedisCache, TokenCache};
+use tokenkeeper::cache::{CacheKey, RedisCache, TokenCache};
 use tokenkeeper::source::{self, Chain};
 use tokenkeeper::{
     AccessToken, FetchContext, LifetimePolicy, RefreshToken, SourceError, Token, TokenHandle,
     TokenManager,
 };
+
+/// The key of chains without one, as the sources here.
+const KEY: CacheKey = CacheKey::unkeyed();
 
 /// What these tests use a server for.
 impl RedisServer {
@@ -107,21 +110,22 @@ fn round_trip_with_refresh_token() {
     let server = server!();
     let cache = server.cache();
     smol::block_on(async {
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         let t = token("a1", Duration::from_secs(60)).with_refresh_token(RefreshToken::new("r1"));
-        cache.write(&t).await.unwrap();
-        assert_eq!(cache.read().await.unwrap(), Some(t.clone()));
+        cache.write(KEY, &t).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(t.clone()));
         // A second handle, as another process would have.
         let other = server.cache();
-        let read = other.read().await.unwrap().unwrap();
+        let read = other.read(KEY).await.unwrap().unwrap();
         assert_eq!(read.refresh_token().map(|r| r.secret()), Some("r1"));
         // The same versioned envelope as the file cache.
         let raw: String = server.inspect().get("tokenkeeper:token").unwrap();
-        assert!(raw.starts_with(r#"{"version":1,"token":{"#), "{raw}");
+        let start = format!(r#"{{"version":2,"key":"{KEY}","token":{{"#);
+        assert!(raw.starts_with(&start), "{raw}");
         // A newer token replaces it.
         let t2 = token("a2", Duration::from_secs(60));
-        cache.write(&t2).await.unwrap();
-        assert_eq!(other.read().await.unwrap(), Some(t2));
+        cache.write(KEY, &t2).await.unwrap();
+        assert_eq!(other.read(KEY).await.unwrap(), Some(t2));
     });
 }
 
@@ -133,14 +137,14 @@ fn works_under_async_std_and_a_bare_block_on() {
     let cache = server.cache().key_prefix("elsewhere:");
     let t = token("a", Duration::from_secs(60));
     async_std::task::block_on(async {
-        cache.write(&t).await.unwrap();
+        cache.write(KEY, &t).await.unwrap();
         let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
         lease.unwrap().release().await;
     });
     let read = futures_lite::future::block_on(async {
         let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
         lease.unwrap().release().await;
-        cache.read().await.unwrap()
+        cache.read(KEY).await.unwrap()
     });
     assert_eq!(read, Some(t));
 }
@@ -152,7 +156,7 @@ fn entry_lives_until_the_token_expires() {
     let mut redis = server.inspect();
     smol::block_on(async {
         let t = token("a", Duration::from_secs(30));
-        cache.write(&t).await.unwrap();
+        cache.write(KEY, &t).await.unwrap();
         let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
         let left = t.expiry_ms() as i64 - now_ms() as i64;
         assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl}");
@@ -168,17 +172,45 @@ fn entry_lives_until_the_token_expires() {
             Duration::from_secs(60),
             &LifetimePolicy::default(),
         );
-        cache.write(&expired).await.unwrap();
-        assert_eq!(cache.read().await.unwrap(), Some(t));
+        cache.write(KEY, &expired).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(t));
 
         // A short-lived entry is gone once the token expires.
         let short = token("s", Duration::from_millis(150));
-        cache.write(&short).await.unwrap();
-        assert_eq!(cache.read().await.unwrap(), Some(short));
+        cache.write(KEY, &short).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(short));
         smol::Timer::after(Duration::from_millis(250)).await;
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         let exists: bool = redis.exists("tokenkeeper:token").unwrap();
         assert!(!exists);
+    });
+}
+
+/// One prefix, two clients: an entry is read only with the cache key it was
+/// written with; an implausible entry (issued in the future, or living for
+/// years) is a miss as in the file cache.
+#[test]
+fn an_entry_for_another_cache_key_or_implausible_times_is_a_miss() {
+    let server = server!();
+    let cache = server.cache();
+    let mine = CacheKey::builder().field("client_id", "mine").build();
+    let theirs = CacheKey::builder().field("client_id", "theirs").build();
+    smol::block_on(async {
+        let t = token("theirs", Duration::from_secs(60));
+        cache.write(theirs, &t).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
+        assert_eq!(cache.read(theirs).await.unwrap(), Some(t));
+        let future = Token::new(
+            AccessToken::new("future"),
+            now_ms() + 3_600_000,
+            Duration::from_secs(60),
+            &LifetimePolicy::default(),
+        );
+        cache.write(mine, &future).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
+        let years = token("years", Duration::from_secs(3 * 366 * 86_400));
+        cache.write(mine, &years).await.unwrap();
+        assert_eq!(cache.read(mine).await.unwrap(), None);
     });
 }
 
@@ -193,13 +225,13 @@ fn key_prefixes_keep_caches_apart() {
     );
     smol::block_on(async {
         let ta = token("for-a", Duration::from_secs(60));
-        a.write(&ta).await.unwrap();
-        assert_eq!(b.read().await.unwrap(), None);
-        assert_eq!(server.cache().read().await.unwrap(), None);
+        a.write(KEY, &ta).await.unwrap();
+        assert_eq!(b.read(KEY).await.unwrap(), None);
+        assert_eq!(server.cache().read(KEY).await.unwrap(), None);
         let tb = token("for-b", Duration::from_secs(60));
-        b.write(&tb).await.unwrap();
-        assert_eq!(a.read().await.unwrap(), Some(ta));
-        assert_eq!(b.read().await.unwrap(), Some(tb));
+        b.write(KEY, &tb).await.unwrap();
+        assert_eq!(a.read(KEY).await.unwrap(), Some(ta));
+        assert_eq!(b.read(KEY).await.unwrap(), Some(tb));
         let _lease = a.try_lease(Duration::from_secs(5)).await.unwrap().unwrap();
         assert!(b.try_lease(Duration::from_secs(5)).await.unwrap().is_some());
     });
@@ -221,34 +253,34 @@ fn corrupt_entry_is_a_miss_reported_once() {
     let mut redis = server.inspect();
     smol::block_on(async {
         let _: () = redis.set(&key, "{\"version\":1,\"tok").unwrap();
-        assert_eq!(cache.read().await.unwrap(), None);
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         assert_eq!(logged(&key).len(), 1, "{:?}", logged(&key));
 
         // Replaced by the next write.
         let t = token("a", Duration::from_secs(60));
-        cache.write(&t).await.unwrap();
-        assert_eq!(cache.read().await.unwrap(), Some(t.clone()));
+        cache.write(KEY, &t).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(t.clone()));
 
         // Another format version, a broken invariant, another Redis type.
         let json = serde_json::to_string(&t).unwrap();
         let _: () = redis
-            .set(&key, format!("{{\"version\":2,\"token\":{json}}}"))
+            .set(&key, format!("{{\"version\":3,\"token\":{json}}}"))
             .unwrap();
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         let _: () = redis
             .set(
                 &key,
-                r#"{"version":1,"token":{"access_token":"t","issued_ms":10,"stale_ms":5,"expiry_ms":20}}"#,
+                r#"{"version":2,"key":"6c62272e07bb014262b821756295c58d","token":{"access_token":"t","issued_ms":10,"stale_ms":5,"expiry_ms":20}}"#,
             )
             .unwrap();
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         let _: () = redis.del(&key).unwrap();
         let _: () = redis.hset(&key, "field", "value").unwrap();
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         assert_eq!(logged(&key).len(), 2, "{:?}", logged(&key));
-        cache.write(&t).await.unwrap();
-        assert_eq!(cache.read().await.unwrap(), Some(t));
+        cache.write(KEY, &t).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(t));
     });
 }
 
@@ -468,7 +500,7 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
         .op_timeout(Duration::from_millis(200));
     smol::block_on(async {
         let started = Instant::now();
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         let first = started.elapsed();
         assert!(
             first >= Duration::from_millis(190) && first < Duration::from_secs(1),
@@ -477,7 +509,7 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
         // Right after, operations fail fast.
         let started = Instant::now();
         cache
-            .write(&token("a", Duration::from_secs(60)))
+            .write(KEY, &token("a", Duration::from_secs(60)))
             .await
             .unwrap();
         let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
@@ -485,7 +517,7 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
             .expect("a no-op lease while Redis is down")
             .release()
             .await;
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         assert!(
             started.elapsed() < Duration::from_millis(150),
             "{:?}",
@@ -494,7 +526,7 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
         // Later a new attempt, bounded again.
         smol::Timer::after(Duration::from_millis(1_050)).await;
         let started = Instant::now();
-        assert_eq!(cache.read().await.unwrap(), None);
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
         assert!(started.elapsed() < Duration::from_secs(1));
     });
     let lines = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
@@ -525,7 +557,7 @@ fn password_never_shows() {
     let cache = cache.op_timeout(Duration::from_millis(200));
     smol::block_on(async {
         // Nothing listens on 6390 (or, if something does, it refuses AUTH).
-        let _ = cache.read().await;
+        let _ = cache.read(KEY).await;
     });
     for line in logged("6390") {
         assert!(!line.contains("hunter2"), "{line}");

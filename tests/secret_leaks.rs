@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use serde_json::json;
-use tokenkeeper::cache::{FileCache, MemoryCache, TokenCache};
+use tokenkeeper::cache::{decode_entry, CacheKey, FileCache, MemoryCache, TokenCache};
 use tokenkeeper::oauth2::{AuthMethod, ClientCredentials, RefreshTokenGrant, TokenEndpoint};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
@@ -65,7 +65,9 @@ fn no_secret_reaches_logs_debug_or_errors() {
         .unwrap();
         outputs.push(format!("{endpoint:?}"));
         let file = FileCache::new(dir.join("token.json"));
-        let chain = Chain::new(ClientCredentials::new(endpoint.clone()).scope("read"))
+        let source = ClientCredentials::new(endpoint.clone()).scope("read");
+        let key = TokenSource::cache_key(&source).unwrap();
+        let chain = Chain::new(source)
             .cache(MemoryCache::new())
             .cache(file.clone());
         outputs.push(format!("{chain:?}"));
@@ -127,7 +129,7 @@ fn no_secret_reaches_logs_debug_or_errors() {
             handle.shutdown().await;
         }));
         outputs.push(format!("{handle:?}"));
-        if let Some(t) = block_on(file.read()).unwrap() {
+        if let Some(t) = block_on(file.read(key)).unwrap() {
             seen.push(t.access_token().secret().to_owned());
         }
         // The lease, taken and given back.
@@ -185,9 +187,12 @@ fn no_secret_reaches_logs_debug_or_errors() {
         r#"{"version":1,"token":{"access_token":"wrong-place-9a8b7c","issued_ms":"wrong-place-9a8b7c","stale_ms":1,"expiry_ms":2}}"#,
     )
     .unwrap();
-    assert_eq!(block_on(FileCache::new(&corrupt).read()).unwrap(), None);
+    assert_eq!(
+        block_on(FileCache::new(&corrupt).read(CacheKey::unkeyed())).unwrap(),
+        None
+    );
     seen.push("wrong-place-9a8b7c".into());
-    let decoded = FileCache::decode(&std::fs::read(&corrupt).unwrap()).unwrap_err();
+    let decoded = decode_entry(&std::fs::read(&corrupt).unwrap()).unwrap_err();
     outputs.push(format!("{decoded} {decoded:?}"));
 
     let logs = capture.0.lock().unwrap().clone();

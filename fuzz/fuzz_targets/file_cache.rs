@@ -1,4 +1,5 @@
-//! File-cache contents through `FileCache::decode`.
+//! File-cache contents through `cache::decode_entry` (the format the file
+//! and Redis caches share).
 //! Input format and invariants: `fuzz/src/lib.rs`.
 #![no_main]
 

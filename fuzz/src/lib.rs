@@ -33,7 +33,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokenkeeper::cache::FileCache;
+use tokenkeeper::cache::{decode_entry, CacheKey};
 use tokenkeeper::oauth2::response::{parse_token_response, retry_after, TokenResponse};
 use tokenkeeper::oauth2::TokenRequestError;
 use tokenkeeper::{LifetimePolicy, Token};
@@ -49,7 +49,7 @@ pub const LEAK_MARKER: &str = "LEAKMARKER";
 
 /// The version `FileCache` writes (checked against a real write by
 /// `tests/fuzz_corpus.rs`).
-pub const CACHE_FORMAT_VERSION: u32 = 1;
+pub const CACHE_FORMAT_VERSION: u32 = 2;
 
 /// Regression inputs (`<target>/<file>` under `fuzz/regressions/`) that
 /// still break an invariant: the file, a piece of the panic message it must
@@ -135,13 +135,15 @@ pub fn error_response(data: &[u8]) {
 
 /// The `file_cache` target.
 pub fn file_cache(data: &[u8]) {
-    match FileCache::decode(data) {
-        Ok(token) => {
+    match decode_entry(data) {
+        Ok((key, token)) => {
             check_token(&token);
             // What was read is written back and read again unchanged.
-            let again = encode_cache_entry(&token);
-            match FileCache::decode(&again) {
-                Ok(reread) => assert_eq!(reread, token, "cache entry changed on a round trip"),
+            let again = encode_cache_entry(key, &token);
+            match decode_entry(&again) {
+                Ok(reread) => {
+                    assert_eq!(reread, (key, token), "cache entry changed on a round trip")
+                }
                 Err(e) => panic!("a decoded token does not decode again: {e}"),
             }
         }
@@ -239,8 +241,8 @@ fn check_success(status: u16, r: &TokenResponse) {
             }
             assert_eq!(t.issued_ms(), issued);
             check_token(&t);
-            match FileCache::decode(&encode_cache_entry(&t)) {
-                Ok(reread) => assert_eq!(reread, t, "cache entry changed on a round trip"),
+            match decode_entry(&encode_cache_entry(CacheKey::unkeyed(), &t)) {
+                Ok((_, reread)) => assert_eq!(reread, t, "cache entry changed on a round trip"),
                 Err(e) => panic!("a token from a response does not survive the cache: {e}"),
             }
         }
@@ -353,9 +355,10 @@ fn check_token(t: &Token) {
 }
 
 /// A cache file as `FileCache` writes it.
-fn encode_cache_entry(token: &Token) -> Vec<u8> {
+fn encode_cache_entry(key: CacheKey, token: &Token) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "version": CACHE_FORMAT_VERSION,
+        "key": key.to_string(),
         "token": token,
     }))
     .expect("a token serializes")
@@ -377,7 +380,7 @@ fn check_no_literal_quoted(data: &[u8], text: &str) {
             .collect();
         let mut probe = data.to_vec();
         probe[start..end].copy_from_slice(probe_text.as_bytes());
-        if let Err(e) = FileCache::decode(&probe) {
+        if let Err(e) = decode_entry(&probe) {
             assert!(
                 !e.to_string().contains(&probe_text),
                 "cache error quotes a string from the file: {e}"

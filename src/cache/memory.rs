@@ -2,12 +2,18 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::cache::{CacheError, Lease, TokenCache};
+use crate::cache::entry::OtherKeyNotice;
+use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::token::Token;
 
 /// A cache in memory. Clones share the token and the lease, so managers in
 /// one process can cooperate through it (and tests can model a fleet).
+///
+/// It holds one token and the [`CacheKey`] it was written with; a read with
+/// another key is a miss (logged once at debug level) and a write replaces
+/// it, so two chains for different clients sharing it never get each
+/// other's token.
 ///
 /// The lease expires after its TTL on the monotonic clock, as a Redis lease
 /// would.
@@ -31,7 +37,8 @@ pub struct MemoryCache {
 
 #[derive(Default)]
 struct MemoryInner {
-    token: Option<Token>,
+    entry: Option<(CacheKey, Token)>,
+    other_key: OtherKeyNotice,
     /// The holder's number and when its lease runs out.
     lease: Option<(u64, Instant)>,
     next_lease: u64,
@@ -41,7 +48,7 @@ impl fmt::Debug for MemoryCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("MemoryCache")
-            .field("token", &inner.token)
+            .field("token", &inner.entry.as_ref().map(|(_, t)| t))
             .field("leased", &inner.lease.is_some())
             .finish()
     }
@@ -55,21 +62,31 @@ impl MemoryCache {
 }
 
 impl TokenCache for MemoryCache {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
-        let token = self
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .token
-            .clone();
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let token = match &inner.entry {
+            Some((stored, token)) if *stored == key => {
+                inner.other_key.clear();
+                Some(token.clone())
+            }
+            Some(_) => {
+                inner.other_key.found(|| "the memory cache".to_owned());
+                None
+            }
+            None => None,
+        };
         Box::pin(async move { Ok(token) })
     }
 
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .token = Some(token.clone());
+            .entry = Some((key, token.clone()));
         Box::pin(async { Ok(()) })
     }
 

@@ -8,24 +8,33 @@
 //! lease before calling the authority, so a fleet sharing a cache makes about
 //! one authority request per token lifetime.
 //!
+//! Every entry records whom it is for, a [`CacheKey`]: a read with another
+//! key is a miss, so clients that share a cache never serve each other's
+//! token.
+//!
 //! ```
 //! use std::time::Duration;
-//! use tokenkeeper::cache::{MemoryCache, TokenCache};
+//! use tokenkeeper::cache::{CacheKey, MemoryCache, TokenCache};
 //! use tokenkeeper::{AccessToken, LifetimePolicy, Token};
 //!
 //! futures_lite::future::block_on(async {
 //!     let cache = MemoryCache::new();
-//!     assert!(cache.read().await.unwrap().is_none());
+//!     let key = CacheKey::builder().field("client_id", "svc").build();
+//!     assert!(cache.read(key).await.unwrap().is_none());
 //!     let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default());
-//!     cache.write(&token).await.unwrap();
-//!     assert_eq!(cache.read().await.unwrap(), Some(token));
+//!     cache.write(key, &token).await.unwrap();
+//!     assert_eq!(cache.read(key).await.unwrap(), Some(token));
+//!     assert!(cache.read(CacheKey::unkeyed()).await.unwrap().is_none());
 //! });
 //! ```
 
+mod entry;
 mod file;
+mod key;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod trust;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -35,6 +44,7 @@ use std::time::Duration;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
 pub use file::FileCache;
+pub use key::{CacheKey, CacheKeyBuilder};
 pub use memory::MemoryCache;
 
 use crate::clock::BoxFuture;
@@ -44,13 +54,24 @@ use crate::token::Token;
 ///
 /// Implementations must be safe to share between tasks; every method may be
 /// called while another is in flight on another handle.
+///
+/// A cache keeps the [`CacheKey`] a token was written with and gives the
+/// token back only to a read with the same key: an entry for another key is
+/// a miss (worth a debug log, once, not one per read), and the next write
+/// replaces it. The key is a small `Copy` value, passed by value so that a
+/// cache can move it into a blocking task or a command without borrowing.
 pub trait TokenCache: Send + Sync + 'static {
-    /// Reads the cached token; `Ok(None)` is a miss. A corrupt entry is a
-    /// miss too, reported by the cache itself.
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>>;
+    /// Reads the token cached for `key`; `Ok(None)` is a miss. A corrupt
+    /// entry, or one for another key, is a miss too, reported by the cache
+    /// itself.
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>>;
 
-    /// Replaces the cached token.
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>>;
+    /// Replaces the cached entry (whatever its key) with `token` for `key`.
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>>;
 
     /// Tries to take the refresh lease for at most `ttl`: `Ok(Some(lease))`
     /// when taken, `Ok(None)` when someone else holds it. Caches that cannot
@@ -72,12 +93,16 @@ pub trait TokenCache: Send + Sync + 'static {
 }
 
 impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
-        (**self).read()
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        (**self).read(key)
     }
 
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
-        (**self).write(token)
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        (**self).write(key, token)
     }
 
     fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
@@ -91,6 +116,14 @@ impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
     fn describe(&self) -> String {
         (**self).describe()
     }
+}
+
+/// Parses the bytes of a file-cache or Redis entry into its key and token,
+/// checking the format only (not the key, not the time). Not part of the
+/// API: it exists for the fuzz targets (`fuzz/`) and may change at any time.
+#[doc(hidden)]
+pub fn decode_entry(bytes: &[u8]) -> Result<(CacheKey, Token), CacheError> {
+    entry::decode(bytes)
 }
 
 /// A held refresh lease. [`release`](Lease::release) gives it back; a lease

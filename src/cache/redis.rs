@@ -4,18 +4,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
-use serde::Serialize;
-
-use crate::cache::{CacheError, FileCache, Lease, TokenCache};
+use crate::cache::entry::{self, Found, OtherKeyNotice};
+use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::token::{duration_ms, Token};
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
 
 const LOG: &str = "tokenkeeper::cache";
-
-/// The version of the stored entry; other versions are misses.
-const FORMAT_VERSION: u32 = 1;
 
 const DEFAULT_KEY_PREFIX: &str = "tokenkeeper:";
 const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,12 +35,18 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 ///
 /// The token is stored under `<prefix>token` as the same versioned JSON the
 /// [`FileCache`](crate::cache::FileCache) writes
-/// (`{"version":1,"token":{...}}`), refresh token included, and the entry's
+/// (`{"version":2,"key":"<cache key>","token":{...}}`), refresh token
+/// included, and the entry's
 /// TTL ends when the token expires (`SET ... PX`, the time left by this
 /// machine's clock, so a Redis server whose clock is off does not matter).
 /// A token that has already expired is not written. A corrupt entry, or one
 /// of another format version or Redis type, is reported once and read as a
-/// miss; the next write replaces it.
+/// miss; the next write replaces it. So is an entry written with another
+/// [`CacheKey`] (another client, grant or scope sharing the prefix; logged
+/// once at debug level), or one issued more than 5 minutes in the future or
+/// living more than a year, as in the file cache. Clients that share a
+/// server still do best with a prefix each: one entry per prefix means they
+/// would keep replacing each other's.
 ///
 /// The refresh lease is `SET <prefix>lease <random value> NX PX <ttl>`; it
 /// is given back by a script that deletes the key only if it still holds
@@ -128,6 +130,7 @@ struct Keys {
     lease: String,
     /// Whether the current problem with the entry was already logged.
     reported: AtomicBool,
+    other_key: OtherKeyNotice,
 }
 
 impl Keys {
@@ -137,6 +140,7 @@ impl Keys {
             lease: format!("{prefix}lease"),
             prefix,
             reported: AtomicBool::new(false),
+            other_key: OtherKeyNotice::default(),
         }
     }
 }
@@ -149,12 +153,6 @@ impl fmt::Debug for RedisCache {
             .field("op_timeout", &self.op_timeout)
             .finish()
     }
-}
-
-#[derive(Serialize)]
-struct EntryRef<'a> {
-    version: u32,
-    token: &'a Token,
 }
 
 /// Why an operation failed.
@@ -237,7 +235,7 @@ impl RedisCache {
         }
     }
 
-    async fn read_token(&self) -> Result<Option<Token>, CacheError> {
+    async fn read_token(&self, cache_key: CacheKey) -> Result<Option<Token>, CacheError> {
         let key = &self.keys.token;
         let value = match self.link.call(&get(key), self.op_timeout).await {
             Ok(value) => value,
@@ -263,10 +261,16 @@ impl RedisCache {
                 return Ok(None);
             }
         };
-        match FileCache::decode(&bytes) {
-            Ok(token) => {
+        match entry::open(&bytes, cache_key, system_now_ms()) {
+            Ok(Found::Token(token)) => {
                 self.keys.reported.store(false, Ordering::Relaxed);
+                self.keys.other_key.clear();
                 Ok(Some(token))
+            }
+            Ok(Found::OtherKey) => {
+                self.keys.reported.store(false, Ordering::Relaxed);
+                self.keys.other_key.found(|| self.describe());
+                Ok(None)
             }
             Err(e) => {
                 self.report(&format!(
@@ -278,7 +282,7 @@ impl RedisCache {
         }
     }
 
-    async fn write_token(&self, token: &Token) -> Result<(), CacheError> {
+    async fn write_token(&self, cache_key: CacheKey, token: &Token) -> Result<(), CacheError> {
         let ttl_ms = token
             .expiry_ms()
             .saturating_sub(system_now_ms())
@@ -287,11 +291,7 @@ impl RedisCache {
             log::debug!(target: LOG, "not writing an expired token to Redis ({})", self.link.server);
             return Ok(());
         }
-        let json = serde_json::to_vec(&EntryRef {
-            version: FORMAT_VERSION,
-            token,
-        })
-        .map_err(|e| CacheError::new(format!("cannot encode the token: {e}")).with_cause(e))?;
+        let json = entry::encode(cache_key, token)?;
         let mut set = ::redis::cmd("SET");
         set.arg(&self.keys.token).arg(json).arg("PX").arg(ttl_ms);
         match self.link.call(&set, self.op_timeout).await {
@@ -454,12 +454,16 @@ impl Link {
 }
 
 impl TokenCache for RedisCache {
-    fn read(&self) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
-        Box::pin(self.read_token())
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        Box::pin(self.read_token(key))
     }
 
-    fn write<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
-        Box::pin(self.write_token(token))
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(self.write_token(key, token))
     }
 
     fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {

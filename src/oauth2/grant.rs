@@ -2,11 +2,15 @@
 
 use std::fmt;
 
+use crate::cache::{CacheKey, CacheKeyBuilder};
 use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
+use crate::oauth2::error::{ErrorCode, TokenRequestError};
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{RefreshToken, Token};
+
+const LOG: &str = "tokenkeeper::oauth2";
 
 /// Form fields a grant sets itself; extra parameters with these names are
 /// ignored.
@@ -117,6 +121,25 @@ impl ClientCredentials {
     }
 }
 
+/// The fields every grant's cache key starts with: where and as whom the
+/// token is asked for, and how.
+fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
+    CacheKey::builder()
+        .field("token_url", endpoint.url().as_str())
+        .field("client_id", endpoint.client_id().secret())
+        .field("grant_type", grant_type)
+}
+
+/// Adds the extra parameters the grant sends (not the ignored ones).
+fn key_params(mut key: CacheKeyBuilder, params: &[(String, String)]) -> CacheKeyBuilder {
+    for (name, value) in params {
+        if !RESERVED.contains(&name.as_str()) {
+            key = key.field("param_name", name).field("param_value", value);
+        }
+    }
+    key
+}
+
 fn push_extra<'a>(form: &mut Vec<(&'a str, &'a str)>, params: &'a [(String, String)]) {
     for (name, value) in params {
         if !RESERVED.contains(&name.as_str()) {
@@ -141,6 +164,23 @@ impl TokenSource for ClientCredentials {
                 .await
         })
     }
+
+    /// A digest of the token URL, the client id, the grant type, the
+    /// scope, the audience, the resources and the extra parameters; not of
+    /// the client secret, so a rotated secret keeps the cached token.
+    fn cache_key(&self) -> Option<CacheKey> {
+        let mut key = key_builder(&self.endpoint, "client_credentials");
+        if let Some(scope) = &self.scope {
+            key = key.field("scope", scope);
+        }
+        if let Some(audience) = &self.audience {
+            key = key.field("audience", audience);
+        }
+        for resource in &self.resources {
+            key = key.field("resource", resource);
+        }
+        Some(key_params(key, &self.params).build())
+    }
 }
 
 /// The refresh-token grant (RFC 6749 §6): redeems a refresh token for a new
@@ -148,23 +188,63 @@ impl TokenSource for ClientCredentials {
 ///
 /// When the authority rotates refresh tokens, the new one replaces the old
 /// one here and travels with the published [`Token`], so a cache can
-/// persist it. When it does not, the old one is kept on the new token.
+/// persist it. When it does not, the old one is kept on the new token. A
+/// fetch redeems the refresh token of the manager's current token when it
+/// has one (the newest: another process may have rotated it through a
+/// shared cache), else the one this grant holds.
+///
+/// # Rotation needs a persistent cache
+///
+/// Against an authority that rotates refresh tokens, the token configured
+/// here works once: after the first refresh only the rotated one is valid,
+/// and it lives in memory. A service that restarts with the same configured
+/// token is refused (`invalid_grant`) unless a persistent cache (a
+/// [`FileCache`](crate::cache::FileCache) or Redis, behind a
+/// [`Chain`](crate::source::Chain), as below) kept the rotated one. Even
+/// then, a process that dies after the authority rotated the token and
+/// before the answer reached the cache loses the rotated token: only the
+/// authority's grace period for the previous token (if it has one) lets the
+/// next start redeem it again; without one, someone must log in anew.
+///
+/// # A new refresh token wins over the cache
+///
+/// The grant's [cache key](TokenSource::cache_key) covers a digest of the
+/// refresh token configured here (besides the token URL, client id, scope
+/// and extra parameters), so when an operator logs in again and restarts
+/// the service with a new refresh token, the cache written for the old one
+/// is a miss and the new token is sent. And when a refresh token taken from
+/// the current (cached) token is refused with `invalid_grant`, the fetch
+/// tries the configured one, once, unless this grant has already seen the
+/// authority rotate it away.
 ///
 /// ```no_run
+/// use tokenkeeper::cache::FileCache;
 /// use tokenkeeper::oauth2::{RefreshTokenGrant, TokenEndpoint};
+/// use tokenkeeper::source::Chain;
 /// use tokenkeeper::{ClientId, ClientSecret, RefreshToken, TokenManager};
 ///
 /// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"), ClientSecret::new("s"))
 ///     .build()
 ///     .unwrap();
 /// let refresh = RefreshToken::new(std::fs::read_to_string("/run/secrets/refresh_token").unwrap());
-/// let handle = TokenManager::builder(RefreshTokenGrant::new(endpoint, refresh)).spawn_smol();
+/// // The cache keeps the rotated refresh token across restarts.
+/// let source = Chain::new(RefreshTokenGrant::new(endpoint, refresh))
+///     .cache(FileCache::new("/var/lib/my-service/token.json"));
+/// let handle = TokenManager::builder(source).spawn_smol();
 /// # let _ = handle;
 /// ```
 #[derive(Clone)]
 pub struct RefreshTokenGrant {
     endpoint: TokenEndpoint,
+    /// The refresh token given to [`new`](Self::new): the root of this
+    /// grant's lineage and part of its cache key.
+    configured: RefreshToken,
+    /// The refresh token the next fetch redeems (without a newer one on
+    /// the current token).
     refresh_token: RefreshToken,
+    /// Whether the authority rotated the configured token away after this
+    /// grant redeemed it: falling back to it would only be refused.
+    configured_spent: bool,
     scope: Option<String>,
     params: Vec<(String, String)>,
 }
@@ -184,7 +264,9 @@ impl RefreshTokenGrant {
     pub fn new(endpoint: TokenEndpoint, refresh_token: RefreshToken) -> RefreshTokenGrant {
         RefreshTokenGrant {
             endpoint,
+            configured: refresh_token.clone(),
             refresh_token,
+            configured_spent: false,
             scope: None,
             params: Vec::new(),
         }
@@ -209,6 +291,52 @@ impl RefreshTokenGrant {
     }
 }
 
+impl RefreshTokenGrant {
+    /// Redeems `refresh` once; the token carries the refresh token to use
+    /// next (the rotated one, or `refresh` again).
+    async fn redeem(
+        &self,
+        refresh: &RefreshToken,
+        cx: &FetchContext,
+    ) -> Result<Token, SourceError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.secret()),
+        ];
+        if let Some(scope) = &self.scope {
+            form.push(("scope", scope));
+        }
+        push_extra(&mut form, &self.params);
+        let token = self
+            .endpoint
+            .request(&form, &[refresh.secret(), self.configured.secret()], cx)
+            .await?;
+        Ok(match token.refresh_token() {
+            Some(_) => token,
+            None => token.with_refresh_token(refresh.clone()),
+        })
+    }
+
+    /// Keeps what a successful redemption of `used` returned.
+    fn redeemed(&mut self, used: &RefreshToken, token: &Token) {
+        if let Some(next) = token.refresh_token() {
+            if *used == self.configured && *next != self.configured {
+                self.configured_spent = true;
+            }
+            self.refresh_token = next.clone();
+        }
+    }
+}
+
+/// Whether the authority refused the grant itself (`invalid_grant`): the
+/// refresh token is unknown, spent or revoked.
+fn is_invalid_grant(e: &SourceError) -> bool {
+    e.cause()
+        .and_then(|c| c.downcast_ref::<TokenRequestError>())
+        .and_then(TokenRequestError::code)
+        == Some(&ErrorCode::InvalidGrant)
+}
+
 impl TokenSource for RefreshTokenGrant {
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>> {
         Box::pin(async move {
@@ -217,26 +345,47 @@ impl TokenSource for RefreshTokenGrant {
             if let Some(newer) = cx.current().and_then(|t| t.refresh_token()) {
                 self.refresh_token = newer.clone();
             }
-            let mut form = vec![
-                ("grant_type", "refresh_token"),
-                ("refresh_token", self.refresh_token.secret()),
-            ];
-            if let Some(scope) = &self.scope {
-                form.push(("scope", scope));
-            }
-            push_extra(&mut form, &self.params);
-            let token = self
-                .endpoint
-                .request(&form, &[self.refresh_token.secret()], &cx)
-                .await?;
-            let token = match token.refresh_token() {
-                Some(rotated) => {
-                    self.refresh_token = rotated.clone();
-                    token
+            let used = self.refresh_token.clone();
+            let result = match self.redeem(&used, &cx).await {
+                Err(e)
+                    if is_invalid_grant(&e)
+                        && used != self.configured
+                        && !self.configured_spent =>
+                {
+                    // The cached token may belong to a lineage the
+                    // authority revoked (a new login): the configured
+                    // token is the operator's latest word.
+                    log::warn!(
+                        target: LOG,
+                        "the refresh token from the cache was refused (invalid_grant); \
+                         trying the configured one"
+                    );
+                    self.refresh_token = self.configured.clone();
+                    let configured = self.configured.clone();
+                    let result = self.redeem(&configured, &cx).await;
+                    if let Ok(token) = &result {
+                        self.redeemed(&configured, token);
+                    }
+                    return result;
                 }
-                None => token.with_refresh_token(self.refresh_token.clone()),
+                result => result,
             };
-            Ok(token)
+            if let Ok(token) = &result {
+                self.redeemed(&used, token);
+            }
+            result
         })
+    }
+
+    /// A digest of the token URL, the client id, the grant type, the scope,
+    /// the extra parameters and the configured refresh token: a cache
+    /// written for an older configured token is a miss.
+    fn cache_key(&self) -> Option<CacheKey> {
+        let mut key = key_builder(&self.endpoint, "refresh_token");
+        if let Some(scope) = &self.scope {
+            key = key.field("scope", scope);
+        }
+        let key = key_params(key, &self.params).field("refresh_token", self.configured.secret());
+        Some(key.build())
     }
 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::cache::{Lease, TokenCache};
+use crate::cache::{CacheKey, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
@@ -22,6 +22,13 @@ const LOG: &str = "tokenkeeper::cache";
 /// lease back. While another process holds the lease, it waits a short,
 /// jittered time and reads the cache again. A failing cache is logged and
 /// skipped, never fatal.
+///
+/// Tokens are cached under the source's [`CacheKey`]
+/// ([`TokenSource::cache_key`], or one set with
+/// [`cache_key`](Chain::cache_key)): a cached token written under another
+/// key is a miss, so chains for different clients, grants or scopes may
+/// share a cache. Without either, the chain uses [`CacheKey::unkeyed`]: it
+/// reads only what other chains without a key wrote.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,6 +52,8 @@ pub struct Chain {
 /// shared across awaits while the source is borrowed mutably.
 struct Links {
     caches: Vec<Box<dyn TokenCache>>,
+    /// The source's key, or the one set by hand.
+    key: Option<CacheKey>,
     min_validity: Duration,
     lease_ttl: Duration,
     lease_poll: Duration,
@@ -69,6 +78,7 @@ impl Chain {
         Chain {
             links: Links {
                 caches: Vec::new(),
+                key: source.cache_key(),
                 min_validity: Duration::from_secs(60),
                 lease_ttl: Duration::from_secs(30),
                 lease_poll: Duration::from_millis(200),
@@ -80,6 +90,27 @@ impl Chain {
     /// Adds a cache after the ones already added.
     pub fn cache(mut self, cache: impl TokenCache) -> Self {
         self.links.caches.push(Box::new(cache));
+        self
+    }
+
+    /// Sets the key tokens are cached under, for a source that has none
+    /// (or to override the source's own): give each client, grant and
+    /// scope its own key.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::cache::{CacheKey, MemoryCache};
+    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::{AccessToken, FixedSource};
+    ///
+    /// let key = CacheKey::builder().field("api_key_name", "billing").build();
+    /// let chain = Chain::new(FixedSource::new(AccessToken::new("k"), Duration::from_secs(3600)))
+    ///     .cache(MemoryCache::new())
+    ///     .cache_key(key);
+    /// # drop(chain);
+    /// ```
+    pub fn cache_key(mut self, key: CacheKey) -> Self {
+        self.links.key = Some(key);
         self
     }
 
@@ -120,9 +151,13 @@ impl Links {
         newer && token.expiry_ms().saturating_sub(now) >= needed.max(1)
     }
 
+    fn key(&self) -> CacheKey {
+        self.key.unwrap_or_else(CacheKey::unkeyed)
+    }
+
     async fn read(&self, index: usize) -> Option<Token> {
         let cache = &self.caches[index];
-        match cache.read().await {
+        match cache.read(self.key()).await {
             Ok(token) => token,
             Err(e) => {
                 log::warn!(target: LOG, "reading the token cache ({}) failed: {e}", cache.describe());
@@ -133,7 +168,7 @@ impl Links {
 
     async fn write_to(&self, caches: &[Box<dyn TokenCache>], token: &Token) {
         for cache in caches {
-            if let Err(e) = cache.write(token).await {
+            if let Err(e) = cache.write(self.key(), token).await {
                 log::warn!(target: LOG, "writing the token cache ({}) failed: {e}", cache.describe());
             }
         }
@@ -233,5 +268,9 @@ impl TokenSource for Chain {
 
     fn coordinates_refreshes(&self) -> bool {
         self.links.caches.iter().any(|c| c.has_lease())
+    }
+
+    fn cache_key(&self) -> Option<CacheKey> {
+        self.links.key
     }
 }

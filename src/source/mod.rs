@@ -34,6 +34,7 @@ pub use chain::Chain;
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
 
+use crate::cache::CacheKey;
 use crate::clock::{BoxFuture, Clock};
 use crate::error::SourceError;
 use crate::token::{AccessToken, LifetimePolicy, Token};
@@ -71,6 +72,35 @@ pub trait TokenSource: Send + 'static {
     fn coordinates_refreshes(&self) -> bool {
         false
     }
+
+    /// Whom this source's tokens are for, as a digest of what it asks with
+    /// (token URL, client id, grant and its parameters; never a secret in
+    /// the clear): a [`Chain`] records it with every cached token and reads
+    /// back only tokens cached with the same key, so sources for different
+    /// clients can share a cache without serving each other's tokens.
+    ///
+    /// `None` (the default) when the source cannot tell; the chain then
+    /// uses [`CacheKey::unkeyed`] unless it is given a key with
+    /// [`Chain::cache_key`]. A chain reads this once, when it is built; it
+    /// must not change afterwards.
+    ///
+    /// ```
+    /// use tokenkeeper::cache::CacheKey;
+    /// use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
+    /// use tokenkeeper::{ClientId, ClientSecret, TokenSource};
+    ///
+    /// let endpoint = |id: &str| {
+    ///     TokenEndpoint::builder("https://auth.example.com/token", ClientId::new(id), ClientSecret::new("s"))
+    ///         .build()
+    ///         .unwrap()
+    /// };
+    /// let a = ClientCredentials::new(endpoint("a")).cache_key();
+    /// let b = ClientCredentials::new(endpoint("b")).cache_key();
+    /// assert!(a.is_some() && a != b);
+    /// ```
+    fn cache_key(&self) -> Option<CacheKey> {
+        None
+    }
 }
 
 impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
@@ -80,6 +110,10 @@ impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
 
     fn coordinates_refreshes(&self) -> bool {
         (**self).coordinates_refreshes()
+    }
+
+    fn cache_key(&self) -> Option<CacheKey> {
+        (**self).cache_key()
     }
 }
 
