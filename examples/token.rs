@@ -207,7 +207,8 @@ fn main() -> ExitCode {
     let mut args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(args)) => *args,
         Ok(Parsed::Help) => {
-            println!("{USAGE}");
+            // `token --help | head -1`: the reader may have gone already.
+            let _ = writeln!(io::stdout().lock(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(error) => return usage_error(&error),
@@ -417,8 +418,11 @@ async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
             let mut stdout = io::stdout().lock();
             match writeln!(stdout, "{}", token.access_token().secret()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // Nobody reads the token (`token | false`): the exit code
+                // says it was not delivered; a message would be noise.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
                 Err(error) => {
-                    eprintln!("token: error: cannot write to stdout: {error}");
+                    say(&format!("token: error: cannot write to stdout: {error}"));
                     ExitCode::FAILURE
                 }
             }
@@ -436,14 +440,14 @@ async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
                 ));
                 EXIT_UNAVAILABLE
             };
-            eprintln!("{}", scrub.line(&line));
+            say(&scrub.line(&line));
             ExitCode::from(code)
         }
         Outcome::NoAnswer => {
-            eprintln!(
+            say(&format!(
                 "token: error: timeout: no answer from the token endpoint within {} s",
                 ONE_SHOT_BOUND.as_secs()
-            );
+            ));
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
@@ -532,7 +536,7 @@ async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -
         // The reader went away (`token --watch 60 | head -1`): not an error.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("token: error: cannot write to stdout: {error}");
+            say(&format!("token: error: cannot write to stdout: {error}"));
             ExitCode::FAILURE
         }
     }
@@ -827,7 +831,14 @@ fn read_secret(file: Option<&str>) -> Result<String, String> {
 }
 
 fn usage_error(message: &dyn fmt::Display) -> ExitCode {
-    eprintln!("token: {message}");
-    eprintln!("usage: token --token-url URL --client-id ID [options]; see --help");
+    say(&format!("token: {message}"));
+    say("usage: token --token-url URL --client-id ID [options]; see --help");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Writes `line` and a newline to stderr. A stderr that cannot be written
+/// (a closed pipe, a full disk) is ignored: the exit code still tells what
+/// happened, and `eprintln!` would panic instead.
+fn say(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

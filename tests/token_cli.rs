@@ -396,3 +396,90 @@ fn watch_reports_failed_attempts_during_an_outage() {
     }
     assert_no_access_token(&stdout);
 }
+
+// ---------------------------------------------------------------------------
+// Output into a closed pipe
+
+/// The write end of a pipe whose read end is already closed: writing to it
+/// fails with `EPIPE`, as writing into `| head -1` does once head is done.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer
+}
+
+/// Runs `cmd` with its stdout (`Closed::Stdout`) or its stderr into a
+/// closed pipe; returns the exit status and what the other stream got.
+fn run_into_closed(mut cmd: Command, closed: Closed) -> (std::process::ExitStatus, String) {
+    match closed {
+        Closed::Stdout => cmd.stdout(closed_pipe()),
+        Closed::Stderr => cmd.stderr(closed_pipe()),
+    };
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn the token example");
+    let other = match closed {
+        Closed::Stdout => read_all(child.stderr.take().unwrap()),
+        Closed::Stderr => read_all(child.stdout.take().unwrap()),
+    };
+    let status = process::wait(&mut child, start, RUN_LIMIT, WHAT);
+    (status, other.join().unwrap())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Closed {
+    Stdout,
+    Stderr,
+}
+
+#[test]
+fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
+    let authority = LocalAuthority::start().unwrap();
+    let base = base_args(&authority);
+    let mut watch = base.clone();
+    watch.extend(["--watch".into(), "1".into()]);
+
+    // (what, args, secret, which stream is closed, expected exit code)
+    let cases: [(&str, Vec<&str>, &str, Closed, i32); 5] = [
+        ("--help", vec!["--help"], SECRET, Closed::Stdout, 0),
+        // The token was not delivered: 1, as documented.
+        ("the token", strs(&base), SECRET, Closed::Stdout, 1),
+        ("--watch lines", strs(&watch), SECRET, Closed::Stdout, 0),
+        (
+            "a usage error",
+            vec!["--frobnicate"],
+            SECRET,
+            Closed::Stderr,
+            2,
+        ),
+        (
+            "an error line",
+            strs(&base),
+            "wrong-secret-1b2c3d",
+            Closed::Stderr,
+            1,
+        ),
+    ];
+    for (what, args, secret, closed, code) in cases {
+        let mut cmd = token_cmd(&args);
+        cmd.env(SECRET_ENV, secret);
+        let (status, other) = run_into_closed(cmd, closed);
+        assert_ne!(
+            status.code(),
+            Some(101),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        assert!(
+            !other.contains("panicked"),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        if let Closed::Stdout = closed {
+            // Quiet: a reader that went away is no error to report.
+            assert_eq!(other, "", "{what} into a closed {closed:?}");
+        }
+    }
+}
