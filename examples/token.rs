@@ -139,7 +139,7 @@ use smol::Timer;
 use tokenkeeper::cache::RedisCache;
 use tokenkeeper::cache::{FileCache, MemoryCache};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, HttpErrorKind, TokenEndpoint, TokenRequestError,
+    AuthMethod, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint, TokenRequestError,
 };
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
@@ -154,6 +154,12 @@ const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// What a Redis URL gets without the `redis` feature.
 const NO_REDIS: &str = "the Redis cache is not in this build of the example; \
 build it with `--features redis` (cargo run --features redis --example token -- ...)";
+/// What a plain-http token URL to another host gets.
+const INSECURE_URL: &str = "--token-url must be an https URL: plain http is allowed only to \
+loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
+/// The largest integer a JSON reader that uses doubles (JavaScript, jq)
+/// reads exactly: 2^53 - 1. Times in `--watch` output never exceed it.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// How long printing one token keeps retrying transient failures.
 const ONE_SHOT_BOUND: Duration = Duration::from_secs(10);
 /// The longest one attempt may take when printing one token.
@@ -232,6 +238,9 @@ fn main() -> ExitCode {
     .build();
     let endpoint = match endpoint {
         Ok(endpoint) => endpoint,
+        // The library's hint names a builder method (allow_insecure_http)
+        // that a user of this tool has no flag for: name what they can do.
+        Err(ConfigError::InsecureUrl(_)) => return usage_error(&INSECURE_URL),
         Err(error) => return usage_error(&error.to_string()),
     };
     let mut source = ClientCredentials::new(endpoint);
@@ -514,9 +523,9 @@ async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -
         match wake {
             Wake::Token(Some(token)) => {
                 let event = Event::Token {
-                    expires_at_ms: token.expiry_ms(),
-                    issued_at_ms: token.issued_ms(),
-                    stale_at_ms: token.stale_ms(),
+                    expires_at_ms: json_ms(token.expiry_ms()),
+                    issued_at_ms: json_ms(token.issued_ms()),
+                    stale_at_ms: json_ms(token.stale_ms()),
                     token_type: token.token_type(),
                     scope: token.scope(),
                 };
@@ -572,12 +581,23 @@ impl FailureWatch {
             },
             description: &description,
             consecutive_failures: state.consecutive_failures,
-            at_ms,
+            at_ms: json_ms(at_ms),
             // Set together with `last_error_ms` by the same failure, and
             // cleared when the retry starts.
-            retry_in_ms: state.next_refresh_ms.map(|at| at.saturating_sub(at_ms)),
+            retry_in_ms: state
+                .next_refresh_ms
+                .map(|at| json_ms(at.saturating_sub(at_ms))),
         })
     }
+}
+
+/// `ms` as printed in `--watch` output: at most [`MAX_SAFE_INTEGER`]. An
+/// authority may send an `expires_in` of centuries, which the library
+/// saturates to `u64::MAX` ms; a reader that parses numbers as doubles
+/// (every JavaScript reader, jq) would silently round that. 2^53 ms is
+/// some 285,000 years away, so clamping changes no real instant.
+fn json_ms(ms: u64) -> u64 {
+    ms.min(MAX_SAFE_INTEGER)
 }
 
 fn print_event(event: &Event<'_>) -> io::Result<()> {

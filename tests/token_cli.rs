@@ -483,3 +483,57 @@ fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
         }
     }
 }
+
+#[test]
+fn plain_http_to_another_host_names_what_a_cli_user_can_do() {
+    let mut cmd = token_cmd(&[
+        "--token-url",
+        "http://auth.example.com/oauth/token",
+        "--client-id",
+        CLIENT_ID,
+    ]);
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let first = out.stderr_lines()[0];
+    assert!(first.contains("--token-url"), "{first}");
+    assert!(first.contains("https"), "{first}");
+    assert!(first.contains("only to loopback"), "{first}");
+    // The library's hint names a builder method the CLI has no flag for.
+    assert!(
+        !out.stderr.contains("allow_insecure_http"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The largest integer a reader that parses JSON numbers as doubles reads
+/// exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+#[test]
+fn watch_times_stay_safe_integers_when_expires_in_is_huge() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.set_expires_in(Some(json!(u64::MAX)));
+    let mut args = base_args(&authority);
+    args.extend(["--watch".into(), "1".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert_eq!(tokens.len(), 1, "{}", out.stdout);
+    for event in &tokens {
+        check_token_event("token", event);
+        for field in ["expires_at_ms", "issued_at_ms", "stale_at_ms"] {
+            let ms = event[field].as_u64().unwrap();
+            assert!(ms <= MAX_SAFE_INTEGER, "{field} = {ms}: {event}");
+        }
+    }
+    let expires = tokens[0]["expires_at_ms"].as_u64().unwrap();
+    assert_eq!(expires, MAX_SAFE_INTEGER, "{}", out.stdout);
+}
