@@ -125,6 +125,7 @@
 //!   wait at most that long; `--watch` keeps the library's defaults (30 s).
 //!   A file lock goes with its process at once, however it exits.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -228,6 +229,9 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     let scrub = Scrubber(secret.clone());
+    // The logger lives as long as the process; so does the scrubber it uses.
+    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
+    install_warnings(scrub, redis_url.as_ref().map(RedisUrl::copy));
 
     let endpoint = TokenEndpoint::builder(
         args.token_url.as_str(),
@@ -260,10 +264,11 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
 
+    let asked = args.scope.as_deref();
     smol::block_on(async {
         match args.watch {
-            None => print_token(source, &scrub).await,
-            Some(duration) => watch(source, duration, &scrub).await,
+            None => print_token(source, scrub, asked).await,
+            Some(duration) => watch(source, duration, scrub, asked).await,
         }
     })
 }
@@ -305,7 +310,6 @@ fn with_caches(
 
 /// A Redis URL, which may hold a password: never printed, not even by
 /// `Debug`.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RedisUrl(String);
 
 impl fmt::Debug for RedisUrl {
@@ -314,8 +318,12 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-#[cfg(feature = "redis")]
 impl RedisUrl {
+    /// Another value of the same URL, for the logger to scrub with.
+    fn copy(&self) -> RedisUrl {
+        RedisUrl(self.0.clone())
+    }
+
     /// `text` without the URL or its password.
     fn scrub(&self, text: &str) -> String {
         let mut text = text.replace(self.0.as_str(), "[redacted]");
@@ -394,7 +402,7 @@ enum Outcome {
     NoAnswer,
 }
 
-async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
+async fn print_token(source: impl TokenSource, scrub: &Scrubber, asked: Option<&str>) -> ExitCode {
     let (handle, driver) = TokenManager::builder(source)
         .backoff(Backoff::new(
             Duration::from_millis(250),
@@ -424,6 +432,9 @@ async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
 
     match outcome {
         Outcome::Token(token) => {
+            if let Some(warning) = scope_warning(asked, &token) {
+                say(&scrub.line(&warning));
+            }
             let mut stdout = io::stdout().lock();
             match writeln!(stdout, "{}", token.access_token().secret()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -486,12 +497,20 @@ enum Event<'a> {
     },
 }
 
-async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -> ExitCode {
+async fn watch(
+    source: impl TokenSource,
+    duration: Duration,
+    scrub: &Scrubber,
+    asked: Option<&str>,
+) -> ExitCode {
     // The library's defaults: what a service gets without tuning.
     let (handle, driver) = TokenManager::builder(source).build();
     let driver = smol::spawn(driver);
     let mut tokens = handle.subscribe();
     let mut failures = FailureWatch::default();
+    // The last scope warning given: a long watch repeats it only when the
+    // granted scope changes, not on every refresh.
+    let mut scope_warned: Option<String> = None;
     let mut end = Timer::after(duration);
 
     enum Wake {
@@ -532,6 +551,11 @@ async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -
                 if let Err(error) = print_event(&event) {
                     break Err(error);
                 }
+                let warning = scope_warning(asked, &token);
+                if warning.is_some() && warning != scope_warned {
+                    say(&scrub.line(warning.as_deref().unwrap_or_default()));
+                }
+                scope_warned = warning;
             }
             Wake::Poll => {}
             Wake::Token(None) | Wake::End => break Ok(()),
@@ -603,6 +627,86 @@ fn json_ms(ms: u64) -> u64 {
 fn print_event(event: &Event<'_>) -> io::Result<()> {
     let line = serde_json::to_string(event).map_err(io::Error::other)?;
     writeln!(io::stdout().lock(), "{line}")
+}
+
+// ---------------------------------------------------------------------------
+// Warnings
+
+/// The target of the manager's log records.
+const MANAGER_TARGET: &str = "tokenkeeper::manager";
+/// How the manager's warning about a failed fetch starts: this tool reports
+/// each failure itself, as the error line or a `--watch` error event.
+const FETCH_FAILED: &str = "token fetch failed";
+
+/// Prints the library's warnings and errors on stderr, one line each
+/// (`token: warning: ...`), from now on.
+///
+/// The library reports through the `log` facade and says nothing unless the
+/// program installs a logger: without one, a token type other than Bearer
+/// or a Redis server that refuses our password went unnoticed. Only records
+/// of warning level and above from the library's targets (`tokenkeeper`,
+/// `tokenkeeper::...`) are printed, and each is scrubbed like every other
+/// line: the library never logs a token or a secret, and the scrubbing is a
+/// second line of defence (the client secret, the Redis URL and its
+/// password).
+fn install_warnings(scrub: &'static Scrubber, redis_url: Option<RedisUrl>) {
+    let logger = Box::leak(Box::new(StderrLog { scrub, redis_url }));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+struct StderrLog {
+    scrub: &'static Scrubber,
+    redis_url: Option<RedisUrl>,
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        let target = metadata.target();
+        metadata.level() <= log::Level::Warn
+            && (target == "tokenkeeper" || target.starts_with("tokenkeeper::"))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        if record.target() == MANAGER_TARGET && message.starts_with(FETCH_FAILED) {
+            return;
+        }
+        let mut line = self.scrub.line(&format!("token: warning: {message}"));
+        if let Some(url) = &self.redis_url {
+            line = url.scrub(&line);
+        }
+        say(&line);
+    }
+
+    fn flush(&self) {}
+}
+
+/// The warning for a token whose granted scope differs from the one asked
+/// for, compared as sets of space-separated scope tokens (RFC 6749 §3.3:
+/// order does not matter). A token without a scope was granted the scope
+/// asked for (RFC 6749 §5.1), and nothing is compared when no scope was
+/// asked for: the authority's default is whatever it grants.
+fn scope_warning(asked: Option<&str>, token: &Token) -> Option<String> {
+    let asked = asked?;
+    let granted = token.scope()?;
+    let tokens = |scope: &'_ str| -> BTreeSet<String> {
+        scope
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    (tokens(asked) != tokens(granted)).then(|| {
+        format!(
+            "token: warning: the authority granted scope {granted:?}, not the scope asked for \
+             ({asked:?})"
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -537,3 +537,123 @@ fn watch_times_stay_safe_integers_when_expires_in_is_huge() {
     let expires = tokens[0]["expires_at_ms"].as_u64().unwrap();
     assert_eq!(expires, MAX_SAFE_INTEGER, "{}", out.stdout);
 }
+
+// ---------------------------------------------------------------------------
+// Warnings on stderr
+
+/// A 200 answer of the authority's shape with `extra` JSON members added
+/// (`"token_type":"mac"`, `"scope":"..."`), its access token shaped like the
+/// authority's so that `assert_no_access_token` would see it printed.
+fn answer(extra: &str) -> Fault {
+    Fault::json(
+        200,
+        &format!(r#"{{"access_token":"at-7-0123456789abcdef","expires_in":60,{extra}}}"#),
+    )
+}
+
+#[test]
+fn a_token_type_other_than_bearer_is_a_warning_on_stderr() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.push_fault(answer(r#""token_type":"mac""#));
+    let mut cmd = token_cmd(&strs(&base_args(&authority)));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert_eq!(out.stdout, "at-7-0123456789abcdef\n");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].starts_with("token: warning: "), "{}", lines[0]);
+    assert!(lines[0].contains("\"mac\""), "{}", lines[0]);
+    assert!(lines[0].contains("Bearer"), "{}", lines[0]);
+    assert_no_access_token(&out.stderr);
+}
+
+#[test]
+fn a_scope_other_than_asked_is_a_warning_on_stderr() {
+    // (asked, granted, whether a warning is due)
+    let cases: [(&str, Option<&str>, bool); 5] = [
+        ("orders:read orders:write", Some("orders:read"), true),
+        ("orders:read", Some("orders:read admin"), true),
+        // Sets of scope tokens: order and extra spaces do not matter.
+        (
+            "orders:write orders:read",
+            Some("orders:read  orders:write"),
+            false,
+        ),
+        ("orders:read", Some("orders:read"), false),
+        // No scope in the answer: granted as asked (RFC 6749 §5.1).
+        ("orders:read", None, false),
+    ];
+    for (asked, granted, warned) in cases {
+        let authority = LocalAuthority::start().unwrap();
+        authority.push_fault(answer(&match granted {
+            Some(scope) => format!(r#""token_type":"Bearer","scope":"{scope}""#),
+            None => r#""token_type":"Bearer""#.to_owned(),
+        }));
+        let mut args = base_args(&authority);
+        args.extend(["--scope".into(), asked.into()]);
+        let mut cmd = token_cmd(&strs(&args));
+        cmd.env(SECRET_ENV, SECRET);
+        let out = run(cmd);
+
+        let what = format!("asked {asked:?}, granted {granted:?}");
+        assert!(
+            out.status.success(),
+            "{what}: {:?}: {}",
+            out.status,
+            out.stderr
+        );
+        assert_eq!(out.stdout, "at-7-0123456789abcdef\n", "{what}");
+        if !warned {
+            assert_eq!(out.stderr, "", "{what}");
+            continue;
+        }
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{what}: {}", out.stderr);
+        assert!(
+            lines[0].starts_with("token: warning: "),
+            "{what}: {}",
+            lines[0]
+        );
+        assert!(lines[0].contains(granted.unwrap()), "{what}: {}", lines[0]);
+        assert!(lines[0].contains(asked), "{what}: {}", lines[0]);
+        assert_no_access_token(&out.stderr);
+    }
+}
+
+#[test]
+fn watch_warnings_go_to_stderr_and_stdout_stays_json() {
+    let authority = LocalAuthority::start().unwrap();
+    // Every answer: a MAC token for less than asked, living 1 s.
+    authority.set_outage(Some(Fault::json(
+        200,
+        r#"{"access_token":"at-7-0123456789abcdef","expires_in":1,"token_type":"mac","scope":"orders:read"}"#,
+    )));
+    let mut args = base_args(&authority);
+    args.extend(["--scope".into(), "orders:read orders:write".into()]);
+    args.extend(["--watch".into(), "2.5".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert!(tokens.len() >= 2, "{}", out.stdout);
+    for event in &tokens {
+        assert_eq!(event["token_type"], "mac", "{event}");
+    }
+    let lines = out.stderr_lines();
+    for line in &lines {
+        assert!(line.starts_with("token: warning: "), "{}", out.stderr);
+    }
+    // The token type: once per token the authority issued.
+    let typed = lines.iter().filter(|l| l.contains("\"mac\"")).count();
+    assert!(typed >= 2, "{}", out.stderr);
+    // The scope: once, not on every refresh of the same scope.
+    let scoped = lines.iter().filter(|l| l.contains("scope")).count();
+    assert_eq!(scoped, 1, "{}", out.stderr);
+    assert_no_access_token(&out.stdout);
+    assert_no_access_token(&out.stderr);
+}
