@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
 
 const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
+const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// The authority's default client.
 const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -43,8 +44,53 @@ fn token_bin() -> &'static Path {
             .into_iter()
             .filter(|name| *name != "redis")
             .collect();
-        example_bin(&build_examples(&["token"], &features), "token")
+        built_copy(&features, "token-cli")
     })
+}
+
+/// The example binary built with this test's features, `redis` included.
+#[cfg(feature = "redis")]
+fn token_bin_with_redis() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_copy(&test_features(), "token-cli-redis"))
+}
+
+/// Builds the example with `features` and copies it to `examples/<name>`.
+///
+/// A copy because the build's own path, `examples/token`, is shared: the
+/// two builds of this test (with and without `redis`) and tests/cooperation.rs
+/// each replace it. The copy is checked for the `redis` feature, and made
+/// again if a concurrent build replaced the binary before it was copied.
+fn built_copy(features: &[&str], name: &str) -> PathBuf {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let with_redis = features.contains(&"redis");
+    for _ in 0..3 {
+        let examples = build_examples(&["token"], features);
+        let built = example_bin(&examples, "token");
+        let copy = examples.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let temp = examples.join(format!(".{name}-{}.tmp", std::process::id()));
+        std::fs::copy(&built, &temp)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), temp.display()));
+        std::fs::rename(&temp, &copy).expect("rename the copied example");
+        if accepts_redis_url(&copy) == with_redis {
+            return copy;
+        }
+    }
+    panic!("the example keeps being built with the wrong features");
+}
+
+/// Whether `bin` was built with the Redis cache: without it, `--redis-url`
+/// is refused before anything else is looked at.
+fn accepts_redis_url(bin: &Path) -> bool {
+    let output = Command::new(bin)
+        .args(["--redis-url", "redis://127.0.0.1:1/"])
+        .env_remove(SECRET_ENV)
+        .env_remove(REDIS_URL_ENV)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    !String::from_utf8_lossy(&output.stderr).contains("--features redis")
 }
 
 /// The CLI with `args`, the secret variable unset.
@@ -52,6 +98,7 @@ fn token_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(token_bin());
     cmd.args(args)
         .env_remove(SECRET_ENV)
+        .env_remove(REDIS_URL_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -482,6 +529,15 @@ fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
             assert_eq!(other, "", "{what} into a closed {closed:?}");
         }
     }
+
+    // A warning line (about a MAC token) into a closed stderr: the token
+    // still comes out.
+    authority.push_fault(answer(r#""token_type":"mac""#));
+    let mut cmd = token_cmd(&strs(&base));
+    cmd.env(SECRET_ENV, SECRET);
+    let (status, stdout) = run_into_closed(cmd, Closed::Stderr);
+    assert_eq!(status.code(), Some(0), "a warning into a closed stderr");
+    assert_eq!(stdout, "at-7-0123456789abcdef\n");
 }
 
 #[test]
@@ -655,5 +711,79 @@ fn watch_warnings_go_to_stderr_and_stdout_stays_json() {
     let scoped = lines.iter().filter(|l| l.contains("scope")).count();
     assert_eq!(scoped, 1, "{}", out.stderr);
     assert_no_access_token(&out.stdout);
+    assert_no_access_token(&out.stderr);
+}
+
+/// A `redis-server` on a free port of 127.0.0.1 that wants `password`,
+/// killed on drop.
+#[cfg(feature = "redis")]
+struct PasswordRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+#[cfg(feature = "redis")]
+impl PasswordRedis {
+    fn start(password: &str) -> PasswordRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--requirepass", password])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = PasswordRedis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server does not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
+    if !process::redis_server_installed() {
+        return;
+    }
+    let server = PasswordRedis::start("the-right-password-4f1a");
+    let authority = LocalAuthority::start().unwrap();
+    let password = "wrong-password-9c2e";
+    let url = format!("redis://:{password}@127.0.0.1:{}/0", server.port);
+    let mut cmd = Command::new(token_bin_with_redis());
+    cmd.args(strs(&base_args(&authority)))
+        .env(SECRET_ENV, SECRET)
+        .env(REDIS_URL_ENV, &url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run(cmd);
+
+    // The cache is skipped: the token comes from the authority.
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+    let lines = out.stderr_lines();
+    assert!(!lines.is_empty(), "no warning about the refused password");
+    for line in &lines {
+        assert!(line.starts_with("token: warning: "), "{}", out.stderr);
+    }
+    assert!(lines.iter().any(|l| l.contains("Redis")), "{}", out.stderr);
+    assert!(!out.stderr.contains(password), "{}", out.stderr);
+    assert!(!out.stderr.contains("redis://"), "{}", out.stderr);
     assert_no_access_token(&out.stderr);
 }
