@@ -787,3 +787,73 @@ fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
     assert!(!out.stderr.contains("redis://"), "{}", out.stderr);
     assert_no_access_token(&out.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// Proxies
+
+/// Every variable that names a proxy.
+const PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// A "proxy" on 127.0.0.1 that counts the connections it gets and closes
+/// them unanswered.
+struct ProxyRecorder {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ProxyRecorder {
+    fn start() -> ProxyRecorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        // Lives as long as the test process: a leaked listener is harmless.
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        ProxyRecorder { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_loopback_token_url_never_goes_through_a_proxy() {
+    let proxy = ProxyRecorder::start();
+    let authority = LocalAuthority::start().unwrap();
+    let port = authority.addr().port();
+    for url in [
+        authority.token_url(),
+        format!("http://localhost:{port}/token"),
+    ] {
+        let mut cmd = token_cmd(&["--token-url", &url, "--client-id", CLIENT_ID]);
+        cmd.env(SECRET_ENV, SECRET)
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY");
+        for name in PROXY_VARIABLES {
+            cmd.env(name, format!("http://{}", proxy.addr));
+        }
+        let out = run(cmd);
+
+        assert!(
+            out.status.success(),
+            "{url}: {:?}: {}",
+            out.status,
+            out.stderr
+        );
+        assert!(authority.is_valid_access_token(out.stdout.trim()), "{url}");
+        assert_eq!(proxy.connections(), 0, "{url} went through the proxy");
+    }
+}
