@@ -57,6 +57,36 @@
 //! token: error: invalid_client: client authentication failed (HTTP 401)
 //! ```
 //!
+//! # Warnings
+//!
+//! What does not stop the run but deserves a look is a line on stderr, in
+//! both modes (stdout keeps the token, or the JSON lines, alone):
+//!
+//! ```text
+//! token: warning: token endpoint issued a token of type "mac", not Bearer; recorded on the token
+//! token: warning: the authority granted scope "orders:read", not the scope asked for ("orders:read orders:write")
+//! ```
+//!
+//! - The library's own warnings (its `log` records of warning level and
+//!   above): a token type other than Bearer, a cache that cannot be read or
+//!   written, a Redis server that is down or refuses our password. Never a
+//!   token, a secret or the Redis URL.
+//! - A granted scope other than the one asked for with `--scope`, compared
+//!   as sets of scope tokens (an answer without `scope` grants what was
+//!   asked). `--watch` repeats it only when the granted scope changes.
+//!
+//! Output into a closed pipe (`token --help | head -1`) is dropped quietly:
+//! no panic, and the exit code is the one the run would have had (1 for a
+//! token that could not be delivered).
+//!
+//! # Proxies
+//!
+//! Requests go through the proxy that `https_proxy` (or `http_proxy` for an
+//! `http` URL, or `all_proxy`) names, except to hosts listed in `no_proxy`,
+//! as curl reads these variables (upper-case names too, but `HTTP_PROXY`);
+//! a token URL on loopback (`127.0.0.1`, `::1`, `localhost`) never goes
+//! through a proxy. See `UreqClient` for the details.
+//!
 //! # Watching (`--watch SECS`)
 //!
 //! Runs the manager with the library's defaults for SECS seconds and prints
@@ -67,9 +97,10 @@
 //! {"event":"error","error":"temporarily_unavailable","kind":"transient","description":"try later (HTTP 503)","consecutive_failures":1,"at_ms":1767225625000,"retry_in_ms":412}
 //! ```
 //!
-//! - `token`: each published token (times in ms since the Unix epoch; the
-//!   token value is never printed). `scope` is null when the authority sent
-//!   none.
+//! - `token`: each published token (times in ms since the Unix epoch, at
+//!   most 2^53 - 1 so that readers parsing numbers as doubles read them
+//!   exactly; the token value is never printed). `scope` is null when the
+//!   authority sent none.
 //! - `error`: each failed attempt. `error` is the OAuth2 code, or one of
 //!   `connect`, `timeout`, `io`, `body_too_large`, `http`, `http_status`
 //!   (an error status without an RFC 6749 body), `invalid_response`,
@@ -85,7 +116,8 @@
 //! - 1: the authority refused: a permanent error such as `invalid_client`.
 //!   Retrying will not help until the configuration changes. (Also: the
 //!   token could not be written to stdout.)
-//! - 2: bad usage: unknown or repeated flag, missing value, no secret.
+//! - 2: bad usage: unknown or repeated flag, missing value, no secret, a
+//!   plain `http` token URL to a host that is not loopback.
 //! - 3: no token within 10 s: transient failures, or no answer. Try later.
 //!
 //! # Sharing a token between processes (`--cache-file`, `--redis-url`)
@@ -103,8 +135,8 @@
 //! one-shot or `--watch`, started together or not, cost the authority about
 //! what one process alone would (eight `--watch` processes on one file or
 //! Redis server: 1.3 to 1.4 times, cold start included). A cache that fails
-//! (unreadable file, Redis down) is skipped: the run still gets a token
-//! from the authority.
+//! (unreadable file, Redis down or refusing the password) is skipped, with
+//! a warning on stderr: the run still gets a token from the authority.
 //!
 //! - [`FileCache`]: JSON (the access token included) written with mode
 //!   0600 to a temporary file and renamed over PATH, so readers never see
@@ -205,6 +237,11 @@ options:
                              a password out of argv. The URL is never printed.
                              Needs the example built with --features redis
   -h, --help                 this text
+
+Warnings (a token type other than Bearer, a scope other than asked for, a
+cache that fails) are lines on stderr starting with 'token: warning:'.
+Proxies: https_proxy, http_proxy, all_proxy and no_proxy as curl reads
+them; a loopback token URL never goes through a proxy.
 
 exit codes: 0 token printed or watch done; 1 refused by the authority
 (e.g. invalid_client); 2 bad usage; 3 no token within 10 s (transient
