@@ -266,9 +266,6 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     let scrub = Scrubber(secret.clone());
-    // The logger lives as long as the process; so does the scrubber it uses.
-    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
-    install_warnings(scrub, redis_url.as_ref().map(RedisUrl::copy));
 
     let endpoint = TokenEndpoint::builder(
         args.token_url.as_str(),
@@ -294,6 +291,7 @@ fn main() -> ExitCode {
     for resource in &args.resources {
         source = source.resource(resource);
     }
+    let redis_url_to_scrub = redis_url.as_ref().map(RedisUrl::copy);
     // With a shared cache the source becomes a chain that reads the caches
     // first and writes new tokens back; nothing else here changes.
     let source = match with_caches(source, &args, redis_url) {
@@ -301,6 +299,9 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
 
+    // The logger lives as long as the process; so does the scrubber it uses.
+    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
+    install_warnings(scrub, redis_url_to_scrub);
     let asked = args.scope.as_deref();
     smol::block_on(async {
         match args.watch {
