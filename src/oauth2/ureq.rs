@@ -115,23 +115,33 @@ impl UreqClient {
         }
     }
 
-    /// The proxy a request to `url` takes: `Ok(None)` to keep the agent's
-    /// setting, `Ok(Some(None))` for none.
-    fn proxy_for(&self, url: &url::Url) -> Result<Option<Option<ureq::Proxy>>, HttpError> {
+    /// What a request to `url` does about proxies.
+    fn proxy_for(&self, url: &url::Url) -> Result<ProxyOverride, HttpError> {
         match &self.proxies {
             // The agent has no proxy of its own: direct unless routed.
             Some(proxies) => match proxies.route(url) {
-                Route::Direct => Ok(None),
-                Route::Proxy(proxy) => Ok(Some(Some(proxy.clone()))),
+                Route::Direct => Ok(ProxyOverride::Keep),
+                Route::Proxy(proxy) => Ok(ProxyOverride::Set(Some(proxy.clone()))),
                 Route::Refused(why) => Err(HttpError::new(HttpErrorKind::Connect, why)),
             },
             None => {
                 let loopback = url.host().is_some_and(|host| proxy::is_loopback(&host));
-                let proxied = self.agent.config().proxy().is_some();
-                Ok((loopback && proxied).then_some(None))
+                if loopback && self.agent.config().proxy().is_some() {
+                    Ok(ProxyOverride::Set(None))
+                } else {
+                    Ok(ProxyOverride::Keep)
+                }
             }
         }
     }
+}
+
+/// What one request does about proxies.
+enum ProxyOverride {
+    /// Whatever the agent is configured with.
+    Keep,
+    /// This proxy, or none.
+    Set(Option<ureq::Proxy>),
 }
 
 impl HttpClient for UreqClient {
@@ -148,11 +158,11 @@ impl HttpClient for UreqClient {
     }
 }
 
-/// Posts `request` with `agent`, through `proxy` when it is `Some` (see
-/// [`UreqClient::proxy_for`]).
+/// Posts `request` with `agent`, its proxy setting overridden as `proxy`
+/// says.
 fn post_blocking(
     agent: &ureq::Agent,
-    proxy: Option<Option<ureq::Proxy>>,
+    proxy: ProxyOverride,
     request: &HttpRequest,
     max_body: usize,
 ) -> Result<HttpResponse, HttpError> {
@@ -160,12 +170,12 @@ fn post_blocking(
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    if request.timeout().is_some() || proxy.is_some() {
+    if request.timeout().is_some() || matches!(proxy, ProxyOverride::Set(_)) {
         let mut config = builder.config();
         if let Some(timeout) = request.timeout() {
             config = config.timeout_global(Some(timeout));
         }
-        if let Some(proxy) = proxy {
+        if let ProxyOverride::Set(proxy) = proxy {
             config = config.proxy(proxy);
         }
         builder = config.build();
