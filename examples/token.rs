@@ -57,6 +57,36 @@
 //! token: error: invalid_client: client authentication failed (HTTP 401)
 //! ```
 //!
+//! # Warnings
+//!
+//! What does not stop the run but deserves a look is a line on stderr, in
+//! both modes (stdout keeps the token, or the JSON lines, alone):
+//!
+//! ```text
+//! token: warning: token endpoint issued a token of type "mac", not Bearer; recorded on the token
+//! token: warning: the authority granted scope "orders:read", not the scope asked for ("orders:read orders:write")
+//! ```
+//!
+//! - The library's own warnings (its `log` records of warning level and
+//!   above): a token type other than Bearer, a cache that cannot be read or
+//!   written, a Redis server that is down or refuses our password. Never a
+//!   token, a secret or the Redis URL.
+//! - A granted scope other than the one asked for with `--scope`, compared
+//!   as sets of scope tokens (an answer without `scope` grants what was
+//!   asked). `--watch` repeats it only when the granted scope changes.
+//!
+//! Output into a closed pipe (`token --help | head -1`) is dropped quietly:
+//! no panic, and the exit code is the one the run would have had (1 for a
+//! token that could not be delivered).
+//!
+//! # Proxies
+//!
+//! Requests go through the proxy that `https_proxy` (or `http_proxy` for an
+//! `http` URL, or `all_proxy`) names, except to hosts listed in `no_proxy`,
+//! as curl reads these variables (upper-case names too, but `HTTP_PROXY`);
+//! a token URL on loopback (`127.0.0.1`, `::1`, `localhost`) never goes
+//! through a proxy. See `UreqClient` for the details.
+//!
 //! # Watching (`--watch SECS`)
 //!
 //! Runs the manager with the library's defaults for SECS seconds and prints
@@ -67,9 +97,10 @@
 //! {"event":"error","error":"temporarily_unavailable","kind":"transient","description":"try later (HTTP 503)","consecutive_failures":1,"at_ms":1767225625000,"retry_in_ms":412}
 //! ```
 //!
-//! - `token`: each published token (times in ms since the Unix epoch; the
-//!   token value is never printed). `scope` is null when the authority sent
-//!   none.
+//! - `token`: each published token (times in ms since the Unix epoch, at
+//!   most 2^53 - 1 so that readers parsing numbers as doubles read them
+//!   exactly; the token value is never printed). `scope` is null when the
+//!   authority sent none.
 //! - `error`: each failed attempt. `error` is the OAuth2 code, or one of
 //!   `connect`, `timeout`, `io`, `body_too_large`, `http`, `http_status`
 //!   (an error status without an RFC 6749 body), `invalid_response`,
@@ -85,7 +116,8 @@
 //! - 1: the authority refused: a permanent error such as `invalid_client`.
 //!   Retrying will not help until the configuration changes. (Also: the
 //!   token could not be written to stdout.)
-//! - 2: bad usage: unknown or repeated flag, missing value, no secret.
+//! - 2: bad usage: unknown or repeated flag, missing value, no secret, a
+//!   plain `http` token URL to a host that is not loopback.
 //! - 3: no token within 10 s: transient failures, or no answer. Try later.
 //!
 //! # Sharing a token between processes (`--cache-file`, `--redis-url`)
@@ -103,8 +135,8 @@
 //! one-shot or `--watch`, started together or not, cost the authority about
 //! what one process alone would (eight `--watch` processes on one file or
 //! Redis server: 1.3 to 1.4 times, cold start included). A cache that fails
-//! (unreadable file, Redis down) is skipped: the run still gets a token
-//! from the authority.
+//! (unreadable file, Redis down or refusing the password) is skipped, with
+//! a warning on stderr: the run still gets a token from the authority.
 //!
 //! - [`FileCache`]: JSON (the access token included) written with mode
 //!   0600 to a temporary file and renamed over PATH, so readers never see
@@ -125,6 +157,7 @@
 //!   wait at most that long; `--watch` keeps the library's defaults (30 s).
 //!   A file lock goes with its process at once, however it exits.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -139,7 +172,7 @@ use smol::Timer;
 use tokenkeeper::cache::RedisCache;
 use tokenkeeper::cache::{FileCache, MemoryCache};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, HttpErrorKind, TokenEndpoint, TokenRequestError,
+    AuthMethod, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint, TokenRequestError,
 };
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
@@ -154,6 +187,12 @@ const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// What a Redis URL gets without the `redis` feature.
 const NO_REDIS: &str = "the Redis cache is not in this build of the example; \
 build it with `--features redis` (cargo run --features redis --example token -- ...)";
+/// What a plain-http token URL to another host gets.
+const INSECURE_URL: &str = "--token-url must be an https URL: plain http is allowed only to \
+loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
+/// The largest integer a JSON reader that uses doubles (JavaScript, jq)
+/// reads exactly: 2^53 - 1. Times in `--watch` output never exceed it.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// How long printing one token keeps retrying transient failures.
 const ONE_SHOT_BOUND: Duration = Duration::from_secs(10);
 /// The longest one attempt may take when printing one token.
@@ -199,6 +238,11 @@ options:
                              Needs the example built with --features redis
   -h, --help                 this text
 
+Warnings (a token type other than Bearer, a scope other than asked for, a
+cache that fails) are lines on stderr starting with 'token: warning:'.
+Proxies: https_proxy, http_proxy, all_proxy and no_proxy as curl reads
+them; a loopback token URL never goes through a proxy.
+
 exit codes: 0 token printed or watch done; 1 refused by the authority
 (e.g. invalid_client); 2 bad usage; 3 no token within 10 s (transient
 failures or no answer)";
@@ -207,7 +251,8 @@ fn main() -> ExitCode {
     let mut args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(args)) => *args,
         Ok(Parsed::Help) => {
-            println!("{USAGE}");
+            // `token --help | head -1`: the reader may have gone already.
+            let _ = writeln!(io::stdout().lock(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(error) => return usage_error(&error),
@@ -231,6 +276,9 @@ fn main() -> ExitCode {
     .build();
     let endpoint = match endpoint {
         Ok(endpoint) => endpoint,
+        // The library's hint names a builder method (allow_insecure_http)
+        // that a user of this tool has no flag for: name what they can do.
+        Err(ConfigError::InsecureUrl(_)) => return usage_error(&INSECURE_URL),
         Err(error) => return usage_error(&error.to_string()),
     };
     let mut source = ClientCredentials::new(endpoint);
@@ -243,6 +291,7 @@ fn main() -> ExitCode {
     for resource in &args.resources {
         source = source.resource(resource);
     }
+    let redis_url_to_scrub = redis_url.as_ref().map(RedisUrl::copy);
     // With a shared cache the source becomes a chain that reads the caches
     // first and writes new tokens back; nothing else here changes.
     let source = match with_caches(source, &args, redis_url) {
@@ -250,10 +299,14 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
 
+    // The logger lives as long as the process; so does the scrubber it uses.
+    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
+    install_warnings(scrub, redis_url_to_scrub);
+    let asked = args.scope.as_deref();
     smol::block_on(async {
         match args.watch {
-            None => print_token(source, &scrub).await,
-            Some(duration) => watch(source, duration, &scrub).await,
+            None => print_token(source, scrub, asked).await,
+            Some(duration) => watch(source, duration, scrub, asked).await,
         }
     })
 }
@@ -295,7 +348,6 @@ fn with_caches(
 
 /// A Redis URL, which may hold a password: never printed, not even by
 /// `Debug`.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct RedisUrl(String);
 
 impl fmt::Debug for RedisUrl {
@@ -304,8 +356,12 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-#[cfg(feature = "redis")]
 impl RedisUrl {
+    /// Another value of the same URL, for the logger to scrub with.
+    fn copy(&self) -> RedisUrl {
+        RedisUrl(self.0.clone())
+    }
+
     /// `text` without the URL or its password.
     fn scrub(&self, text: &str) -> String {
         let mut text = text.replace(self.0.as_str(), "[redacted]");
@@ -384,7 +440,7 @@ enum Outcome {
     NoAnswer,
 }
 
-async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
+async fn print_token(source: impl TokenSource, scrub: &Scrubber, asked: Option<&str>) -> ExitCode {
     let (handle, driver) = TokenManager::builder(source)
         .backoff(Backoff::new(
             Duration::from_millis(250),
@@ -414,11 +470,17 @@ async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
 
     match outcome {
         Outcome::Token(token) => {
+            if let Some(warning) = scope_warning(asked, &token) {
+                say(&scrub.line(&warning));
+            }
             let mut stdout = io::stdout().lock();
             match writeln!(stdout, "{}", token.access_token().secret()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // Nobody reads the token (`token | false`): the exit code
+                // says it was not delivered; a message would be noise.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
                 Err(error) => {
-                    eprintln!("token: error: cannot write to stdout: {error}");
+                    say(&format!("token: error: cannot write to stdout: {error}"));
                     ExitCode::FAILURE
                 }
             }
@@ -436,14 +498,14 @@ async fn print_token(source: impl TokenSource, scrub: &Scrubber) -> ExitCode {
                 ));
                 EXIT_UNAVAILABLE
             };
-            eprintln!("{}", scrub.line(&line));
+            say(&scrub.line(&line));
             ExitCode::from(code)
         }
         Outcome::NoAnswer => {
-            eprintln!(
+            say(&format!(
                 "token: error: timeout: no answer from the token endpoint within {} s",
                 ONE_SHOT_BOUND.as_secs()
-            );
+            ));
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
@@ -473,12 +535,20 @@ enum Event<'a> {
     },
 }
 
-async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -> ExitCode {
+async fn watch(
+    source: impl TokenSource,
+    duration: Duration,
+    scrub: &Scrubber,
+    asked: Option<&str>,
+) -> ExitCode {
     // The library's defaults: what a service gets without tuning.
     let (handle, driver) = TokenManager::builder(source).build();
     let driver = smol::spawn(driver);
     let mut tokens = handle.subscribe();
     let mut failures = FailureWatch::default();
+    // The last scope warning given: a long watch repeats it only when the
+    // granted scope changes, not on every refresh.
+    let mut scope_warned: Option<String> = None;
     let mut end = Timer::after(duration);
 
     enum Wake {
@@ -510,15 +580,20 @@ async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -
         match wake {
             Wake::Token(Some(token)) => {
                 let event = Event::Token {
-                    expires_at_ms: token.expiry_ms(),
-                    issued_at_ms: token.issued_ms(),
-                    stale_at_ms: token.stale_ms(),
+                    expires_at_ms: json_ms(token.expiry_ms()),
+                    issued_at_ms: json_ms(token.issued_ms()),
+                    stale_at_ms: json_ms(token.stale_ms()),
                     token_type: token.token_type(),
                     scope: token.scope(),
                 };
                 if let Err(error) = print_event(&event) {
                     break Err(error);
                 }
+                let warning = scope_warning(asked, &token);
+                if warning.is_some() && warning != scope_warned {
+                    say(&scrub.line(warning.as_deref().unwrap_or_default()));
+                }
+                scope_warned = warning;
             }
             Wake::Poll => {}
             Wake::Token(None) | Wake::End => break Ok(()),
@@ -532,7 +607,7 @@ async fn watch(source: impl TokenSource, duration: Duration, scrub: &Scrubber) -
         // The reader went away (`token --watch 60 | head -1`): not an error.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("token: error: cannot write to stdout: {error}");
+            say(&format!("token: error: cannot write to stdout: {error}"));
             ExitCode::FAILURE
         }
     }
@@ -568,17 +643,108 @@ impl FailureWatch {
             },
             description: &description,
             consecutive_failures: state.consecutive_failures,
-            at_ms,
+            at_ms: json_ms(at_ms),
             // Set together with `last_error_ms` by the same failure, and
             // cleared when the retry starts.
-            retry_in_ms: state.next_refresh_ms.map(|at| at.saturating_sub(at_ms)),
+            retry_in_ms: state
+                .next_refresh_ms
+                .map(|at| json_ms(at.saturating_sub(at_ms))),
         })
     }
+}
+
+/// `ms` as printed in `--watch` output: at most [`MAX_SAFE_INTEGER`]. An
+/// authority may send an `expires_in` of centuries, which the library
+/// saturates to `u64::MAX` ms; a reader that parses numbers as doubles
+/// (every JavaScript reader, jq) would silently round that. 2^53 ms is
+/// some 285,000 years away, so clamping changes no real instant.
+fn json_ms(ms: u64) -> u64 {
+    ms.min(MAX_SAFE_INTEGER)
 }
 
 fn print_event(event: &Event<'_>) -> io::Result<()> {
     let line = serde_json::to_string(event).map_err(io::Error::other)?;
     writeln!(io::stdout().lock(), "{line}")
+}
+
+// ---------------------------------------------------------------------------
+// Warnings
+
+/// The target of the manager's log records.
+const MANAGER_TARGET: &str = "tokenkeeper::manager";
+/// How the manager's warning about a failed fetch starts: this tool reports
+/// each failure itself, as the error line or a `--watch` error event.
+const FETCH_FAILED: &str = "token fetch failed";
+
+/// Prints the library's warnings and errors on stderr, one line each
+/// (`token: warning: ...`), from now on.
+///
+/// The library reports through the `log` facade and says nothing unless the
+/// program installs a logger: without one, a token type other than Bearer
+/// or a Redis server that refuses our password went unnoticed. Only records
+/// of warning level and above from the library's targets (`tokenkeeper`,
+/// `tokenkeeper::...`) are printed, and each is scrubbed like every other
+/// line: the library never logs a token or a secret, and the scrubbing is a
+/// second line of defence (the client secret, the Redis URL and its
+/// password).
+fn install_warnings(scrub: &'static Scrubber, redis_url: Option<RedisUrl>) {
+    let logger = Box::leak(Box::new(StderrLog { scrub, redis_url }));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+struct StderrLog {
+    scrub: &'static Scrubber,
+    redis_url: Option<RedisUrl>,
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        let target = metadata.target();
+        metadata.level() <= log::Level::Warn
+            && (target == "tokenkeeper" || target.starts_with("tokenkeeper::"))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        if record.target() == MANAGER_TARGET && message.starts_with(FETCH_FAILED) {
+            return;
+        }
+        let mut line = self.scrub.line(&format!("token: warning: {message}"));
+        if let Some(url) = &self.redis_url {
+            line = url.scrub(&line);
+        }
+        say(&line);
+    }
+
+    fn flush(&self) {}
+}
+
+/// The warning for a token whose granted scope differs from the one asked
+/// for, compared as sets of space-separated scope tokens (RFC 6749 §3.3:
+/// order does not matter). A token without a scope was granted the scope
+/// asked for (RFC 6749 §5.1), and nothing is compared when no scope was
+/// asked for: the authority's default is whatever it grants.
+fn scope_warning(asked: Option<&str>, token: &Token) -> Option<String> {
+    let asked = asked?;
+    let granted = token.scope()?;
+    let tokens = |scope: &'_ str| -> BTreeSet<String> {
+        scope
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    (tokens(asked) != tokens(granted)).then(|| {
+        format!(
+            "token: warning: the authority granted scope {granted:?}, not the scope asked for \
+             ({asked:?})"
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -827,7 +993,14 @@ fn read_secret(file: Option<&str>) -> Result<String, String> {
 }
 
 fn usage_error(message: &dyn fmt::Display) -> ExitCode {
-    eprintln!("token: {message}");
-    eprintln!("usage: token --token-url URL --client-id ID [options]; see --help");
+    say(&format!("token: {message}"));
+    say("usage: token --token-url URL --client-id ID [options]; see --help");
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Writes `line` and a newline to stderr. A stderr that cannot be written
+/// (a closed pipe, a full disk) is ignored: the exit code still tells what
+/// happened, and `eprintln!` would panic instead.
+fn say(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
 }

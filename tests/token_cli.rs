@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
 
 const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
+const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// The authority's default client.
 const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -43,8 +44,53 @@ fn token_bin() -> &'static Path {
             .into_iter()
             .filter(|name| *name != "redis")
             .collect();
-        example_bin(&build_examples(&["token"], &features), "token")
+        built_copy(&features, "token-cli")
     })
+}
+
+/// The example binary built with this test's features, `redis` included.
+#[cfg(feature = "redis")]
+fn token_bin_with_redis() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_copy(&test_features(), "token-cli-redis"))
+}
+
+/// Builds the example with `features` and copies it to `examples/<name>`.
+///
+/// A copy because the build's own path, `examples/token`, is shared: the
+/// two builds of this test (with and without `redis`) and tests/cooperation.rs
+/// each replace it. The copy is checked for the `redis` feature, and made
+/// again if a concurrent build replaced the binary before it was copied.
+fn built_copy(features: &[&str], name: &str) -> PathBuf {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let with_redis = features.contains(&"redis");
+    for _ in 0..3 {
+        let examples = build_examples(&["token"], features);
+        let built = example_bin(&examples, "token");
+        let copy = examples.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let temp = examples.join(format!(".{name}-{}.tmp", std::process::id()));
+        std::fs::copy(&built, &temp)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), temp.display()));
+        std::fs::rename(&temp, &copy).expect("rename the copied example");
+        if accepts_redis_url(&copy) == with_redis {
+            return copy;
+        }
+    }
+    panic!("the example keeps being built with the wrong features");
+}
+
+/// Whether `bin` was built with the Redis cache: without it, `--redis-url`
+/// is refused before anything else is looked at.
+fn accepts_redis_url(bin: &Path) -> bool {
+    let output = Command::new(bin)
+        .args(["--redis-url", "redis://127.0.0.1:1/"])
+        .env_remove(SECRET_ENV)
+        .env_remove(REDIS_URL_ENV)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    !String::from_utf8_lossy(&output.stderr).contains("--features redis")
 }
 
 /// The CLI with `args`, the secret variable unset.
@@ -52,6 +98,7 @@ fn token_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(token_bin());
     cmd.args(args)
         .env_remove(SECRET_ENV)
+        .env_remove(REDIS_URL_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -395,4 +442,418 @@ fn watch_reports_failed_attempts_during_an_outage() {
         check_token_event("token", event);
     }
     assert_no_access_token(&stdout);
+}
+
+// ---------------------------------------------------------------------------
+// Output into a closed pipe
+
+/// The write end of a pipe whose read end is already closed: writing to it
+/// fails with `EPIPE`, as writing into `| head -1` does once head is done.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer
+}
+
+/// Runs `cmd` with its stdout (`Closed::Stdout`) or its stderr into a
+/// closed pipe; returns the exit status and what the other stream got.
+fn run_into_closed(mut cmd: Command, closed: Closed) -> (std::process::ExitStatus, String) {
+    match closed {
+        Closed::Stdout => cmd.stdout(closed_pipe()),
+        Closed::Stderr => cmd.stderr(closed_pipe()),
+    };
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn the token example");
+    let other = match closed {
+        Closed::Stdout => read_all(child.stderr.take().unwrap()),
+        Closed::Stderr => read_all(child.stdout.take().unwrap()),
+    };
+    let status = process::wait(&mut child, start, RUN_LIMIT, WHAT);
+    (status, other.join().unwrap())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Closed {
+    Stdout,
+    Stderr,
+}
+
+#[test]
+fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
+    let authority = LocalAuthority::start().unwrap();
+    let base = base_args(&authority);
+    let mut watch = base.clone();
+    watch.extend(["--watch".into(), "1".into()]);
+
+    // (what, args, secret, which stream is closed, expected exit code)
+    let cases: [(&str, Vec<&str>, &str, Closed, i32); 5] = [
+        ("--help", vec!["--help"], SECRET, Closed::Stdout, 0),
+        // The token was not delivered: 1, as documented.
+        ("the token", strs(&base), SECRET, Closed::Stdout, 1),
+        ("--watch lines", strs(&watch), SECRET, Closed::Stdout, 0),
+        (
+            "a usage error",
+            vec!["--frobnicate"],
+            SECRET,
+            Closed::Stderr,
+            2,
+        ),
+        (
+            "an error line",
+            strs(&base),
+            "wrong-secret-1b2c3d",
+            Closed::Stderr,
+            1,
+        ),
+    ];
+    for (what, args, secret, closed, code) in cases {
+        let mut cmd = token_cmd(&args);
+        cmd.env(SECRET_ENV, secret);
+        let (status, other) = run_into_closed(cmd, closed);
+        assert_ne!(
+            status.code(),
+            Some(101),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        assert!(
+            !other.contains("panicked"),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{what} into a closed {closed:?}: {other}"
+        );
+        if let Closed::Stdout = closed {
+            // Quiet: a reader that went away is no error to report.
+            assert_eq!(other, "", "{what} into a closed {closed:?}");
+        }
+    }
+
+    // A warning line (about a MAC token) into a closed stderr: the token
+    // still comes out.
+    authority.push_fault(answer(r#""token_type":"mac""#));
+    let mut cmd = token_cmd(&strs(&base));
+    cmd.env(SECRET_ENV, SECRET);
+    let (status, stdout) = run_into_closed(cmd, Closed::Stderr);
+    assert_eq!(status.code(), Some(0), "a warning into a closed stderr");
+    assert_eq!(stdout, "at-7-0123456789abcdef\n");
+}
+
+#[test]
+fn plain_http_to_another_host_names_what_a_cli_user_can_do() {
+    let mut cmd = token_cmd(&[
+        "--token-url",
+        "http://auth.example.com/oauth/token",
+        "--client-id",
+        CLIENT_ID,
+    ]);
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let first = out.stderr_lines()[0];
+    assert!(first.contains("--token-url"), "{first}");
+    assert!(first.contains("https"), "{first}");
+    assert!(first.contains("only to loopback"), "{first}");
+    // The library's hint names a builder method the CLI has no flag for.
+    assert!(
+        !out.stderr.contains("allow_insecure_http"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The largest integer a reader that parses JSON numbers as doubles reads
+/// exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+#[test]
+fn watch_times_stay_safe_integers_when_expires_in_is_huge() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.set_expires_in(Some(json!(u64::MAX)));
+    let mut args = base_args(&authority);
+    args.extend(["--watch".into(), "1".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert_eq!(tokens.len(), 1, "{}", out.stdout);
+    for event in &tokens {
+        check_token_event("token", event);
+        for field in ["expires_at_ms", "issued_at_ms", "stale_at_ms"] {
+            let ms = event[field].as_u64().unwrap();
+            assert!(ms <= MAX_SAFE_INTEGER, "{field} = {ms}: {event}");
+        }
+    }
+    let expires = tokens[0]["expires_at_ms"].as_u64().unwrap();
+    assert_eq!(expires, MAX_SAFE_INTEGER, "{}", out.stdout);
+}
+
+// ---------------------------------------------------------------------------
+// Warnings on stderr
+
+/// A 200 answer of the authority's shape with `extra` JSON members added
+/// (`"token_type":"mac"`, `"scope":"..."`), its access token shaped like the
+/// authority's so that `assert_no_access_token` would see it printed.
+fn answer(extra: &str) -> Fault {
+    Fault::json(
+        200,
+        &format!(r#"{{"access_token":"at-7-0123456789abcdef","expires_in":60,{extra}}}"#),
+    )
+}
+
+#[test]
+fn a_token_type_other_than_bearer_is_a_warning_on_stderr() {
+    let authority = LocalAuthority::start().unwrap();
+    authority.push_fault(answer(r#""token_type":"mac""#));
+    let mut cmd = token_cmd(&strs(&base_args(&authority)));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert_eq!(out.stdout, "at-7-0123456789abcdef\n");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].starts_with("token: warning: "), "{}", lines[0]);
+    assert!(lines[0].contains("\"mac\""), "{}", lines[0]);
+    assert!(lines[0].contains("Bearer"), "{}", lines[0]);
+    assert_no_access_token(&out.stderr);
+}
+
+#[test]
+fn a_scope_other_than_asked_is_a_warning_on_stderr() {
+    // (asked, granted, whether a warning is due)
+    let cases: [(&str, Option<&str>, bool); 5] = [
+        ("orders:read orders:write", Some("orders:read"), true),
+        ("orders:read", Some("orders:read admin"), true),
+        // Sets of scope tokens: order and extra spaces do not matter.
+        (
+            "orders:write orders:read",
+            Some("orders:read  orders:write"),
+            false,
+        ),
+        ("orders:read", Some("orders:read"), false),
+        // No scope in the answer: granted as asked (RFC 6749 §5.1).
+        ("orders:read", None, false),
+    ];
+    for (asked, granted, warned) in cases {
+        let authority = LocalAuthority::start().unwrap();
+        authority.push_fault(answer(&match granted {
+            Some(scope) => format!(r#""token_type":"Bearer","scope":"{scope}""#),
+            None => r#""token_type":"Bearer""#.to_owned(),
+        }));
+        let mut args = base_args(&authority);
+        args.extend(["--scope".into(), asked.into()]);
+        let mut cmd = token_cmd(&strs(&args));
+        cmd.env(SECRET_ENV, SECRET);
+        let out = run(cmd);
+
+        let what = format!("asked {asked:?}, granted {granted:?}");
+        assert!(
+            out.status.success(),
+            "{what}: {:?}: {}",
+            out.status,
+            out.stderr
+        );
+        assert_eq!(out.stdout, "at-7-0123456789abcdef\n", "{what}");
+        if !warned {
+            assert_eq!(out.stderr, "", "{what}");
+            continue;
+        }
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{what}: {}", out.stderr);
+        assert!(
+            lines[0].starts_with("token: warning: "),
+            "{what}: {}",
+            lines[0]
+        );
+        assert!(lines[0].contains(granted.unwrap()), "{what}: {}", lines[0]);
+        assert!(lines[0].contains(asked), "{what}: {}", lines[0]);
+        assert_no_access_token(&out.stderr);
+    }
+}
+
+#[test]
+fn watch_warnings_go_to_stderr_and_stdout_stays_json() {
+    let authority = LocalAuthority::start().unwrap();
+    // Every answer: a MAC token for less than asked, living 1 s.
+    authority.set_outage(Some(Fault::json(
+        200,
+        r#"{"access_token":"at-7-0123456789abcdef","expires_in":1,"token_type":"mac","scope":"orders:read"}"#,
+    )));
+    let mut args = base_args(&authority);
+    args.extend(["--scope".into(), "orders:read orders:write".into()]);
+    args.extend(["--watch".into(), "2.5".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert!(tokens.len() >= 2, "{}", out.stdout);
+    for event in &tokens {
+        assert_eq!(event["token_type"], "mac", "{event}");
+    }
+    let lines = out.stderr_lines();
+    for line in &lines {
+        assert!(line.starts_with("token: warning: "), "{}", out.stderr);
+    }
+    // The token type: once per token the authority issued.
+    let typed = lines.iter().filter(|l| l.contains("\"mac\"")).count();
+    assert!(typed >= 2, "{}", out.stderr);
+    // The scope: once, not on every refresh of the same scope.
+    let scoped = lines.iter().filter(|l| l.contains("scope")).count();
+    assert_eq!(scoped, 1, "{}", out.stderr);
+    assert_no_access_token(&out.stdout);
+    assert_no_access_token(&out.stderr);
+}
+
+/// A `redis-server` on a free port of 127.0.0.1 that wants `password`,
+/// killed on drop.
+#[cfg(feature = "redis")]
+struct PasswordRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+#[cfg(feature = "redis")]
+impl PasswordRedis {
+    fn start(password: &str) -> PasswordRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--requirepass", password])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = PasswordRedis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server does not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
+    if !process::redis_server_installed() {
+        return;
+    }
+    let server = PasswordRedis::start("the-right-password-4f1a");
+    let authority = LocalAuthority::start().unwrap();
+    let password = "wrong-password-9c2e";
+    let url = format!("redis://:{password}@127.0.0.1:{}/0", server.port);
+    let mut cmd = Command::new(token_bin_with_redis());
+    cmd.args(strs(&base_args(&authority)))
+        .env(SECRET_ENV, SECRET)
+        .env(REDIS_URL_ENV, &url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run(cmd);
+
+    // The cache is skipped: the token comes from the authority.
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+    let lines = out.stderr_lines();
+    assert!(!lines.is_empty(), "no warning about the refused password");
+    for line in &lines {
+        assert!(line.starts_with("token: warning: "), "{}", out.stderr);
+    }
+    assert!(lines.iter().any(|l| l.contains("Redis")), "{}", out.stderr);
+    assert!(!out.stderr.contains(password), "{}", out.stderr);
+    assert!(!out.stderr.contains("redis://"), "{}", out.stderr);
+    assert_no_access_token(&out.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Proxies
+
+/// Every variable that names a proxy.
+const PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+/// A "proxy" on 127.0.0.1 that counts the connections it gets and closes
+/// them unanswered.
+struct ProxyRecorder {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ProxyRecorder {
+    fn start() -> ProxyRecorder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        // Lives as long as the test process: a leaked listener is harmless.
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        ProxyRecorder { addr, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_loopback_token_url_never_goes_through_a_proxy() {
+    let proxy = ProxyRecorder::start();
+    let authority = LocalAuthority::start().unwrap();
+    let port = authority.addr().port();
+    for url in [
+        authority.token_url(),
+        format!("http://localhost:{port}/token"),
+    ] {
+        let mut cmd = token_cmd(&["--token-url", &url, "--client-id", CLIENT_ID]);
+        cmd.env(SECRET_ENV, SECRET)
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY");
+        for name in PROXY_VARIABLES {
+            cmd.env(name, format!("http://{}", proxy.addr));
+        }
+        let out = run(cmd);
+
+        assert!(
+            out.status.success(),
+            "{url}: {:?}: {}",
+            out.status,
+            out.stderr
+        );
+        assert!(authority.is_valid_access_token(out.stdout.trim()), "{url}");
+        assert_eq!(proxy.connections(), 0, "{url} went through the proxy");
+    }
 }

@@ -1,12 +1,16 @@
 //! [`HttpClient`] on a blocking `ureq` agent, run on the `blocking` thread
 //! pool so it works under any executor.
 
+mod proxy;
+
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::BoxFuture;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
+use proxy::{ProxyEnv, Route};
 
 /// A [`HttpClient`] on a [`ureq::Agent`], with rustls for TLS.
 ///
@@ -18,9 +22,37 @@ use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, Htt
 /// always read.
 ///
 /// The default agent follows no redirects (a redirect could carry
-/// credentials elsewhere), returns error statuses as responses, times out
-/// after 30 s when a request sets no timeout, and honours the usual proxy
-/// environment variables.
+/// credentials elsewhere), returns error statuses as responses, and times
+/// out after 30 s when a request sets no timeout.
+///
+/// # Proxies
+///
+/// [`UreqClient::new`] reads the proxy environment variables once, when it
+/// is called, the way curl reads them:
+///
+/// - Requests to loopback (`localhost`, `127.0.0.0/8`, `::1`) never go
+///   through a proxy, whatever the variables say: a proxy has no business
+///   seeing credentials sent to this very machine.
+/// - An `https` URL uses `https_proxy` (or `HTTPS_PROXY`), an `http` URL
+///   `http_proxy` (lower case only, as in curl: CGI servers set
+///   `HTTP_PROXY` from a request header), and either falls back to
+///   `all_proxy` (or `ALL_PROXY`). The lower-case name wins when both are
+///   set; an empty variable counts as unset.
+/// - A proxy is `[http://|https://][user:password@]host[:port]` (port 1080
+///   by default, 443 for `https://`), reached with an HTTP `CONNECT` tunnel,
+///   so TLS runs end to end through it. A value that is not such a URL (a
+///   SOCKS proxy, for one) makes the requests it would carry fail with a
+///   connect error naming the variable, rather than bypass the proxy.
+/// - `no_proxy` (or `NO_PROXY`) lists hosts that go direct, separated by
+///   commas: `*` for all; a name such as `example.com` for itself and its
+///   subdomains (`www.example.com`, not `notexample.com`), with or without
+///   a leading dot (or `*.`); an IP address, or a network such as
+///   `10.0.0.0/8` or `fd00::/8` (IPv6 without brackets); any of them with
+///   `:port` to match one port only (`[::1]:8443` for IPv6).
+///
+/// [`UreqClient::with_agent`] keeps the agent's own proxy settings (ureq's
+/// reading of the environment, by default), except that loopback is never
+/// proxied there either.
 ///
 /// ```
 /// use tokenkeeper::oauth2::{TokenEndpoint, UreqClient};
@@ -35,6 +67,9 @@ use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, Htt
 #[derive(Clone)]
 pub struct UreqClient {
     agent: ureq::Agent,
+    /// The proxies from the environment ([`UreqClient::new`]); `None` when
+    /// the agent brings its own settings ([`UreqClient::with_agent`]).
+    proxies: Option<Arc<ProxyEnv>>,
 }
 
 impl fmt::Debug for UreqClient {
@@ -50,24 +85,63 @@ impl Default for UreqClient {
 }
 
 impl UreqClient {
-    /// A client with the default agent described above.
+    /// A client with the default agent described above, and the proxies
+    /// the environment names now (see [Proxies](#proxies)).
     pub fn new() -> UreqClient {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(30)))
             .user_agent(concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")))
+            // Chosen per request instead (`ProxyEnv::route`): ureq's own
+            // reading of the environment would proxy loopback.
+            .proxy(None)
             .build()
             .into();
-        UreqClient { agent }
+        UreqClient {
+            agent,
+            proxies: Some(Arc::new(ProxyEnv::from_env())),
+        }
     }
 
     /// A client on your own agent. Configure it with
     /// `http_status_as_error(false)`, or error responses lose their body and
-    /// come back as bare statuses.
+    /// come back as bare statuses. Its proxy settings are kept, except for
+    /// loopback hosts, which are always reached directly.
     pub fn with_agent(agent: ureq::Agent) -> UreqClient {
-        UreqClient { agent }
+        UreqClient {
+            agent,
+            proxies: None,
+        }
     }
+
+    /// What a request to `url` does about proxies.
+    fn proxy_for(&self, url: &url::Url) -> Result<ProxyOverride, HttpError> {
+        match &self.proxies {
+            // The agent has no proxy of its own: direct unless routed.
+            Some(proxies) => match proxies.route(url) {
+                Route::Direct => Ok(ProxyOverride::Keep),
+                Route::Proxy(proxy) => Ok(ProxyOverride::Set(Some(proxy.clone()))),
+                Route::Refused(why) => Err(HttpError::new(HttpErrorKind::Connect, why)),
+            },
+            None => {
+                let loopback = url.host().is_some_and(|host| proxy::is_loopback(&host));
+                if loopback && self.agent.config().proxy().is_some() {
+                    Ok(ProxyOverride::Set(None))
+                } else {
+                    Ok(ProxyOverride::Keep)
+                }
+            }
+        }
+    }
+}
+
+/// What one request does about proxies.
+enum ProxyOverride {
+    /// Whatever the agent is configured with.
+    Keep,
+    /// This proxy, or none.
+    Set(Option<ureq::Proxy>),
 }
 
 impl HttpClient for UreqClient {
@@ -77,14 +151,18 @@ impl HttpClient for UreqClient {
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
         let agent = self.agent.clone();
+        let proxy = self.proxy_for(request.url());
         Box::pin(blocking::unblock(move || {
-            post_blocking(&agent, &request, max_body)
+            post_blocking(&agent, proxy?, &request, max_body)
         }))
     }
 }
 
+/// Posts `request` with `agent`, its proxy setting overridden as `proxy`
+/// says.
 fn post_blocking(
     agent: &ureq::Agent,
+    proxy: ProxyOverride,
     request: &HttpRequest,
     max_body: usize,
 ) -> Result<HttpResponse, HttpError> {
@@ -92,8 +170,15 @@ fn post_blocking(
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    if let Some(timeout) = request.timeout() {
-        builder = builder.config().timeout_global(Some(timeout)).build();
+    if request.timeout().is_some() || matches!(proxy, ProxyOverride::Set(_)) {
+        let mut config = builder.config();
+        if let Some(timeout) = request.timeout() {
+            config = config.timeout_global(Some(timeout));
+        }
+        if let ProxyOverride::Set(proxy) = proxy {
+            config = config.proxy(proxy);
+        }
+        builder = config.build();
     }
     let response = builder.send(request.body()).map_err(ureq_error)?;
     let status = response.status().as_u16();
