@@ -1,11 +1,16 @@
+mod health;
+
 use std::fmt;
 use std::time::Duration;
 
-use crate::cache::{Lease, TokenCache};
+use futures_lite::future;
+
+use crate::cache::{CacheError, Lease, TokenCache};
 use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{duration_ms, Token};
+use health::Health;
 
 const LOG: &str = "tokenkeeper::cache";
 
@@ -20,8 +25,37 @@ const LOG: &str = "tokenkeeper::cache";
 /// that cache again (another process may have just refreshed), and only then
 /// asks the source, writing the new token to every cache before giving the
 /// lease back. While another process holds the lease, it waits a short,
-/// jittered time and reads the cache again. A failing cache is logged and
-/// skipped, never fatal.
+/// jittered time ([`lease_poll`](Self::lease_poll)) and reads the cache
+/// again.
+///
+/// # A lease is an optimisation, never a dependency
+///
+/// A neighbour that holds the lease and never lets go (hung, stopped with
+/// SIGSTOP, or a plain `flock` on the lock file) costs cooperation, never
+/// the token:
+///
+/// - The lease is waited for at most [`lease_wait`](Self::lease_wait), **2 s
+///   by default**; then the chain asks the source itself, without the lease,
+///   and logs that (info, target `tokenkeeper::cache`).
+/// - Every cache operation (read, write, taking and giving back the lease)
+///   has a deadline, [`cache_timeout`](Self::cache_timeout), **1 s by
+///   default**. A cache that misses it is skipped for the rest of the fetch:
+///   a read is a miss, a write is dropped, a lease counts as not available.
+/// - A cache that failed or missed a deadline is left alone for a cool-down,
+///   [`cache_cooldown`](Self::cache_cooldown), **30 s by default**, doubled
+///   after each failed try that follows one (up to 8 times), instead of being
+///   asked again on every refresh. Its going and coming back are each logged
+///   once (a warning, then info).
+/// - Before the source is asked, the caches and the lease wait take at most
+///   half the time the manager gives a fetch (its
+///   [request timeout](crate::TokenManagerBuilder::request_timeout)), so the
+///   source always gets the other half: with the CLI's 5 s request timeout,
+///   a run whose lock file another process holds forever prints a token
+///   after the 2 s lease wait and one exchange.
+///
+/// A lease that was taken is always given back: when its cache is cooling
+/// down or does not answer in time, the lease is dropped, which unlocks a
+/// file lock at once and lets a Redis lease run out by its TTL.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,9 +79,14 @@ pub struct Chain {
 /// shared across awaits while the source is borrowed mutably.
 struct Links {
     caches: Vec<Box<dyn TokenCache>>,
+    /// How each of `caches` has been doing, by the same index.
+    health: Vec<Health>,
     min_validity: Duration,
     lease_ttl: Duration,
     lease_poll: Duration,
+    lease_wait: Duration,
+    cache_timeout: Duration,
+    cache_cooldown: Duration,
 }
 
 impl fmt::Debug for Chain {
@@ -59,6 +98,9 @@ impl fmt::Debug for Chain {
             .field("min_validity", &links.min_validity)
             .field("lease_ttl", &links.lease_ttl)
             .field("lease_poll", &links.lease_poll)
+            .field("lease_wait", &links.lease_wait)
+            .field("cache_timeout", &links.cache_timeout)
+            .field("cache_cooldown", &links.cache_cooldown)
             .finish()
     }
 }
@@ -69,9 +111,13 @@ impl Chain {
         Chain {
             links: Links {
                 caches: Vec::new(),
+                health: Vec::new(),
                 min_validity: Duration::from_secs(60),
                 lease_ttl: Duration::from_secs(30),
                 lease_poll: Duration::from_millis(200),
+                lease_wait: Duration::from_secs(2),
+                cache_timeout: Duration::from_secs(1),
+                cache_cooldown: Duration::from_secs(30),
             },
             source: Box::new(source),
         }
@@ -80,6 +126,7 @@ impl Chain {
     /// Adds a cache after the ones already added.
     pub fn cache(mut self, cache: impl TokenCache) -> Self {
         self.links.caches.push(Box::new(cache));
+        self.links.health.push(Health::default());
         self
     }
 
@@ -106,6 +153,77 @@ impl Chain {
         self.links.lease_poll = poll;
         self
     }
+
+    /// The longest a fetch waits for a lease that another process holds
+    /// before it asks the source without it. 2 s by default: some ten looks
+    /// at the cache at the default [`lease_poll`](Self::lease_poll), more
+    /// than a healthy holder's exchange takes (tens to hundreds of ms), yet
+    /// short enough that a holder that never lets go costs one short delay,
+    /// and well inside a 5 s request timeout. The wait is also cut to half
+    /// the time the fetch has left (see [`Chain`]), and runs on the
+    /// manager's clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::cache::FileCache;
+    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::{AccessToken, FixedSource};
+    ///
+    /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+    ///     .cache(FileCache::new("/tmp/tokenkeeper-doc/token.json"))
+    ///     .lease_wait(Duration::from_millis(500));
+    /// # drop(chain);
+    /// ```
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.links.lease_wait = wait;
+        self
+    }
+
+    /// The deadline of each cache operation: a read, a write, taking or
+    /// giving back the lease. 1 s by default: a file or a Redis server
+    /// nearby answers in well under 10 ms, so a cache that takes a second is
+    /// stalled rather than slow, and a second is what one stalled cache costs
+    /// a fetch before it is skipped for its [cool-down](Self::cache_cooldown).
+    /// It is shorter than a [`RedisCache`](crate::cache::RedisCache)'s own
+    /// 2 s operation timeout, so the chain notices first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::cache::MemoryCache;
+    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::{AccessToken, FixedSource};
+    ///
+    /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+    ///     .cache(MemoryCache::new())
+    ///     .cache_timeout(Duration::from_millis(250));
+    /// # drop(chain);
+    /// ```
+    pub fn cache_timeout(mut self, timeout: Duration) -> Self {
+        self.links.cache_timeout = timeout;
+        self
+    }
+
+    /// How long a cache that failed or missed its deadline is left alone
+    /// (reads are misses, writes and its lease are skipped) before it is
+    /// tried again; each failed try after a cool-down doubles it, up to 8
+    /// times this. 30 s by default: a stalled cache then costs at most one
+    /// [cache timeout](Self::cache_timeout) every 30 s or more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::cache::MemoryCache;
+    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::{AccessToken, FixedSource};
+    ///
+    /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
+    ///     .cache(MemoryCache::new())
+    ///     .cache_cooldown(Duration::from_secs(60));
+    /// # drop(chain);
+    /// ```
+    pub fn cache_cooldown(mut self, cooldown: Duration) -> Self {
+        self.links.cache_cooldown = cooldown;
+        self
+    }
 }
 
 impl Links {
@@ -120,23 +238,106 @@ impl Links {
         newer && token.expiry_ms().saturating_sub(now) >= needed.max(1)
     }
 
-    async fn read(&self, index: usize) -> Option<Token> {
-        let cache = &self.caches[index];
-        match cache.read().await {
-            Ok(token) => token,
-            Err(e) => {
-                log::warn!(target: LOG, "reading the token cache ({}) failed: {e}", cache.describe());
-                None
+    /// Runs one operation `op` (named for logs) on cache `index`, bounded
+    /// by the cache timeout and by `until_ms`. `None` when the cache is
+    /// cooling down (it is not called, and `call` is dropped), failed, or
+    /// did not answer in time; failures and missed cache timeouts are logged
+    /// and start a cool-down.
+    async fn guarded<'a, T>(
+        &'a self,
+        index: usize,
+        op: &str,
+        until_ms: u64,
+        cx: &FetchContext,
+        call: impl FnOnce(&'a dyn TokenCache) -> BoxFuture<'a, Result<T, CacheError>>,
+    ) -> Option<T> {
+        let cache = &*self.caches[index];
+        let health = &self.health[index];
+        let now = cx.now_ms();
+        if health.cooling(now) {
+            log::trace!(target: LOG, "{op}: skipped, cache {} is cooling down", cache.describe());
+            return None;
+        }
+        let own_deadline = now.saturating_add(duration_ms(self.cache_timeout));
+        let deadline = own_deadline.min(until_ms);
+        if deadline <= now {
+            log::debug!(target: LOG, "{op}: skipped, no time left for cache {}", cache.describe());
+            return None;
+        }
+        let clock = cx.clock().clone();
+        let answer = future::or(async { Some(call(cache).await) }, async move {
+            clock.sleep_until(deadline).await;
+            None
+        })
+        .await;
+        let failure = match answer {
+            Some(Ok(value)) => {
+                if health.answered() {
+                    log::info!(target: LOG, "token cache {} answers again", cache.describe());
+                }
+                return Some(value);
             }
+            Some(Err(e)) => format!("{op} failed: {e}"),
+            None if deadline == own_deadline => {
+                format!("{op}: no answer within {:?}", self.cache_timeout)
+            }
+            None => {
+                // The fetch's own time ran out, not the cache's.
+                log::debug!(target: LOG, "{op}: cut short, cache {} had no time left", cache.describe());
+                return None;
+            }
+        };
+        let cool_down = health.failed(cx.now_ms(), self.cache_cooldown);
+        if cool_down.first {
+            log::warn!(
+                target: LOG,
+                "token cache {}: {failure}; skipping it for {:?}",
+                cache.describe(),
+                cool_down.length
+            );
+        } else {
+            log::debug!(
+                target: LOG,
+                "token cache {} still failing ({failure}); skipping it for {:?}",
+                cache.describe(),
+                cool_down.length
+            );
+        }
+        None
+    }
+
+    async fn read(&self, index: usize, until_ms: u64, cx: &FetchContext) -> Option<Token> {
+        self.guarded(index, "read", until_ms, cx, |c| c.read())
+            .await
+            .flatten()
+    }
+
+    async fn write_to(
+        &self,
+        caches: std::ops::Range<usize>,
+        token: &Token,
+        until_ms: u64,
+        cx: &FetchContext,
+    ) {
+        for index in caches {
+            self.guarded(index, "write", until_ms, cx, |c| c.write(token))
+                .await;
         }
     }
 
-    async fn write_to(&self, caches: &[Box<dyn TokenCache>], token: &Token) {
-        for cache in caches {
-            if let Err(e) = cache.write(token).await {
-                log::warn!(target: LOG, "writing the token cache ({}) failed: {e}", cache.describe());
-            }
-        }
+    /// Gives `lease` back to cache `index`. Never skipped in a way that
+    /// keeps it: when the cache is cooling down or out of time, the lease
+    /// is dropped, which unlocks a file lock at once (a Redis lease runs
+    /// out by its TTL).
+    async fn give_back(&self, index: usize, lease: Lease, until_ms: u64, cx: &FetchContext) {
+        let release = move |_: &dyn TokenCache| -> BoxFuture<'_, Result<(), CacheError>> {
+            Box::pin(async move {
+                lease.release().await;
+                Ok(())
+            })
+        };
+        self.guarded(index, "give the lease back", until_ms, cx, release)
+            .await;
     }
 
     async fn fetch(
@@ -144,32 +345,56 @@ impl Links {
         source: &mut dyn TokenSource,
         cx: FetchContext,
     ) -> Result<Token, SourceError> {
+        let start = cx.now_ms();
+        let deadline = cx.deadline_ms().unwrap_or(u64::MAX);
+        // The caches and the lease get at most half of the fetch's time;
+        // the source always gets the rest.
+        let prep_end = start.saturating_add(deadline.saturating_sub(start) / 2);
         for index in 0..self.caches.len() {
-            if let Some(token) = self.read(index).await.filter(|t| self.usable(t, &cx)) {
+            let found = self.read(index, prep_end, &cx).await;
+            if let Some(token) = found.filter(|t| self.usable(t, &cx)) {
                 log::debug!(target: LOG, "token found in cache {}", self.caches[index].describe());
-                self.write_to(&self.caches[..index], &token).await;
+                self.write_to(0..index, &token, deadline, &cx).await;
                 cx.record_cache_hit();
                 return Ok(token);
             }
         }
-        // The last cache with a lease is the most widely shared one.
         if !self.caches.is_empty() {
             log::debug!(target: LOG, "cache miss: no usable token in {} cache(s)", self.caches.len());
         }
-        let Some(leased) = self.caches.iter().rposition(|c| c.has_lease()) else {
-            return self.fetch_and_store(source, cx, None).await;
+        // The last cache with a lease is the most widely shared one; one
+        // that is cooling down cannot give it.
+        let now = cx.now_ms();
+        let Some(leased) = self
+            .caches
+            .iter()
+            .zip(&self.health)
+            .rposition(|(c, h)| c.has_lease() && !h.cooling(now))
+        else {
+            return self.fetch_and_store(source, cx, None, deadline).await;
         };
+        let describe = || self.caches[leased].describe();
+        let wait_end = now
+            .saturating_add(duration_ms(self.lease_wait))
+            .min(prep_end);
+        // When the lease was first found held by another process.
+        let mut held_since = None;
         loop {
-            let attempt = self.caches[leased].try_lease(self.lease_ttl).await;
+            let attempt = self
+                .guarded(leased, "take the lease", prep_end, &cx, |c| {
+                    c.try_lease(self.lease_ttl)
+                })
+                .await;
+            let now = cx.now_ms();
             match attempt {
-                Ok(Some(lease)) => {
-                    log::debug!(target: LOG, "took the refresh lease ({})", self.caches[leased].describe());
+                Some(Some(lease)) => {
+                    log::debug!(target: LOG, "took the refresh lease ({})", describe());
                     // Someone may have refreshed between our read and the lease.
-                    let latest = self.read(leased).await;
+                    let latest = self.read(leased, prep_end, &cx).await;
                     if let Some(token) = latest.as_ref().filter(|t| self.usable(t, &cx)) {
                         log::debug!(target: LOG, "token refreshed by another process");
-                        self.write_to(&self.caches[..leased], token).await;
-                        lease.release().await;
+                        self.write_to(0..leased, token, deadline, &cx).await;
+                        self.give_back(leased, lease, deadline, &cx).await;
                         cx.record_cache_hit();
                         return Ok(token.clone());
                     }
@@ -181,46 +406,67 @@ impl Links {
                         Some(token) => cx.with_current(token),
                         None => cx,
                     };
-                    return self.fetch_and_store(source, cx, Some(lease)).await;
+                    return self
+                        .fetch_and_store(source, cx, Some((leased, lease)), deadline)
+                        .await;
                 }
-                Ok(None) => {
-                    log::debug!(target: LOG, "another process holds the refresh lease; waiting");
-                    let poll = duration_ms(self.lease_poll);
-                    let wait = fastrand::u64(poll / 2..=poll.saturating_add(poll / 2));
-                    let clock = cx.clock().clone();
-                    clock.sleep_until(clock.now_ms().saturating_add(wait)).await;
-                    if let Some(token) = self.read(leased).await.filter(|t| self.usable(t, &cx)) {
-                        self.write_to(&self.caches[..leased], &token).await;
-                        cx.record_cache_hit();
-                        return Ok(token);
+                Some(None) if now < wait_end => {
+                    if held_since.is_none() {
+                        log::debug!(target: LOG, "another process holds the refresh lease ({}); waiting", describe());
+                        held_since = Some(now);
                     }
                 }
-                Err(e) => {
-                    log::warn!(
-                        target: LOG,
-                        "taking the refresh lease ({}) failed: {e}; fetching without it",
-                        self.caches[leased].describe()
-                    );
-                    return self.fetch_and_store(source, cx, None).await;
+                Some(None) | None => {
+                    match held_since {
+                        Some(since) => log::info!(
+                            target: LOG,
+                            "refresh lease ({}) held by another process, not obtained within {:?}; \
+                             asking the source without it",
+                            describe(),
+                            Duration::from_millis(now.saturating_sub(since))
+                        ),
+                        None => log::debug!(
+                            target: LOG,
+                            "no refresh lease from {}; asking the source without it",
+                            describe()
+                        ),
+                    }
+                    return self.fetch_and_store(source, cx, None, deadline).await;
                 }
+            }
+            let poll = duration_ms(self.lease_poll);
+            let pause = fastrand::u64(poll / 2..=poll.saturating_add(poll / 2));
+            let clock = cx.clock().clone();
+            clock
+                .sleep_until(now.saturating_add(pause).min(wait_end))
+                .await;
+            let found = self.read(leased, prep_end, &cx).await;
+            if let Some(token) = found.filter(|t| self.usable(t, &cx)) {
+                self.write_to(0..leased, &token, deadline, &cx).await;
+                cx.record_cache_hit();
+                return Ok(token);
             }
         }
     }
 
+    /// Asks the source, writes its token to every cache, then gives the
+    /// lease (of cache `.0`) back.
     async fn fetch_and_store(
         &self,
         source: &mut dyn TokenSource,
         cx: FetchContext,
-        lease: Option<Lease>,
+        lease: Option<(usize, Lease)>,
+        deadline: u64,
     ) -> Result<Token, SourceError> {
-        let result = source.fetch(cx).await;
+        let result = source.fetch(cx.clone()).await;
         if let Ok(token) = &result {
             // Persist before the lease goes: a rotated refresh token must
             // reach the next holder.
-            self.write_to(&self.caches, token).await;
+            self.write_to(0..self.caches.len(), token, deadline, &cx)
+                .await;
         }
-        if let Some(lease) = lease {
-            lease.release().await;
+        if let Some((index, lease)) = lease {
+            self.give_back(index, lease, deadline, &cx).await;
         }
         result
     }
