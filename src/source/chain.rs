@@ -226,6 +226,15 @@ impl Chain {
     }
 }
 
+/// What waiting for a refresh lease came to.
+enum LeaseWait {
+    Taken(Lease),
+    /// Another process refreshed meanwhile: its token, from the cache.
+    Found(Token),
+    /// No lease: held by another process past the wait, or the cache failed.
+    Without,
+}
+
 impl Links {
     /// Whether `token` may be used instead of a fetch.
     fn usable(&self, token: &Token, cx: &FetchContext) -> bool {
@@ -373,78 +382,86 @@ impl Links {
         else {
             return self.fetch_and_store(source, cx, None, deadline).await;
         };
+        let lease = match self.wait_for_lease(leased, prep_end, &cx).await {
+            LeaseWait::Taken(lease) => lease,
+            LeaseWait::Found(token) => {
+                self.write_to(0..leased, &token, deadline, &cx).await;
+                cx.record_cache_hit();
+                return Ok(token);
+            }
+            LeaseWait::Without => return self.fetch_and_store(source, cx, None, deadline).await,
+        };
+        log::debug!(target: LOG, "took the refresh lease ({})", self.caches[leased].describe());
+        // Someone may have refreshed between our read and the lease.
+        let latest = self.read(leased, prep_end, &cx).await;
+        if let Some(token) = latest.as_ref().filter(|t| self.usable(t, &cx)) {
+            log::debug!(target: LOG, "token refreshed by another process");
+            self.write_to(0..leased, token, deadline, &cx).await;
+            self.give_back(leased, lease, deadline, &cx).await;
+            cx.record_cache_hit();
+            return Ok(token.clone());
+        }
+        // An unusable cached token may still carry the newest refresh token
+        // (rotated by the last lease holder).
+        let newer = latest.filter(|t| cx.current().is_none_or(|c| t.issued_ms() > c.issued_ms()));
+        let cx = match newer {
+            Some(token) => cx.with_current(token),
+            None => cx,
+        };
+        self.fetch_and_store(source, cx, Some((leased, lease)), deadline)
+            .await
+    }
+
+    /// Tries to take the lease of cache `leased`; while another process
+    /// holds it, reads that cache every [`lease_poll`](Chain::lease_poll)
+    /// or so, for at most [`lease_wait`](Chain::lease_wait) and never past
+    /// `prep_end`.
+    async fn wait_for_lease(&self, leased: usize, prep_end: u64, cx: &FetchContext) -> LeaseWait {
         let describe = || self.caches[leased].describe();
-        let wait_end = now
+        let started = cx.now_ms();
+        let wait_end = started
             .saturating_add(duration_ms(self.lease_wait))
             .min(prep_end);
-        // When the lease was first found held by another process.
-        let mut held_since = None;
+        let mut first = true;
         loop {
             let attempt = self
-                .guarded(leased, "take the lease", prep_end, &cx, |c| {
+                .guarded(leased, "take the lease", prep_end, cx, |c| {
                     c.try_lease(self.lease_ttl)
                 })
                 .await;
             let now = cx.now_ms();
             match attempt {
-                Some(Some(lease)) => {
-                    log::debug!(target: LOG, "took the refresh lease ({})", describe());
-                    // Someone may have refreshed between our read and the lease.
-                    let latest = self.read(leased, prep_end, &cx).await;
-                    if let Some(token) = latest.as_ref().filter(|t| self.usable(t, &cx)) {
-                        log::debug!(target: LOG, "token refreshed by another process");
-                        self.write_to(0..leased, token, deadline, &cx).await;
-                        self.give_back(leased, lease, deadline, &cx).await;
-                        cx.record_cache_hit();
-                        return Ok(token.clone());
-                    }
-                    // An unusable cached token may still carry the newest
-                    // refresh token (rotated by the last lease holder).
-                    let newer = latest
-                        .filter(|t| cx.current().is_none_or(|c| t.issued_ms() > c.issued_ms()));
-                    let cx = match newer {
-                        Some(token) => cx.with_current(token),
-                        None => cx,
-                    };
-                    return self
-                        .fetch_and_store(source, cx, Some((leased, lease)), deadline)
-                        .await;
+                Some(Some(lease)) => return LeaseWait::Taken(lease),
+                // Failed, timed out or cooling down: logged already.
+                None => {
+                    log::debug!(target: LOG, "no refresh lease from {}; asking the source without it", describe());
+                    return LeaseWait::Without;
                 }
-                Some(None) if now < wait_end => {
-                    if held_since.is_none() {
-                        log::debug!(target: LOG, "another process holds the refresh lease ({}); waiting", describe());
-                        held_since = Some(now);
-                    }
+                Some(None) if now >= wait_end => {
+                    log::info!(
+                        target: LOG,
+                        "refresh lease ({}) held by another process, not obtained within {:?}; \
+                         asking the source without it",
+                        describe(),
+                        Duration::from_millis(now.saturating_sub(started))
+                    );
+                    return LeaseWait::Without;
                 }
-                Some(None) | None => {
-                    match held_since {
-                        Some(since) => log::info!(
-                            target: LOG,
-                            "refresh lease ({}) held by another process, not obtained within {:?}; \
-                             asking the source without it",
-                            describe(),
-                            Duration::from_millis(now.saturating_sub(since))
-                        ),
-                        None => log::debug!(
-                            target: LOG,
-                            "no refresh lease from {}; asking the source without it",
-                            describe()
-                        ),
-                    }
-                    return self.fetch_and_store(source, cx, None, deadline).await;
+                Some(None) if first => {
+                    log::debug!(target: LOG, "another process holds the refresh lease ({}); waiting", describe());
                 }
+                Some(None) => {}
             }
+            first = false;
             let poll = duration_ms(self.lease_poll);
             let pause = fastrand::u64(poll / 2..=poll.saturating_add(poll / 2));
             let clock = cx.clock().clone();
             clock
                 .sleep_until(now.saturating_add(pause).min(wait_end))
                 .await;
-            let found = self.read(leased, prep_end, &cx).await;
-            if let Some(token) = found.filter(|t| self.usable(t, &cx)) {
-                self.write_to(0..leased, &token, deadline, &cx).await;
-                cx.record_cache_hit();
-                return Ok(token);
+            let found = self.read(leased, prep_end, cx).await;
+            if let Some(token) = found.filter(|t| self.usable(t, cx)) {
+                return LeaseWait::Found(token);
             }
         }
     }
