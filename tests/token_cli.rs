@@ -450,3 +450,26 @@ fn with_the_cache_lock_held_a_refusal_is_named_not_a_timeout() {
     assert!(!out.stderr.contains("timed out"), "{}", out.stderr);
     assert_eq!(authority.token_requests(), 1);
 }
+
+#[test]
+fn watch_with_the_cache_lock_held_forever_publishes_tokens() {
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("cli-watch-held-lock");
+    let cache_file = dir.path().join("token.json");
+    let _held = hold_cache_lock(&cache_file);
+    let mut args = base_args(&authority);
+    args.extend(["--cache-file".into(), cache_file.display().to_string()]);
+    args.extend(["--watch".into(), "4".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    eprintln!("--watch 4 with the cache lock held: {:?}", out.took);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert_eq!(tokens.len(), 1, "{}", out.stdout);
+    assert_eq!(tokens.len(), events.len(), "{}", out.stdout);
+    check_token_event("token", tokens[0]);
+    assert_eq!(authority.token_requests(), 1);
+}
