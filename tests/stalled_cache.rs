@@ -239,6 +239,36 @@ fn a_cache_that_never_answers_costs_one_cache_timeout_then_is_skipped_for_the_co
     let issued = b.handle.current().unwrap().issued_ms();
     b.advance_to(issued + 20_000);
     assert_eq!((cache.all_calls(), b.source.calls()), (2, 4));
+    // That second cool-down lasts twice as long: 60 s from the failed try.
+    let failed_again = issued;
+    let issued = b.handle.current().unwrap().issued_ms();
+    b.advance_to(issued + 20_000);
+    assert_eq!((cache.all_calls(), b.source.calls()), (2, 5));
+    assert!(b.now() < failed_again + 60_000);
+    b.advance_to(failed_again + 60_000);
+    let issued = b.handle.current().unwrap().issued_ms();
+    b.advance_to(issued + 20_000);
+    assert_eq!(
+        cache.reads(),
+        3,
+        "not tried again after the longer cool-down"
+    );
+}
+
+#[test]
+fn a_short_request_timeout_shortens_the_cache_deadline_to_half_of_it() {
+    let cache = Stalled::hung();
+    let b = bench_with(secs(40), &cache, |m| m.request_timeout(secs(1)));
+    // Half of the 1 s request timeout, not the 1 s cache timeout.
+    advance_by_ms(&b, 499);
+    assert_eq!(b.source.calls(), 0);
+    b.advance(ms(1));
+    assert_eq!(b.source.calls(), 1);
+    assert_eq!(b.current_value().as_deref(), Some("token-1"));
+    // It missed its deadline: skipped on the next refresh.
+    let issued = b.handle.current().unwrap().issued_ms();
+    b.advance_to(issued + 20_000);
+    assert_eq!((cache.all_calls(), b.source.calls()), (1, 2));
 }
 
 #[test]

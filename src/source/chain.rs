@@ -39,8 +39,9 @@ const LOG: &str = "tokenkeeper::cache";
 ///   and logs that (info, target `tokenkeeper::cache`).
 /// - Every cache operation (read, write, taking and giving back the lease)
 ///   has a deadline, [`cache_timeout`](Self::cache_timeout), **1 s by
-///   default**. A cache that misses it is skipped for the rest of the fetch:
-///   a read is a miss, a write is dropped, a lease counts as not available.
+///   default**, but never more than half the time the fetch has left. A
+///   cache that misses it is skipped for the rest of the fetch: a read is a
+///   miss, a write is dropped, a lease counts as not available.
 /// - A cache that failed or missed a deadline is left alone for a cool-down,
 ///   [`cache_cooldown`](Self::cache_cooldown), **30 s by default**, doubled
 ///   after each failed try that follows one (up to 8 times), instead of being
@@ -185,7 +186,11 @@ impl Chain {
     /// stalled rather than slow, and a second is what one stalled cache costs
     /// a fetch before it is skipped for its [cool-down](Self::cache_cooldown).
     /// It is shorter than a [`RedisCache`](crate::cache::RedisCache)'s own
-    /// 2 s operation timeout, so the chain notices first.
+    /// 2 s operation timeout, so the chain notices first (keep it so).
+    ///
+    /// An operation never gets more than half the time its fetch has left
+    /// before the manager's request timeout, so a write after the source
+    /// answered never runs into that timeout and loses the token.
     ///
     /// ```
     /// use std::time::Duration;
@@ -248,10 +253,12 @@ impl Links {
     }
 
     /// Runs one operation `op` (named for logs) on cache `index`, bounded
-    /// by the cache timeout and by `until_ms`. `None` when the cache is
+    /// by its own deadline (the cache timeout, but never more than half the
+    /// time the fetch has left) and by `until_ms`. `None` when the cache is
     /// cooling down (it is not called, and `call` is dropped), failed, or
-    /// did not answer in time; failures and missed cache timeouts are logged
-    /// and start a cool-down.
+    /// did not answer in time; failures and missed own deadlines are logged
+    /// and start a cool-down, while an operation cut short by `until_ms`
+    /// only ends.
     async fn guarded<'a, T>(
         &'a self,
         index: usize,
@@ -267,7 +274,8 @@ impl Links {
             log::trace!(target: LOG, "{op}: skipped, cache {} is cooling down", cache.describe());
             return None;
         }
-        let own_deadline = now.saturating_add(duration_ms(self.cache_timeout));
+        let left = cx.deadline_ms().map_or(u64::MAX, |d| d.saturating_sub(now));
+        let own_deadline = now.saturating_add(duration_ms(self.cache_timeout).min(left / 2));
         let deadline = own_deadline.min(until_ms);
         if deadline <= now {
             log::debug!(target: LOG, "{op}: skipped, no time left for cache {}", cache.describe());
@@ -287,9 +295,10 @@ impl Links {
                 return Some(value);
             }
             Some(Err(e)) => format!("{op} failed: {e}"),
-            None if deadline == own_deadline => {
-                format!("{op}: no answer within {:?}", self.cache_timeout)
-            }
+            None if deadline == own_deadline => format!(
+                "{op}: no answer within {:?}",
+                Duration::from_millis(deadline - now)
+            ),
             None => {
                 // The fetch's own time ran out, not the cache's.
                 log::debug!(target: LOG, "{op}: cut short, cache {} had no time left", cache.describe());
