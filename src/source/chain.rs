@@ -185,8 +185,8 @@ impl Chain {
     /// nearby answers in well under 10 ms, so a cache that takes a second is
     /// stalled rather than slow, and a second is what one stalled cache costs
     /// a fetch before it is skipped for its [cool-down](Self::cache_cooldown).
-    /// It is shorter than a [`RedisCache`](crate::cache::RedisCache)'s own
-    /// 2 s operation timeout, so the chain notices first (keep it so).
+    /// It is shorter than a `RedisCache`'s own 2 s operation timeout, so the
+    /// chain notices first (keep it so).
     ///
     /// An operation never gets more than half the time its fetch has left
     /// before the manager's request timeout, so a write after the source
