@@ -305,7 +305,6 @@ fn the_lease_wait_leaves_the_source_half_of_the_request_timeout() {
 }
 
 #[test]
-
 fn the_lease_wait_and_cache_timeout_are_configurable() {
     let held = Stalled::lease_held_elsewhere();
     let hung = Stalled::hung();
