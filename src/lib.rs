@@ -39,6 +39,11 @@
 //!  instance B: stale ─▶ lease ✗ ─▶ wait ~200 ms ─▶ re-read: new token from A ✓
 //! ```
 //!
+//! A lease is an optimisation, never a dependency: one held elsewhere is
+//! waited for at most 2 s, every cache operation has a 1 s deadline, and a
+//! cache that fails is skipped for a cool-down (see [`source::Chain`]), so a
+//! stalled neighbour never keeps an instance from its token.
+//!
 //! - **Reads**: [`TokenHandle::with_current`] and [`TokenHandle::current`]
 //!   read this thread's copy of the token. Until the token's refresh
 //!   instant (it has its whole stale window left) a read skips the clock;
@@ -87,7 +92,8 @@
 //! | `tokenkeeper::manager` | warn | a fetch failed, with the error, the failure count and the backoff delay |
 //! | `tokenkeeper::manager` | debug | start, stop, each fetch and its reason |
 //! | `tokenkeeper::cache` | debug | cache hit, cache miss, lease taken, lease held elsewhere, token refreshed by another process |
-//! | `tokenkeeper::cache` | warn | a cache failed to read or write, a corrupt entry (once), Redis unreachable (once) |
+//! | `tokenkeeper::cache` | info | a lease held elsewhere not obtained within the lease wait; a cache answering again after its cool-down |
+//! | `tokenkeeper::cache` | warn | a cache failed or missed its deadline and is skipped for a cool-down (once), a corrupt entry (once), Redis unreachable (once) |
 //! | `tokenkeeper::oauth2` | debug / warn | each token request; a token type other than Bearer |
 //! | `tokenkeeper::middleware` | info / warn | a 401 that rejected the token, and the refresh after it |
 //!

@@ -578,3 +578,158 @@ fn bad_urls_are_errors() {
     let e = RedisCache::new("redis://:pa55word@127.0.0.1:6379/x").unwrap_err();
     assert!(!e.to_string().contains("pa55word"), "{e}");
 }
+
+/// A cache that counts the calls it passes on to `inner`.
+struct Counting {
+    inner: RedisCache,
+    calls: Arc<AtomicU32>,
+}
+
+impl Counting {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl TokenCache for Counting {
+    fn read(
+        &self,
+        key: CacheKey,
+    ) -> tokenkeeper::BoxFuture<'_, Result<Option<Token>, tokenkeeper::cache::CacheError>> {
+        self.count();
+        self.inner.read(key)
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> tokenkeeper::BoxFuture<'a, Result<(), tokenkeeper::cache::CacheError>> {
+        self.count();
+        self.inner.write(key, token)
+    }
+
+    fn try_lease(
+        &self,
+        ttl: Duration,
+    ) -> tokenkeeper::BoxFuture<
+        '_,
+        Result<Option<tokenkeeper::cache::Lease>, tokenkeeper::cache::CacheError>,
+    > {
+        self.count();
+        self.inner.try_lease(ttl)
+    }
+
+    fn has_lease(&self) -> bool {
+        self.inner.has_lease()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Runs `ex` until `done` holds, in real time (Redis answers on its own
+/// threads), for at most 10 s.
+fn run_until(ex: &smol::LocalExecutor<'_>, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    loop {
+        while ex.try_tick() {}
+        if done() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A SIGSTOPped server answers nothing and keeps its connections open. On
+/// virtual time (the chain's deadlines run on the manager's clock; the
+/// cache's own 60 s operation timeout never comes): the first refresh after
+/// the stop costs the chain's 1 s cache timeout, the refreshes within the
+/// 30 s cool-down do not call Redis at all, and once the server runs again
+/// the first try after the cool-down finds it back.
+#[test]
+fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() {
+    use tokenkeeper::Clock as _;
+    init_log();
+    let server = server!();
+    let clock = tokenkeeper::ManualClock::new(now_ms());
+    let cache = server.cache().op_timeout(Duration::from_secs(60));
+    let describe = cache.describe();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Counting {
+        inner: cache,
+        calls: Arc::clone(&calls),
+    };
+    // 8 s tokens are refreshed every 4 s.
+    let (source, fetched) = counting_source("t", Duration::from_secs(8));
+    let (handle, driver) = TokenManager::builder(Chain::new(source).cache(counted))
+        .clock(clock.clone())
+        .jitter(tokenkeeper::NoJitter)
+        .build();
+    let ex = smol::LocalExecutor::new();
+    ex.spawn(driver).detach();
+    run_until(&ex, "the first token", || handle.current().is_some());
+    // A miss, the lease, a re-read, the write (the lease goes back
+    // through the lease itself).
+    run_until(&ex, "the first token's write", || {
+        calls.load(Ordering::SeqCst) == 4
+    });
+    assert_eq!(fetched.load(Ordering::SeqCst), 1);
+
+    server.pause();
+    let refresh_at = |h: &TokenHandle| h.state().next_refresh_ms.expect("a refresh planned");
+    clock.set(refresh_at(&handle));
+    run_until(&ex, "the read of the stopped server", || {
+        calls.load(Ordering::SeqCst) == 5
+    });
+    assert_eq!(fetched.load(Ordering::SeqCst), 1);
+    // The read's deadline: then the source, and nothing more for Redis.
+    clock.advance(Duration::from_secs(1));
+    run_until(&ex, "the source after the read's deadline", || {
+        fetched.load(Ordering::SeqCst) == 2
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    let stalled_at = clock.now_ms();
+
+    // Refreshes within the 30 s cool-down: no call to Redis, no delay.
+    while refresh_at(&handle) < stalled_at + 30_000 {
+        let before = fetched.load(Ordering::SeqCst);
+        clock.set(refresh_at(&handle));
+        run_until(&ex, "a refresh in the cool-down", || {
+            fetched.load(Ordering::SeqCst) == before + 1
+        });
+    }
+    assert!(fetched.load(Ordering::SeqCst) >= 8, "{fetched:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "Redis was called in its cool-down"
+    );
+    let skipping = logged(&format!(
+        "{describe}: read: no answer within 1s; skipping it for 30s"
+    ));
+    assert_eq!(skipping.len(), 1, "{skipping:?}");
+
+    // Running again: the first refresh after the cool-down uses it.
+    server.resume();
+    clock.set(refresh_at(&handle));
+    let mut redis = server.inspect();
+    let key = "tokenkeeper:token";
+    run_until(&ex, "the token written to Redis again", || {
+        redis
+            .get::<_, Option<String>>(key)
+            .unwrap()
+            .is_some_and(|v| v.contains(handle.current().unwrap().access_token().secret()))
+    });
+    assert_eq!(
+        logged(&format!("token cache {describe} answers again")).len(),
+        1
+    );
+    drop(handle);
+    run_until(&ex, "the driver to stop", || !ex.try_tick());
+}

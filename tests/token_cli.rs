@@ -857,3 +857,80 @@ fn a_loopback_token_url_never_goes_through_a_proxy() {
         assert_eq!(proxy.connections(), 0, "{url} went through the proxy");
     }
 }
+
+/// Holds an exclusive lock on `<cache file>.lock` until dropped, as a hung
+/// or stopped neighbour mid-refresh (or a plain `flock`) would.
+fn hold_cache_lock(cache_file: &Path) -> std::fs::File {
+    let mut lock_path = cache_file.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(PathBuf::from(lock_path)).unwrap();
+    file.try_lock().expect("lock the cache's lock file");
+    file
+}
+
+#[test]
+fn a_cache_lock_held_forever_costs_the_lease_wait_not_the_token() {
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("cli-held-lock");
+    let cache_file = dir.path().join("token.json");
+    let _held = hold_cache_lock(&cache_file);
+    let mut args = base_args(&authority);
+    args.extend(["--cache-file".into(), cache_file.display().to_string()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    // Measured for the record: the lease wait (2 s) plus one exchange.
+    eprintln!("one-shot run with the cache lock held: {:?}", out.took);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim()));
+    assert_eq!(authority.token_requests(), 1);
+    assert!(out.took < Duration::from_secs(8), "took {:?}", out.took);
+}
+
+#[test]
+fn with_the_cache_lock_held_a_refusal_is_named_not_a_timeout() {
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("cli-held-lock-refused");
+    let cache_file = dir.path().join("token.json");
+    let _held = hold_cache_lock(&cache_file);
+    let mut args = base_args(&authority);
+    args.extend(["--cache-file".into(), cache_file.display().to_string()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, "wrong-secret-1a2b3c");
+    let out = run(cmd);
+
+    // What happened is that the authority refused, not that a request
+    // (never sent) timed out.
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("invalid_client"), "{}", out.stderr);
+    assert!(!out.stderr.contains("timed out"), "{}", out.stderr);
+    assert_eq!(authority.token_requests(), 1);
+}
+
+#[test]
+fn watch_with_the_cache_lock_held_forever_publishes_tokens() {
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("cli-watch-held-lock");
+    let cache_file = dir.path().join("token.json");
+    let _held = hold_cache_lock(&cache_file);
+    let mut args = base_args(&authority);
+    args.extend(["--cache-file".into(), cache_file.display().to_string()]);
+    args.extend(["--watch".into(), "4".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let out = run(cmd);
+
+    eprintln!("--watch 4 with the cache lock held: {:?}", out.took);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    let events = events(&out.stdout);
+    let tokens = of_kind(&events, "token");
+    assert_eq!(tokens.len(), 1, "{}", out.stdout);
+    assert_eq!(tokens.len(), events.len(), "{}", out.stdout);
+    check_token_event("token", tokens[0]);
+    assert_eq!(authority.token_requests(), 1);
+}
