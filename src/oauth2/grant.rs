@@ -135,9 +135,10 @@ impl TokenSource for ClientCredentials {
                 .clone(),
         };
         let endpoint = &self.endpoint;
+        let scope = self.scope.as_deref();
         Box::pin(async move {
             endpoint
-                .request_form("client_credentials", form, &[], &cx)
+                .request_form("client_credentials", form, &[], scope, &cx)
                 .await
         })
     }
