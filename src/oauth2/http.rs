@@ -327,3 +327,39 @@ impl StdError for HttpError {
             .map(|e| e as &(dyn StdError + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrub(text: &str) -> Cow<'_, str> {
+        if text.contains("hunter22") {
+            Cow::Owned(text.replace("hunter22", "<redacted>"))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+
+    #[test]
+    fn scrubbed_errors_keep_their_kind_and_lose_the_secret() {
+        let echo = std::io::Error::other("server said: hunter22");
+        let e = HttpError::new(HttpErrorKind::Io, "reset after hunter22")
+            .with_cause(echo)
+            .scrubbed(scrub);
+        assert_eq!(e.kind(), HttpErrorKind::Io);
+        let cause = e.source().unwrap();
+        let text = format!("{e} {e:?} {cause} {cause:?}");
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(text.contains("server said: <redacted>"), "{text}");
+    }
+
+    #[test]
+    fn causes_without_a_secret_stay_as_they_are() {
+        let e = HttpError::new(HttpErrorKind::Connect, "refused")
+            .with_cause(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+            .scrubbed(scrub);
+        let cause = e.source().unwrap();
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(e.to_string(), "connect: refused");
+    }
+}

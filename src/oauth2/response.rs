@@ -574,6 +574,43 @@ mod tests {
     }
 
     #[test]
+    fn echoes_in_a_success_are_scrubbed() {
+        // An authority that echoes the form in token_type and scope, with
+        // the hex in lower case and a space as %20.
+        let body = br#"{"access_token":"a","token_type":"client_secret=p%40ss%2bw%2frd%20x","scope":["echo","p@ss+w/rd x"]}"#;
+        let r = parse_token_response(200, body, &["p@ss+w/rd x"]).unwrap();
+        assert_eq!(r.token_type, "client_secret=<redacted>");
+        assert_eq!(r.scope.as_deref(), Some("echo <redacted>"));
+        // Control characters in a granted scope go too.
+        let body = b"{\"access_token\":\"a\",\"scope\":\"a\\u0007b\"}";
+        assert_eq!(
+            ok(std::str::from_utf8(body).unwrap()).scope.as_deref(),
+            Some("ab")
+        );
+    }
+
+    #[test]
+    fn the_scope_asked_for_and_bearer_are_taken_without_a_look() {
+        // The usual success costs no scrubbing: even a (contrived) secret
+        // equal to them is not looked for there.
+        let scrubber = Scrubber::from_secrets(&["orders:read", "Bearer"]);
+        let secrets = Secrets::new(&scrubber, &[]);
+        let body = br#"{"access_token":"a","token_type":"Bearer","scope":"orders:read"}"#;
+        let r = parse(200, body, &secrets, Some("orders:read")).unwrap();
+        assert_eq!(r.token_type, "Bearer");
+        assert_eq!(r.scope.as_deref(), Some("orders:read"));
+        let r = parse(200, body, &secrets, Some("orders:write")).unwrap();
+        assert_eq!(r.scope.as_deref(), Some("<redacted>"));
+    }
+
+    #[test]
+    fn excerpts_are_scrubbed_before_their_whitespace_is_collapsed() {
+        let e =
+            parse_token_response(500, b"<pre>x=two  spaces\n</pre>", &["two  spaces"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("two"), "{e}");
+    }
+
+    #[test]
     fn retry_after_forms() {
         assert_eq!(retry_after(" 7 ", 0), Some(Duration::from_secs(7)));
         assert_eq!(
