@@ -15,7 +15,9 @@
 //! their own, computed once per endpoint.
 //!
 //! Scrubbing only runs on text that is about to be kept in an error or a
-//! log line, never on a successful response's tokens.
+//! log line, or published on a token: never on the usual success (a
+//! `Bearer` token with the scope asked for, or none), so that path pays
+//! nothing for it.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
