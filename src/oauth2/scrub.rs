@@ -622,6 +622,54 @@ mod tests {
     }
 
     #[test]
+    fn escapes_of_every_kind() {
+        let mut scrubber = Scrubber::default();
+        scrubber.add_secret("a😀b<c>'d");
+        for text in [
+            // A surrogate pair, hex in either case.
+            "a\\ud83d\\uDE00b<c>'d",
+            // HTML: named, decimal, hex with either x.
+            "a&#128512;b&lt;c&gt;&apos;d",
+            "a&#x1F600;b&#60;c&#X3E;&#39;d",
+            // Percent-encoded UTF-8.
+            "a%F0%9F%98%80b%3Cc%3E%27d",
+        ] {
+            assert_eq!(scrubber.scrub(text), REDACTED, "{text}");
+        }
+        // Near misses stay.
+        for text in [
+            "a&#128513;b<c>'d",
+            "a\\ud83d\\ude01b<c>'d",
+            "a%F0%9F%98%81b<c>'d",
+        ] {
+            assert_eq!(scrubber.scrub(text), text);
+        }
+    }
+
+    #[test]
+    fn base64_in_either_alphabet_with_its_padding() {
+        let mut scrubber = Scrubber::default();
+        scrubber.add_client_secret("id", "s?>s?>");
+        let pair = "id:s%3F%3Es%3F%3E";
+        for engine in [&STANDARD, &URL_SAFE] {
+            let padded = engine.encode(pair);
+            assert!(padded.ends_with('='), "{padded}");
+            assert_eq!(
+                scrubber.scrub(&format!("{padded}.")),
+                format!("{REDACTED}.")
+            );
+        }
+        // Raw bytes that base64 to `+` and `/`, JSON- and percent-escaped.
+        let raw = STANDARD.encode("id:s?>s?>");
+        assert!(raw.contains('/') || raw.contains('+'), "{raw}");
+        let escaped = raw
+            .replace('/', "\\/")
+            .replace('+', "%2B")
+            .replace('=', "%3D");
+        assert_eq!(scrubber.scrub(&escaped), REDACTED, "{escaped}");
+    }
+
+    #[test]
     fn hostile_text_costs_linear_time() {
         let mut scrubber = Scrubber::default();
         scrubber.add_secret(&"%".repeat(64));
