@@ -36,6 +36,8 @@ use tokenkeeper::{
 const CLIENT_ID: &str = "echo client";
 const SECRET: &str = "p@ss+w/rd=%&x y\"\\é€";
 const REFRESH: &str = "rt/+=%& y\"\\ü€-refresh";
+/// A client assertion (RFC 7523) given as an extra parameter.
+const ASSERTION: &str = "eyJ.as/+=%& y\"\\ä€.sig";
 
 const PARTS: [EchoPart; 6] = [
     EchoPart::Request,
@@ -155,6 +157,7 @@ fn encodings(client_id: Option<&str>, secret: &str) -> Vec<String> {
 fn forbidden() -> Vec<String> {
     let mut all = encodings(Some(CLIENT_ID), SECRET);
     all.extend(encodings(None, REFRESH));
+    all.extend(encodings(None, ASSERTION));
     all
 }
 
@@ -320,6 +323,38 @@ fn echoed_refresh_tokens_never_reach_errors_tokens_or_logs() {
         }
         assert_eq!(grant.refresh_token().secret(), REFRESH);
     }
+    assert_clean(&all_logs(), "log record");
+}
+
+#[test]
+fn echoed_credentials_given_as_parameters_never_reach_errors_tokens_or_logs() {
+    capture();
+    let authority = LocalAuthority::start().unwrap();
+    let endpoint = endpoint(&authority, AuthMethod::ClientSecretBasic);
+    let mut client = ClientCredentials::new(endpoint.clone())
+        .param(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        )
+        .param("client_assertion", ASSERTION);
+    let mut refresh = RefreshTokenGrant::new(endpoint, RefreshToken::new(REFRESH))
+        .param("subject_token", ASSERTION);
+    let mut redacted = 0;
+    for (status, shape) in SHAPES {
+        for part in [
+            EchoPart::Body,
+            EchoPart::DecodedForm,
+            EchoPart::ReencodedForm,
+        ] {
+            for source in [&mut client as &mut dyn TokenSource, &mut refresh] {
+                authority.push_fault(Fault::echo(status, part, shape));
+                let text = printed(&block_on(source.fetch(cx())));
+                assert_clean([&text], &format!("parameter {status} {part:?} {shape:?}"));
+                redacted += usize::from(text.contains("<redacted>"));
+            }
+        }
+    }
+    assert!(redacted >= 20, "only {redacted} outputs needed scrubbing");
     assert_clean(&all_logs(), "log record");
 }
 
