@@ -808,24 +808,109 @@ impl Failure {
 }
 
 /// Makes text safe to print: one line, and never the client secret, even if
-/// an authority echoed it somewhere the library did not expect. (Secrets
-/// shorter than 4 characters are left alone: replacing every "s" would
-/// garble the text and protect nothing.)
+/// an authority echoed it somewhere the library did not expect. The library
+/// already scrubs every encoding of the secret from what it reports; this is
+/// a second line of defence, so it looks for the same forms: the secret as
+/// is, form-urlencoded (`+` or `%20` for a space, either hex case),
+/// JSON-escaped, and the base64 of `id:secret` (the part that depends on the
+/// secret alone, whatever the id). (A secret shorter than 4 characters is
+/// left alone as is: replacing every "s" would garble the text and protect
+/// nothing. Its encodings are longer and are replaced.)
 struct Scrubber(String);
 
 impl Scrubber {
     fn line(&self, text: &str) -> String {
         // One line first, then the secret: a secret around a control
         // character must not survive the clean-up.
-        let text: String = text
+        let mut text: String = text
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        if self.0.chars().count() < 4 {
-            text
-        } else {
-            text.replace(self.0.as_str(), "[redacted]")
+        for form in self.forms() {
+            text = text.replace(form.as_str(), "[redacted]");
         }
+        text
+    }
+
+    /// Every form of the secret worth replacing, longest first (so that
+    /// no shorter form cuts a longer one before it is found).
+    fn forms(&self) -> Vec<String> {
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        use base64::Engine as _;
+
+        let secret = self.0.as_str();
+        let plus: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let lower_hex = |encoded: &str| {
+            let mut out = String::new();
+            let mut chars = encoded.chars();
+            while let Some(c) = chars.next() {
+                out.push(c);
+                if c == '%' {
+                    out.extend(chars.by_ref().take(2).map(|d| d.to_ascii_lowercase()));
+                }
+            }
+            out
+        };
+        let pct20 = plus.replace('+', "%20");
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let json = json
+            .get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_owned();
+        let slash = json.replace('/', "\\/");
+        let ascii = |upper: bool| -> String {
+            slash
+                .chars()
+                .map(|c| {
+                    let mut units = [0; 2];
+                    match c {
+                        c if c.is_ascii() => c.to_string(),
+                        c if upper => c
+                            .encode_utf16(&mut units)
+                            .iter()
+                            .map(|u| format!("\\u{u:04X}"))
+                            .collect(),
+                        c => c
+                            .encode_utf16(&mut units)
+                            .iter()
+                            .map(|u| format!("\\u{u:04x}"))
+                            .collect(),
+                    }
+                })
+                .collect()
+        };
+        let mut forms = vec![
+            secret.to_owned(),
+            lower_hex(&plus),
+            lower_hex(&pct20),
+            plus.clone(),
+            pct20,
+            ascii(false),
+            ascii(true),
+            json,
+            slash,
+        ];
+        forms.retain(|form| form.chars().count() >= 4);
+        // After `id:` the secret starts at any of three offsets in a group
+        // of three bytes; the characters of whole groups of the secret's
+        // own bytes are the same whatever the id.
+        for bytes in [secret.as_bytes(), plus.as_bytes()] {
+            for skip in 0..3 {
+                let rest = bytes.get(skip..).unwrap_or_default();
+                for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+                    for part in [rest, &rest[..rest.len() / 3 * 3]] {
+                        let encoded = engine.encode(part);
+                        if encoded.len() >= 8 {
+                            forms.push(encoded);
+                        }
+                    }
+                }
+            }
+        }
+        forms.sort();
+        forms.dedup();
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        forms
     }
 }
 

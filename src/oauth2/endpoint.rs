@@ -12,7 +12,8 @@ use url::{Host, Url};
 use crate::error::SourceError;
 use crate::oauth2::error::TokenRequestError;
 use crate::oauth2::http::{HttpClient, HttpRequest};
-use crate::oauth2::response::{parse_token_response, retry_after};
+use crate::oauth2::response::{parse, retry_after};
+use crate::oauth2::scrub::{Scrubber, Secrets};
 use crate::source::FetchContext;
 use crate::token::{ClientId, ClientSecret, Token};
 
@@ -106,6 +107,9 @@ pub struct TokenEndpoint {
     /// The `Authorization` header of [`AuthMethod::ClientSecretBasic`],
     /// made once: it carries the secret.
     authorization: Option<ClientSecret>,
+    /// Finds the client secret in every form it is sent in, in server
+    /// text; made once, shared by clones.
+    scrubber: Arc<Scrubber>,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -179,11 +183,9 @@ impl TokenEndpoint {
         secrets: &[&str],
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
-        let grant = params
-            .iter()
-            .find(|(n, _)| *n == "grant_type")
-            .map_or("?", |(_, v)| *v);
-        self.request_form(grant, self.encode_form(params), secrets, cx)
+        let param = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let grant = param("grant_type").unwrap_or("?");
+        self.request_form(grant, self.encode_form(params), secrets, param("scope"), cx)
             .await
     }
 
@@ -212,11 +214,18 @@ impl TokenEndpoint {
     }
 
     /// Posts a form made by [`encode_form`](Self::encode_form) for `grant`.
+    ///
+    /// `secrets` are the credentials the form carries besides the client's
+    /// (a refresh token; later client assertions, subject tokens): they are
+    /// scrubbed, in every encoding, from server text, as the client secret
+    /// is. `scope` is the scope the form asks for: a granted scope equal to
+    /// it is kept without a look.
     pub(crate) async fn request_form(
         &self,
         grant: &str,
         form: Vec<u8>,
         secrets: &[&str],
+        scope: Option<&str>,
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
         let mut request = self.http_request(form);
@@ -229,25 +238,23 @@ impl TokenEndpoint {
                 request.with_timeout(Duration::from_millis(left.saturating_sub(margin).max(1)));
         }
         log::debug!(target: LOG, "POST {} (grant_type={grant})", self.url);
-        let client_secret = self.client_secret.secret();
-        let joined: Vec<&str>;
-        let all_secrets = if secrets.is_empty() {
-            std::slice::from_ref(&client_secret)
-        } else {
-            joined = [&[client_secret][..], secrets].concat();
-            &joined[..]
-        };
-        let response = match self.http.post(request, self.max_body).await {
+        let result = self.http.post(request, self.max_body).await;
+        // Made after the await: the future stays Send.
+        let secrets = Secrets::new(&self.scrubber, secrets);
+        let response = match result {
             Ok(response) => response,
-            Err(e) => return Err(into_source_error(TokenRequestError::Http(e), None)),
+            Err(e) => {
+                // The client's message may quote what the server sent.
+                let e = e.scrubbed(|text| secrets.scrub(text));
+                return Err(into_source_error(TokenRequestError::Http(e), None));
+            }
         };
-        let parsed = parse_token_response(response.status(), response.body(), all_secrets)
-            .map_err(|e| {
-                let hint = response
-                    .header("retry-after")
-                    .and_then(|v| retry_after(v, cx.now_ms()));
-                into_source_error(e, hint)
-            })?;
+        let parsed = parse(response.status(), response.body(), &secrets, scope).map_err(|e| {
+            let hint = response
+                .header("retry-after")
+                .and_then(|v| retry_after(v, cx.now_ms()));
+            into_source_error(e, hint)
+        })?;
         if !parsed.token_type.eq_ignore_ascii_case("bearer") {
             log::warn!(
                 target: LOG,
@@ -353,6 +360,10 @@ impl TokenEndpointBuilder {
         };
         let authorization = (self.auth == AuthMethod::ClientSecretBasic)
             .then(|| basic_authorization(&self.client_id, &self.client_secret));
+        // Every form of the secret, whichever method sends it: a proxy or a
+        // misconfigured server may build the other one.
+        let mut scrubber = Scrubber::default();
+        scrubber.add_client_secret(self.client_id.secret(), self.client_secret.secret());
         Ok(TokenEndpoint {
             url,
             client_id: self.client_id,
@@ -361,6 +372,7 @@ impl TokenEndpointBuilder {
             http,
             max_body: self.max_body,
             authorization,
+            scrubber: Arc::new(scrubber),
         })
     }
 }

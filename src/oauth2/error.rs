@@ -147,7 +147,11 @@ impl StdError for OAuth2Error {}
 /// The manager receives it as the cause of a [`SourceError`](crate::SourceError);
 /// downcast with `source_error.cause().and_then(|c| c.downcast_ref::<TokenRequestError>())`.
 /// Nothing in it holds a secret: server-provided text is cut short, stripped
-/// of control characters and scrubbed of the credentials that were sent.
+/// of control characters and scrubbed of the credentials that were sent, in
+/// every form they were sent in and a server may echo them in (raw,
+/// form-urlencoded in either hex case, the base64 of HTTP Basic, JSON- or
+/// HTML-escaped), wherever the text comes from: an `error_description`, an
+/// error page, an HTTP client's error message.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TokenRequestError {

@@ -22,6 +22,29 @@ const RESERVED: [&str; 5] = [
     "scope",
 ];
 
+/// Form fields that carry a credential when given as extra parameters
+/// (RFC 7521 assertions, RFC 8693 token exchange, and the like): their
+/// values are scrubbed from server text as the client secret is.
+const CREDENTIAL_PARAMS: [&str; 8] = [
+    "client_assertion",
+    "assertion",
+    "subject_token",
+    "actor_token",
+    "password",
+    "code",
+    "code_verifier",
+    "device_code",
+];
+
+/// The values of the extra parameters that carry a credential.
+fn credential_values(params: &[(String, String)]) -> Vec<&str> {
+    params
+        .iter()
+        .filter(|(name, _)| CREDENTIAL_PARAMS.contains(&name.as_str()))
+        .map(|(_, value)| value.as_str())
+        .collect()
+}
+
 /// The client-credentials grant (RFC 6749 §4.4): the service asks for a
 /// token in its own name.
 ///
@@ -99,7 +122,11 @@ impl ClientCredentials {
 
     /// Adds any other form parameter. Names the grant sets itself
     /// (`grant_type`, `client_id`, `client_secret`, `refresh_token`,
-    /// `scope`) are ignored here.
+    /// `scope`) are ignored here. The values of parameters that carry a
+    /// credential (`client_assertion`, `assertion`, `subject_token`,
+    /// `actor_token`, `password`, `code`, `code_verifier`, `device_code`)
+    /// are scrubbed from server text, in every encoding, as the client
+    /// secret is.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push((name.into(), value.into()));
         self
@@ -158,9 +185,11 @@ impl TokenSource for ClientCredentials {
                 .clone(),
         };
         let endpoint = &self.endpoint;
+        let scope = self.scope.as_deref();
+        let secrets = credential_values(&self.params);
         Box::pin(async move {
             endpoint
-                .request_form("client_credentials", form, &[], &cx)
+                .request_form("client_credentials", form, &secrets, scope, &cx)
                 .await
         })
     }
@@ -278,7 +307,8 @@ impl RefreshTokenGrant {
         self
     }
 
-    /// Adds any other form parameter; reserved names are ignored as in
+    /// Adds any other form parameter; reserved names are ignored, and
+    /// credentials scrubbed from server text, as in
     /// [`ClientCredentials::param`].
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push((name.into(), value.into()));
@@ -307,10 +337,9 @@ impl RefreshTokenGrant {
             form.push(("scope", scope));
         }
         push_extra(&mut form, &self.params);
-        let token = self
-            .endpoint
-            .request(&form, &[refresh.secret(), self.configured.secret()], cx)
-            .await?;
+        let mut secrets = credential_values(&self.params);
+        secrets.extend([refresh.secret(), self.configured.secret()]);
+        let token = self.endpoint.request(&form, &secrets, cx).await?;
         Ok(match token.refresh_token() {
             Some(_) => token,
             None => token.with_refresh_token(refresh.clone()),

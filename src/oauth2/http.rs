@@ -20,6 +20,7 @@
 //! assert_eq!(response.header("retry-after"), Some("5"));
 //! ```
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
@@ -248,7 +249,63 @@ impl HttpError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// This error with `scrub` applied to its message and to the text of
+    /// its causes: a client may quote what the server sent. A cause whose
+    /// text `scrub` changes is replaced by its scrubbed text (it can no
+    /// longer be downcast); the kind is kept.
+    pub(crate) fn scrubbed(self, scrub: impl Fn(&str) -> Cow<'_, str>) -> HttpError {
+        let message = scrub(&self.message).into_owned();
+        let cause = self.cause.map(|cause| {
+            let display = chain_text(&*cause);
+            let debug = format!("{cause:?}");
+            match (scrub(&display), scrub(&debug)) {
+                (Cow::Borrowed(_), Cow::Borrowed(_)) => cause,
+                (display, debug) => Box::new(ScrubbedCause {
+                    display: display.into_owned(),
+                    debug: debug.into_owned(),
+                }) as Box<dyn StdError + Send + Sync>,
+            }
+        });
+        HttpError {
+            kind: self.kind,
+            message,
+            cause,
+        }
+    }
 }
+
+/// `error` and its sources, joined by `": "`.
+fn chain_text(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// What is left of a cause that quoted a secret: its text, scrubbed.
+struct ScrubbedCause {
+    display: String,
+    debug: String,
+}
+
+impl fmt::Display for ScrubbedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl fmt::Debug for ScrubbedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.debug)
+    }
+}
+
+impl StdError for ScrubbedCause {}
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,5 +325,41 @@ impl StdError for HttpError {
         self.cause
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrub(text: &str) -> Cow<'_, str> {
+        if text.contains("hunter22") {
+            Cow::Owned(text.replace("hunter22", "<redacted>"))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
+
+    #[test]
+    fn scrubbed_errors_keep_their_kind_and_lose_the_secret() {
+        let echo = std::io::Error::other("server said: hunter22");
+        let e = HttpError::new(HttpErrorKind::Io, "reset after hunter22")
+            .with_cause(echo)
+            .scrubbed(scrub);
+        assert_eq!(e.kind(), HttpErrorKind::Io);
+        let cause = e.source().unwrap();
+        let text = format!("{e} {e:?} {cause} {cause:?}");
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(text.contains("server said: <redacted>"), "{text}");
+    }
+
+    #[test]
+    fn causes_without_a_secret_stay_as_they_are() {
+        let e = HttpError::new(HttpErrorKind::Connect, "refused")
+            .with_cause(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+            .scrubbed(scrub);
+        let cause = e.source().unwrap();
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(e.to_string(), "connect: refused");
     }
 }

@@ -34,6 +34,7 @@ mod error;
 mod grant;
 mod http;
 pub mod response;
+mod scrub;
 #[cfg(feature = "surf")]
 mod surf;
 #[cfg(feature = "ureq")]

@@ -26,6 +26,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::oauth2::error::{ErrorCode, OAuth2Error, TokenRequestError};
+use crate::oauth2::scrub::{Scrubber, Secrets};
 use crate::token::{duration_ms, AccessToken, IdToken, RefreshToken};
 
 /// The longest server-provided text kept in an error.
@@ -51,8 +52,10 @@ pub struct TokenResponse {
 
 /// Parses a token endpoint response with HTTP `status` and `body`.
 ///
-/// `secrets` are scrubbed from any server text kept in an error (servers
-/// sometimes echo what they were sent).
+/// `secrets` are the values that were sent in the request's form (servers
+/// sometimes echo what they were sent): they are scrubbed, raw or in any
+/// encoding (form-urlencoded, JSON- or HTML-escaped), from any server text
+/// kept in an error or in the response (`token_type`, `scope`).
 ///
 /// # Errors
 ///
@@ -64,6 +67,19 @@ pub fn parse_token_response(
     status: u16,
     body: &[u8],
     secrets: &[&str],
+) -> Result<TokenResponse, TokenRequestError> {
+    let scrubber = Scrubber::from_secrets(secrets);
+    parse(status, body, &Secrets::new(&scrubber, &[]), None)
+}
+
+/// [`parse_token_response`] for a request that sent `secrets` and asked
+/// for `sent_scope`: a granted scope equal to it is taken as is, any other
+/// is scrubbed (an authority may echo the request there).
+pub(crate) fn parse(
+    status: u16,
+    body: &[u8],
+    secrets: &Secrets<'_>,
+    sent_scope: Option<&str>,
 ) -> Result<TokenResponse, TokenRequestError> {
     // One UTF-8 check of the whole body, not one per string: serde_json
     // reading a `&str` trusts it. A body that is not UTF-8 is no JSON either.
@@ -104,10 +120,12 @@ pub fn parse_token_response(
         Some(_) => return Err(invalid("access_token is not a string")),
         None => return Err(invalid("access_token is missing")),
     };
+    // Anything but the usual Bearer is logged and published: server text.
     let token_type = match members.token_type {
         None | Some(Value::Null) => "Bearer".to_owned(),
-        Some(Value::String(t)) if is_clean(&t) => t,
-        Some(Value::String(t)) => clean(&t, &[]),
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => t,
+        Some(Value::String(t)) if secrets.is_empty() && is_clean(&t) => t,
+        Some(Value::String(t)) => clean(&t, secrets),
         Some(_) => return Err(invalid("token_type is not a string")),
     };
     let expires_in = expires_in(members.expires_in.as_ref()).map_err(&invalid)?;
@@ -127,6 +145,11 @@ pub fn parse_token_response(
                 .join(" "),
         ),
         _ => None,
+    };
+    let scope = match scope {
+        Some(s) if Some(s.as_str()) == sent_scope => Some(s),
+        Some(s) => Some(scrub_scope(s, secrets)),
+        None => None,
     };
     Ok(TokenResponse {
         access_token,
@@ -240,7 +263,7 @@ impl Visitor<'_> for NameVisitor {
     }
 }
 
-fn oauth2_error(status: u16, members: &Members, secrets: &[&str]) -> Option<OAuth2Error> {
+fn oauth2_error(status: u16, members: &Members, secrets: &Secrets<'_>) -> Option<OAuth2Error> {
     let code = members.error.as_ref()?.as_str()?;
     let mut error = OAuth2Error::new(status, ErrorCode::from(clean(code, secrets).as_str()));
     if let Some(description) = members.error_description.as_ref().and_then(Value::as_str) {
@@ -279,12 +302,30 @@ fn expires_in(value: Option<&Value>) -> Result<Option<Duration>, &'static str> {
     }
 }
 
+/// A granted scope that is not the one asked for, without secrets or
+/// control characters. Not cut: long scopes are legitimate.
+fn scrub_scope(scope: String, secrets: &Secrets<'_>) -> String {
+    if secrets.is_empty() && !scope.chars().any(char::is_control) {
+        return scope;
+    }
+    let scope: String = scope.chars().filter(|c| !c.is_control()).collect();
+    secrets.scrub(&scope).into_owned()
+}
+
 /// The start of an unexpected body, printable and scrubbed.
-fn excerpt(body: &[u8], secrets: &[&str]) -> String {
+fn excerpt(body: &[u8], secrets: &Secrets<'_>) -> String {
     // The whole body (capped by the HTTP client) is scrubbed before it is
-    // cut, so no secret is cut into a visible prefix.
+    // cut, so no secret is cut into a visible prefix, and before its
+    // whitespace is collapsed, so a secret with two spaces in a row is
+    // still found. Other control characters go first: a secret split by
+    // one must not survive.
     let text = String::from_utf8_lossy(body);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_control() || c.is_whitespace())
+        .collect();
+    let scrubbed = secrets.scrub(&text);
+    let collapsed = scrubbed.split_whitespace().collect::<Vec<_>>().join(" ");
     clean(&collapsed, secrets)
 }
 
@@ -294,13 +335,11 @@ fn is_clean(text: &str) -> bool {
 }
 
 /// Server text made safe to log: control characters dropped, then secrets
-/// replaced (in that order, so a secret split by a control character is
-/// caught), then cut at [`MAX_TEXT`] characters.
-fn clean(text: &str, secrets: &[&str]) -> String {
-    let mut text: String = text.chars().filter(|c| !c.is_control()).collect();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        text = text.replace(secret, "<redacted>");
-    }
+/// replaced in any encoding (in that order, so a secret split by a control
+/// character is caught), then cut at [`MAX_TEXT`] characters.
+fn clean(text: &str, secrets: &Secrets<'_>) -> String {
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    let text = secrets.scrub(&text);
     let mut out: String = text.chars().take(MAX_TEXT).collect();
     if text.chars().nth(MAX_TEXT).is_some() {
         out.push('…');
@@ -532,6 +571,43 @@ mod tests {
         body.extend_from_slice(b"hunter22");
         let e = parse_token_response(500, &body, &["hunter22"]).unwrap_err();
         assert!(!format!("{e} {e:?}").contains("hunt"), "{e}");
+    }
+
+    #[test]
+    fn echoes_in_a_success_are_scrubbed() {
+        // An authority that echoes the form in token_type and scope, with
+        // the hex in lower case and a space as %20.
+        let body = br#"{"access_token":"a","token_type":"client_secret=p%40ss%2bw%2frd%20x","scope":["echo","p@ss+w/rd x"]}"#;
+        let r = parse_token_response(200, body, &["p@ss+w/rd x"]).unwrap();
+        assert_eq!(r.token_type, "client_secret=<redacted>");
+        assert_eq!(r.scope.as_deref(), Some("echo <redacted>"));
+        // Control characters in a granted scope go too.
+        let body = b"{\"access_token\":\"a\",\"scope\":\"a\\u0007b\"}";
+        assert_eq!(
+            ok(std::str::from_utf8(body).unwrap()).scope.as_deref(),
+            Some("ab")
+        );
+    }
+
+    #[test]
+    fn the_scope_asked_for_and_bearer_are_taken_without_a_look() {
+        // The usual success costs no scrubbing: even a (contrived) secret
+        // equal to them is not looked for there.
+        let scrubber = Scrubber::from_secrets(&["orders:read", "Bearer"]);
+        let secrets = Secrets::new(&scrubber, &[]);
+        let body = br#"{"access_token":"a","token_type":"Bearer","scope":"orders:read"}"#;
+        let r = parse(200, body, &secrets, Some("orders:read")).unwrap();
+        assert_eq!(r.token_type, "Bearer");
+        assert_eq!(r.scope.as_deref(), Some("orders:read"));
+        let r = parse(200, body, &secrets, Some("orders:write")).unwrap();
+        assert_eq!(r.scope.as_deref(), Some("<redacted>"));
+    }
+
+    #[test]
+    fn excerpts_are_scrubbed_before_their_whitespace_is_collapsed() {
+        let e =
+            parse_token_response(500, b"<pre>x=two  spaces\n</pre>", &["two  spaces"]).unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("two"), "{e}");
     }
 
     #[test]

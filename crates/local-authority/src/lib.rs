@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod echo;
 mod form;
 mod http;
 mod server;
@@ -57,6 +58,8 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use serde_json::Value;
+
+pub use echo::{EchoPart, EchoShape};
 
 /// An OAuth2 token endpoint running on `127.0.0.1` in a background thread.
 ///
@@ -296,6 +299,17 @@ pub enum Fault {
         /// The bytes actually sent.
         body: Vec<u8>,
     },
+    /// Answer with `part` of the request quoted back in the shape `shape`,
+    /// with `status`, as a server, proxy or gateway that echoes what it
+    /// received does (a hostile one, or a misconfigured one).
+    Echo {
+        /// The status code.
+        status: u16,
+        /// What is quoted.
+        part: EchoPart,
+        /// How the quote is put in the response.
+        shape: EchoShape,
+    },
     /// Answer 200 with `Content-Length: len` and stream `len` bytes of
     /// `{"access_token":"aaaa…` (an unterminated JSON document, streamed in
     /// small chunks, never built in memory), then close the connection.
@@ -306,6 +320,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// [`Fault::Echo`]: `part` of the request quoted back in `shape`.
+    ///
+    /// ```
+    /// use local_authority::{EchoPart, EchoShape, Fault};
+    /// let fault = Fault::echo(401, EchoPart::Authorization, EchoShape::ErrorDescription);
+    /// assert!(matches!(fault, Fault::Echo { status: 401, .. }));
+    /// ```
+    pub fn echo(status: u16, part: EchoPart, shape: EchoShape) -> Fault {
+        Fault::Echo {
+            status,
+            part,
+            shape,
+        }
+    }
+
     /// A response with `Content-Type: application/json` and `body`.
     pub fn json(status: u16, body: &str) -> Fault {
         Fault::Respond {

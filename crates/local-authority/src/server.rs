@@ -134,6 +134,21 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
                 headers,
                 body,
             },
+            Some(Fault::Echo {
+                status,
+                part,
+                shape,
+            }) => {
+                let (status, headers, body) =
+                    crate::echo::respond(status, part, shape, &request, || {
+                        shared.lock().new_access_token()
+                    });
+                Response {
+                    status,
+                    headers,
+                    body,
+                }
+            }
             Some(Fault::Hang) => {
                 // Keep `conn` (and its socket) alive until the executor drops us.
                 futures_lite::future::pending::<()>().await;
