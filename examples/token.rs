@@ -131,7 +131,10 @@
 //! (a lock file next to the cache file, or a Redis `SET NX PX` key), reads
 //! again in case another process just refreshed, and only then asks the
 //! authority and writes the new token to every cache. Processes that find
-//! the lease taken wait a little and read again. So any number of scripts,
+//! the lease taken read the cache again every 200 ms or so, for at most
+//! 2 s, then ask the authority themselves: a neighbour that hangs holding
+//! the lease (or a plain `flock` on the lock file) costs cooperation, never
+//! the token. So any number of scripts,
 //! one-shot or `--watch`, started together or not, cost the authority about
 //! what one process alone would (eight `--watch` processes on one file or
 //! Redis server: 1.3 to 1.4 times, cold start included). A cache that fails
@@ -140,9 +143,13 @@
 //!
 //! - [`FileCache`]: JSON (the access token included) written with mode
 //!   0600 to a temporary file and renamed over PATH, so readers never see
-//!   half a file; the folder is created when missing. Use one file per
-//!   client, scope and audience: the file does not record whom its token
-//!   is for.
+//!   half a file; the folder is created when missing. The entry records
+//!   whom its token is for (a digest of the token URL, client id, scope,
+//!   audience and resources, never the secret): a run for another client
+//!   or scope reads it as a miss and replaces it, so give each its own file
+//!   to keep both cached. A file that is not a regular file of the user's
+//!   own, or that group or others may write, is not trusted (see the
+//!   library's `FileCache`).
 //! - `RedisCache` (only when the example is built with `--features
 //!   redis`; without it the flag is a usage error saying so): the keys are
 //!   `tokenkeeper:token-cli:<hash>:token` and `...:lease`, where the hash
@@ -153,9 +160,10 @@
 //!   of argv, so the URL may come from the environment variable
 //!   `TOKENKEEPER_REDIS_URL` instead (the flag wins).
 //! - A one-shot run takes the lease for at most 6 s (its 5 s request
-//!   timeout and a margin), so if it dies holding the Redis lease, others
-//!   wait at most that long; `--watch` keeps the library's defaults (30 s).
-//!   A file lock goes with its process at once, however it exits.
+//!   timeout and a margin), so if it dies holding the Redis lease, the
+//!   lease runs out within 6 s; `--watch` keeps the library's defaults
+//!   (30 s). A file lock goes with its process at once, however it exits.
+//!   Either way no other run waits for it more than the 2 s lease wait.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -579,12 +587,16 @@ async fn watch(
         }
         match wake {
             Wake::Token(Some(token)) => {
+                // Server text: the library scrubbed it already; so does
+                // the CLI, as for every line it prints.
+                let token_type = scrub.line(token.token_type());
+                let scope = token.scope().map(|s| scrub.line(s));
                 let event = Event::Token {
                     expires_at_ms: json_ms(token.expiry_ms()),
                     issued_at_ms: json_ms(token.issued_ms()),
                     stale_at_ms: json_ms(token.stale_ms()),
-                    token_type: token.token_type(),
-                    scope: token.scope(),
+                    token_type: &token_type,
+                    scope: scope.as_deref(),
                 };
                 if let Err(error) = print_event(&event) {
                     break Err(error);
