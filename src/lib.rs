@@ -121,6 +121,8 @@
 //! With the default features, `cargo tree -e normal -i tokio` prints nothing.
 
 #![forbid(unsafe_code)]
+// On docs.rs (nightly), every feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod backoff;
@@ -130,6 +132,7 @@ pub mod error;
 pub mod jitter;
 pub mod manager;
 #[cfg(feature = "surf")]
+#[cfg_attr(docsrs, doc(cfg(feature = "surf")))]
 pub mod middleware;
 pub mod oauth2;
 pub mod source;

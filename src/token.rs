@@ -90,15 +90,52 @@ macro_rules! secret_string {
     };
 }
 
-secret_string!(
-    /// An OAuth2 client identifier.
-    ///
-    /// ```
-    /// let id = tokenkeeper::ClientId::new("service-a");
-    /// assert_eq!(id.to_string(), "<redacted>");
-    /// ```
-    ClientId
-);
+/// An OAuth2 client identifier.
+///
+/// Not a secret (it travels in the clear beside the secret, and operators
+/// need it in logs to tell clients apart), so unlike the types below it
+/// prints its value.
+///
+/// ```
+/// let id = tokenkeeper::ClientId::new("service-a");
+/// assert_eq!(id.as_str(), "service-a");
+/// assert_eq!(id.to_string(), "service-a");
+/// assert_eq!(format!("{id:?}"), r#"ClientId("service-a")"#);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Wraps a client identifier.
+    pub fn new(value: impl Into<String>) -> ClientId {
+        ClientId(value.into())
+    }
+
+    /// The identifier.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl From<String> for ClientId {
+    fn from(value: String) -> Self {
+        ClientId(value)
+    }
+}
+
+impl From<&str> for ClientId {
+    fn from(value: &str) -> Self {
+        ClientId(value.to_owned())
+    }
+}
+
 secret_string!(
     /// An OAuth2 client secret.
     ///
@@ -576,7 +613,6 @@ mod tests {
             format!("{:#?}", AccessToken::new("s3cr3t")),
             format!("{:>40}", RefreshToken::new("s3cr3t")),
             format!("{:<40?}", IdToken::new("s3cr3t")),
-            format!("{:^9}", ClientId::new("s3cr3t")),
             format!("{:.3}", AccessToken::new("s3cr3t")),
             format!(
                 "{:?}",

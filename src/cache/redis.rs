@@ -101,6 +101,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// # Ok::<(), tokenkeeper::cache::CacheError>(())
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisCache {
     link: Arc<Link>,
     keys: Arc<Keys>,

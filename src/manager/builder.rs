@@ -211,6 +211,7 @@ impl TokenManagerBuilder {
     /// assert_eq!(token.access_token().secret(), "t");
     /// ```
     #[cfg(feature = "smol")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
     pub fn spawn_smol(self) -> TokenHandle {
         let (handle, driver) = self.build();
         smol::spawn(driver).detach();
@@ -229,6 +230,7 @@ impl TokenManagerBuilder {
     /// assert_eq!(token.access_token().secret(), "t");
     /// ```
     #[cfg(feature = "async-std")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
     pub fn spawn_async_std(self) -> TokenHandle {
         let (handle, driver) = self.build();
         // Dropping the JoinHandle detaches the task.

@@ -106,7 +106,7 @@ pub struct TokenEndpoint {
     max_body: usize,
     /// The `Authorization` header of [`AuthMethod::ClientSecretBasic`],
     /// made once: it carries the secret.
-    authorization: Option<ClientSecret>,
+    authorization: Option<BasicAuthorization>,
     /// Finds the client secret in every form it is sent in, in server
     /// text; made once, shared by clones.
     scrubber: Arc<Scrubber>,
@@ -139,6 +139,7 @@ impl fmt::Debug for TokenEndpointBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenEndpointBuilder")
             .field("url", &self.url)
+            .field("client_id", &self.client_id)
             .field("auth", &self.auth)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("max_body", &self.max_body)
@@ -197,7 +198,7 @@ impl TokenEndpoint {
             form.append_pair(name, value);
         }
         if self.auth == AuthMethod::ClientSecretPost {
-            form.append_pair("client_id", self.client_id.secret());
+            form.append_pair("client_id", self.client_id.as_str());
             form.append_pair("client_secret", self.client_secret.secret());
         }
         form.finish().into_bytes()
@@ -208,7 +209,7 @@ impl TokenEndpoint {
     fn http_request(&self, form: Vec<u8>) -> HttpRequest {
         let request = HttpRequest::form_post(self.url.clone(), form);
         match &self.authorization {
-            Some(authorization) => request.header("Authorization", authorization.secret()),
+            Some(authorization) => request.header("Authorization", authorization.value()),
             None => request,
         }
     }
@@ -278,18 +279,36 @@ impl TokenEndpoint {
     }
 }
 
-/// `Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1.
-fn basic_authorization(client_id: &ClientId, client_secret: &ClientSecret) -> ClientSecret {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let pair = format!(
-        "{}:{}",
-        encode(client_id.secret()),
-        encode(client_secret.secret())
-    );
-    ClientSecret::new(format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    ))
+/// The `Authorization` value of [`AuthMethod::ClientSecretBasic`]:
+/// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1),
+/// made once per endpoint. It carries the secret, so it never prints.
+#[derive(Clone)]
+struct BasicAuthorization(String);
+
+impl BasicAuthorization {
+    fn new(client_id: &ClientId, client_secret: &ClientSecret) -> BasicAuthorization {
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let pair = format!(
+            "{}:{}",
+            encode(client_id.as_str()),
+            encode(client_secret.secret())
+        );
+        BasicAuthorization(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
+    }
+
+    /// The header value. Take care where it goes.
+    fn value(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BasicAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BasicAuthorization(<redacted>)")
+    }
 }
 
 fn into_source_error(
@@ -359,11 +378,11 @@ impl TokenEndpointBuilder {
             None => default_client().ok_or(ConfigError::NoHttpClient)?,
         };
         let authorization = (self.auth == AuthMethod::ClientSecretBasic)
-            .then(|| basic_authorization(&self.client_id, &self.client_secret));
+            .then(|| BasicAuthorization::new(&self.client_id, &self.client_secret));
         // Every form of the secret, whichever method sends it: a proxy or a
         // misconfigured server may build the other one.
         let mut scrubber = Scrubber::default();
-        scrubber.add_client_secret(self.client_id.secret(), self.client_secret.secret());
+        scrubber.add_client_secret(self.client_id.as_str(), self.client_secret.secret());
         Ok(TokenEndpoint {
             url,
             client_id: self.client_id,
@@ -462,7 +481,7 @@ mod tests {
         .http_client(Never)
         .build()
         .unwrap();
-        let header = endpoint.authorization.as_ref().unwrap().secret();
+        let header = endpoint.authorization.as_ref().unwrap().value();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(header.strip_prefix("Basic ").unwrap())
             .unwrap();
@@ -473,19 +492,27 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_credentials() {
-        let endpoint = TokenEndpoint::builder(
-            "https://a/t",
-            ClientId::new("id-xyz"),
-            ClientSecret::new("pw-xyz"),
-        )
-        .http_client(Never)
-        .build()
-        .unwrap();
-        let debug = format!(
-            "{endpoint:?} {:?}",
-            endpoint.http_request(endpoint.encode_form(&[("grant_type", "client_credentials")]))
-        );
-        assert!(!debug.contains("xyz"), "{debug}");
+    fn debug_hides_the_secret_and_shows_the_client_id() {
+        for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
+            let builder = TokenEndpoint::builder(
+                "https://a/t",
+                ClientId::new("id-abc"),
+                ClientSecret::new("pw-xyz"),
+            )
+            .auth_method(auth)
+            .http_client(Never);
+            let builder_debug = format!("{builder:?}");
+            let endpoint = builder.build().unwrap();
+            let debug = format!(
+                "{builder_debug} {endpoint:?} {:?} {:?}",
+                endpoint.authorization,
+                endpoint
+                    .http_request(endpoint.encode_form(&[("grant_type", "client_credentials")]))
+            );
+            assert!(!debug.contains("xyz"), "{debug}");
+            // The Basic value (base64 of "id-abc:pw-xyz") must not show either.
+            assert!(!debug.contains("aWQtYWJjOnB3LXh5"), "{debug}");
+            assert!(debug.contains("id-abc"), "{debug}");
+        }
     }
 }

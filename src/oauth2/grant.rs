@@ -61,7 +61,8 @@ fn credential_values(params: &[(String, String)]) -> Vec<&str> {
 ///     .scope("orders:read")
 ///     .audience("https://api.example.com")
 ///     .resource("https://api.example.com/orders");
-/// let handle = TokenManager::builder(source).spawn_smol();
+/// let (handle, driver) = TokenManager::builder(source).build();
+/// smol::spawn(driver).detach(); // or any executor
 /// # let _ = handle;
 /// ```
 #[derive(Clone)]
@@ -153,7 +154,7 @@ impl ClientCredentials {
 fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
     CacheKey::builder()
         .field("token_url", endpoint.url().as_str())
-        .field("client_id", endpoint.client_id().secret())
+        .field("client_id", endpoint.client_id().as_str())
         .field("grant_type", grant_type)
 }
 
@@ -259,7 +260,8 @@ impl TokenSource for ClientCredentials {
 /// // The cache keeps the rotated refresh token across restarts.
 /// let source = Chain::new(RefreshTokenGrant::new(endpoint, refresh))
 ///     .cache(FileCache::new("/var/lib/my-service/token.json"));
-/// let handle = TokenManager::builder(source).spawn_smol();
+/// let (handle, driver) = TokenManager::builder(source).build();
+/// smol::spawn(driver).detach(); // or any executor
 /// # let _ = handle;
 /// ```
 #[derive(Clone)]

@@ -24,7 +24,8 @@
 //!     ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap()),
 //! )
 //! .build()?;
-//! let handle = TokenManager::builder(ClientCredentials::new(endpoint).scope("read")).spawn_smol();
+//! let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint).scope("read")).build();
+//! smol::spawn(driver).detach(); // or any executor
 //! # let _ = handle;
 //! # Ok::<_, tokenkeeper::oauth2::ConfigError>(())
 //! ```

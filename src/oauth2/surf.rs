@@ -22,6 +22,7 @@ use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, Htt
 /// let http = tokenkeeper::oauth2::SurfClient::new(surf::Client::new());
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "surf")))]
 pub struct SurfClient {
     client: surf::Client,
 }

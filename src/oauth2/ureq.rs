@@ -65,6 +65,7 @@ use proxy::{ProxyEnv, Route};
 /// # let _ = endpoint;
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "ureq")))]
 pub struct UreqClient {
     agent: ureq::Agent,
     /// The proxies from the environment ([`UreqClient::new`]); `None` when
