@@ -323,6 +323,91 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
     }));
     assert_eq!(late.unwrap(), second);
     assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.current().as_ref(), Some(&second), "not withdrawn");
+    assert_eq!(b.handle.state().rejections, 1);
+    assert_eq!(b.handle.state().next_refresh_ms, Some(second.stale_ms()));
+
+    // A thousand late reports that reach the actor only after a newer
+    // publish: made while `second` was current and its scheduled refresh
+    // in flight, taken by the actor in the turn that publishes `third`.
+    b.advance_to(second.stale_ms());
+    assert_eq!(b.source.calls(), 3, "the scheduled refresh is in flight");
+    assert_eq!(b.handle.current().as_ref(), Some(&second));
+    let late_callers: Vec<_> = (0..1_000)
+        .map(|_| {
+            let h = b.handle.clone();
+            let t = second.clone();
+            // Not run yet: they run, and report, before the actor's turn.
+            b.ex.spawn(async move { h.refresh_rejected(&t).await })
+        })
+        .collect();
+    b.clock.advance(ms(50));
+    b.settle();
+    let third = b.handle.current().expect("the refreshed token stays");
+    assert_ne!(third, second);
+    for c in late_callers {
+        assert_eq!(finished(c).unwrap(), third);
+    }
+    assert_eq!(b.source.calls(), 3, "no fetch for the late reports");
+    assert_eq!(b.handle.state().rejections, 1, "nothing withdrawn");
+    assert_eq!(b.handle.state().next_refresh_ms, Some(third.stale_ms()));
+}
+
+#[test]
+fn rejecting_a_token_already_replaced_keeps_the_replacement_and_fetches_nothing() {
+    let b = Bench::new(secs(3600));
+    let t1 = b.handle.current().unwrap();
+    b.advance_to(t1.stale_ms());
+    let t2 = b.handle.current().unwrap();
+    assert_ne!(t2, t1);
+    assert_eq!(b.source.calls(), 2);
+    let before = b.handle.state();
+
+    // A caller that still holds t1 (say, a request sent just before the
+    // refresh) reports it rejected: it gets t2 at once.
+    let answer = finished(b.spawn({
+        let h = b.handle.clone();
+        let t1 = t1.clone();
+        async move { h.refresh_rejected(&t1).await }
+    }));
+    assert_eq!(answer.unwrap(), t2);
+    assert_eq!(b.source.calls(), 2, "no fetch");
+    assert_eq!(b.handle.current().as_ref(), Some(&t2), "t2 not withdrawn");
+    let after = b.handle.state();
+    assert_eq!(after.rejections, before.rejections);
+    assert_eq!(after.next_refresh_ms, Some(t2.stale_ms()));
+    // Nothing was planned early either: the next fetch is t2's refresh.
+    b.advance_to(t2.stale_ms() - 1);
+    assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.current().as_ref(), Some(&t2));
+}
+
+#[test]
+fn a_rejection_the_actor_takes_after_a_newer_publish_changes_nothing() {
+    let b = Bench::new(secs(3600));
+    b.source.set_latency(ms(50));
+    let t1 = b.handle.current().unwrap();
+    b.advance_to(t1.stale_ms());
+    assert_eq!(b.source.calls(), 2, "the scheduled refresh is in flight");
+    // The caller reports t1 while it is still current; the actor takes the
+    // report in the turn in which the refresh publishes t2, so only the
+    // actor's own comparison can tell the report is late.
+    let late = b.ex.spawn({
+        let h = b.handle.clone();
+        let t1 = t1.clone();
+        async move { h.refresh_rejected(&t1).await }
+    });
+    b.clock.advance(ms(50));
+    b.settle();
+    let t2 = b.handle.current().expect("t2 stays published");
+    assert_ne!(t2, t1);
+    assert_eq!(finished(late).unwrap(), t2);
+    assert_eq!(b.source.calls(), 2, "no fetch");
+    let state = b.handle.state();
+    assert_eq!(state.rejections, 0);
+    assert_eq!(state.next_refresh_ms, Some(t2.stale_ms()));
+    b.advance_to(t2.stale_ms() - 1);
+    assert_eq!(b.source.calls(), 2);
 }
 
 #[test]
