@@ -501,20 +501,18 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
     b.advance_to(second.stale_ms());
     assert_eq!(b.source.calls(), 3, "the scheduled refresh is in flight");
     assert_eq!(b.handle.current().as_ref(), Some(&second));
-    let late_callers: Vec<_> = (0..1_000)
-        .map(|_| {
-            let h = b.handle.clone();
-            let t = second.clone();
-            // Not run yet: they run, and report, before the actor's turn.
-            b.ex.spawn(async move { h.refresh_rejected(&t).await })
-        })
+    // Each polled once here, outside the executor: it reports and waits.
+    let mut late_callers: Vec<_> = (0..1_000)
+        .map(|_| Box::pin(b.handle.refresh_rejected(&second)))
         .collect();
-    b.clock.advance(ms(50));
-    b.settle();
+    for c in &mut late_callers {
+        assert!(poll_once(c).is_none());
+    }
+    b.advance(ms(50));
     let third = b.handle.current().expect("the refreshed token stays");
     assert_ne!(third, second);
-    for c in late_callers {
-        assert_eq!(finished(c).unwrap(), third);
+    for c in &mut late_callers {
+        assert_eq!(poll_once(c).expect("answered").unwrap(), third);
     }
     assert_eq!(b.source.calls(), 3, "no fetch for the late reports");
     assert_eq!(b.handle.state().rejections, 1, "nothing withdrawn");
@@ -557,25 +555,27 @@ fn a_rejection_the_actor_takes_after_a_newer_publish_changes_nothing() {
     let t1 = b.handle.current().unwrap();
     b.advance_to(t1.stale_ms());
     assert_eq!(b.source.calls(), 2, "the scheduled refresh is in flight");
-    // The caller reports t1 while it is still current; the actor takes the
-    // report in the turn in which the refresh publishes t2, so only the
-    // actor's own comparison can tell the report is late.
-    let late = b.ex.spawn({
-        let h = b.handle.clone();
-        let t1 = t1.clone();
-        async move { h.refresh_rejected(&t1).await }
-    });
-    b.clock.advance(ms(50));
-    b.settle();
+    // The caller reports t1 while it is still current (polled once here,
+    // outside the executor); the actor takes the report in the turn in
+    // which the refresh publishes t2, so only the actor's own comparison
+    // can tell the report is late.
+    let mut late = Box::pin(b.handle.refresh_rejected(&t1));
+    assert!(poll_once(&mut late).is_none());
+    b.advance(ms(50));
     let t2 = b.handle.current().expect("t2 stays published");
     assert_ne!(t2, t1);
-    assert_eq!(finished(late).unwrap(), t2);
+    assert_eq!(poll_once(&mut late).expect("answered").unwrap(), t2);
     assert_eq!(b.source.calls(), 2, "no fetch");
     let state = b.handle.state();
     assert_eq!(state.rejections, 0);
     assert_eq!(state.next_refresh_ms, Some(t2.stale_ms()));
     b.advance_to(t2.stale_ms() - 1);
     assert_eq!(b.source.calls(), 2);
+}
+
+/// Polls `fut` once, outside the bench's executor.
+fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    futures_lite::future::block_on(futures_lite::future::poll_once(fut))
 }
 
 #[test]
