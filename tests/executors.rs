@@ -171,6 +171,7 @@ async fn worker(handle: TokenHandle, stop: Arc<AtomicBool>) -> WorkerReport {
 /// The end-to-end scenario. The driver must already be running (spawned, or
 /// polled alongside by the caller); `exec` starts the workers.
 async fn scenario(handle: TokenHandle, calls: Arc<AtomicU64>, exec: impl Exec) {
+    let started = std::time::Instant::now();
     let mut refreshes = handle.subscribe();
 
     // Cold start: several tasks ask at once; all get a token.
@@ -233,23 +234,17 @@ async fn scenario(handle: TokenHandle, calls: Arc<AtomicU64>, exec: impl Exec) {
         assert!(report.reads > 0, "every worker read a token: {reports:?}");
     }
 
-    // Counts, loosely: every token seen was fetched once.
-    let state = handle.state();
-    assert!(state.running);
-    assert!(
-        state.refreshes >= 4,
-        "at least the first token, two refreshes and one replacement: {state:?}"
-    );
-    assert!(state.source_requests >= state.refreshes, "{state:?}");
+    assert!(handle.state().running);
+    // Every token anyone saw is one the source handed out.
     let called = calls.load(Ordering::SeqCst);
-    assert!(called > seen.len() as u64, "{called} source calls");
-    assert!(
-        state.source_requests >= called,
-        "{state:?} vs {called} calls"
-    );
+    let handed_out: BTreeSet<String> = (1..=called).map(|n| format!("tok-{n}")).collect();
+    for token in reports.iter().flat_map(|r| &r.distinct).chain(&seen) {
+        assert!(handed_out.contains(token), "{token} was never fetched");
+    }
 
     // Shutdown: token() fails with Stopped, the subscription ends.
     handle.shutdown().await;
+    let elapsed = started.elapsed().as_millis() as u64;
     assert!(handle.is_stopped());
     assert!(!handle.state().running);
     match handle.token().await {
@@ -267,6 +262,29 @@ async fn scenario(handle: TokenHandle, calls: Arc<AtomicU64>, exec: impl Exec) {
         handle.state().source_requests,
         after,
         "no fetch after shutdown"
+    );
+
+    // The counts, exactly, now that the driver has stopped. The source
+    // answers at once and never fails, so every fetch the manager started
+    // reached the source once and was published: a fetch lost between
+    // polls, or its result dropped, breaks one of these.
+    let state = handle.state();
+    let called = calls.load(Ordering::SeqCst);
+    assert_eq!(state.source_requests, called, "{state:?}");
+    assert_eq!(state.refreshes, called, "every fetch published: {state:?}");
+    assert_eq!(state.failures, 0, "{state:?}");
+    assert_eq!(state.rejections, 1, "{state:?}");
+    assert!(
+        state.refreshes >= 4,
+        "at least the first token, two refreshes and one replacement: {state:?}"
+    );
+    // And no more fetches until shutdown than the schedule allows:
+    // scheduled refreshes come at least 230 ms after the fetch before
+    // (stale at 250 ms, jitter up to 20 ms); add the first fetch, the
+    // forced one, and one in case a spawned driver fetched before `started`.
+    assert!(
+        called <= 3 + elapsed / 230,
+        "{called} fetches in {elapsed} ms: {state:?}"
     );
 }
 

@@ -178,35 +178,203 @@ fn grace_period_through_an_outage_longer_than_a_lifetime_then_recovery() {
 
 #[test]
 fn backoff_grows_within_bounds_and_resets_on_success() {
-    let b = Bench::with(secs(3600), |m| {
-        m.backoff(Backoff::new(ms(500), 2.0, secs(60)).seed(5))
-    });
-    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
-    let first = b.handle.current().unwrap();
-    b.advance_to(first.stale_ms());
-    for n in 0..10u32 {
-        let state = b.handle.state();
-        assert_eq!(state.consecutive_failures, n + 1);
-        let delay = state.next_refresh_ms.unwrap() - b.now();
-        let ceiling = (500u64 << n).min(60_000);
-        assert!(delay <= ceiling, "failure {n}: {delay} > {ceiling}");
-        let calls = b.source.calls();
-        b.advance(Duration::from_millis(delay));
-        assert_eq!(b.source.calls(), calls + 1);
+    // Full jitter: the n-th delay is drawn from [0, 500 ms * 2^n], at most
+    // 60 s, and is 60 s itself once that bound reaches the cap (n >= 7).
+    // One draw says little, so each delay is looked at over many seeds: the
+    // largest must come near its own bound (which a backoff that does not
+    // grow never reaches), and none may pass it.
+    const SEEDS: u64 = 40;
+    const FAILURES: usize = 10;
+    let ceiling = |n: usize| (500u64 << n).min(60_000);
+    let mut largest = [[0u64; FAILURES]; 2];
+    for seed in 0..SEEDS {
+        let b = Bench::with(secs(3600), |m| {
+            m.backoff(Backoff::new(ms(500), 2.0, secs(60)).seed(seed))
+        });
+        let first = b.handle.current().unwrap();
+        b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+        b.advance_to(first.stale_ms());
+        // Two outages, with a success between them: the second ramp starts
+        // from the initial delay again.
+        for (ramp, largest) in largest.iter_mut().enumerate() {
+            for (n, largest) in largest.iter_mut().enumerate() {
+                let state = b.handle.state();
+                assert_eq!(state.consecutive_failures, n as u32 + 1, "seed {seed}");
+                let delay = state.next_refresh_ms.unwrap() - b.now();
+                // A draw below 100 ms waits 100 ms (no immediate retry).
+                assert!(
+                    (100..=ceiling(n).max(100)).contains(&delay),
+                    "seed {seed}, ramp {ramp}, failure {n}: {delay} ms"
+                );
+                if ceiling(n) == 60_000 {
+                    assert_eq!(delay, 60_000, "seed {seed}: at the cap, the cap");
+                }
+                *largest = (*largest).max(delay);
+                let calls = b.source.calls();
+                b.advance(Duration::from_millis(delay - 1));
+                assert_eq!(b.source.calls(), calls, "seed {seed}: not early");
+                b.advance(ms(1));
+                assert_eq!(b.source.calls(), calls + 1, "seed {seed}: on time");
+            }
+            if ramp == 1 {
+                break;
+            }
+            b.source.set_mode(Mode::Succeed(Some(secs(3600))));
+            let delay = b.handle.state().next_refresh_ms.unwrap() - b.now();
+            b.advance(Duration::from_millis(delay));
+            let state = b.handle.state();
+            assert_eq!(state.consecutive_failures, 0);
+            let token = b.handle.current().unwrap();
+            assert_eq!(state.next_refresh_ms, Some(token.stale_ms()));
+            b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+            b.advance_to(token.stale_ms());
+        }
     }
-    b.source.set_mode(Mode::Succeed(Some(secs(3600))));
-    let delay = b.handle.state().next_refresh_ms.unwrap() - b.now();
-    b.advance(Duration::from_millis(delay));
-    let state = b.handle.state();
-    assert_eq!(state.consecutive_failures, 0);
-    assert_eq!(
-        state.next_refresh_ms,
-        Some(b.handle.current().unwrap().stale_ms())
+    for (ramp, largest) in largest.iter().enumerate() {
+        for (n, largest) in largest.iter().enumerate() {
+            // 40 uniform draws all below 70 % of their bound: odds of 1e-6.
+            assert!(
+                *largest >= ceiling(n) * 7 / 10,
+                "ramp {ramp}, failure {n}: the largest of {SEEDS} delays is {largest} ms, \
+                 the bound {} ms: {largest:?}",
+                ceiling(n)
+            );
+        }
+    }
+}
+
+#[test]
+fn retry_delays_grow_by_the_multiplier_up_to_the_cap() {
+    // Measured on the source: the time between failed fetches. Bounds of
+    // the n-th delay: 400 ms * 2^n, capped at 10 s.
+    const SEEDS: u64 = 100;
+    const BOUNDS: [u64; 7] = [400, 800, 1_600, 3_200, 6_400, 10_000, 10_000];
+    let mut gaps = vec![Vec::new(); BOUNDS.len()];
+    for seed in 0..SEEDS {
+        let (b, times) = reshaped_bench(
+            secs(3600),
+            |m| m.backoff(Backoff::new(ms(400), 2.0, secs(10)).seed(seed)),
+            |t, _| t.clone(),
+        );
+        let first = b.handle.current().unwrap();
+        b.source.set_mode(Mode::Fail(SourceError::transient("503")));
+        b.advance_to(first.stale_ms());
+        b.advance_in_steps(secs(60), ms(50));
+        let times = times.lock().unwrap();
+        // The first fetch succeeded; the second is the first failure.
+        for (n, gaps) in gaps.iter_mut().enumerate() {
+            gaps.push(times[n + 2] - times[n + 1]);
+        }
+    }
+    let mut means = Vec::new();
+    for (n, (gaps, bound)) in gaps.iter().zip(BOUNDS).enumerate() {
+        let least = *gaps.iter().min().unwrap();
+        let most = *gaps.iter().max().unwrap();
+        let mean = gaps.iter().sum::<u64>() / SEEDS;
+        // Never above the bound, never below the 100 ms floor (steps of
+        // 50 ms round a gap up by less than a step).
+        assert!(least >= 100 && most <= bound + 50, "failure {n}: {gaps:?}");
+        if bound == 10_000 {
+            assert!(
+                least >= 10_000,
+                "failure {n}: at the cap, the cap: {gaps:?}"
+            );
+        } else {
+            // Uniform draws: the largest near the bound, the mean near its
+            // middle (100 draws: 5 standard deviations from 35 % or 65 %).
+            assert!(most >= bound * 9 / 10, "failure {n}: {most} of {bound}");
+            assert!(
+                (bound * 35 / 100..=bound * 65 / 100 + 50).contains(&mean),
+                "failure {n}: mean {mean} for a bound of {bound}"
+            );
+        }
+        means.push(mean);
+    }
+    // Each ramp delay is about twice the one before.
+    for (n, pair) in means[..5].windows(2).enumerate() {
+        assert!(
+            pair[1] * 10 >= pair[0] * 15,
+            "failures {n}, {}: {means:?}",
+            n + 1
+        );
+    }
+}
+
+#[test]
+fn an_outage_after_expiry_costs_the_backoffs_pace_whatever_the_callers() {
+    // Retry bounds 0.5 s, 1 s, 2 s, 4 s, then 8 s each: within the 30 s
+    // stale window of a 100 s token the ramp is over, so once the token
+    // has expired the source is asked exactly every 8 s.
+    const CALLERS: usize = 1_000;
+    const CAP: u64 = 8_000;
+    const OUTAGE: Duration = Duration::from_secs(80);
+    let (b, times) = reshaped_bench(
+        secs(100),
+        |m| {
+            m.backoff(Backoff::new(ms(500), 2.0, Duration::from_millis(CAP)).seed(3))
+                .wait_timeout(secs(2))
+        },
+        |t, _| t.clone(),
     );
-    // The next failure starts from the initial delay again.
-    b.source.set_mode(Mode::Fail(SourceError::transient("503")));
-    b.advance_to(state.next_refresh_ms.unwrap());
-    assert!(b.handle.state().next_refresh_ms.unwrap() - b.now() <= 500);
+    let first = b.handle.current().unwrap();
+    b.source
+        .set_mode(Mode::Fail(SourceError::transient("authority down")));
+    b.advance_to(first.stale_ms());
+    b.advance_in_steps(Duration::from_millis(first.expiry_ms() - b.now()), ms(100));
+    assert!(b.handle.current().is_none(), "the token has expired");
+    let calls_at_expiry = b.source.calls();
+    let down_from = b.now();
+
+    // A thousand callers, each asking again as soon as its wait times out.
+    // They start 100 ms apart in groups of 50, so that some of them give
+    // up, and ask again, in every 100 ms of the outage.
+    let asked = Rc::new(std::cell::Cell::new(0u64));
+    let mut callers = Vec::new();
+    for i in 0..CALLERS {
+        let h = b.handle.clone();
+        let asked = asked.clone();
+        callers.push(b.ex.spawn(async move {
+            loop {
+                asked.set(asked.get() + 1);
+                match h.token().await {
+                    Ok(token) => return token,
+                    Err(Error::Timeout { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+        if i % 50 == 49 {
+            b.advance(ms(100));
+        }
+    }
+    b.advance_in_steps(OUTAGE - Duration::from_millis(b.now() - down_from), ms(100));
+
+    let fetched: Vec<u64> = times.lock().unwrap()[calls_at_expiry as usize..].to_vec();
+    let pace = OUTAGE.as_millis() as u64 / CAP;
+    assert!(
+        (pace..=pace + 1).contains(&(fetched.len() as u64)),
+        "{} fetches in {OUTAGE:?} for {} token() calls; the backoff allows {pace}",
+        fetched.len(),
+        asked.get()
+    );
+    assert!(
+        fetched.windows(2).all(|w| w[1] - w[0] == CAP),
+        "fetched at {fetched:?}"
+    );
+    // The callers asked tens of thousands of times and shared the fetches.
+    assert!(asked.get() >= 30 * CALLERS as u64, "{} calls", asked.get());
+    assert!(callers.iter().all(|c| !c.is_finished()));
+
+    // The authority comes back: the next retry, at most a cap later,
+    // serves every caller the same token.
+    b.source.set_mode(Mode::Succeed(Some(secs(100))));
+    let before = b.source.calls();
+    b.advance_in_steps(Duration::from_millis(CAP), ms(100));
+    assert_eq!(b.source.calls(), before + 1);
+    let token = b.handle.current().expect("recovered");
+    for c in callers {
+        assert_eq!(finished(c), token);
+    }
 }
 
 #[test]
@@ -323,6 +491,91 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
     }));
     assert_eq!(late.unwrap(), second);
     assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.current().as_ref(), Some(&second), "not withdrawn");
+    assert_eq!(b.handle.state().rejections, 1);
+    assert_eq!(b.handle.state().next_refresh_ms, Some(second.stale_ms()));
+
+    // A thousand late reports that reach the actor only after a newer
+    // publish: made while `second` was current and its scheduled refresh
+    // in flight, taken by the actor in the turn that publishes `third`.
+    b.advance_to(second.stale_ms());
+    assert_eq!(b.source.calls(), 3, "the scheduled refresh is in flight");
+    assert_eq!(b.handle.current().as_ref(), Some(&second));
+    // Each polled once here, outside the executor: it reports and waits.
+    let mut late_callers: Vec<_> = (0..1_000)
+        .map(|_| Box::pin(b.handle.refresh_rejected(&second)))
+        .collect();
+    for c in &mut late_callers {
+        assert!(poll_once(c).is_none());
+    }
+    b.advance(ms(50));
+    let third = b.handle.current().expect("the refreshed token stays");
+    assert_ne!(third, second);
+    for c in &mut late_callers {
+        assert_eq!(poll_once(c).expect("answered").unwrap(), third);
+    }
+    assert_eq!(b.source.calls(), 3, "no fetch for the late reports");
+    assert_eq!(b.handle.state().rejections, 1, "nothing withdrawn");
+    assert_eq!(b.handle.state().next_refresh_ms, Some(third.stale_ms()));
+}
+
+#[test]
+fn rejecting_a_token_already_replaced_keeps_the_replacement_and_fetches_nothing() {
+    let b = Bench::new(secs(3600));
+    let t1 = b.handle.current().unwrap();
+    b.advance_to(t1.stale_ms());
+    let t2 = b.handle.current().unwrap();
+    assert_ne!(t2, t1);
+    assert_eq!(b.source.calls(), 2);
+    let before = b.handle.state();
+
+    // A caller that still holds t1 (say, a request sent just before the
+    // refresh) reports it rejected: it gets t2 at once.
+    let answer = finished(b.spawn({
+        let h = b.handle.clone();
+        let t1 = t1.clone();
+        async move { h.refresh_rejected(&t1).await }
+    }));
+    assert_eq!(answer.unwrap(), t2);
+    assert_eq!(b.source.calls(), 2, "no fetch");
+    assert_eq!(b.handle.current().as_ref(), Some(&t2), "t2 not withdrawn");
+    let after = b.handle.state();
+    assert_eq!(after.rejections, before.rejections);
+    assert_eq!(after.next_refresh_ms, Some(t2.stale_ms()));
+    // Nothing was planned early either: the next fetch is t2's refresh.
+    b.advance_to(t2.stale_ms() - 1);
+    assert_eq!(b.source.calls(), 2);
+    assert_eq!(b.handle.current().as_ref(), Some(&t2));
+}
+
+#[test]
+fn a_rejection_the_actor_takes_after_a_newer_publish_changes_nothing() {
+    let b = Bench::new(secs(3600));
+    b.source.set_latency(ms(50));
+    let t1 = b.handle.current().unwrap();
+    b.advance_to(t1.stale_ms());
+    assert_eq!(b.source.calls(), 2, "the scheduled refresh is in flight");
+    // The caller reports t1 while it is still current (polled once here,
+    // outside the executor); the actor takes the report in the turn in
+    // which the refresh publishes t2, so only the actor's own comparison
+    // can tell the report is late.
+    let mut late = Box::pin(b.handle.refresh_rejected(&t1));
+    assert!(poll_once(&mut late).is_none());
+    b.advance(ms(50));
+    let t2 = b.handle.current().expect("t2 stays published");
+    assert_ne!(t2, t1);
+    assert_eq!(poll_once(&mut late).expect("answered").unwrap(), t2);
+    assert_eq!(b.source.calls(), 2, "no fetch");
+    let state = b.handle.state();
+    assert_eq!(state.rejections, 0);
+    assert_eq!(state.next_refresh_ms, Some(t2.stale_ms()));
+    b.advance_to(t2.stale_ms() - 1);
+    assert_eq!(b.source.calls(), 2);
+}
+
+/// Polls `fut` once, outside the bench's executor.
+fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    futures_lite::future::block_on(futures_lite::future::poll_once(fut))
 }
 
 #[test]

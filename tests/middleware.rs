@@ -2,8 +2,14 @@
 //! revoked tokens.
 #![cfg(all(feature = "surf", feature = "ureq"))]
 
-use futures_lite::AsyncRead;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, StreamExt};
 use local_authority::LocalAuthority;
+use surf::http::headers::AUTHORIZATION;
+use surf::middleware::{Middleware, Next};
+use surf::{Client, Request, Response};
 use tokenkeeper::middleware::BearerAuth;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{ClientId, ClientSecret, TokenHandle, TokenManager};
@@ -70,15 +76,76 @@ fn a_rejected_token_is_refreshed_once_and_the_request_retried_with_its_body() {
     });
 }
 
+/// Inner middleware that makes a burst of rejections a real one: it holds
+/// the first try of each request that carries `old` until `BURST` of them
+/// are in flight together, and then hands the first 401 back at once and
+/// the others only once the manager has published a token other than
+/// `old`: their reports of `old` come late, after the replacement.
+struct Burst {
+    handle: TokenHandle,
+    old: String,
+    arrived: AtomicUsize,
+    together: smol::lock::Barrier,
+}
+
+const BURST: usize = 20;
+
+#[surf::utils::async_trait]
+impl Middleware for Burst {
+    async fn handle(
+        &self,
+        request: Request,
+        client: Client,
+        next: Next<'_>,
+    ) -> surf::Result<Response> {
+        let sent = request.header(AUTHORIZATION).map(|v| v.as_str().to_owned());
+        if sent.as_deref() != Some(self.old.as_str()) {
+            return next.run(request, client).await;
+        }
+        let n = self.arrived.fetch_add(1, Ordering::SeqCst);
+        within("the burst to form", self.together.wait()).await;
+        let response = next.run(request, client).await?;
+        if n > 0 {
+            within("a new token", async {
+                let mut tokens = self.handle.subscribe();
+                while let Some(t) = tokens.next().await {
+                    if format!("Bearer {}", t.access_token().secret()) != self.old {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
+        Ok(response)
+    }
+}
+
+/// `fut`, or a failed test after 10 s.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::or(fut, async {
+        smol::Timer::after(Duration::from_secs(10)).await;
+        panic!("no {what} within 10 s");
+    })
+    .await
+}
+
 #[test]
 fn a_burst_of_rejections_costs_one_refresh() {
     let authority = LocalAuthority::start().unwrap();
     smol::block_on(async {
         let handle = manager(&authority);
-        let client = client(&handle);
         let first = handle.token().await.unwrap();
+        let old = format!("Bearer {}", first.access_token().secret());
+        let client = surf::Client::new()
+            .with(BearerAuth::new(handle.clone()))
+            .with(Burst {
+                handle: handle.clone(),
+                old: old.clone(),
+                arrived: AtomicUsize::new(0),
+                together: smol::lock::Barrier::new(BURST),
+            });
         authority.revoke_access_token(first.access_token().secret());
-        let requests = (0..20).map(|_| {
+        let requests = (0..BURST).map(|_| {
             let client = client.clone();
             let url = authority.resource_url();
             smol::spawn(async move { client.get(url).await.unwrap().status() })
@@ -93,6 +160,30 @@ fn a_burst_of_rejections_costs_one_refresh() {
             2,
             "one refresh for the whole burst"
         );
+        // The late reports of the revoked token did not touch its
+        // replacement (a second refresh may be merely rate-limited yet).
+        assert_eq!(handle.state().rejections, 1, "{:?}", handle.state());
+        let new = handle.current().expect("the replacement stays published");
+        let new = format!("Bearer {}", new.access_token().secret());
+        // The burst was rejected: every request went out with the revoked
+        // token (and got a 401), then once more with the new one.
+        let sent: Vec<String> = authority
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/resource")
+            .map(|r| r.header("authorization").unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            sent.iter().filter(|s| **s == old).count(),
+            BURST,
+            "{sent:?}"
+        );
+        assert_eq!(
+            sent.iter().filter(|s| **s == new).count(),
+            BURST,
+            "{sent:?}"
+        );
+        assert_eq!(authority.resource_requests(), 2 * BURST);
     });
 }
 

@@ -92,21 +92,43 @@ fn no_secret_reaches_logs_debug_or_errors() {
                 outputs.push(format!("{t:?} {:?} {:#?}", t.access_token(), t));
             }
             // Every error path, while the token is served from the grace period.
-            for fault in [
-                Fault::oauth_error(401, "invalid_client", &format!("bad secret {SECRET}")),
-                Fault::json(503, r#"{"error":"temporarily_unavailable"}"#)
-                    .with_header("Retry-After", "0"),
-                Fault::Respond {
-                    status: 500,
-                    headers: vec![],
-                    body: format!("echo {SECRET}").into_bytes(),
-                },
-                Fault::json(200, r#"{"access_token": 5}"#),
-                Fault::Reset,
-                Fault::Huge { len: 1 << 20 },
+            for (what, fault, expected) in [
+                (
+                    "401 invalid_client",
+                    Fault::oauth_error(401, "invalid_client", &format!("bad secret {SECRET}")),
+                    "invalid_client (HTTP 401)",
+                ),
+                (
+                    "503",
+                    Fault::json(503, r#"{"error":"temporarily_unavailable"}"#)
+                        .with_header("Retry-After", "0"),
+                    "temporarily_unavailable (HTTP 503)",
+                ),
+                (
+                    "500 echoing the secret",
+                    Fault::Respond {
+                        status: 500,
+                        headers: vec![],
+                        body: format!("echo {SECRET}").into_bytes(),
+                    },
+                    "answered HTTP 500",
+                ),
+                (
+                    "a number for the token",
+                    Fault::json(200, r#"{"access_token": 5}"#),
+                    "access_token is not a string",
+                ),
+                ("a reset connection", Fault::Reset, "token request failed"),
+                (
+                    "a huge body",
+                    Fault::Huge { len: 1 << 20 },
+                    "body too large",
+                ),
             ] {
-                authority.push_fault(fault);
+                // Read before the fault is queued: a fetch already on its
+                // way may meet it.
                 let before = handle.state().failures;
+                authority.push_fault(fault);
                 if let Some(rejected) = handle.current() {
                     // A forced refresh meets the fault at once.
                     let _ = handle.refresh_rejected(&rejected).await;
@@ -116,10 +138,19 @@ fn no_secret_reaches_logs_debug_or_errors() {
                     smol::Timer::after(Duration::from_millis(5)).await;
                 }
                 let state = handle.state();
+                // The fault was met and reported, or this error path was
+                // never exercised and the checks below prove nothing of it.
+                assert!(
+                    state.failures > before,
+                    "{auth:?}, {what}: no fetch failed within 5 s: {state:?}"
+                );
+                let e = state.last_error.as_ref().expect("the failure is reported");
+                assert!(
+                    e.to_string().contains(expected),
+                    "{auth:?}, {what}: expected an error about {expected:?}, got {e}"
+                );
                 outputs.push(format!("{state:?} {:?}", handle));
-                if let Some(e) = &state.last_error {
-                    outputs.push(format!("{e} {e:?}"));
-                }
+                outputs.push(format!("{e} {e:?}"));
             }
             let error = handle.token().await;
             outputs.push(format!("{error:?}"));
