@@ -542,7 +542,12 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
 
 fn password_never_shows() {
     init_log();
-    let cache = RedisCache::new("redis://user:hunter2@127.0.0.1:6390/3")
+    // Accepts connections and never answers: the read below times out and
+    // the cache logs that the server is down.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = format!("127.0.0.1:{port}/3");
+    let cache = RedisCache::new(&format!("redis://user:hunter2@{server}"))
         .unwrap()
         .key_prefix("app:");
     let shown = [
@@ -555,18 +560,22 @@ fn password_never_shows() {
             !text.contains("hunter2") && !text.contains("user"),
             "{text}"
         );
-        assert!(text.contains("127.0.0.1:6390/3"), "{text}");
+        assert!(text.contains(&server), "{text}");
     }
-    assert_eq!(cache.describe(), "redis 127.0.0.1:6390/3 key app:token");
+    assert_eq!(cache.describe(), format!("redis {server} key app:token"));
     // The down message names the server the same way.
     let cache = cache.op_timeout(Duration::from_millis(200));
     smol::block_on(async {
-        // Nothing listens on 6390 (or, if something does, it refuses AUTH).
-        let _ = cache.read(KEY).await;
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
     });
-    for line in logged("6390") {
+    let down = logged(&format!("Redis ({server}) is unreachable"));
+    assert_eq!(down.len(), 1, "the down message: {down:?}");
+    let lines = logged(&format!("127.0.0.1:{port}"));
+    assert!(!lines.is_empty());
+    for line in lines {
         assert!(!line.contains("hunter2"), "{line}");
     }
+    drop(listener);
 }
 
 fn bad_urls_are_errors() {
