@@ -135,10 +135,14 @@ impl Harness {
             if selected == 0 {
                 continue;
             }
+            let tests = if selected == 1 {
+                "test needs"
+            } else {
+                "tests need"
+            };
             eprintln!(
-                "SKIPPED: {selected} test{} need {what}, which cannot run here: {why}. \
-                 They are counted as ignored; under CI=true they fail.",
-                if selected == 1 { "" } else { "s" }
+                "SKIPPED: {selected} {tests} {what}, which cannot run here: {why}. \
+                 Counted as ignored, not passed; under CI=true a failure."
             );
         }
     }
