@@ -152,6 +152,8 @@ impl Harness {
 /// name, with the attributes written before it (such as `#[cfg(...)]`):
 /// `add_tests!(harness; a, b)` for tests that need nothing,
 /// `add_tests!(harness needing needs; a, b)` for tests that need `needs`.
+// Unused in the files on libtest's harness, which include this module too.
+#[allow(unused_macros)]
 macro_rules! add_tests {
     ($harness:ident; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
         $( $(#[$attr])* $harness.test(stringify!($name), $name); )*
