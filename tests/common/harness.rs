@@ -1,11 +1,11 @@
-//! The test harness of the test files whose tests need a program that may
-//! not be installed (`redis-server`, Node.js): libtest's harness has no way
-//! to skip a test at run time, so such a test used to return early and be
-//! counted as passed. Here (on `libtest-mimic`, which takes libtest's
-//! arguments and prints its summary) a test whose program is missing is
+//! The test harness of the test files whose tests need something that a
+//! machine may lack (`redis-server`, Node.js, root): libtest's harness has
+//! no way to skip a test at run time, so such a test used to return early
+//! and be counted as passed. Here (on `libtest-mimic`, which takes libtest's
+//! arguments and prints its summary) a test whose need is missing is
 //! reported as ignored, with the reason, and one line on stderr says how
-//! many were and why. Under CI (`CI=true`) a missing program is a failure of
-//! every test that needs it, so a CI run never passes without them.
+//! many were and why. Under CI (`CI=true`) a missing need is a failure of
+//! every test that has it, so a CI run never passes without them.
 //!
 //! A file on this harness sets `harness = false` in its `[[test]]` entry of
 //! Cargo.toml, keeps its tests as plain functions (without `#[test]`), and
@@ -13,8 +13,7 @@
 //! list is dead code, which the lints refuse.
 //!
 //! `--ignored` and `--include-ignored` mean "run the ignored tests too": a
-//! test whose program is missing then runs and fails, saying what is
-//! missing.
+//! test whose need is missing then fails, saying what is missing.
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -24,16 +23,16 @@ pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-/// A program that some tests need, and why it cannot run here, if it
-/// cannot.
+/// What some tests need (a program, a privilege), and why this machine
+/// lacks it, if it does.
 pub struct Needs {
     what: &'static str,
     missing: Option<String>,
 }
 
 impl Needs {
-    /// `what` names the program ("redis-server"); `missing` says why it
-    /// cannot run here, or is `None` when it can.
+    /// `what` names the need ("redis-server"); `missing` says why this
+    /// machine lacks it, or is `None` when it does not.
     pub fn new(what: &'static str, missing: Option<String>) -> Needs {
         Needs { what, missing }
     }
@@ -48,7 +47,7 @@ impl Needs {
 pub struct Harness {
     args: Arguments,
     trials: Vec<Trial>,
-    /// Per program that is missing (outside CI): what, why, which tests.
+    /// Per need that is missing (outside CI): what, why, which tests.
     skipped: Vec<(&'static str, String, Vec<&'static str>)>,
 }
 
@@ -89,11 +88,11 @@ impl Harness {
         if under_ci() || run_ignored {
             let failure = if under_ci() {
                 format!(
-                    "{} is missing, and under CI=true that is a failure: {why}",
+                    "needs {} ({why}), and under CI=true that is a failure",
                     needs.what
                 )
             } else {
-                format!("{} is missing: {why}", needs.what)
+                format!("needs {} ({why})", needs.what)
             };
             // Listed among the ignored ones, so that `--ignored` picks it.
             let trial = Trial::test(name, move || Err(Failed::from(failure)));
@@ -123,7 +122,7 @@ impl Harness {
         libtest_mimic::run(&self.args, self.trials).exit()
     }
 
-    /// One line on stderr per missing program whose tests this run selects:
+    /// One line on stderr per missing need whose tests this run selects:
     /// the summary counts them as ignored, and this says why.
     fn say_what_is_skipped(&self) {
         for (what, why, names) in &self.skipped {
@@ -135,14 +134,14 @@ impl Harness {
             if selected == 0 {
                 continue;
             }
-            let tests = if selected == 1 {
-                "test needs"
+            let (tests, they) = if selected == 1 {
+                ("test needs", "it fails")
             } else {
-                "tests need"
+                ("tests need", "they fail")
             };
             eprintln!(
-                "SKIPPED: {selected} {tests} {what}, which cannot run here: {why}. \
-                 Counted as ignored, not passed; under CI=true a failure."
+                "SKIPPED: {selected} {tests} {what} ({why}): counted as ignored, not passed; \
+                 under CI=true {they}."
             );
         }
     }
@@ -155,10 +154,10 @@ impl Harness {
 // Unused in the files on libtest's harness, which include this module too.
 #[allow(unused_macros)]
 macro_rules! add_tests {
-    ($harness:ident; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+    ($harness:ident; $($(#[$attr:meta])* $name:path),* $(,)?) => {
         $( $(#[$attr])* $harness.test(stringify!($name), $name); )*
     };
-    ($harness:ident needing $needs:ident; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+    ($harness:ident needing $needs:ident; $($(#[$attr:meta])* $name:path),* $(,)?) => {
         $( $(#[$attr])* $harness.test_needing(&$needs, stringify!($name), $name); )*
     };
 }
