@@ -339,7 +339,8 @@ mod unix {
     use super::*;
     use common::harness::Needs;
 
-    /// What the tests that act as another user need: root, and for the one
+    /// What the tests that act as another user need: root (to make files
+    /// owned by another user, or to become one), and for the one
     /// that runs itself again as `nobody`, `setpriv` too. That second run
     /// (not root) needs nothing.
     pub fn needs() -> (Needs, Needs) {
@@ -349,11 +350,11 @@ mod unix {
                 Needs::new("root and setpriv", None),
             );
         }
-        let not_root = (!rustix::process::geteuid().is_root())
-            .then(|| "not root: cannot make files owned by another user".to_owned());
+        let uid = rustix::process::geteuid();
+        let not_root = (!uid.is_root()).then(|| format!("running as uid {}", uid.as_raw()));
         let no_setpriv = std::fs::metadata("/usr/bin/setpriv")
             .is_err()
-            .then(|| "no /usr/bin/setpriv (util-linux) to act as another user".to_owned());
+            .then(|| "no /usr/bin/setpriv (util-linux)".to_owned());
         let both = not_root.clone().or(no_setpriv);
         (
             Needs::new("root", not_root),
