@@ -3,14 +3,13 @@
 //! and never prints a secret (an access or refresh token issued by the local
 //! authority, or the client secret).
 //!
-//! Each test is compiled only when the example's required features are on.
-//! The Redis example needs `redis-server` on the PATH: without it the test
-//! says "SKIPPED" and passes, except under CI (`CI=true`), where that is a
-//! failure. Each run is killed after `RUN_LIMIT`, so a hang fails instead of
+//! Each test is compiled only when the example's required features are on
+//! (every example needs an HTTP client: the `ureq` feature is required in
+//! Cargo.toml). The Redis example needs `redis-server` on the PATH: without
+//! it that test is reported as ignored, with the reason, except under CI
+//! (`CI=true`), where that is a failure (the harness is `common::harness`).
+//! Each run is killed after `RUN_LIMIT`, so a hang fails instead of
 //! blocking.
-
-// Every example needs an HTTP client; the default one comes with `ureq`.
-#![cfg(feature = "ureq")]
 
 mod common;
 
@@ -19,14 +18,38 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+use common::harness::Needs;
+use common::harness::{add_tests, Harness};
+#[cfg(feature = "redis")]
+use common::process::TempDir;
 use common::process::{
     self, build_examples, example_bin, has_authority_token, test_features, Finished,
 };
-#[cfg(feature = "redis")]
-use common::process::{redis_server_installed, TempDir};
 
 /// No example comes near this unless it hangs (they take about 5 s).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+fn main() {
+    let mut harness = Harness::from_args();
+    add_tests!(harness;
+        #[cfg(feature = "async-std")]
+        async_std_app,
+        #[cfg(feature = "smol")]
+        smol_app,
+        shared_file_cache,
+        #[cfg(feature = "redis")]
+        redis_cache_without_redis_explains_and_exits_0,
+        #[cfg(feature = "surf")]
+        surf_middleware,
+    );
+    #[cfg(feature = "redis")]
+    {
+        let redis_server = Needs::redis_server();
+        add_tests!(harness needing redis_server; redis_cache_with_its_own_redis_server);
+    }
+    harness.run()
+}
 
 /// The examples this build can run: those whose required features are on.
 fn enabled_examples() -> Vec<&'static str> {
@@ -119,7 +142,6 @@ fn summary_value(stdout: &str, label: &str) -> u64 {
 }
 
 #[cfg(feature = "async-std")]
-#[test]
 fn async_std_app() {
     let run = run(example("async_std_app"));
     let stdout = run.succeeded();
@@ -138,7 +160,6 @@ fn async_std_app() {
 }
 
 #[cfg(feature = "smol")]
-#[test]
 fn smol_app() {
     let run = run(example("smol_app"));
     let stdout = run.succeeded();
@@ -151,7 +172,6 @@ fn smol_app() {
     assert_eq!(summary_value(stdout, "rejected headers"), 0, "{stdout}");
 }
 
-#[test]
 fn shared_file_cache() {
     let run = run(example("shared_file_cache"));
     let stdout = run.succeeded();
@@ -173,11 +193,7 @@ fn shared_file_cache() {
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn redis_cache_with_its_own_redis_server() {
-    if !redis_server_installed() {
-        return;
-    }
     let mut cmd = example("redis_cache");
     // The example starts its own server when REDIS_URL is not set.
     cmd.env_remove("REDIS_URL");
@@ -209,7 +225,6 @@ fn redis_cache_with_its_own_redis_server() {
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn redis_cache_without_redis_explains_and_exits_0() {
     // No REDIS_URL and no redis-server on the PATH.
     let empty = TempDir::new("empty-path");
@@ -224,7 +239,6 @@ fn redis_cache_without_redis_explains_and_exits_0() {
 }
 
 #[cfg(feature = "surf")]
-#[test]
 fn surf_middleware() {
     let run = run(example("surf_middleware"));
     let stdout = run.succeeded();

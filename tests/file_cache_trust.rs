@@ -4,13 +4,18 @@
 //!
 //! Two clients on one cache are tested against real authorities on
 //! 127.0.0.1. The file checks write cache files by hand, as a careless
-//! operator or another local user could.
-#![cfg(feature = "ureq")]
+//! operator or another local user could. The tests that need root (to act
+//! as another user) are reported as ignored, with the reason, when not run
+//! as root, except under CI (`CI=true`), where that is a failure (the harness
+//! is `common::harness`). The `ureq` feature is required in Cargo.toml.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::harness::{add_tests, Harness};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
 use tokenkeeper::cache::{CacheKey, FileCache, MemoryCache, TokenCache};
@@ -20,6 +25,48 @@ use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, SystemClock, Token,
     TokenSource,
 };
+
+fn main() {
+    let mut harness = Harness::from_args();
+    add_tests!(harness;
+        two_client_ids_on_one_cache_file_each_get_their_own_token,
+        two_token_urls_on_one_cache_file_each_get_their_own_token,
+        two_scopes_on_one_cache_file_each_get_their_own_token,
+        two_clients_sharing_a_memory_cache_each_get_their_own_token,
+        an_entry_for_another_key_is_logged_once_not_on_every_read,
+        unkeyed_entries_are_for_unkeyed_chains_only,
+        an_entry_issued_in_the_future_is_corrupt,
+        an_entry_expiring_absurdly_far_away_is_corrupt,
+        a_file_over_the_size_cap_is_a_miss_without_reading_it_all,
+        #[cfg(unix)]
+        unix::a_group_writable_cache_file_is_not_trusted,
+        #[cfg(unix)]
+        unix::an_other_writable_cache_file_is_not_trusted,
+        #[cfg(unix)]
+        unix::a_cache_file_others_can_read_is_made_private_on_read,
+        #[cfg(unix)]
+        unix::a_group_writable_lock_file_is_replaced_by_our_own,
+        #[cfg(unix)]
+        unix::a_fifo_at_the_path_is_a_prompt_miss_and_replaced_by_the_next_write,
+        #[cfg(unix)]
+        unix::a_symlink_at_the_path_is_not_followed,
+        #[cfg(unix)]
+        unix::a_symlink_to_dev_zero_is_a_prompt_miss,
+        #[cfg(unix)]
+        unix::temporary_files_of_dead_or_old_writers_are_removed_by_the_next_write,
+    );
+    #[cfg(unix)]
+    {
+        let (root, root_and_setpriv) = unix::needs();
+        add_tests!(harness needing root;
+            unix::a_cache_file_owned_by_another_user_is_not_trusted
+        );
+        add_tests!(harness needing root_and_setpriv;
+            unix::in_a_sticky_folder_another_users_file_cannot_be_replaced_and_the_error_says_so
+        );
+    }
+    harness.run()
+}
 
 /// Every log record at or above debug, from every thread: level and text.
 struct Capture(Mutex<Vec<(log::Level, String)>>);
@@ -138,7 +185,6 @@ fn one_file(dir: &Path) -> impl Fn() -> Arc<dyn TokenCache> + '_ {
     move || Arc::new(FileCache::new(dir.join("token.json")))
 }
 
-#[test]
 fn two_client_ids_on_one_cache_file_each_get_their_own_token() {
     let dir = temp_dir("client-id");
     let authority = LocalAuthority::start().unwrap();
@@ -154,7 +200,6 @@ fn two_client_ids_on_one_cache_file_each_get_their_own_token() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
 fn two_token_urls_on_one_cache_file_each_get_their_own_token() {
     let dir = temp_dir("token-url");
     let first = LocalAuthority::start().unwrap();
@@ -167,7 +212,6 @@ fn two_token_urls_on_one_cache_file_each_get_their_own_token() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
 fn two_scopes_on_one_cache_file_each_get_their_own_token() {
     let dir = temp_dir("scope");
     let authority = LocalAuthority::start().unwrap();
@@ -180,7 +224,6 @@ fn two_scopes_on_one_cache_file_each_get_their_own_token() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
 fn two_clients_sharing_a_memory_cache_each_get_their_own_token() {
     let first = LocalAuthority::start().unwrap();
     let second = LocalAuthority::start().unwrap();
@@ -192,7 +235,6 @@ fn two_clients_sharing_a_memory_cache_each_get_their_own_token() {
     );
 }
 
-#[test]
 fn an_entry_for_another_key_is_logged_once_not_on_every_read() {
     let dir = temp_dir("other-key-log");
     let path = dir.join("token.json");
@@ -218,7 +260,6 @@ fn an_entry_for_another_key_is_logged_once_not_on_every_read() {
 }
 
 /// Chains without a key read only what other chains without a key wrote.
-#[test]
 fn unkeyed_entries_are_for_unkeyed_chains_only() {
     let authority = LocalAuthority::start().unwrap();
     let shared = MemoryCache::new();
@@ -296,6 +337,30 @@ mod unix {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
+    use common::harness::Needs;
+
+    /// What the tests that act as another user need: root (to make files
+    /// owned by another user, or to become one), and for the one
+    /// that runs itself again as `nobody`, `setpriv` too. That second run
+    /// (not root) needs nothing.
+    pub fn needs() -> (Needs, Needs) {
+        if std::env::var_os("TOKENKEEPER_TRUST_STICKY_CHILD").is_some() {
+            return (
+                Needs::new("root", None),
+                Needs::new("root and setpriv", None),
+            );
+        }
+        let uid = rustix::process::geteuid();
+        let not_root = (!uid.is_root()).then(|| format!("running as uid {}", uid.as_raw()));
+        let no_setpriv = std::fs::metadata("/usr/bin/setpriv")
+            .is_err()
+            .then(|| "no /usr/bin/setpriv (util-linux)".to_owned());
+        let both = not_root.clone().or(no_setpriv);
+        (
+            Needs::new("root", not_root),
+            Needs::new("root and setpriv", both),
+        )
+    }
 
     fn set_mode(path: &Path, mode: u32) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -343,18 +408,15 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_group_writable_cache_file_is_not_trusted() {
+    pub fn a_group_writable_cache_file_is_not_trusted() {
         writable_by_others_is_untrusted("group-writable", 0o620);
     }
 
-    #[test]
-    fn an_other_writable_cache_file_is_not_trusted() {
+    pub fn an_other_writable_cache_file_is_not_trusted() {
         writable_by_others_is_untrusted("other-writable", 0o602);
     }
 
-    #[test]
-    fn a_cache_file_others_can_read_is_made_private_on_read() {
+    pub fn a_cache_file_others_can_read_is_made_private_on_read() {
         let dir = temp_dir("world-readable");
         let token = valid_token("token-0644");
         let (cache, path) = cache_with(&dir, &token);
@@ -366,14 +428,8 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_cache_file_owned_by_another_user_is_not_trusted() {
+    pub fn a_cache_file_owned_by_another_user_is_not_trusted() {
         let dir = temp_dir("other-owner");
-        if my_uid(&dir) != 0 {
-            println!("note: not root, cannot make a file owned by another user; case skipped");
-            std::fs::remove_dir_all(dir).unwrap();
-            return;
-        }
         let theirs = valid_token("planted-by-nobody");
         let (cache, path) = cache_with(&dir, &theirs);
         std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
@@ -387,8 +443,7 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_group_writable_lock_file_is_replaced_by_our_own() {
+    pub fn a_group_writable_lock_file_is_replaced_by_our_own() {
         let dir = temp_dir("lock-writable");
         let path = dir.join("token.json");
         let lock = dir.join("token.json.lock");
@@ -419,8 +474,7 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_fifo_at_the_path_is_a_prompt_miss_and_replaced_by_the_next_write() {
+    pub fn a_fifo_at_the_path_is_a_prompt_miss_and_replaced_by_the_next_write() {
         let dir = temp_dir("fifo");
         let path = dir.join("token.json");
         let made = std::process::Command::new("mkfifo")
@@ -436,8 +490,7 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_symlink_at_the_path_is_not_followed() {
+    pub fn a_symlink_at_the_path_is_not_followed() {
         let dir = temp_dir("symlink");
         // Even to a valid entry of our own: someone else may have made the
         // link, and may point it anywhere.
@@ -459,8 +512,7 @@ mod unix {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_symlink_to_dev_zero_is_a_prompt_miss() {
+    pub fn a_symlink_to_dev_zero_is_a_prompt_miss() {
         let dir = temp_dir("dev-zero");
         let path = dir.join("token.json");
         std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
@@ -476,8 +528,7 @@ mod unix {
         pid
     }
 
-    #[test]
-    fn temporary_files_of_dead_or_old_writers_are_removed_by_the_next_write() {
+    pub fn temporary_files_of_dead_or_old_writers_are_removed_by_the_next_write() {
         let dir = temp_dir("leftovers");
         let token = valid_token("leftover");
         let entry = |name: &str| {
@@ -521,8 +572,7 @@ mod unix {
     /// As `nobody` (a child of this test, run through `setpriv`): a cache
     /// file of root's in a sticky folder is a miss, and the write fails
     /// with an error that says why.
-    #[test]
-    fn in_a_sticky_folder_another_users_file_cannot_be_replaced_and_the_error_says_so() {
+    pub fn in_a_sticky_folder_another_users_file_cannot_be_replaced_and_the_error_says_so() {
         if let Ok(path) = std::env::var("TOKENKEEPER_TRUST_STICKY_CHILD") {
             let cache = FileCache::new(&path);
             assert_eq!(read_promptly(&cache), None);
@@ -531,11 +581,6 @@ mod unix {
             return;
         }
         let dir = temp_dir("sticky");
-        if my_uid(&dir) != 0 || std::fs::metadata("/usr/bin/setpriv").is_err() {
-            println!("note: needs root and setpriv to act as another user; case skipped");
-            std::fs::remove_dir_all(dir).unwrap();
-            return;
-        }
         set_mode(&dir, 0o1777);
         let (_, path) = cache_with(&dir, &valid_token("roots"));
         let out = std::process::Command::new("setpriv")
@@ -569,7 +614,6 @@ mod unix {
     }
 }
 
-#[test]
 fn an_entry_issued_in_the_future_is_corrupt() {
     let dir = temp_dir("future");
     let path = dir.join("token.json");
@@ -594,7 +638,6 @@ fn an_entry_issued_in_the_future_is_corrupt() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
 fn an_entry_expiring_absurdly_far_away_is_corrupt() {
     let dir = temp_dir("absurd-expiry");
     let path = dir.join("token.json");
@@ -618,7 +661,6 @@ fn an_entry_expiring_absurdly_far_away_is_corrupt() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
 fn a_file_over_the_size_cap_is_a_miss_without_reading_it_all() {
     let dir = temp_dir("huge");
     let token = valid_token("padded");

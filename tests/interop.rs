@@ -13,13 +13,13 @@
 //!
 //! Install the server with `npm ci --prefix interop` (Node.js 20.19+;
 //! `.ci/run` does it). Without Node.js or `interop/node_modules` the tests
-//! print `SKIPPED: interop server not available: <why>` to stderr and pass;
-//! with `CI=true` they fail instead. They need the `ureq` feature (on by
-//! default); without it this file compiles to nothing.
+//! are reported as ignored, with the reason; with `CI=true` they fail
+//! instead (the harness is `common::harness`). They need the `ureq` feature
+//! (on by default; required in Cargo.toml).
 
-#![cfg(feature = "ureq")]
+mod common;
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -27,6 +27,7 @@ use std::thread;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::harness::{add_tests, Harness, Needs};
 use futures_lite::future;
 use serde_json::Value;
 use tokenkeeper::oauth2::{
@@ -51,6 +52,22 @@ const SERVER_TTL_S: u64 = 3600;
 /// Upper bound for the server to start and for any one scenario.
 const STARTUP: Duration = Duration::from_secs(30);
 const OVERALL: Duration = Duration::from_secs(60);
+
+fn main() {
+    let server = Needs::new("the interop server", unavailable());
+    let mut harness = Harness::from_args();
+    add_tests!(harness needing server;
+        client_credentials_with_client_secret_basic_and_scope,
+        client_credentials_with_client_secret_post_and_scope,
+        a_wrong_secret_is_a_permanent_invalid_client,
+        #[cfg(feature = "surf")]
+        client_credentials_through_surf,
+        refresh_token_grant_follows_rotation,
+        refresh_token_grant_with_post_auth_and_scope,
+        the_manager_publishes_the_servers_tokens,
+    );
+    harness.run()
+}
 
 // ---------------------------------------------------------------------------
 // The server process
@@ -83,21 +100,16 @@ fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
 /// Why the server cannot run here, if it cannot: no Node.js, one too old
 /// for oauth2-mock-server 8.2.3, or `interop/node_modules` not installed.
 fn unavailable() -> Option<String> {
     let version = match Command::new("node").arg("--version").output() {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         Ok(out) => return Some(format!("`node --version` failed ({})", out.status)),
-        Err(e) => {
-            return Some(format!(
-                "cannot run `node` ({e}); install Node.js 20.19 or newer"
-            ))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some("`node` is not on the PATH; install Node.js 20.19 or newer".into())
         }
+        Err(e) => return Some(format!("cannot run `node`: {e}")),
     };
     let mut parts = version.trim_start_matches('v').split('.');
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -109,36 +121,12 @@ fn unavailable() -> Option<String> {
     }
     let package = interop_dir().join("node_modules/oauth2-mock-server/package.json");
     if !package.is_file() {
-        return Some(format!(
-            "{} is missing; run `npm ci --prefix interop`",
-            package.display()
-        ));
+        return Some("interop/node_modules is not installed; run `npm ci --prefix interop`".into());
     }
     None
 }
 
 impl Server {
-    /// Starts the server, or says why it cannot: under `CI=true` that is a
-    /// failure, elsewhere the test is skipped (returns `None`).
-    fn start_or_skip() -> Option<Server> {
-        let Some(why) = unavailable() else {
-            return Some(Server::start());
-        };
-        assert!(
-            !under_ci(),
-            "interop server not available, and under CI=true that is a failure \
-             (elsewhere the test is skipped): {why}"
-        );
-        // Straight to the process's stderr: libtest would swallow an
-        // `eprintln!` from a passing test.
-        let test = thread::current().name().unwrap_or("?").to_owned();
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: interop server not available: {why} (test {test} did not run)"
-        );
-        None
-    }
-
     fn start() -> Server {
         let dir = interop_dir();
         let mut child = Command::new("node")
@@ -348,9 +336,7 @@ fn refresh_secret(token: &Token) -> &str {
 // ---------------------------------------------------------------------------
 
 fn client_credentials(auth: AuthMethod, wire_name: &str) {
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     let scope = "orders:read orders:write";
     let mut source = ClientCredentials::new(server.endpoint(auth)).scope(scope);
     let token = fetch(&mut source).expect("a token from the server");
@@ -364,21 +350,16 @@ fn client_credentials(auth: AuthMethod, wire_name: &str) {
     assert!(token.refresh_token().is_none());
 }
 
-#[test]
 fn client_credentials_with_client_secret_basic_and_scope() {
     client_credentials(AuthMethod::ClientSecretBasic, "client_secret_basic");
 }
 
-#[test]
 fn client_credentials_with_client_secret_post_and_scope() {
     client_credentials(AuthMethod::ClientSecretPost, "client_secret_post");
 }
 
-#[test]
 fn a_wrong_secret_is_a_permanent_invalid_client() {
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
         let mut source =
             ClientCredentials::new(server.endpoint_with_secret(auth, "not the secret"));
@@ -390,13 +371,10 @@ fn a_wrong_secret_is_a_permanent_invalid_client() {
 }
 
 #[cfg(feature = "surf")]
-#[test]
 fn client_credentials_through_surf() {
     use tokenkeeper::oauth2::SurfClient;
 
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     for (auth, wire_name) in [
         (AuthMethod::ClientSecretBasic, "client_secret_basic"),
         (AuthMethod::ClientSecretPost, "client_secret_post"),
@@ -422,11 +400,8 @@ fn client_credentials_through_surf() {
 // Refresh tokens
 // ---------------------------------------------------------------------------
 
-#[test]
 fn refresh_token_grant_follows_rotation() {
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     let scope = "openid orders:read";
     let original = server.password_grant(scope);
     let mut grant = RefreshTokenGrant::new(
@@ -471,11 +446,8 @@ fn refresh_token_grant_follows_rotation() {
     }
 }
 
-#[test]
 fn refresh_token_grant_with_post_auth_and_scope() {
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     let original = server.password_grant("openid orders:read orders:write");
     let endpoint = server.endpoint(AuthMethod::ClientSecretPost);
 
@@ -501,11 +473,8 @@ fn refresh_token_grant_with_post_auth_and_scope() {
 // Through the manager
 // ---------------------------------------------------------------------------
 
-#[test]
 fn the_manager_publishes_the_servers_tokens() {
-    let Some(server) = Server::start_or_skip() else {
-        return;
-    };
+    let server = Server::start();
     let original = server.password_grant("openid orders:read");
     let client_credentials =
         ClientCredentials::new(server.endpoint(AuthMethod::ClientSecretBasic)).scope("orders:read");

@@ -1,10 +1,10 @@
 //! `RedisCache` against real `redis-server` processes, one per test, each on
 //! its own free loopback port and killed when the test ends.
 //!
-//! Without `redis-server` installed these tests say "SKIPPED" and pass,
-//! except under CI (`CI=true`), where that is a failure.
-
-#![cfg(feature = "redis")]
+//! Without `redis-server` installed the tests that need it are reported as
+//! ignored, with the reason, except under CI (`CI=true`), where that is a
+//! failure (the harness is `common::harness`; the `redis` feature is
+//! required in Cargo.toml).
 
 mod common;
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::harness::{add_tests, Harness, Needs};
 use common::process::RedisServer;
 use redis::Commands;
 use tokenkeeper::cache::{CacheKey, RedisCache, TokenCache};
@@ -46,13 +47,29 @@ impl RedisServer {
     }
 }
 
-macro_rules! server {
-    () => {
-        match RedisServer::start() {
-            Some(server) => server,
-            None => return,
-        }
-    };
+fn main() {
+    let redis_server = Needs::redis_server();
+    let mut harness = Harness::from_args();
+    add_tests!(harness needing redis_server;
+        round_trip_with_refresh_token,
+        works_under_async_std_and_a_bare_block_on,
+        entry_lives_until_the_token_expires,
+        an_entry_for_another_cache_key_or_implausible_times_is_a_miss,
+        key_prefixes_keep_caches_apart,
+        corrupt_entry_is_a_miss_reported_once,
+        lease_is_exclusive_until_its_holder_releases_it,
+        lease_expires_and_a_stale_holder_cannot_free_the_next_one,
+        token_survives_a_restart_through_redis,
+        redis_stopped_and_restarted_mid_run,
+        a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh,
+    );
+    // These talk to no server, or to a listener of their own.
+    add_tests!(harness;
+        unanswering_server_costs_at_most_the_op_timeout,
+        password_never_shows,
+        bad_urls_are_errors,
+    );
+    harness.run()
 }
 
 /// Records every log line, so tests can count the ones about their server.
@@ -105,9 +122,8 @@ fn token(name: &str, lifetime: Duration) -> Token {
     )
 }
 
-#[test]
 fn round_trip_with_refresh_token() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let cache = server.cache();
     smol::block_on(async {
         assert_eq!(cache.read(KEY).await.unwrap(), None);
@@ -131,9 +147,8 @@ fn round_trip_with_refresh_token() {
 
 /// No smol executor needed: the same calls under async-std and under a bare
 /// `block_on` (no tokio runtime anywhere).
-#[test]
 fn works_under_async_std_and_a_bare_block_on() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let cache = server.cache().key_prefix("elsewhere:");
     let t = token("a", Duration::from_secs(60));
     async_std::task::block_on(async {
@@ -149,9 +164,8 @@ fn works_under_async_std_and_a_bare_block_on() {
     assert_eq!(read, Some(t));
 }
 
-#[test]
 fn entry_lives_until_the_token_expires() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let cache = server.cache();
     let mut redis = server.inspect();
     smol::block_on(async {
@@ -189,9 +203,8 @@ fn entry_lives_until_the_token_expires() {
 /// One prefix, two clients: an entry is read only with the cache key it was
 /// written with; an implausible entry (issued in the future, or living for
 /// years) is a miss as in the file cache.
-#[test]
 fn an_entry_for_another_cache_key_or_implausible_times_is_a_miss() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let cache = server.cache();
     let mine = CacheKey::builder().field("client_id", "mine").build();
     let theirs = CacheKey::builder().field("client_id", "theirs").build();
@@ -214,9 +227,8 @@ fn an_entry_for_another_cache_key_or_implausible_times_is_a_miss() {
     });
 }
 
-#[test]
 fn key_prefixes_keep_caches_apart() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let a = server.cache().key_prefix("svc-a:");
     let b = server.cache().key_prefix("svc-b:");
     assert_eq!(
@@ -243,10 +255,9 @@ fn key_prefixes_keep_caches_apart() {
     );
 }
 
-#[test]
 fn corrupt_entry_is_a_miss_reported_once() {
     init_log();
-    let server = server!();
+    let server = RedisServer::spawn();
     let prefix = format!("corrupt-{}:", server.port);
     let key = format!("{prefix}token");
     let cache = server.cache().key_prefix(prefix);
@@ -284,9 +295,8 @@ fn corrupt_entry_is_a_miss_reported_once() {
     });
 }
 
-#[test]
 fn lease_is_exclusive_until_its_holder_releases_it() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let cache = server.cache();
     let other = server.cache();
     assert!(cache.has_lease());
@@ -314,9 +324,8 @@ fn lease_is_exclusive_until_its_holder_releases_it() {
     });
 }
 
-#[test]
 fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
-    let server = server!();
+    let server = RedisServer::spawn();
     let first = server.cache();
     let second = server.cache();
     let mut redis = server.inspect();
@@ -384,9 +393,8 @@ fn counting_source(
     (source, calls)
 }
 
-#[test]
 fn token_survives_a_restart_through_redis() {
-    let server = server!();
+    let server = RedisServer::spawn();
     smol::block_on(async {
         let (source, calls) = counting_source("first", Duration::from_secs(60));
         let (handle, driver) =
@@ -438,10 +446,9 @@ async fn keep_reading(
     false
 }
 
-#[test]
 fn redis_stopped_and_restarted_mid_run() {
     init_log();
-    let mut server = server!();
+    let mut server = RedisServer::spawn();
     let port = server.port.to_string();
     let cache = server.cache().op_timeout(Duration::from_millis(500));
     let key = cache.token_key().to_owned();
@@ -490,7 +497,6 @@ fn redis_stopped_and_restarted_mid_run() {
 
 /// A server that accepts connections and never answers: every operation
 /// ends by the timeout, as a miss, with one log line.
-#[test]
 fn unanswering_server_costs_at_most_the_op_timeout() {
     init_log();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -534,10 +540,14 @@ fn unanswering_server_costs_at_most_the_op_timeout() {
     drop(listener);
 }
 
-#[test]
 fn password_never_shows() {
     init_log();
-    let cache = RedisCache::new("redis://user:hunter2@127.0.0.1:6390/3")
+    // Accepts connections and never answers: the read below times out and
+    // the cache logs that the server is down.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = format!("127.0.0.1:{port}/3");
+    let cache = RedisCache::new(&format!("redis://user:hunter2@{server}"))
         .unwrap()
         .key_prefix("app:");
     let shown = [
@@ -550,21 +560,24 @@ fn password_never_shows() {
             !text.contains("hunter2") && !text.contains("user"),
             "{text}"
         );
-        assert!(text.contains("127.0.0.1:6390/3"), "{text}");
+        assert!(text.contains(&server), "{text}");
     }
-    assert_eq!(cache.describe(), "redis 127.0.0.1:6390/3 key app:token");
+    assert_eq!(cache.describe(), format!("redis {server} key app:token"));
     // The down message names the server the same way.
     let cache = cache.op_timeout(Duration::from_millis(200));
     smol::block_on(async {
-        // Nothing listens on 6390 (or, if something does, it refuses AUTH).
-        let _ = cache.read(KEY).await;
+        assert_eq!(cache.read(KEY).await.unwrap(), None);
     });
-    for line in logged("6390") {
+    let down = logged(&format!("Redis ({server}) is unreachable"));
+    assert_eq!(down.len(), 1, "the down message: {down:?}");
+    let lines = logged(&format!("127.0.0.1:{port}"));
+    assert!(!lines.is_empty());
+    for line in lines {
         assert!(!line.contains("hunter2"), "{line}");
     }
+    drop(listener);
 }
 
-#[test]
 fn bad_urls_are_errors() {
     for url in [
         "",
@@ -652,11 +665,10 @@ fn run_until(ex: &smol::LocalExecutor<'_>, what: &str, mut done: impl FnMut() ->
 /// the stop costs the chain's 1 s cache timeout, the refreshes within the
 /// 30 s cool-down do not call Redis at all, and once the server runs again
 /// the first try after the cool-down finds it back.
-#[test]
 fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() {
     use tokenkeeper::Clock as _;
     init_log();
-    let server = server!();
+    let server = RedisServer::spawn();
     let clock = tokenkeeper::ManualClock::new(now_ms());
     let cache = server.cache().op_timeout(Duration::from_secs(60));
     let describe = cache.describe();

@@ -4,9 +4,11 @@
 //! Assertions are about output and exit codes, never about how long
 //! something took (beyond generous bounds that only a hang would break).
 //! Each run is killed after `RUN_LIMIT`, so a hang fails instead of blocking.
-
-// The example needs an HTTP client; the default one comes with `ureq`.
-#![cfg(feature = "ureq")]
+//!
+//! The example needs an HTTP client: the `ureq` feature is required in
+//! Cargo.toml. The harness is `common::harness`: the test that needs
+//! `redis-server` is reported as ignored, with the reason, where it is not
+//! installed, and fails there under CI (`CI=true`).
 
 mod common;
 
@@ -18,12 +20,49 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "redis")]
+use common::harness::Needs;
+use common::harness::{add_tests, Harness};
 use common::process::{
     self, assert_no_access_token, build_examples, check_token_event, example_bin, read_all,
     test_features, Finished, TempDir,
 };
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
+
+fn main() {
+    let mut harness = Harness::from_args();
+    add_tests!(harness;
+        prints_the_token_alone_with_basic_auth_by_default,
+        post_auth_sends_the_credentials_in_the_body,
+        scope_audience_and_resources_are_forwarded,
+        secret_from_a_file_with_its_trailing_newline_trimmed,
+        a_secret_on_the_command_line_is_refused,
+        bad_usage_exits_2_with_a_message,
+        a_wrong_secret_fails_fast_with_one_line_naming_invalid_client,
+        a_transient_failure_is_retried,
+        watch_prints_token_events_and_never_a_token,
+        watch_reports_failed_attempts_during_an_outage,
+        output_into_a_closed_pipe_exits_quietly_without_a_panic,
+        plain_http_to_another_host_names_what_a_cli_user_can_do,
+        watch_times_stay_safe_integers_when_expires_in_is_huge,
+        a_token_type_other_than_bearer_is_a_warning_on_stderr,
+        a_scope_other_than_asked_is_a_warning_on_stderr,
+        watch_warnings_go_to_stderr_and_stdout_stays_json,
+        a_loopback_token_url_never_goes_through_a_proxy,
+        a_cache_lock_held_forever_costs_the_lease_wait_not_the_token,
+        with_the_cache_lock_held_a_refusal_is_named_not_a_timeout,
+        watch_with_the_cache_lock_held_forever_publishes_tokens,
+    );
+    #[cfg(feature = "redis")]
+    {
+        let redis_server = Needs::redis_server();
+        add_tests!(harness needing redis_server;
+            a_redis_that_refuses_our_password_is_a_warning_on_stderr
+        );
+    }
+    harness.run()
+}
 
 const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
 const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
@@ -147,7 +186,6 @@ fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
 
-#[test]
 fn prints_the_token_alone_with_basic_auth_by_default() {
     let authority = LocalAuthority::start().unwrap();
     let mut cmd = token_cmd(&strs(&base_args(&authority)));
@@ -174,7 +212,6 @@ fn prints_the_token_alone_with_basic_auth_by_default() {
     assert_eq!(request.form_value("client_id"), None);
 }
 
-#[test]
 fn post_auth_sends_the_credentials_in_the_body() {
     let authority = LocalAuthority::start().unwrap();
     let mut args = base_args(&authority);
@@ -191,7 +228,6 @@ fn post_auth_sends_the_credentials_in_the_body() {
     assert_eq!(request.form_value("client_secret").as_deref(), Some(SECRET));
 }
 
-#[test]
 fn scope_audience_and_resources_are_forwarded() {
     let authority = LocalAuthority::start().unwrap();
     let mut args = base_args(&authority);
@@ -236,7 +272,6 @@ fn scope_audience_and_resources_are_forwarded() {
     );
 }
 
-#[test]
 fn secret_from_a_file_with_its_trailing_newline_trimmed() {
     let authority = LocalAuthority::start().unwrap();
     let dir = TempDir::new("token-cli");
@@ -254,7 +289,6 @@ fn secret_from_a_file_with_its_trailing_newline_trimmed() {
     assert!(authority.is_valid_access_token(out.stdout.trim()));
 }
 
-#[test]
 fn a_secret_on_the_command_line_is_refused() {
     let authority = LocalAuthority::start().unwrap();
     let base = base_args(&authority);
@@ -278,7 +312,6 @@ fn a_secret_on_the_command_line_is_refused() {
     assert_eq!(authority.token_requests(), 0);
 }
 
-#[test]
 fn bad_usage_exits_2_with_a_message() {
     let authority = LocalAuthority::start().unwrap();
     let url = authority.token_url();
@@ -317,7 +350,6 @@ fn bad_usage_exits_2_with_a_message() {
     assert_eq!(authority.token_requests(), 0);
 }
 
-#[test]
 fn a_wrong_secret_fails_fast_with_one_line_naming_invalid_client() {
     let authority = LocalAuthority::start().unwrap();
     let wrong = "wrong-secret-9f8e7d";
@@ -337,7 +369,6 @@ fn a_wrong_secret_fails_fast_with_one_line_naming_invalid_client() {
     assert!(out.took < Duration::from_secs(8), "took {:?}", out.took);
 }
 
-#[test]
 fn a_transient_failure_is_retried() {
     let authority = LocalAuthority::start().unwrap();
     authority.push_fault(Fault::json(503, r#"{"error":"temporarily_unavailable"}"#));
@@ -350,7 +381,6 @@ fn a_transient_failure_is_retried() {
     assert_eq!(authority.token_requests(), 2);
 }
 
-#[test]
 fn watch_prints_token_events_and_never_a_token() {
     let authority = LocalAuthority::start().unwrap();
     authority.set_expires_in(Some(json!(2)));
@@ -378,7 +408,6 @@ fn watch_prints_token_events_and_never_a_token() {
     assert_no_access_token(&out.stderr);
 }
 
-#[test]
 fn watch_reports_failed_attempts_during_an_outage() {
     let authority = LocalAuthority::start().unwrap();
     authority.set_expires_in(Some(json!(2)));
@@ -478,7 +507,6 @@ enum Closed {
     Stderr,
 }
 
-#[test]
 fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
     let authority = LocalAuthority::start().unwrap();
     let base = base_args(&authority);
@@ -540,7 +568,6 @@ fn output_into_a_closed_pipe_exits_quietly_without_a_panic() {
     assert_eq!(stdout, "at-7-0123456789abcdef\n");
 }
 
-#[test]
 fn plain_http_to_another_host_names_what_a_cli_user_can_do() {
     let mut cmd = token_cmd(&[
         "--token-url",
@@ -569,7 +596,6 @@ fn plain_http_to_another_host_names_what_a_cli_user_can_do() {
 /// exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
-#[test]
 fn watch_times_stay_safe_integers_when_expires_in_is_huge() {
     let authority = LocalAuthority::start().unwrap();
     authority.set_expires_in(Some(json!(u64::MAX)));
@@ -607,7 +633,6 @@ fn answer(extra: &str) -> Fault {
     )
 }
 
-#[test]
 fn a_token_type_other_than_bearer_is_a_warning_on_stderr() {
     let authority = LocalAuthority::start().unwrap();
     authority.push_fault(answer(r#""token_type":"mac""#));
@@ -625,7 +650,6 @@ fn a_token_type_other_than_bearer_is_a_warning_on_stderr() {
     assert_no_access_token(&out.stderr);
 }
 
-#[test]
 fn a_scope_other_than_asked_is_a_warning_on_stderr() {
     // (asked, granted, whether a warning is due)
     let cases: [(&str, Option<&str>, bool); 5] = [
@@ -678,7 +702,6 @@ fn a_scope_other_than_asked_is_a_warning_on_stderr() {
     }
 }
 
-#[test]
 fn watch_warnings_go_to_stderr_and_stdout_stays_json() {
     let authority = LocalAuthority::start().unwrap();
     // Every answer: a MAC token for less than asked, living 1 s.
@@ -756,11 +779,7 @@ impl Drop for PasswordRedis {
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
-    if !process::redis_server_installed() {
-        return;
-    }
     let server = PasswordRedis::start("the-right-password-4f1a");
     let authority = LocalAuthority::start().unwrap();
     let password = "wrong-password-9c2e";
@@ -829,7 +848,6 @@ impl ProxyRecorder {
     }
 }
 
-#[test]
 fn a_loopback_token_url_never_goes_through_a_proxy() {
     let proxy = ProxyRecorder::start();
     let authority = LocalAuthority::start().unwrap();
@@ -872,7 +890,6 @@ fn hold_cache_lock(cache_file: &Path) -> std::fs::File {
     file
 }
 
-#[test]
 fn a_cache_lock_held_forever_costs_the_lease_wait_not_the_token() {
     let authority = LocalAuthority::start().unwrap();
     let dir = TempDir::new("cli-held-lock");
@@ -892,7 +909,6 @@ fn a_cache_lock_held_forever_costs_the_lease_wait_not_the_token() {
     assert!(out.took < Duration::from_secs(8), "took {:?}", out.took);
 }
 
-#[test]
 fn with_the_cache_lock_held_a_refusal_is_named_not_a_timeout() {
     let authority = LocalAuthority::start().unwrap();
     let dir = TempDir::new("cli-held-lock-refused");
@@ -912,7 +928,6 @@ fn with_the_cache_lock_held_a_refusal_is_named_not_a_timeout() {
     assert_eq!(authority.token_requests(), 1);
 }
 
-#[test]
 fn watch_with_the_cache_lock_held_forever_publishes_tokens() {
     let authority = LocalAuthority::start().unwrap();
     let dir = TempDir::new("cli-watch-held-lock");

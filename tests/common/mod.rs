@@ -1,9 +1,11 @@
 //! A virtual-time test bench: a manual clock, a scripted source, and a
 //! single-threaded executor that runs until every task waits. Helpers for
-//! tests that run child processes are in `process`.
+//! tests that run child processes are in `process`; the harness of the test
+//! files whose tests need a program that may be missing is `harness`.
 
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod process;
 
 use std::future::Future;

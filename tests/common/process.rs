@@ -2,8 +2,8 @@
 //! (built by cargo with the test's own profile, features and target
 //! directory), children whose output is collected on threads and that are
 //! killed when they outlive a limit, a temporary folder removed on drop, and
-//! `redis-server` on a free loopback port (skipped when not installed, except
-//! under CI).
+//! `redis-server` on a free loopback port (see `harness` for the tests that
+//! need it when it is not installed).
 
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -264,27 +264,36 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------------------
 // Redis
 
-/// Whether `redis-server` can run here. When it is not installed: under CI
-/// (`CI=true`) a failure, elsewhere says "SKIPPED" and returns `false`.
-pub fn redis_server_installed() -> bool {
+/// Why `redis-server` cannot run here, if it cannot.
+pub fn redis_server_missing() -> Option<String> {
     match Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
     {
-        Ok(_) => true,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "redis-server is not installed, and CI needs it (apt-get install redis-server)"
-                );
-            }
-            // Straight to stderr, past the test harness's capture.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server not installed");
-            false
-        }
-        Err(e) => panic!("cannot run redis-server: {e}"),
+        Ok(status) if status.success() => None,
+        Ok(status) => Some(format!("`redis-server --version` failed ({status})")),
+        Err(e) if e.kind() == ErrorKind::NotFound => Some("not on the PATH".into()),
+        Err(e) => Some(format!("cannot run redis-server: {e}")),
     }
+}
+
+/// Whether `redis-server` can run here, for the tests on libtest's harness
+/// that use it when they can. When it cannot: under CI (`CI=true`) a
+/// failure, elsewhere says "SKIPPED" and returns `false`. (Test files on
+/// [`super::harness`] report such tests as ignored instead.)
+pub fn redis_server_installed() -> bool {
+    let Some(why) = redis_server_missing() else {
+        return true;
+    };
+    assert!(
+        !super::harness::under_ci(),
+        "redis-server cannot run, and CI needs it: {why}"
+    );
+    // Straight to stderr, past the test harness's capture.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server cannot run: {why}");
+    false
 }
 
 /// A `redis-server` child process on a free port of 127.0.0.1, killed on
@@ -300,9 +309,11 @@ impl RedisServer {
     /// A server that answers, or `None` (after saying so) when
     /// `redis-server` is not installed outside CI.
     pub fn start() -> Option<RedisServer> {
-        if !redis_server_installed() {
-            return None;
-        }
+        redis_server_installed().then(RedisServer::spawn)
+    }
+
+    /// A server that answers; a failure when `redis-server` cannot run.
+    pub fn spawn() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -310,7 +321,7 @@ impl RedisServer {
             .port();
         let mut server = RedisServer { child: None, port };
         server.restart();
-        Some(server)
+        server
     }
 
     /// Starts the server (again) on its port and waits until it answers.
