@@ -6,20 +6,19 @@
 //! not retry together. Once that bound reaches the cap, each retry waits the
 //! cap itself: the ramp has already spread the fleet's retries, and a long
 //! outage then costs at most one request per cap and instance. A retry-after
-//! hint from the source
-//! (for example HTTP `Retry-After`) is a floor. A permanent error (say,
-//! `invalid_client`) waits the full cap straight away: retrying sooner cannot
-//! help, and the error is reported through the manager's state. A success
-//! resets it.
+//! hint from the source (for example HTTP `Retry-After`) is a floor. A
+//! permanent error (say, `invalid_client`) waits the full cap straight away:
+//! retrying sooner cannot help, and the error is reported through the
+//! manager's state. A success resets it.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tokenkeeper::Backoff;
+//! use tokenkeeper::{Backoff, ErrorKind};
 //!
 //! let mut backoff = Backoff::default();
-//! let first = backoff.next_delay(None, false);
+//! let first = backoff.next_delay(ErrorKind::Transient, None);
 //! assert!(first <= Duration::from_millis(500));
-//! assert_eq!(backoff.next_delay(None, true), Duration::from_secs(60));
+//! assert_eq!(backoff.next_delay(ErrorKind::Permanent, None), Duration::from_secs(60));
 //! backoff.reset();
 //! assert_eq!(backoff.failures(), 0);
 //! ```
@@ -27,6 +26,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::error::ErrorKind;
 use crate::token::duration_ms;
 
 /// The longest retry-after hint that is honoured; a larger one (or a hostile
@@ -112,12 +112,13 @@ impl Backoff {
     /// Records a failure and returns how long to wait before the next try:
     /// random up to the exponential bound during the ramp, the cap after.
     ///
+    /// A [permanent](ErrorKind::Permanent) failure jumps to the cap.
     /// `retry_after` is the source's hint (honoured up to
-    /// [`MAX_RETRY_AFTER`]); `permanent` jumps to the cap.
-    pub fn next_delay(&mut self, retry_after: Option<Duration>, permanent: bool) -> Duration {
+    /// [`MAX_RETRY_AFTER`]).
+    pub fn next_delay(&mut self, kind: ErrorKind, retry_after: Option<Duration>) -> Duration {
         let ceiling = self.ceiling_ms(self.failures);
         self.failures = self.failures.saturating_add(1);
-        let delay = if permanent || ceiling >= self.cap_ms {
+        let delay = if kind == ErrorKind::Permanent || ceiling >= self.cap_ms {
             self.cap_ms
         } else {
             self.rng.u64(0..=ceiling)
@@ -142,7 +143,7 @@ mod tests {
         for seed in 0..2_000 {
             let mut b = Backoff::default().seed(seed);
             for (n, seen) in max_seen.iter_mut().enumerate() {
-                let d = duration_ms(b.next_delay(None, false));
+                let d = duration_ms(b.next_delay(ErrorKind::Transient, None));
                 let ceiling = (500u64 << n).min(60_000);
                 assert!(d <= ceiling, "failure {n}: {d} > {ceiling}");
                 *seen = (*seen).max(d);
@@ -158,40 +159,49 @@ mod tests {
     #[test]
     fn permanent_jumps_to_the_cap() {
         let mut b = Backoff::default();
-        assert_eq!(b.next_delay(None, true), Duration::from_secs(60));
+        assert_eq!(
+            b.next_delay(ErrorKind::Permanent, None),
+            Duration::from_secs(60)
+        );
         assert_eq!(b.failures(), 1);
     }
 
     #[test]
     fn retry_after_is_a_floor_and_is_bounded() {
         let mut b = Backoff::default();
-        assert!(b.next_delay(Some(Duration::from_secs(7)), false) >= Duration::from_secs(7));
-        assert_eq!(b.next_delay(Some(Duration::MAX), false), MAX_RETRY_AFTER);
+        assert!(
+            b.next_delay(ErrorKind::Transient, Some(Duration::from_secs(7)))
+                >= Duration::from_secs(7)
+        );
+        assert_eq!(
+            b.next_delay(ErrorKind::Transient, Some(Duration::MAX)),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]
     fn reset_starts_over() {
         let mut b = Backoff::default().seed(9);
         for _ in 0..20 {
-            b.next_delay(None, false);
+            b.next_delay(ErrorKind::Transient, None);
         }
         assert_eq!(b.ceiling(), Duration::from_secs(60));
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(500));
-        assert!(b.next_delay(None, false) <= Duration::from_millis(500));
+        assert!(b.next_delay(ErrorKind::Transient, None) <= Duration::from_millis(500));
     }
 
     #[test]
     fn odd_parameters_do_not_panic() {
         let mut b = Backoff::new(Duration::MAX, f64::NAN, Duration::ZERO);
-        assert_eq!(b.next_delay(None, false), Duration::ZERO);
+        assert_eq!(b.next_delay(ErrorKind::Transient, None), Duration::ZERO);
         let mut b = Backoff::new(Duration::from_millis(1), f64::INFINITY, Duration::MAX);
         for _ in 0..5 {
-            b.next_delay(None, false);
+            b.next_delay(ErrorKind::Transient, None);
         }
         let mut b = Backoff::new(Duration::from_millis(1), 1e300, Duration::from_secs(1));
         for _ in 0..2_000 {
-            assert!(b.next_delay(None, false) <= Duration::from_secs(1));
+            assert!(b.next_delay(ErrorKind::Transient, None) <= Duration::from_secs(1));
         }
     }
 }

@@ -95,9 +95,9 @@ impl Clock for SystemClock {
     /// `now_ms()`.
     ///
     /// The coarse clock is set once per tick to the time of the last whole
-    /// tick the kernel accounted, so it runs up to two ticks behind: with
-    /// 4 ms ticks, measured 2.9–6.9 ms behind `CLOCK_REALTIME`, evenly
-    /// spread. The third tick covers a tick the hypervisor delivers late.
+    /// tick the kernel accounted, so it runs up to two ticks behind
+    /// `CLOCK_REALTIME`; the third tick covers a tick the hypervisor
+    /// delivers late.
     fn now_ms_fast(&self) -> u64 {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {

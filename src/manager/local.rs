@@ -1,8 +1,9 @@
 //! The read path: a per-thread copy of each manager's token.
 //!
 //! Handing every reader an `Arc` of one shared allocation makes every read a
-//! write to one shared cache line (the reference count), which costs 5–20×
-//! as soon as two threads read. Instead each thread keeps its own copy of
+//! write to one shared cache line (the reference count), which makes reads
+//! several times slower as soon as two threads read (BENCHMARKS.md has the
+//! figures). Instead each thread keeps its own copy of
 //! the token, in its own allocation, and revalidates it against the
 //! manager's change counter, a plain atomic load. Reads by different
 //! threads then share nothing that anyone writes, except on the rare

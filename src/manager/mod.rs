@@ -412,7 +412,7 @@ impl TokenManager {
         // A zero backoff (or a full-jitter draw of 0) would retry at once.
         let delay = self
             .backoff
-            .next_delay(error.retry_after(), error.is_permanent())
+            .next_delay(error.kind(), error.retry_after())
             .max(Duration::from_millis(MIN_FETCH_GAP_MS));
         self.next_attempt_ms = now.saturating_add(duration_ms(delay));
         if self.next_reason != FetchReason::Initial {
