@@ -30,7 +30,8 @@
 //!   environment variable `TOKENKEEPER_CLIENT_SECRET` or from
 //!   `--client-secret-file PATH` (one trailing newline trimmed; the file
 //!   wins when both are set). `--client-secret` is refused.
-//! - Typed errors: a failure is a `SourceError` whose cause downcasts to
+//! - Typed errors: a failure is a `SourceError` whose
+//!   [`request_error`](SourceError::request_error) is a
 //!   [`TokenRequestError`], which carries the RFC 6749 error code.
 //! - Running the manager on an executor the library knows nothing about:
 //!   the driver is a plain future, spawned on smol here.
@@ -771,12 +772,7 @@ struct Failure {
 
 impl Failure {
     fn of(error: &SourceError) -> Failure {
-        // The OAuth2 sources put a `TokenRequestError` under the
-        // `SourceError` the manager keeps.
-        let typed = error
-            .cause()
-            .and_then(|cause| cause.downcast_ref::<TokenRequestError>());
-        let (code, description) = match typed {
+        let (code, description) = match error.request_error() {
             Some(TokenRequestError::OAuth2(e)) => (
                 e.code().as_str().to_owned(),
                 format!(

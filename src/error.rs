@@ -25,6 +25,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::oauth2::{OAuth2Error, TokenRequestError};
+
 /// Whether retrying a failed fetch can help.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -115,6 +117,47 @@ impl SourceError {
     /// The underlying error, to downcast to a source's own error type.
     pub fn cause(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
         self.cause.as_deref()
+    }
+
+    /// Why a token request to an OAuth2 authority failed, when this error
+    /// comes from one of the [`oauth2`](crate::oauth2) sources: the network,
+    /// an RFC 6749 error answer, another error status, or an unusable
+    /// response.
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::response::parse_token_response;
+    /// use tokenkeeper::oauth2::TokenRequestError;
+    /// # use tokenkeeper::SourceError;
+    /// let refused = parse_token_response(401, br#"{"error":"invalid_client"}"#, &[]).unwrap_err();
+    /// let error = SourceError::permanent(refused.to_string()).with_cause(refused);
+    /// assert!(matches!(error.request_error(), Some(TokenRequestError::OAuth2(_))));
+    /// assert!(SourceError::transient("no cause").request_error().is_none());
+    /// ```
+    pub fn request_error(&self) -> Option<&TokenRequestError> {
+        self.cause()?.downcast_ref::<TokenRequestError>()
+    }
+
+    /// The authority's RFC 6749 error answer (`error`, `error_description`,
+    /// `error_uri` and the HTTP status), when it sent one. Whether retrying
+    /// can help is [`kind`](Self::kind).
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::response::parse_token_response;
+    /// use tokenkeeper::oauth2::ErrorCode;
+    /// # use tokenkeeper::SourceError;
+    /// let body = br#"{"error":"invalid_scope","error_description":"no such scope"}"#;
+    /// let refused = parse_token_response(400, body, &[]).unwrap_err();
+    /// let error = SourceError::permanent(refused.to_string()).with_cause(refused);
+    /// let oauth2 = error.oauth2_error().unwrap();
+    /// assert_eq!(oauth2.code(), &ErrorCode::InvalidScope);
+    /// assert_eq!(oauth2.description(), Some("no such scope"));
+    /// assert_eq!(oauth2.status(), 400);
+    /// ```
+    pub fn oauth2_error(&self) -> Option<&OAuth2Error> {
+        match self.request_error()? {
+            TokenRequestError::OAuth2(error) => Some(error),
+            _ => None,
+        }
     }
 }
 

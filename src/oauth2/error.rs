@@ -144,8 +144,9 @@ impl StdError for OAuth2Error {}
 
 /// Why a token request failed.
 ///
-/// The manager receives it as the cause of a [`SourceError`](crate::SourceError);
-/// downcast with `source_error.cause().and_then(|c| c.downcast_ref::<TokenRequestError>())`.
+/// The manager receives it as the cause of a [`SourceError`](crate::SourceError),
+/// which hands it out with [`request_error`](crate::SourceError::request_error)
+/// (and the RFC 6749 part with [`oauth2_error`](crate::SourceError::oauth2_error)).
 /// Nothing in it holds a secret: server-provided text is cut short, stripped
 /// of control characters and scrubbed of the credentials that were sent, in
 /// every form they were sent in and a server may echo them in (raw,

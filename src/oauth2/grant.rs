@@ -6,7 +6,7 @@ use crate::cache::{CacheKey, CacheKeyBuilder};
 use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
-use crate::oauth2::error::{ErrorCode, TokenRequestError};
+use crate::oauth2::error::ErrorCode;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{RefreshToken, Token};
 
@@ -362,10 +362,8 @@ impl RefreshTokenGrant {
 /// Whether the authority refused the grant itself (`invalid_grant`): the
 /// refresh token is unknown, spent or revoked.
 fn is_invalid_grant(e: &SourceError) -> bool {
-    e.cause()
-        .and_then(|c| c.downcast_ref::<TokenRequestError>())
-        .and_then(TokenRequestError::code)
-        == Some(&ErrorCode::InvalidGrant)
+    e.oauth2_error()
+        .is_some_and(|o| o.code() == &ErrorCode::InvalidGrant)
 }
 
 impl TokenSource for RefreshTokenGrant {
