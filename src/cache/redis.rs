@@ -156,19 +156,13 @@ impl fmt::Debug for RedisCache {
     }
 }
 
-/// Why an operation failed.
+/// Why an operation failed. The first two mean the server is down for
+/// now: the cache reads as empty and skips writes and leases (logged once,
+/// when it goes down).
 enum Failure {
-    /// The server is unreachable or did not answer in time (already logged).
-    Down,
-    /// The server answered with an error.
-    Server(RedisError),
-}
-
-/// What went wrong inside one bounded attempt.
-enum Trouble {
     /// Connecting is paused after a recent failure.
     Paused,
-    /// The connection failed or broke.
+    /// The connection failed, broke or did not answer in time.
     Lost(String),
     /// The server answered with an error.
     Server(RedisError),
@@ -240,7 +234,7 @@ impl RedisCache {
         let key = &self.keys.token;
         let value = match self.link.call(&get(key), self.op_timeout).await {
             Ok(value) => value,
-            Err(Failure::Down) => return Ok(None),
+            Err(Failure::Paused | Failure::Lost(_)) => return Ok(None),
             Err(Failure::Server(e)) if e.code() == Some("WRONGTYPE") => {
                 self.report(&format!(
                     "Redis key {key} ({}) is not a string; ignoring it until the next write",
@@ -301,7 +295,7 @@ impl RedisCache {
                 Ok(())
             }
             // Already logged; the token stays in memory and in other caches.
-            Err(Failure::Down) => Ok(()),
+            Err(Failure::Paused | Failure::Lost(_)) => Ok(()),
             Err(Failure::Server(e)) => Err(self.link.error("write", e)),
         }
     }
@@ -327,7 +321,7 @@ impl RedisCache {
             }
             // Nobody can coordinate through a server that is down: go on
             // as a cache without leases would.
-            Err(Failure::Down) => Ok(Some(Lease::none())),
+            Err(Failure::Paused | Failure::Lost(_)) => Ok(Some(Lease::none())),
             Err(Failure::Server(e)) => Err(self.link.error("take the refresh lease in", e)),
         }
     }
@@ -355,43 +349,34 @@ impl Link {
                     Err(e) if is_disconnect(&e) => {
                         self.forget();
                         if fresh || retried {
-                            return Err(Trouble::Lost(e.to_string()));
+                            return Err(Failure::Lost(e.to_string()));
                         }
                         retried = true;
                     }
-                    Err(e) => return Err(Trouble::Server(e)),
+                    Err(e) => return Err(Failure::Server(e)),
                 }
             }
         };
         let outcome = with_timeout(timeout, attempt)
             .await
-            .unwrap_or_else(|| Err(Trouble::Lost(format!("no answer within {timeout:?}"))));
-        match outcome {
-            Ok(value) => {
-                self.up();
-                Ok(value)
-            }
-            Err(Trouble::Server(e)) => {
-                self.up();
-                Err(Failure::Server(e))
-            }
-            Err(Trouble::Paused) => Err(Failure::Down),
-            Err(Trouble::Lost(reason)) => {
-                self.down(&reason);
-                Err(Failure::Down)
-            }
+            .unwrap_or_else(|| Err(Failure::Lost(format!("no answer within {timeout:?}"))));
+        match &outcome {
+            Ok(_) | Err(Failure::Server(_)) => self.up(),
+            Err(Failure::Lost(reason)) => self.down(reason),
+            Err(Failure::Paused) => {}
         }
+        outcome
     }
 
     /// The current connection, or a new one (`true`).
-    async fn connection(&self) -> Result<(MultiplexedConnection, bool), Trouble> {
+    async fn connection(&self) -> Result<(MultiplexedConnection, bool), Failure> {
         {
             let state = self.state();
             if let Some(connection) = &state.connection {
                 return Ok((connection.clone(), false));
             }
             if state.retry_at.is_some_and(|at| Instant::now() < at) {
-                return Err(Trouble::Paused);
+                return Err(Failure::Paused);
             }
         }
         // The caller's timeout bounds connecting; the crate's own would
@@ -403,7 +388,7 @@ impl Link {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| Trouble::Lost(e.to_string()))?;
+            .map_err(|e| Failure::Lost(e.to_string()))?;
         self.state().connection = Some(connection.clone());
         Ok((connection, true))
     }
@@ -446,7 +431,7 @@ impl Link {
                 log::debug!(target: LOG, "the refresh lease in Redis ({}) had run out before its release", self.server)
             }
             // It runs out by its TTL.
-            Err(Failure::Down) => {}
+            Err(Failure::Paused | Failure::Lost(_)) => {}
             Err(Failure::Server(e)) => {
                 log::warn!(target: LOG, "cannot release the refresh lease in Redis ({}): {e}", self.server)
             }
