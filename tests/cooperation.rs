@@ -4,11 +4,11 @@
 //!
 //! - A fleet of 8 `--watch` processes sharing one `--cache-file` (or one
 //!   Redis server, `--redis-url`), all started at once (cold start
-//!   included), must cost the authority at most 1.5 times the requests of
-//!   one process running alone for the same time, with every process
-//!   publishing tokens and reporting no error. (Expect about 1.35: a fleet
-//!   refreshes at the earliest of its members' jittered instants, about
-//!   every 1.1 s, where one process refreshes about every 1.5 s.)
+//!   included), must cost the authority at most 1.2 times the requests of
+//!   one process running alone for the same time (the design's target),
+//!   with every process publishing tokens and reporting no error. (Expect
+//!   about 1.0: the members agree on when to refresh, and one refreshes for
+//!   all.)
 //! - One-shot runs sharing a cache print the same token after a single
 //!   authority request; the Redis URL's password is never printed.
 //! - Lease holders killed with SIGKILL while their request is at the
@@ -66,20 +66,38 @@ const SECRET: &str = "secret-a";
 /// has at least 2 s left (the chain's 60 s minimum validity, capped at half
 /// the lifetime).
 const TOKEN_SECS: u64 = 4;
-/// How long each process of a cooperation run watches: about 13 refreshes
-/// for one process, as the issue asks.
-const WATCH: Duration = Duration::from_secs(20);
+/// How long each process of a cooperation run watches: about 20 refreshes
+/// for one process. Long enough that the ratio below is measured to within
+/// about ±0.05 (one standard deviation, simulated); at 20 s it was ±0.06,
+/// and a healthy fleet would fail the 1.2 bound about once in 1,500 runs.
+const WATCH: Duration = Duration::from_secs(30);
 /// Processes sharing one cache.
 const FLEET: usize = 8;
-/// The most authority requests a fleet may make, relative to one process.
-const MAX_RATIO: f64 = 1.5;
-/// Independent single-process runs averaged for the comparison. One run's
-/// count varies between 12 and 16 (its refresh intervals are uniform in
-/// 1–2 s) while a fleet's stays at 18 or 19, so against a single run the
-/// ratio check would fail about once in 100 healthy runs (simulated);
-/// against the mean of three, about once in 2,500. They run in parallel,
-/// at no cost in wall time.
-const BASELINE_RUNS: usize = 3;
+/// The most authority requests a fleet may make, relative to one process:
+/// the design's target (DESIGN.md, "at most 1.2× one instance, cold start
+/// included").
+///
+/// A healthy fleet costs what one process does: its members share a token
+/// and agree on when to refresh it (coordinated jitter), one takes the
+/// lease and the others read its token. Measured with 20 s watches and
+/// three baseline runs, 6 runs: 0.95 to 1.05 (mean 0.99) for the file
+/// fleet, 0.89 to 1.09 (mean 1.00) for the Redis fleet; with 30 s watches
+/// and five baseline runs, 4 runs: 0.94 to 1.03 (file), 0.93 to 1.04
+/// (Redis). Simulated (refresh intervals uniform in 1–2 s), a healthy fleet
+/// exceeds 1.2 about once in 100,000 runs.
+///
+/// What it catches: no lease at all (every member refreshes on a cold
+/// start, and the members race for every refresh) measured 3.8. A lease
+/// without coordinated jitter measured 1.18 (file) and 1.23 (Redis) in one
+/// run, so this test catches it only some of the time; tests/cache.rs
+/// (`a_chain_with_a_lease_gets_coordinated_jitter_by_default`) catches it
+/// every time.
+const MAX_RATIO: f64 = 1.2;
+/// Independent single-process runs averaged for the comparison: the mean of
+/// five varies less than one run's count, whose refresh intervals are
+/// uniform in 1–2 s. They run in parallel, idle nearly all the time, at no
+/// cost in wall time.
+const BASELINE_RUNS: usize = 5;
 /// No child outlives its `--watch` by this much unless it hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
 
