@@ -82,7 +82,7 @@ const FLEET: usize = 8;
 /// lease and the others read its token. Measured with 20 s watches and
 /// three baseline runs, 6 runs: 0.95 to 1.05 (mean 0.99) for the file
 /// fleet, 0.89 to 1.09 (mean 1.00) for the Redis fleet; with 30 s watches
-/// and five baseline runs, 4 runs: 0.94 to 1.03 (file), 0.93 to 1.04
+/// and five baseline runs, 7 runs: 0.94 to 1.06 (file), 0.91 to 1.04
 /// (Redis). Simulated (refresh intervals uniform in 1–2 s), a healthy fleet
 /// exceeds 1.2 about once in 100,000 runs.
 ///
