@@ -6,6 +6,8 @@
 //!   the authority again.
 //! - The lease is given back only after the new token is in every cache: a
 //!   process that gets the lease next must find that token.
+//! - The lease is the last cache's that has one, not a cache's after it
+//!   that cannot coordinate.
 //!
 //! Fleets sharing a cache (tests/cache.rs, tests/cooperation.rs) rarely
 //! open these windows: a process waiting for the lease reads the cache just
@@ -240,5 +242,64 @@ fn an_instance_waiting_for_the_lease_gets_the_token_not_a_second_request() {
     assert!(
         !log.contains(&"second: take the lease".to_owned()),
         "{log:?}"
+    );
+}
+
+/// A cache that keeps nothing and has no lease, as a cache that cannot
+/// coordinate (the trait's default `try_lease`).
+struct Forgetful;
+
+impl TokenCache for Forgetful {
+    fn read(&self, _: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn write<'a>(&'a self, _: CacheKey, _: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn describe(&self) -> String {
+        "forgetful".to_owned()
+    }
+}
+
+/// The lease is the last cache's that has one, even when a cache without
+/// one comes after it: that cache's `try_lease` always succeeds and
+/// coordinates nothing, so taking it instead would let both instances ask
+/// the source.
+#[test]
+fn the_lease_is_taken_from_the_last_cache_that_has_one() {
+    let clock = ManualClock::new(START_MS);
+    let log = Log::default();
+    let shared = MemoryCache::new();
+    let source = ScriptedSource::new(secs(3600));
+    source.set_latency(ms(200));
+    let instance = |name: &'static str| {
+        Chain::new(source.clone())
+            .cache(Logged::new(name, shared.clone(), &log, &clock))
+            .cache(Forgetful)
+            .lease_poll(ms(100))
+    };
+    let (mut first, mut second) = (instance("first"), instance("second"));
+
+    let ex = smol::LocalExecutor::new();
+    let first = ex.spawn(first.fetch(cx(&clock)));
+    while ex.try_tick() {}
+    let second = ex.spawn(second.fetch(cx(&clock)));
+    while ex.try_tick() {}
+    for _ in 0..100 {
+        clock.advance(ms(10));
+        while ex.try_tick() {}
+    }
+    let (first, second) = (finished(first).unwrap(), finished(second).unwrap());
+    assert_eq!(source.calls(), 1, "{:?}", log.lock().unwrap());
+    assert_eq!(first.access_token().secret(), "token-1");
+    assert_eq!(second.access_token().secret(), "token-1");
+    assert!(
+        log.lock()
+            .unwrap()
+            .contains(&"second: lease held by another".to_owned()),
+        "{:?}",
+        log.lock().unwrap()
     );
 }
