@@ -138,7 +138,7 @@
 //! the token. So any number of scripts,
 //! one-shot or `--watch`, started together or not, cost the authority about
 //! what one process alone would (eight `--watch` processes on one file or
-//! Redis server: 1.3 to 1.4 times, cold start included). A cache that fails
+//! Redis server: 0.9 to 1.1 times, cold start included). A cache that fails
 //! (unreadable file, Redis down or refusing the password) is skipped, with
 //! a warning on stderr: the run still gets a token from the authority.
 //!

@@ -4,11 +4,11 @@
 //!
 //! - A fleet of 8 `--watch` processes sharing one `--cache-file` (or one
 //!   Redis server, `--redis-url`), all started at once (cold start
-//!   included), must cost the authority at most 1.5 times the requests of
-//!   one process running alone for the same time, with every process
-//!   publishing tokens and reporting no error. (Expect about 1.35: a fleet
-//!   refreshes at the earliest of its members' jittered instants, about
-//!   every 1.1 s, where one process refreshes about every 1.5 s.)
+//!   included), must cost the authority at most 1.2 times the requests of
+//!   one process running alone for the same time (the design's target),
+//!   with every process publishing tokens and reporting no error. (Expect
+//!   about 1.0: the members agree on when to refresh, and one refreshes for
+//!   all.)
 //! - One-shot runs sharing a cache print the same token after a single
 //!   authority request; the Redis URL's password is never printed.
 //! - Lease holders killed with SIGKILL while their request is at the
@@ -33,7 +33,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,8 +43,16 @@ use common::process::{
     assert_no_access_token, build_examples, check_token_event, example_bin, test_features,
     Finished, Running, TempDir,
 };
+use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
 use serde_json::{json, Value};
+use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, TokenCache};
+use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
+use tokenkeeper::source::Chain;
+use tokenkeeper::{
+    AccessToken, BoxFuture, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy,
+    SystemClock, Token, TokenSource,
+};
 
 const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
 const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
@@ -58,20 +66,38 @@ const SECRET: &str = "secret-a";
 /// has at least 2 s left (the chain's 60 s minimum validity, capped at half
 /// the lifetime).
 const TOKEN_SECS: u64 = 4;
-/// How long each process of a cooperation run watches: about 13 refreshes
-/// for one process, as the issue asks.
-const WATCH: Duration = Duration::from_secs(20);
+/// How long each process of a cooperation run watches: about 20 refreshes
+/// for one process. Long enough that the ratio below is measured to within
+/// about ±0.05 (one standard deviation, simulated); at 20 s it was ±0.06,
+/// and a healthy fleet would fail the 1.2 bound about once in 1,500 runs.
+const WATCH: Duration = Duration::from_secs(30);
 /// Processes sharing one cache.
 const FLEET: usize = 8;
-/// The most authority requests a fleet may make, relative to one process.
-const MAX_RATIO: f64 = 1.5;
-/// Independent single-process runs averaged for the comparison. One run's
-/// count varies between 12 and 16 (its refresh intervals are uniform in
-/// 1–2 s) while a fleet's stays at 18 or 19, so against a single run the
-/// ratio check would fail about once in 100 healthy runs (simulated);
-/// against the mean of three, about once in 2,500. They run in parallel,
-/// at no cost in wall time.
-const BASELINE_RUNS: usize = 3;
+/// The most authority requests a fleet may make, relative to one process:
+/// the design's target (DESIGN.md, "at most 1.2× one instance, cold start
+/// included").
+///
+/// A healthy fleet costs what one process does: its members share a token
+/// and agree on when to refresh it (coordinated jitter), one takes the
+/// lease and the others read its token. Measured with 20 s watches and
+/// three baseline runs, 6 runs: 0.95 to 1.05 (mean 0.99) for the file
+/// fleet, 0.89 to 1.09 (mean 1.00) for the Redis fleet; with 30 s watches
+/// and five baseline runs, 7 runs: 0.94 to 1.06 (file), 0.91 to 1.04
+/// (Redis). Simulated (refresh intervals uniform in 1–2 s), a healthy fleet
+/// exceeds 1.2 about once in 100,000 runs.
+///
+/// What it catches: no lease at all (every member refreshes on a cold
+/// start, and the members race for every refresh) measured 3.8. A lease
+/// without coordinated jitter measured 1.18 (file) and 1.23 (Redis) in one
+/// run, so this test catches it only some of the time; tests/cache.rs
+/// (`a_chain_with_a_lease_gets_coordinated_jitter_by_default`) catches it
+/// every time.
+const MAX_RATIO: f64 = 1.2;
+/// Independent single-process runs averaged for the comparison: the mean of
+/// five varies less than one run's count, whose refresh intervals are
+/// uniform in 1–2 s. They run in parallel, idle nearly all the time, at no
+/// cost in wall time.
+const BASELINE_RUNS: usize = 5;
 /// No child outlives its `--watch` by this much unless it hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
 
@@ -429,6 +455,181 @@ fn one_shot_runs_share_a_cache_file() {
     let cache = dir.path().join("sub").join("token.json");
     one_shot_runs_share(&[arg("--cache-file"), cache.display().to_string()]);
     assert!(cache.exists());
+}
+
+// ---------------------------------------------------------------------------
+// A token written between a read and the lease
+
+/// The file cache, with its first read held back: the read itself happens
+/// at once and sees what the file holds then, but its answer is given only
+/// when the test opens `gate`. It stands for a process that is descheduled
+/// (or a slow cache) between reading the cache and taking the lease, the
+/// moment when another process can refresh unseen. Reads and the lease are
+/// logged.
+struct HeldFirstRead {
+    file: FileCache,
+    first_read: Mutex<Option<mpsc::Sender<()>>>,
+    gate: async_channel::Receiver<()>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl HeldFirstRead {
+    fn note(&self, what: String) {
+        self.log.lock().unwrap().push(what);
+    }
+}
+
+impl TokenCache for HeldFirstRead {
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        Box::pin(async move {
+            let found = self.file.read(key).await;
+            self.note(match &found {
+                Ok(Some(token)) => format!("read a token issued at {}", token.issued_ms()),
+                Ok(None) => "read nothing".to_owned(),
+                Err(e) => format!("read failed: {e}"),
+            });
+            let first_read = self.first_read.lock().unwrap().take();
+            if let Some(first_read) = first_read {
+                let _ = first_read.send(());
+                let _ = self.gate.recv().await;
+            }
+            found
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        self.note("write".to_owned());
+        self.file.write(key, token)
+    }
+
+    fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
+        Box::pin(async move {
+            let lease = self.file.try_lease(ttl).await;
+            self.note(match &lease {
+                Ok(Some(_)) => "took the lease".to_owned(),
+                Ok(None) => "the lease is held by another process".to_owned(),
+                Err(e) => format!("taking the lease failed: {e}"),
+            });
+            lease
+        })
+    }
+
+    fn has_lease(&self) -> bool {
+        self.file.has_lease()
+    }
+
+    fn describe(&self) -> String {
+        self.file.describe()
+    }
+}
+
+/// Process B reads the shared file (it holds an expired token), and is held
+/// before it takes the lease. Meanwhile process A, a one-shot run of the
+/// token example, takes the lease, gets a token from the authority, writes
+/// it to the file and exits (which frees the lock if nothing else did).
+/// Then B goes on: it takes the lease, which is free, reads the file again,
+/// and must take A's token instead of asking the authority again.
+///
+/// No timing is involved: B is held by a gate the test opens only after A
+/// has exited, so A's whole refresh lies between B's read and B's lease.
+/// B is this test's own process (a `Chain` with the file cache, as the
+/// example builds it, for the same client, so for the same cache key).
+/// Fleets almost never open this window: a process waiting for the lease
+/// reads the cache just before each try, microseconds before it, and finds
+/// a new token by that read.
+#[test]
+fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_again() {
+    let dir = TempDir::new("cooperation-reread");
+    let path = dir.path().join("token.json");
+    let authority = LocalAuthority::start().expect("start the authority");
+    token_bin();
+
+    let endpoint = TokenEndpoint::builder(
+        authority.token_url(),
+        ClientId::new(CLIENT_ID),
+        ClientSecret::new(SECRET),
+    )
+    .build()
+    .expect("a loopback endpoint");
+    let source = ClientCredentials::new(endpoint);
+    let key = source
+        .cache_key()
+        .expect("a client-credentials source has a key");
+    // Yesterday's token, expired for an hour: what B reads first.
+    let now = SystemClock.now_ms();
+    let expired = Token::new(
+        AccessToken::new("expired"),
+        now - 7_200_000,
+        Duration::from_secs(3600),
+        &LifetimePolicy::default(),
+    );
+    block_on(FileCache::new(&path).write(key, &expired)).expect("write the expired token");
+
+    let (first_read_tx, first_read) = mpsc::channel();
+    let (open_gate, gate) = async_channel::bounded(1);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let cache = HeldFirstRead {
+        file: FileCache::new(&path),
+        first_read: Mutex::new(Some(first_read_tx)),
+        gate,
+        log: Arc::clone(&log),
+    };
+    // The gate holds the first read for as long as A runs: far longer than
+    // a cache operation may take by default.
+    let mut chain = Chain::new(source)
+        .cache(cache)
+        .cache_timeout(Duration::from_secs(3600));
+    let (b_done, b_result) = mpsc::channel();
+    thread::spawn(move || {
+        let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
+        let _ = b_done.send(block_on(chain.fetch(cx)));
+    });
+    first_read
+        .recv_timeout(HANG_MARGIN)
+        .expect("process B reads the cache");
+
+    let cache_args = [arg("--cache-file"), path.display().to_string()];
+    let a = Proc::spawn(token_cmd(&authority, &cache_args), HANG_MARGIN).finish();
+    assert!(
+        a.status.success(),
+        "process A: {:?}: {}",
+        a.status,
+        a.stderr
+    );
+    let a_token = a.stdout.trim().to_owned();
+    assert!(authority.is_valid_access_token(&a_token), "process A");
+    assert_eq!(authority.token_requests(), 1, "process A");
+
+    open_gate.send_blocking(()).unwrap();
+    let b_token = b_result
+        .recv_timeout(HANG_MARGIN)
+        .expect("process B's fetch ends")
+        .expect("process B gets a token");
+    assert_eq!(
+        authority.token_requests(),
+        1,
+        "process B asked the authority again for the token process A had just written"
+    );
+    assert!(
+        b_token.access_token().secret() == a_token,
+        "process B got another token"
+    );
+    // B's reads and lease, as the test arranged them: the expired token,
+    // the lease, then A's token.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            format!("read a token issued at {}", now - 7_200_000),
+            "took the lease".to_owned(),
+            format!("read a token issued at {}", b_token.issued_ms()),
+        ],
+        "process B"
+    );
 }
 
 // ---------------------------------------------------------------------------

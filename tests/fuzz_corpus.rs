@@ -100,15 +100,64 @@ fn file_cache_corpus() {
     replay("file_cache", checks::file_cache);
 }
 
+/// The fuzz targets, each with its folder under `fuzz/corpus/` and, when it
+/// has regression inputs, under `fuzz/regressions/`.
+const TARGETS: [&str; 3] = ["token_response", "error_response", "file_cache"];
+
+/// The regression inputs committed so far (`<target>/<file>`): the replay
+/// must find at least these. An input moved or renamed, or a folder
+/// renamed, would otherwise drop out of the replay unnoticed (`files`
+/// finds no folder as an empty one).
+const REGRESSIONS: [&str; 4] = [
+    "error_response/secret-split-by-control-char-html",
+    "error_response/secret-split-by-escaped-control-char-uri",
+    "token_response/secret-split-by-control-char-excerpt",
+    "token_response/secret-split-by-escaped-control-char-description",
+];
+
+/// Every folder in `fuzz/regressions/` is a fuzz target's (a folder of
+/// another name would never be replayed), the committed regression inputs
+/// are all there, and every `KNOWN_OPEN` entry names one of them.
 #[test]
-fn every_known_open_input_exists() {
-    for (name, _, issue) in checks::KNOWN_OPEN {
-        let path = fuzz_dir().join("regressions").join(name);
+fn every_regression_input_is_replayed_and_every_known_open_one_exists() {
+    let mut inputs = Vec::new();
+    for entry in fs::read_dir(fuzz_dir().join("regressions")).expect("fuzz/regressions") {
+        let folder = entry.expect("a readable folder entry").path();
+        let target = folder
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         assert!(
-            path.is_file(),
-            "{name} ({issue}) is not in fuzz/regressions"
+            folder.is_dir() && TARGETS.contains(&target.as_str()),
+            "fuzz/regressions/{target} is not the folder of a fuzz target ({TARGETS:?}): \
+             its inputs are never replayed"
+        );
+        for input in files(&folder) {
+            let name = input.file_name().unwrap_or_default().to_string_lossy();
+            inputs.push(format!("{target}/{name}"));
+        }
+    }
+    assert!(
+        inputs.len() >= REGRESSIONS.len(),
+        "{} regression inputs: {inputs:?}",
+        inputs.len()
+    );
+    for name in REGRESSIONS {
+        assert!(
+            inputs.iter().any(|i| i == name),
+            "{name} is not in fuzz/regressions: {inputs:?}"
         );
     }
+    let missing: Vec<String> = checks::KNOWN_OPEN
+        .iter()
+        .filter(|(name, _, _)| !inputs.iter().any(|i| i == name))
+        .map(|(name, _, issue)| format!("{name} ({issue})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "KNOWN_OPEN names inputs that are not in fuzz/regressions: {missing:?}"
+    );
 }
 
 /// The seed `written-by-file-cache` is a file `FileCache` wrote, and reads
@@ -157,7 +206,8 @@ fn file_cache_seed_is_what_file_cache_writes() {
 /// old version, say) is caught here, not only by the fuzzer's coverage.
 #[test]
 fn file_cache_seeds_decode_as_their_names_say() {
-    for path in files(&fuzz_dir().join("corpus/file_cache")) {
+    let (mut ok, mut bad) = (0, 0);
+    for path in files(&fuzz_dir().join("corpus").join("file_cache")) {
         let name = path
             .file_name()
             .unwrap_or_default()
@@ -166,8 +216,17 @@ fn file_cache_seeds_decode_as_their_names_say() {
         let decoded = decode_entry(&fs::read(&path).expect("a readable seed"));
         if name.starts_with("ok-") || name == "written-by-file-cache" {
             assert!(decoded.is_ok(), "{name}: {:?}", decoded.err());
+            ok += 1;
         } else if name.starts_with("bad-") {
             assert!(decoded.is_err(), "{name} decodes");
+            bad += 1;
+        } else {
+            panic!("{name}: a file-cache seed is named ok-*, bad-* or written-by-file-cache");
         }
     }
+    // As committed: 9 ok-* seeds and the one FileCache wrote, 42 bad-*.
+    assert!(
+        ok >= 10 && bad >= 40,
+        "{ok} seeds that decode, {bad} that do not"
+    );
 }
