@@ -20,11 +20,9 @@
 //! of blocking: each child is killed if it outlives its `--watch` by
 //! `HANG_MARGIN`, and children still running when a test fails are killed.
 //!
-//! The Redis test needs `redis-server`: without it, it says "SKIPPED" and
-//! passes, except under CI (`CI=true`), where that is a failure.
-
-// The example needs an HTTP client; the default one comes with `ureq`.
-#![cfg(feature = "ureq")]
+//! The tests with Redis need `redis-server` (tests/common/harness.rs):
+//! without it they are reported as ignored, with the reason, except under
+//! CI (`CI=true`), where that is a failure.
 
 mod common;
 
@@ -37,12 +35,13 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[cfg(feature = "redis")]
-use common::process::RedisServer;
+use common::harness::{add_tests, Harness};
 use common::process::{
     assert_no_access_token, build_examples, check_token_event, example_bin, test_features,
     Finished, Running, TempDir,
 };
+#[cfg(feature = "redis")]
+use common::{harness::Needs, process::RedisServer};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
 use serde_json::{json, Value};
@@ -53,6 +52,28 @@ use tokenkeeper::{
     AccessToken, BoxFuture, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy,
     SystemClock, Token, TokenSource,
 };
+
+fn main() {
+    let mut harness = Harness::from_args();
+    add_tests!(harness;
+        #[cfg(not(feature = "redis"))]
+        fleets_sharing_a_cache_cost_about_one_process,
+        one_shot_runs_share_a_cache_file,
+        a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_again,
+        killing_lease_holders_mid_refresh_never_stops_the_fleet_or_tears_the_file,
+    );
+    #[cfg(feature = "redis")]
+    {
+        let redis_server = Needs::redis_server();
+        // The fleets on a file and on Redis run side by side, against the
+        // same single processes: with the `redis` feature, both are one test.
+        add_tests!(harness needing redis_server;
+            fleets_sharing_a_cache_cost_about_one_process,
+            one_shot_runs_share_redis_and_never_print_its_url,
+        );
+    }
+    harness.run()
+}
 
 const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
 const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
@@ -368,13 +389,12 @@ fn check_against_alone(who: &str, fleet: &FleetRun, alone: &[u64]) {
 /// with all run at once, each against its own authority: the counts depend
 /// on the refresh schedule (1–2 s jitter windows), not on CPU time, and
 /// these processes are idle nearly all the time.
-#[test]
 fn fleets_sharing_a_cache_cost_about_one_process() {
     token_bin();
     let dir = TempDir::new("cooperation-fleet-file");
     let cache = dir.path().join("token.json");
     #[cfg(feature = "redis")]
-    let redis_server = RedisServer::start();
+    let redis_server = RedisServer::spawn();
 
     thread::scope(|s| {
         let alone: Vec<_> = (0..BASELINE_RUNS)
@@ -388,9 +408,10 @@ fn fleets_sharing_a_cache_cost_about_one_process() {
             )
         });
         #[cfg(feature = "redis")]
-        let redis_fleet = redis_server.as_ref().map(|server| {
-            s.spawn(move || run_fleet("redis", FLEET, &[arg("--redis-url"), server.url()]))
-        });
+        let redis_fleet = {
+            let url = redis_server.url();
+            s.spawn(move || run_fleet("redis", FLEET, &[arg("--redis-url"), url]))
+        };
 
         let alone: Vec<u64> = alone.into_iter().map(join).collect();
         assert!(
@@ -409,11 +430,11 @@ fn fleets_sharing_a_cache_cost_about_one_process() {
         }
 
         #[cfg(feature = "redis")]
-        if let (Some(fleet), Some(server)) = (redis_fleet, &redis_server) {
-            check_against_alone("redis", &join(fleet), &alone);
+        {
+            check_against_alone("redis", &join(redis_fleet), &alone);
             // At most one token entry under the CLI's prefix (it may have
             // expired already), and the lease given back.
-            let keys = server.cli_keys();
+            let keys = redis_server.cli_keys();
             assert!(
                 keys.len() <= 1 && keys.iter().all(|k| k.ends_with(":token")),
                 "{keys:?}"
@@ -448,7 +469,6 @@ fn one_shot_runs_share(extra: &[String]) {
     assert_eq!(authority.token_requests(), 1);
 }
 
-#[test]
 fn one_shot_runs_share_a_cache_file() {
     let dir = TempDir::new("cooperation-one-shot-file");
     // The folder is created on the first write.
@@ -541,7 +561,6 @@ impl TokenCache for HeldFirstRead {
 /// Fleets almost never open this window: a process waiting for the lease
 /// reads the cache just before each try, microseconds before it, and finds
 /// a new token by that read.
-#[test]
 fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_again() {
     let dir = TempDir::new("cooperation-reread");
     let path = dir.path().join("token.json");
@@ -650,11 +669,8 @@ impl RedisServer {
 }
 
 #[cfg(feature = "redis")]
-#[test]
 fn one_shot_runs_share_redis_and_never_print_its_url() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::spawn();
     one_shot_runs_share(&[arg("--redis-url"), server.url()]);
     let keys = server.cli_keys();
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -857,7 +873,6 @@ fn inode(_: &Path) -> Option<u64> {
     None
 }
 
-#[test]
 fn killing_lease_holders_mid_refresh_never_stops_the_fleet_or_tears_the_file() {
     let dir = TempDir::new("cooperation-kill");
     let cache = dir.path().join("token.json");
