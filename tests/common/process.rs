@@ -5,7 +5,7 @@
 //! `redis-server` on a free loopback port (see `harness` for the tests that
 //! need it when it is not installed).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -279,23 +279,6 @@ pub fn redis_server_missing() -> Option<String> {
     }
 }
 
-/// Whether `redis-server` can run here, for the tests on libtest's harness
-/// that use it when they can. When it cannot: under CI (`CI=true`) a
-/// failure, elsewhere says "SKIPPED" and returns `false`. (Test files on
-/// [`super::harness`] report such tests as ignored instead.)
-pub fn redis_server_installed() -> bool {
-    let Some(why) = redis_server_missing() else {
-        return true;
-    };
-    assert!(
-        !super::harness::under_ci(),
-        "redis-server cannot run, and CI needs it: {why}"
-    );
-    // Straight to stderr, past the test harness's capture.
-    let _ = writeln!(std::io::stderr(), "SKIPPED: redis-server cannot run: {why}");
-    false
-}
-
 /// A `redis-server` child process on a free port of 127.0.0.1, killed on
 /// drop.
 #[cfg(feature = "redis")]
@@ -306,12 +289,6 @@ pub struct RedisServer {
 
 #[cfg(feature = "redis")]
 impl RedisServer {
-    /// A server that answers, or `None` (after saying so) when
-    /// `redis-server` is not installed outside CI.
-    pub fn start() -> Option<RedisServer> {
-        redis_server_installed().then(RedisServer::spawn)
-    }
-
     /// A server that answers; a failure when `redis-server` cannot run.
     pub fn spawn() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
