@@ -143,7 +143,8 @@ pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
-    Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder,
+    Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
+    TokenManagerBuilder,
 };
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
 pub use token::{
