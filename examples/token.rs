@@ -173,7 +173,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use serde::Serialize;
 use smol::Timer;
 #[cfg(feature = "redis")]

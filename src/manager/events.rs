@@ -265,6 +265,8 @@ impl Events {
     ///
     /// The same as `StreamExt::next`, without the import; the future is
     /// `Unpin`, so it also goes into futures-util's `select!`.
+    // Named like `StreamExt::next` on purpose, which it stands in for.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> impl Future<Output = Option<ManagerEvent>> + Unpin + '_ {
         future::poll_fn(move |cx| Pin::new(&mut *self).poll_next(cx))
     }
