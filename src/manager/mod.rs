@@ -14,7 +14,7 @@
 //!     │ token() when none is valid,         │
 //!     │ refresh_rejected(), shutdown()      │
 //!     └──────── wake-up ──────────▶ TokenManager (Driver) ──▶ TokenSource
-//!  subscriber ◀── Subscription ◀── event ──┘  timer, jitter, backoff
+//!  subscriber ◀── Subscription, Events ◀───┘  timer, jitter, backoff
 //! ```
 //!
 //! The loop fetches the first token at start. After each publish it plans
