@@ -432,3 +432,23 @@ fn watch_calls_the_function_on_each_token_one_call_at_a_time_until_the_manager_s
     finished(task);
     assert_eq!(seen.borrow().len(), 4);
 }
+
+#[test]
+fn streams_and_the_watch_future_go_to_any_executor() {
+    // Checked when this file compiles: all of them are Send and 'static,
+    // for a multi-threaded executor's spawn.
+    fn spawnable<T: Send + 'static>(value: T) -> T {
+        value
+    }
+
+    let bench = Bench::new(secs(100));
+    let mut events = spawnable(bench.handle.events());
+    let mut tokens = spawnable(bench.handle.subscribe());
+    spawnable(bench.handle.watch(|token| async move { drop(token) }));
+    // The `next` futures borrow their stream, and are Send too.
+    fn send<T: Send>(value: T) -> T {
+        value
+    }
+    assert!(block_on(poll_once(send(events.next()))).is_none());
+    assert!(block_on(poll_once(send(tokens.next()))).is_some());
+}
