@@ -444,7 +444,7 @@ fn streams_and_the_watch_future_go_to_any_executor() {
     let bench = Bench::new(secs(100));
     let mut events = spawnable(bench.handle.events());
     let mut tokens = spawnable(bench.handle.subscribe());
-    spawnable(bench.handle.watch(|token| async move { drop(token) }));
+    drop(spawnable(bench.handle.watch(|token| async move { drop(token) })));
     // The `next` futures borrow their stream, and are Send too.
     fn send<T: Send>(value: T) -> T {
         value
