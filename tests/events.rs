@@ -18,6 +18,8 @@ use tokenkeeper::{
 fn ready(events: &mut Events) -> (Vec<ManagerEvent>, bool) {
     let mut got = Vec::new();
     loop {
+        // A stream that never runs dry fails the test rather than hang it.
+        assert!(got.len() <= 1_000, "endless events: {:?}", &got[..3]);
         match block_on(poll_once(events.next())) {
             Some(Some(event)) => got.push(event),
             Some(None) => return (got, true),
@@ -305,10 +307,12 @@ fn a_slow_subscriber_loses_the_oldest_events_and_is_told_how_many() {
         .set_mode(Mode::Fail(SourceError::transient("down")));
     bench.advance_to(bench.handle.current().unwrap().stale_ms());
     let mut seen = new_events(&mut fast);
-    while seen.len() < 100 {
+    // About one failure a second once the backoff reaches its 1 s cap.
+    for _ in 0..110 {
         bench.advance(secs(1));
         seen.extend(new_events(&mut fast));
     }
+    assert!(seen.len() >= 100, "{} failures in 110 s", seen.len());
     let counts = |events: &[ManagerEvent]| -> Vec<u32> {
         events
             .iter()
@@ -444,7 +448,9 @@ fn streams_and_the_watch_future_go_to_any_executor() {
     let bench = Bench::new(secs(100));
     let mut events = spawnable(bench.handle.events());
     let mut tokens = spawnable(bench.handle.subscribe());
-    drop(spawnable(bench.handle.watch(|token| async move { drop(token) })));
+    drop(spawnable(
+        bench.handle.watch(|token| async move { drop(token) }),
+    ));
     // The `next` futures borrow their stream, and are Send too.
     fn send<T: Send>(value: T) -> T {
         value
