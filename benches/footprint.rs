@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_lite::{Stream, StreamExt};
+use futures_lite::Stream;
 use smol::LocalExecutor;
 use tokenkeeper::{
     source, AccessToken, FetchContext, ManualClock, NoJitter, SourceError, Subscription,

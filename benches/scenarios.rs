@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use local_authority::LocalAuthority;
 use smol::{Executor, Task};
 use support::Summary;

@@ -31,7 +31,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_std::task;
-use futures_lite::StreamExt;
 use local_authority::LocalAuthority;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{

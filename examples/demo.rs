@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use local_authority::{Fault, LocalAuthority};
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};

@@ -35,7 +35,6 @@ use std::net::TcpListener;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::cache::{MemoryCache, RedisCache, TokenCache};

@@ -33,7 +33,6 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::cache::{FileCache, MemoryCache};

@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};

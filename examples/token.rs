@@ -106,10 +106,9 @@
 //!   `connect`, `timeout`, `io`, `body_too_large`, `http`, `http_status`
 //!   (an error status without an RFC 6749 body), `invalid_response`,
 //!   `transient`, `permanent`. `retry_in_ms` is the backoff chosen after
-//!   this failure, or null if the retry had already started when the
-//!   failure was observed. Failures are observed by polling
-//!   `handle.state()` every 20 ms: two failures closer together than that
-//!   come out as one event whose `consecutive_failures` counts both.
+//!   this failure. Lines follow the manager's events
+//!   (`TokenHandle::events`), one for each failure, in the order things
+//!   happened; the tool waits on them rather than polling.
 //!
 //! # Exit codes
 //!
@@ -172,9 +171,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use serde::Serialize;
 use smol::Timer;
 #[cfg(feature = "redis")]
@@ -185,8 +184,8 @@ use tokenkeeper::oauth2::{
 };
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
-    Backoff, ClientId, ClientSecret, Error, ErrorKind, ManagerState, SourceError, Token,
-    TokenHandle, TokenManager, TokenSource,
+    Backoff, ClientId, ClientSecret, Error, ErrorKind, ManagerEvent, SourceError, Token,
+    TokenManager, TokenSource,
 };
 
 /// Where the client secret comes from when no file is given.
@@ -209,8 +208,6 @@ const ONE_SHOT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a one-shot run may hold a shared cache's refresh lease: its
 /// longest attempt and a margin.
 const ONE_SHOT_LEASE_TTL: Duration = Duration::from_secs(6);
-/// How often `handle.state()` is read for new failures.
-const POLL: Duration = Duration::from_millis(20);
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -540,7 +537,7 @@ enum Event<'a> {
         description: &'a str,
         consecutive_failures: u32,
         at_ms: u64,
-        retry_in_ms: Option<u64>,
+        retry_in_ms: u64,
     },
 }
 
@@ -552,64 +549,47 @@ async fn watch(
 ) -> ExitCode {
     // The library's defaults: what a service gets without tuning.
     let (handle, driver) = TokenManager::builder(source).build();
-    let driver = smol::spawn(driver);
+    // Both made before the driver runs: the first token and the first
+    // failure are in them.
+    let mut events = handle.events();
     let mut tokens = handle.subscribe();
-    let mut failures = FailureWatch::default();
+    let driver = smol::spawn(driver);
     // The last scope warning given: a long watch repeats it only when the
     // granted scope changes, not on every refresh.
     let mut scope_warned: Option<String> = None;
     let mut end = Timer::after(duration);
 
-    enum Wake {
-        Token(Option<Arc<Token>>),
-        Poll,
-        End,
-    }
-
+    // Driven by the manager's events, in the order it acted; a publish
+    // event is printed with the token it published, from the subscription.
     let result = loop {
-        let wake = future::or(
-            async { Wake::Token(tokens.next().await) },
-            future::or(
-                async {
-                    Timer::after(POLL).await;
-                    Wake::Poll
-                },
-                async {
-                    (&mut end).await;
-                    Wake::End
-                },
-            ),
-        )
+        let event = future::or(events.next(), async {
+            (&mut end).await;
+            None
+        })
         .await;
-        // Failures first: a failure recorded before a token was published
-        // is printed before it.
-        if let Err(error) = failures.report(&handle, scrub) {
-            break Err(error);
-        }
-        match wake {
-            Wake::Token(Some(token)) => {
-                // Server text: the library scrubbed it already; so does
-                // the CLI, as for every line it prints.
-                let token_type = scrub.line(token.token_type());
-                let scope = token.scope().map(|s| scrub.line(s));
-                let event = Event::Token {
-                    expires_at_ms: json_ms(token.expiry_ms()),
-                    issued_at_ms: json_ms(token.issued_ms()),
-                    stale_at_ms: json_ms(token.stale_ms()),
-                    token_type: &token_type,
-                    scope: scope.as_deref(),
-                };
-                if let Err(error) = print_event(&event) {
-                    break Err(error);
+        let printed = match event {
+            Some(ManagerEvent::Published { .. }) => {
+                // The subscription has it already (the manager publishes,
+                // then tells); after two quick publishes the first event
+                // brings the newest token and the second finds none.
+                match future::poll_once(tokens.next()).await.flatten() {
+                    Some(token) => print_token_event(&token, scrub, asked, &mut scope_warned),
+                    None => Ok(()),
                 }
-                let warning = scope_warning(asked, &token);
-                if warning.is_some() && warning != scope_warned {
-                    say(&scrub.line(warning.as_deref().unwrap_or_default()));
-                }
-                scope_warned = warning;
             }
-            Wake::Poll => {}
-            Wake::Token(None) | Wake::End => break Ok(()),
+            Some(ManagerEvent::FetchFailed {
+                at,
+                error,
+                consecutive_failures,
+                retry_in,
+                ..
+            }) => print_failure_event(&error, consecutive_failures, at, retry_in, scrub),
+            Some(_) => Ok(()),
+            // The time is up, or the manager stopped.
+            None => break Ok(()),
+        };
+        if let Err(error) = printed {
+            break Err(error);
         }
     };
     handle.shutdown().await;
@@ -626,44 +606,57 @@ async fn watch(
     }
 }
 
-/// Turns changes in `handle.state()` into error events.
-#[derive(Default)]
-struct FailureWatch {
-    /// `(last_error_ms, consecutive_failures)` of the last failure reported.
-    seen: Option<(u64, u32)>,
+/// Prints a published token's event, and a warning if its scope is not the
+/// one asked for (once per scope).
+fn print_token_event(
+    token: &Token,
+    scrub: &Scrubber,
+    asked: Option<&str>,
+    scope_warned: &mut Option<String>,
+) -> io::Result<()> {
+    // Server text: the library scrubbed it already; so does the CLI, as for
+    // every line it prints.
+    let token_type = scrub.line(token.token_type());
+    let scope = token.scope().map(|s| scrub.line(s));
+    print_event(&Event::Token {
+        expires_at_ms: json_ms(token.expiry_ms()),
+        issued_at_ms: json_ms(token.issued_ms()),
+        stale_at_ms: json_ms(token.stale_ms()),
+        token_type: &token_type,
+        scope: scope.as_deref(),
+    })?;
+    let warning = scope_warning(asked, token);
+    if warning.is_some() && warning != *scope_warned {
+        say(&scrub.line(warning.as_deref().unwrap_or_default()));
+    }
+    *scope_warned = warning;
+    Ok(())
 }
 
-impl FailureWatch {
-    fn report(&mut self, handle: &TokenHandle, scrub: &Scrubber) -> io::Result<()> {
-        let state: ManagerState = handle.state();
-        let (Some(error), Some(at_ms)) = (&state.last_error, state.last_error_ms) else {
-            return Ok(());
-        };
-        // `last_error` is kept after a recovery; `consecutive_failures` is 0
-        // then, and a new failure changes the pair.
-        let key = (at_ms, state.consecutive_failures);
-        if state.consecutive_failures == 0 || self.seen == Some(key) {
-            return Ok(());
-        }
-        self.seen = Some(key);
-        let failure = Failure::of(error);
-        let description = scrub.line(&failure.description);
-        print_event(&Event::Error {
-            error: &failure.code,
-            kind: match error.kind() {
-                ErrorKind::Transient => "transient",
-                ErrorKind::Permanent => "permanent",
-            },
-            description: &description,
-            consecutive_failures: state.consecutive_failures,
-            at_ms: json_ms(at_ms),
-            // Set together with `last_error_ms` by the same failure, and
-            // cleared when the retry starts.
-            retry_in_ms: state
-                .next_refresh_ms
-                .map(|at| json_ms(at.saturating_sub(at_ms))),
-        })
-    }
+/// Prints a failed fetch's event.
+fn print_failure_event(
+    error: &SourceError,
+    consecutive_failures: u32,
+    at: SystemTime,
+    retry_in: Duration,
+    scrub: &Scrubber,
+) -> io::Result<()> {
+    let failure = Failure::of(error);
+    let description = scrub.line(&failure.description);
+    let at_ms = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    print_event(&Event::Error {
+        error: &failure.code,
+        kind: match error.kind() {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+        },
+        description: &description,
+        consecutive_failures,
+        at_ms: json_ms(at_ms),
+        retry_in_ms: json_ms(u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
 
 /// `ms` as printed in `--watch` output: at most [`MAX_SAFE_INTEGER`]. An

@@ -4,7 +4,7 @@
 //!  worker ── TokenHandle::current() ──▶ per-thread copy of the token (no lock, no message)
 //!     │ token() when none is valid, refresh_rejected(), shutdown()
 //!     └────────── wake-up ──────────▶ TokenManager (one future: timer, jitter, backoff)
-//!  subscriber ◀── Subscription ◀──────┘          │
+//!  subscriber ◀── Subscription, Events ◀┘        │
 //!                                      source::Chain: memory ▸ file ▸ Redis ▸ OAuth2 authority
 //! ```
 //!
@@ -83,8 +83,42 @@
 //! # Observing it
 //!
 //! [`TokenHandle::state`] gives a snapshot with counters (fetches, tokens
-//! published, failures, rejections) and the latest error. Log records (the
-//! `log` crate; no secret is ever in one) use stable targets:
+//! published, failures, rejections) and the latest error.
+//! [`TokenHandle::events`] is a stream of what the manager does, for a
+//! metrics exporter or a health check to wait on rather than poll: each
+//! token published (its expiry and next refresh), each failed fetch (the
+//! error, the failures in a row, the retry delay), a token withdrawn after a
+//! rejection, the stop; see [`ManagerEvent`]. [`TokenHandle::subscribe`]
+//! yields the tokens themselves, and [`TokenHandle::watch`] calls a
+//! function on each.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::{AccessToken, FixedSource, ManagerEvent, TokenManager};
+//!
+//! let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+//! let (handle, driver) = TokenManager::builder(source).build();
+//! let mut events = handle.events();
+//! let health = async move {
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             ManagerEvent::Published { expires_at, .. } => println!("healthy until {expires_at:?}"),
+//!             ManagerEvent::FetchFailed { error, retry_in, .. } => println!("{error}; retry in {retry_in:?}"),
+//!             _ => {}
+//!         }
+//!     }
+//! };
+//! futures_lite::future::block_on(futures_lite::future::zip(
+//!     futures_lite::future::zip(driver, health),
+//!     async {
+//!         handle.token().await.unwrap();
+//!         handle.shutdown().await;
+//!     },
+//! ));
+//! ```
+//!
+//! Log records (the `log` crate; no secret is ever in one) use stable
+//! targets:
 //!
 //! | target | level | what |
 //! |---|---|---|
@@ -143,7 +177,8 @@ pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
-    Driver, ManagerState, Subscription, TokenHandle, TokenManager, TokenManagerBuilder,
+    Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
+    TokenManagerBuilder,
 };
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
 pub use token::{

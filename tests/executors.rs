@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use tokenkeeper::{
     source, AccessToken, Backoff, Driver, Error, FetchContext, RandomEarlyJitter, SourceError,
     TokenHandle, TokenManager,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, StreamExt};
+use futures_lite::AsyncRead;
 use local_authority::LocalAuthority;
 use surf::http::headers::AUTHORIZATION;
 use surf::middleware::{Middleware, Next};

@@ -84,7 +84,6 @@ fn no_secret_reaches_logs_debug_or_errors() {
         smol::block_on(futures_lite::future::or(driver, async {
             let handle = &handle;
             let mut tokens = handle.subscribe();
-            use futures_lite::StreamExt;
             // Success, then a refresh (2 s tokens turn stale after 1 s).
             for _ in 0..2 {
                 let t = tokens.next().await.unwrap();

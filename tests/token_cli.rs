@@ -43,6 +43,7 @@ fn main() {
         a_transient_failure_is_retried,
         watch_prints_token_events_and_never_a_token,
         watch_reports_failed_attempts_during_an_outage,
+        watch_sleeps_between_events,
         output_into_a_closed_pipe_exits_quietly_without_a_panic,
         plain_http_to_another_host_names_what_a_cli_user_can_do,
         watch_times_stay_safe_integers_when_expires_in_is_huge,
@@ -406,6 +407,59 @@ fn watch_prints_token_events_and_never_a_token() {
     assert!(authority.tokens_issued() >= 2);
     assert_no_access_token(&out.stdout);
     assert_no_access_token(&out.stderr);
+}
+
+/// The voluntary context switches of every thread of process `pid`.
+fn voluntary_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// With nothing to report, `--watch` waits on the manager's events: it
+/// does not wake up to poll.
+fn watch_sleeps_between_events() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let authority = LocalAuthority::start().unwrap();
+    authority.set_expires_in(Some(json!(3600)));
+    let mut args = base_args(&authority);
+    args.extend(["--watch".into(), "4".into()]);
+    let mut cmd = token_cmd(&strs(&args));
+    cmd.env(SECRET_ENV, SECRET);
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let stderr = read_all(child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read stdout");
+    let event: Value = serde_json::from_str(&first).expect("a JSON line");
+    assert_eq!(event["event"], "token", "{first}");
+
+    // A moment for the start-up to settle (the HTTP client's threads going
+    // idle), then two quiet seconds: polling every 20 ms woke the process
+    // about 100 times in them.
+    thread::sleep(Duration::from_millis(500));
+    let before = voluntary_switches(child.id());
+    thread::sleep(Duration::from_secs(2));
+    let switches = voluntary_switches(child.id()) - before;
+    eprintln!("--watch, 2 quiet seconds: {switches} voluntary context switches");
+
+    let status = process::wait(&mut child, start, RUN_LIMIT, WHAT);
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        switches < 20,
+        "{switches} voluntary context switches in 2 quiet seconds"
+    );
 }
 
 fn watch_reports_failed_attempts_during_an_outage() {

@@ -1,9 +1,11 @@
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_lite::future;
 
 use crate::error::Error;
+use crate::manager::events::Events;
 use crate::manager::local;
 use crate::manager::shared::{Published, Shared};
 use crate::manager::state::ManagerState;
@@ -270,6 +272,60 @@ impl TokenHandle {
     /// See [`Subscription`].
     pub fn subscribe(&self) -> Subscription {
         Subscription::new(Arc::clone(&self.shared))
+    }
+
+    /// Calls `f` on each token as [`subscribe`](Self::subscribe) yields it
+    /// (the current one if valid, then each new one), waiting for each
+    /// call's future before the next, until the manager stops.
+    ///
+    /// Nothing runs until you spawn or await the returned future, on any
+    /// executor; drop it to stop watching. Like a subscription, it does not
+    /// keep the manager alive. A callback slower than the refreshes skips
+    /// to the newest token.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+    ///
+    /// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+    /// let (handle, driver) = TokenManager::builder(source).build();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let watch = handle.watch(move |token| {
+    ///     log.lock().unwrap().push(token.access_token().secret().to_owned());
+    ///     async {}
+    /// });
+    /// futures_lite::future::block_on(async {
+    ///     let watcher = async {
+    ///         watch.await;
+    ///         assert_eq!(*seen.lock().unwrap(), ["t"]);
+    ///     };
+    ///     futures_lite::future::zip(driver, futures_lite::future::zip(watcher, async {
+    ///         handle.token().await.unwrap();
+    ///         handle.shutdown().await;
+    ///     }))
+    ///     .await;
+    /// });
+    /// ```
+    pub fn watch<F, Fut>(&self, mut f: F) -> impl Future<Output = ()>
+    where
+        F: FnMut(Arc<Token>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut tokens = self.subscribe();
+        async move {
+            while let Some(token) = tokens.next().await {
+                f(token).await;
+            }
+        }
+    }
+
+    /// A stream of what the manager does (token published, fetch failed,
+    /// token withdrawn, manager stopped), for metrics and health checks.
+    /// See [`Events`].
+    pub fn events(&self) -> Events {
+        Events::new(Arc::clone(&self.shared))
     }
 
     /// A snapshot of the manager's state: last success and error, failures,

@@ -14,7 +14,7 @@
 //!     │ token() when none is valid,         │
 //!     │ refresh_rejected(), shutdown()      │
 //!     └──────── wake-up ──────────▶ TokenManager (Driver) ──▶ TokenSource
-//!  subscriber ◀── Subscription ◀── event ──┘  timer, jitter, backoff
+//!  subscriber ◀── Subscription, Events ◀───┘  timer, jitter, backoff
 //! ```
 //!
 //! The loop fetches the first token at start. After each publish it plans
@@ -49,6 +49,7 @@
 //! ```
 
 mod builder;
+mod events;
 mod handle;
 mod local;
 mod shared;
@@ -66,6 +67,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 pub use builder::TokenManagerBuilder;
+pub use events::{Events, ManagerEvent};
 pub use handle::TokenHandle;
 pub use state::ManagerState;
 pub use subscription::Subscription;
@@ -76,6 +78,7 @@ use crate::error::{RequestTimedOut, SourceError};
 use crate::jitter::Jitter;
 use crate::source::{FetchContext, FetchReason, TokenSource};
 use crate::token::{duration_ms, LifetimePolicy, Token};
+use events::system_time;
 use shared::Shared;
 
 /// The longest the actor sleeps without re-reading the wall clock.
@@ -405,10 +408,18 @@ impl TokenManager {
         // marks the token late; a token that expires soon after it gives
         // the actor no room to be late, so its reads check from the start.
         let late = token.expiry_ms().saturating_sub(refresh_at) < LATE_MARGIN_MS;
+        let expiry_ms = token.expiry_ms();
         self.version = self.shared.publish(token, late);
+        self.shared.events.push(ManagerEvent::Published {
+            at: system_time(now),
+            expires_at: system_time(expiry_ms),
+            next_refresh_at: system_time(refresh_at),
+        });
     }
 
     fn on_error(&mut self, error: SourceError, now: u64) {
+        // Still the reason of the fetch that failed.
+        let reason = self.next_reason;
         // A zero backoff (or a full-jitter draw of 0) would retry at once.
         let delay = self
             .backoff
@@ -426,6 +437,13 @@ impl TokenManager {
         );
         let next = self.next_attempt_ms;
         let permanent = error.is_permanent();
+        let event = ManagerEvent::FetchFailed {
+            at: system_time(now),
+            error: error.clone(),
+            reason,
+            consecutive_failures: failures,
+            retry_in: delay,
+        };
         self.shared.update_state(|s| {
             s.last_error = Some(error);
             s.last_error_ms = Some(now);
@@ -433,6 +451,7 @@ impl TokenManager {
             s.failures += 1;
             s.next_refresh_ms = Some(next);
         });
+        self.shared.events.push(event);
         if permanent {
             // Waiters without a valid token give up now rather than at
             // their timeout; those with one never wait.
@@ -448,6 +467,9 @@ impl TokenManager {
         self.withdrawn = true;
         self.shared.invalidate();
         self.shared.update_state(|s| s.rejections += 1);
+        self.shared.events.push(ManagerEvent::Withdrawn {
+            at: system_time(now),
+        });
         log::info!(target: LOG, "a server rejected the current token; withdrawing it");
         // A fetch in flight brings the replacement; during backoff the retry
         // already planned is the earliest allowed.
@@ -492,6 +514,8 @@ fn earliest_refresh_ms(token: &Token, now: u64) -> u64 {
 impl Drop for TokenManager {
     fn drop(&mut self) {
         self.shared.stop();
+        // After the stop, so a subscriber hearing of it finds it stopped.
+        self.shared.events.push(ManagerEvent::Stopped);
     }
 }
 

@@ -9,6 +9,7 @@ use atomic_waker::AtomicWaker;
 use event_listener::Event;
 
 use crate::clock::Clock;
+use crate::manager::events::EventLog;
 use crate::manager::state::ManagerState;
 use crate::token::Token;
 
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) cache_hits: Arc<AtomicU64>,
     /// Notified on every publish and when the manager stops.
     pub(crate) changed: Event,
+    /// The latest events, for [`Events`](crate::manager::Events).
+    pub(crate) events: EventLog,
     stopped: AtomicBool,
     state: Mutex<ManagerState>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -92,6 +95,7 @@ impl Shared {
             driven: AtomicBool::new(false),
             cache_hits: Arc::default(),
             changed: Event::new(),
+            events: EventLog::new(),
             stopped: AtomicBool::new(false),
             state: Mutex::new(ManagerState::default()),
             clock,

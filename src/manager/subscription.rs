@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use event_listener::EventListener;
 use futures_core::Stream;
+use futures_lite::future;
 
 use crate::manager::shared::Shared;
 use crate::token::Token;
@@ -19,9 +20,15 @@ use crate::token::Token;
 /// small, constant memory however slow it is. The stream ends when the
 /// manager stops. It does not keep the manager alive.
 ///
+/// Read it with the inherent [`next`](Self::next), which needs no import,
+/// or as a [`Stream`] with any `StreamExt` (futures-lite's or
+/// futures-util's: `map`, `filter`, `take`, `for_each`...). With a
+/// `StreamExt` in scope, `tokens.next()` still calls the inherent method,
+/// which does the same. To run a function on each token, see
+/// [`TokenHandle::watch`](crate::TokenHandle::watch).
+///
 /// ```
 /// use std::time::Duration;
-/// use futures_lite::StreamExt;
 /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
 ///
 /// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(60));
@@ -56,6 +63,18 @@ impl Subscription {
             seen: u64::MAX,
             listener: None,
         }
+    }
+
+    /// The next token: at first the current one if it is valid, then each
+    /// new one as it is published (the newest, if several were published
+    /// since the last call); `None` once the manager has stopped.
+    ///
+    /// The same as `StreamExt::next`, without the import; the future is
+    /// `Unpin`, so it also goes into futures-util's `select!`.
+    // Named like `StreamExt::next` on purpose, which it stands in for.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> impl Future<Output = Option<Arc<Token>>> + Unpin + '_ {
+        future::poll_fn(move |cx| Pin::new(&mut *self).poll_next(cx))
     }
 
     /// The newest valid token not yet yielded, if there is one.

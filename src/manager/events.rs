@@ -1,0 +1,318 @@
+//! The operators' stream: what the manager did, for metrics and health
+//! checks.
+//!
+//! Only the actor writes events, into one bounded log shared by every
+//! subscriber; each subscriber keeps its place in it with a sequence number.
+//! The log lives beside the token slot and is never touched by a read of
+//! the token.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use event_listener::{Event, EventListener};
+use futures_core::Stream;
+use futures_lite::future;
+
+use crate::error::SourceError;
+use crate::manager::shared::Shared;
+use crate::source::FetchReason;
+
+/// How many of the latest events the manager keeps for its subscribers.
+const CAPACITY: usize = 64;
+
+/// The last millisecond of the year 9999 (UTC), in ms since the Unix epoch.
+///
+/// `SystemTime`'s range depends on the platform (on Windows it ends in the
+/// year 30828); every platform reaches this instant.
+const LATEST_MS: u64 = 253_402_300_799_999;
+
+/// `ms` since the Unix epoch as a `SystemTime`. Instants after the year 9999
+/// (an authority's absurd `expires_in`, saturated) read as its last
+/// millisecond.
+pub(crate) fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.min(LATEST_MS))
+}
+
+/// Something the manager did, from [`Events`].
+///
+/// Instants are on the manager's clock (the system clock unless the
+/// builder was given another). No event holds a token or a secret:
+/// [`SourceError`]s are built by sources without credentials, so an event
+/// may be logged with `{:?}` as it is.
+///
+/// ```
+/// use tokenkeeper::ManagerEvent;
+///
+/// fn describe(event: &ManagerEvent) -> String {
+///     match event {
+///         ManagerEvent::Published { expires_at, .. } => format!("new token, expires at {expires_at:?}"),
+///         ManagerEvent::FetchFailed { error, consecutive_failures, retry_in, .. } => {
+///             format!("fetch failed ({consecutive_failures} in a row): {error}; retry in {retry_in:?}")
+///         }
+///         ManagerEvent::Withdrawn { .. } => "token withdrawn after a rejection".to_owned(),
+///         ManagerEvent::Lagged { missed } => format!("{missed} events missed"),
+///         ManagerEvent::Stopped => "stopped".to_owned(),
+///         // Later versions may add events.
+///         _ => "something else".to_owned(),
+///     }
+/// }
+/// # assert_eq!(describe(&ManagerEvent::Stopped), "stopped");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ManagerEvent {
+    /// A new token was published: readers get it from now on.
+    #[non_exhaustive]
+    Published {
+        /// When it was published.
+        at: SystemTime,
+        /// When the token expires.
+        expires_at: SystemTime,
+        /// When the manager plans to fetch the next one (its stale instant
+        /// moved earlier by jitter).
+        next_refresh_at: SystemTime,
+    },
+    /// A fetch failed. The token published before it, if any, stays
+    /// published while it is valid.
+    #[non_exhaustive]
+    FetchFailed {
+        /// When the failure was seen.
+        at: SystemTime,
+        /// What went wrong.
+        error: SourceError,
+        /// Why the failed fetch was made.
+        reason: FetchReason,
+        /// Failures since the last token was published, this one included.
+        consecutive_failures: u32,
+        /// How long the manager waits before it tries again (the backoff it
+        /// chose; a rejection reported meanwhile does not shorten it).
+        retry_in: Duration,
+    },
+    /// A server rejected the published token (reported with
+    /// [`TokenHandle::refresh_rejected`](crate::TokenHandle::refresh_rejected)),
+    /// and the manager withdrew it: no reader gets it any more.
+    #[non_exhaustive]
+    Withdrawn {
+        /// When it was withdrawn.
+        at: SystemTime,
+    },
+    /// This subscriber fell behind by more than the manager keeps, and
+    /// `missed` events were lost to it; the stream goes on with the oldest
+    /// event still kept.
+    Lagged {
+        /// How many events this subscriber will never see.
+        missed: u64,
+    },
+    /// The manager stopped. Always the last event: the stream ends after it.
+    Stopped,
+}
+
+/// What a subscriber finds at its place in the log.
+enum Read {
+    Event(ManagerEvent),
+    /// Nothing new yet.
+    Empty,
+    /// It has read `Stopped`.
+    End,
+}
+
+struct Log {
+    events: VecDeque<ManagerEvent>,
+    /// The sequence number of `events[0]`.
+    first: u64,
+    /// Whether `Stopped` was logged: nothing follows it.
+    closed: bool,
+}
+
+/// The latest events, shared by every [`Events`] of one manager.
+pub(crate) struct EventLog {
+    log: Mutex<Log>,
+    /// Notified on every event.
+    added: Event,
+}
+
+impl EventLog {
+    pub(crate) fn new() -> EventLog {
+        EventLog {
+            log: Mutex::new(Log {
+                events: VecDeque::with_capacity(CAPACITY),
+                first: 0,
+                closed: false,
+            }),
+            added: Event::new(),
+        }
+    }
+
+    /// Logs `event`, dropping the oldest beyond the capacity, and wakes the
+    /// subscribers.
+    pub(crate) fn push(&self, event: ManagerEvent) {
+        let oldest = {
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            if log.closed {
+                return;
+            }
+            log.closed = matches!(event, ManagerEvent::Stopped);
+            log.events.push_back(event);
+            if log.events.len() > CAPACITY {
+                log.first += 1;
+                log.events.pop_front()
+            } else {
+                None
+            }
+        };
+        // Freed outside the lock.
+        drop(oldest);
+        self.added.notify(usize::MAX);
+    }
+
+    /// Where a new subscriber starts: after the latest event, or at
+    /// `Stopped` once the manager has stopped, so that every stream ends
+    /// with it.
+    fn start(&self) -> u64 {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let end = log.first + log.events.len() as u64;
+        if log.closed {
+            end - 1
+        } else {
+            end
+        }
+    }
+
+    /// The event at `*next`, moving `*next` past it; `Lagged` if it is no
+    /// longer kept.
+    fn read(&self, next: &mut u64) -> Read {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if *next < log.first {
+            let missed = log.first - *next;
+            *next = log.first;
+            return Read::Event(ManagerEvent::Lagged { missed });
+        }
+        // At most `CAPACITY` apart: `next` is never past the end.
+        let index = (*next - log.first) as usize;
+        match log.events.get(index) {
+            Some(event) => {
+                *next += 1;
+                Read::Event(event.clone())
+            }
+            None if log.closed => Read::End,
+            None => Read::Empty,
+        }
+    }
+}
+
+/// A stream of [`ManagerEvent`]s, from
+/// [`TokenHandle::events`](crate::TokenHandle::events): what a metrics
+/// exporter or a health check needs to hear about.
+///
+/// It yields each event from its creation on, in the order the manager
+/// acted; the manager's last event is [`ManagerEvent::Stopped`], after
+/// which the stream ends (a stream made after the manager stopped yields
+/// just that). It does not keep the manager alive.
+///
+/// The manager keeps its latest 64 events, for all subscribers together,
+/// so a slow subscriber costs no memory: one that falls further behind
+/// gets [`ManagerEvent::Lagged`] with the number it missed, then the
+/// oldest event kept. Events are made by the manager's own task when it
+/// publishes, fails or stops, never on the token's read path.
+///
+/// Read it with the inherent [`next`](Self::next) (no import needed) or as
+/// a [`Stream`] with any `StreamExt` (futures-lite's or futures-util's).
+///
+/// ```
+/// use std::time::Duration;
+/// use tokenkeeper::{AccessToken, FixedSource, ManagerEvent, TokenManager};
+///
+/// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+/// let (handle, driver) = TokenManager::builder(source).build();
+/// let mut events = handle.events();
+/// futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+///     let event = events.next().await.unwrap();
+///     assert!(matches!(event, ManagerEvent::Published { .. }));
+///     handle.shutdown().await;
+///     assert!(matches!(events.next().await, Some(ManagerEvent::Stopped)));
+///     assert!(events.next().await.is_none());
+/// }));
+/// ```
+pub struct Events {
+    shared: Arc<Shared>,
+    /// The sequence number of the next event to yield.
+    next: u64,
+    listener: Option<EventListener>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").field("next", &self.next).finish()
+    }
+}
+
+impl Events {
+    pub(crate) fn new(shared: Arc<Shared>) -> Events {
+        let next = shared.events.start();
+        Events {
+            shared,
+            next,
+            listener: None,
+        }
+    }
+
+    /// The next event, or `None` after [`ManagerEvent::Stopped`].
+    ///
+    /// The same as `StreamExt::next`, without the import; the future is
+    /// `Unpin`, so it also goes into futures-util's `select!`.
+    // Named like `StreamExt::next` on purpose, which it stands in for.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> impl Future<Output = Option<ManagerEvent>> + Unpin + '_ {
+        future::poll_fn(move |cx| Pin::new(&mut *self).poll_next(cx))
+    }
+}
+
+impl Stream for Events {
+    type Item = ManagerEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ManagerEvent>> {
+        let this = &mut *self;
+        loop {
+            match this.shared.events.read(&mut this.next) {
+                Read::Event(event) => {
+                    this.listener = None;
+                    return Poll::Ready(Some(event));
+                }
+                Read::End => return Poll::Ready(None),
+                Read::Empty => {}
+            }
+            match &mut this.listener {
+                // Register, then look again: an event in between is not lost.
+                None => this.listener = Some(this.shared.events.added.listen()),
+                Some(listener) => {
+                    if Pin::new(listener).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.listener = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_past_the_year_9999_read_as_its_end() {
+        assert_eq!(system_time(0), UNIX_EPOCH);
+        assert_eq!(
+            system_time(1_700_000_000_123),
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+        );
+        let end = UNIX_EPOCH + Duration::from_millis(LATEST_MS);
+        assert_eq!(system_time(LATEST_MS), end);
+        assert_eq!(system_time(u64::MAX), end);
+    }
+}
