@@ -48,8 +48,8 @@
 //! doubling, at most 2 s between attempts, each attempt at most 5 s) for up
 //! to 10 s in total. A permanent failure (`invalid_client`, `invalid_scope`,
 //! `invalid_grant`, `unauthorized_client`, other 4xx answers) cannot improve
-//! by retrying, so the tool watches `handle.state()` and gives up on the
-//! first one, within a few tens of milliseconds.
+//! by retrying: `handle.token()` returns it at once, and the tool gives up
+//! on the first one.
 //!
 //! On failure, stderr gets exactly one line naming the OAuth2 error code (or
 //! the kind of failure when the authority sent none) and its description:
