@@ -76,7 +76,10 @@ fn a_custom_grant_sends_its_type_and_parameters_with_the_endpoint_s_authenticati
             expected.extend([("client_id", "client-a"), ("client_secret", "secret-a")]);
             assert_eq!(request.header("authorization"), None);
         } else {
-            assert!(request.header("authorization").unwrap().starts_with("Basic "));
+            assert!(request
+                .header("authorization")
+                .unwrap()
+                .starts_with("Basic "));
         }
         let expected: Vec<(String, String)> = expected
             .into_iter()
