@@ -55,7 +55,9 @@ pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 /// waits for the disk. The file may be a symbolic link (Kubernetes mounts
 /// are); it must lead to a regular file of at most
 /// [`MAX_TOKEN_FILE_BYTES`]. A FIFO or a device at the path is refused
-/// without blocking. Each failure is a transient [`SourceError`] whose
+/// without blocking. Unlike a [`FileCache`](crate::cache::FileCache), who
+/// owns the file and its mode are not checked: it is the writer's file,
+/// often root's, and only read here. Each failure is a transient [`SourceError`] whose
 /// cause is a [`TokenFileError`] naming the path, never the content.
 ///
 /// ```
