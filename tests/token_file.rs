@@ -55,7 +55,10 @@ fn failure(path: &Path, content: &str, lifetime: Option<Duration>) -> String {
     let err = fetch(&mut source, &ManualClock::new(START_MS)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     let text = format!("{err} {err:?}");
-    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{text}"
+    );
     if !content.trim().is_empty() {
         assert!(!text.contains(content.trim()), "{text}");
     }
@@ -73,6 +76,14 @@ fn an_opaque_token_lives_the_configured_lifetime_from_the_read() {
     let path = dir.join("token");
     std::fs::write(&path, "  sidecar-token-1 \r\n").unwrap();
     let clock = ManualClock::new(START_MS);
+
+    // Its Debug shows where it reads, and its cache key is the path's.
+    let source = TokenFile::new(&path);
+    assert!(format!("{source:?}").contains(&path.display().to_string()));
+    assert_eq!(source.path(), path);
+    let key = source.cache_key().unwrap();
+    assert_eq!(TokenFile::new(&path).cache_key(), Some(key));
+    assert_ne!(TokenFile::new(dir.join("other")).cache_key(), Some(key));
 
     let mut source = TokenFile::new(&path).lifetime(secs(600));
     let token = fetch(&mut source, &clock).unwrap();
@@ -150,6 +161,7 @@ fn an_expired_jwt_or_one_with_a_bad_exp_is_a_transient_error() {
     for (claims, problem) in [
         (format!(r#"{{"exp":{}}}"#, now_s), "Expired"),
         (format!(r#"{{"exp":{}}}"#, now_s - 3600), "Expired"),
+        (r#"{"exp":0}"#.to_owned(), "Expired"),
         (r#"{"exp":"tomorrow"}"#.to_owned(), "BadExpiry"),
         (r#"{"exp":-5}"#.to_owned(), "BadExpiry"),
     ] {
@@ -167,6 +179,14 @@ fn empty_missing_oversized_and_binary_files_are_refused() {
     let path = dir.join("token");
 
     assert!(failure(&path, "", None).starts_with("Unreadable"));
+    let err = fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).unwrap_err();
+    let cause = err
+        .cause()
+        .unwrap()
+        .downcast_ref::<TokenFileError>()
+        .unwrap();
+    let io = std::error::Error::source(cause).and_then(|e| e.downcast_ref::<std::io::Error>());
+    assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
 
     for blank in ["", " \n\t\r\n"] {
         std::fs::write(&path, blank).unwrap();
@@ -188,7 +208,11 @@ fn empty_missing_oversized_and_binary_files_are_refused() {
     let limit = MAX_TOKEN_FILE_BYTES as usize;
     std::fs::write(&path, "a".repeat(limit + 1)).unwrap();
     assert_eq!(failure(&path, "", None), "TooLarge");
-    // The limit itself is fine.
+    // A large JWT (many claims) is far below the limit; the limit itself
+    // is fine.
+    assert_eq!(MAX_TOKEN_FILE_BYTES, 64 * 1024);
+    std::fs::write(&path, "b".repeat(16 * 1024)).unwrap();
+    assert!(fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).is_ok());
     std::fs::write(&path, "a".repeat(limit)).unwrap();
     let token = fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).unwrap();
     assert_eq!(token.access_token().secret().len(), limit);
