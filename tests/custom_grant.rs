@@ -192,7 +192,16 @@ fn secret_params_never_come_back_through_an_echo() {
             .secret_param("proof", PROOF)
             .param("device_code", DEVICE)
             .param("plain", "shown-as-is");
-        assert!(!format!("{grant:?}").contains("pr/"), "{grant:?}");
+        // Debug names the grant and its parameters, never a value.
+        let debug = format!("{grant:?}");
+        assert!(
+            !debug.contains("pr/") && !debug.contains("shown-as-is"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("urn:example:proof") && debug.contains("\"proof\""),
+            "{debug}"
+        );
         for (status, shape) in SHAPES {
             for part in [
                 EchoPart::Request,
