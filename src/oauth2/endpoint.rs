@@ -69,6 +69,33 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How the parameters of a token request travel in its body.
+///
+/// ```
+/// use tokenkeeper::oauth2::{RequestBody, TokenEndpoint};
+/// use tokenkeeper::{ClientId, ClientSecret};
+///
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("svc"), ClientSecret::new("s"))
+///     .request_body(RequestBody::Json)
+///     .build()
+///     .unwrap();
+/// # let _ = endpoint;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequestBody {
+    /// `application/x-www-form-urlencoded`, as RFC 6749 requires. The
+    /// default.
+    #[default]
+    Form,
+    /// `application/json`: one JSON object, each parameter a string member
+    /// (a parameter given more than once, such as `resource`, an array of
+    /// strings), for authorities that accept nothing else. With
+    /// [`AuthMethod::ClientSecretPost`], `client_id` and `client_secret`
+    /// are members too.
+    Json,
+}
+
 /// Where and how to ask for tokens. Made by [`TokenEndpoint::builder`];
 /// used by the grant sources.
 ///
@@ -102,6 +129,7 @@ pub struct TokenEndpoint {
     client_id: ClientId,
     client_secret: ClientSecret,
     auth: AuthMethod,
+    body: RequestBody,
     http: Arc<dyn HttpClient>,
     max_body: usize,
     /// The `Authorization` header of [`AuthMethod::ClientSecretBasic`],
@@ -119,6 +147,7 @@ impl fmt::Debug for TokenEndpoint {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("auth", &self.auth)
+            .field("body", &self.body)
             .field("max_body", &self.max_body)
             .finish()
     }
@@ -130,6 +159,7 @@ pub struct TokenEndpointBuilder {
     client_id: ClientId,
     client_secret: ClientSecret,
     auth: AuthMethod,
+    body: RequestBody,
     http: Option<Arc<dyn HttpClient>>,
     allow_insecure_http: bool,
     max_body: usize,
@@ -141,6 +171,7 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("auth", &self.auth)
+            .field("body", &self.body)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("max_body", &self.max_body)
             .finish()
@@ -160,6 +191,7 @@ impl TokenEndpoint {
             client_id,
             client_secret,
             auth: AuthMethod::default(),
+            body: RequestBody::default(),
             http: None,
             allow_insecure_http: false,
             max_body: DEFAULT_MAX_BODY,
@@ -190,24 +222,39 @@ impl TokenEndpoint {
             .await
     }
 
-    /// The form body for `params`, with the client's credentials when they
-    /// travel in the body. It may carry secrets.
+    /// The body for `params` (a form, or JSON: see [`RequestBody`]), with
+    /// the client's credentials when they travel in the body. It may carry
+    /// secrets.
     pub(crate) fn encode_form(&self, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in params {
-            form.append_pair(name, value);
+        let credentials = (self.auth == AuthMethod::ClientSecretPost).then(|| {
+            [
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.secret()),
+            ]
+        });
+        let all = params
+            .iter()
+            .copied()
+            .chain(credentials.into_iter().flatten());
+        match self.body {
+            RequestBody::Form => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in all {
+                    form.append_pair(name, value);
+                }
+                form.finish().into_bytes()
+            }
+            RequestBody::Json => json_body(all),
         }
-        if self.auth == AuthMethod::ClientSecretPost {
-            form.append_pair("client_id", self.client_id.as_str());
-            form.append_pair("client_secret", self.client_secret.secret());
-        }
-        form.finish().into_bytes()
     }
 
-    /// The POST of `form`, with the `Authorization` header if the
+    /// The POST of `body`, with the `Authorization` header if the
     /// credentials travel in it.
-    fn http_request(&self, form: Vec<u8>) -> HttpRequest {
-        let request = HttpRequest::form_post(self.url.clone(), form);
+    fn http_request(&self, body: Vec<u8>) -> HttpRequest {
+        let request = match self.body {
+            RequestBody::Form => HttpRequest::form_post(self.url.clone(), body),
+            RequestBody::Json => HttpRequest::json_post(self.url.clone(), body),
+        };
         match &self.authorization {
             Some(authorization) => request.header("Authorization", authorization.value()),
             None => request,
@@ -311,6 +358,25 @@ impl fmt::Debug for BasicAuthorization {
     }
 }
 
+/// `params` as one JSON object of strings; a name given more than once
+/// becomes an array of its values, in order.
+fn json_body<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    use serde_json::{Map, Value};
+    let mut object = Map::new();
+    for (name, value) in params {
+        let value = Value::from(value);
+        match object.get_mut(name) {
+            None => {
+                object.insert(name.to_owned(), value);
+            }
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
+    // A map of strings always serializes.
+    serde_json::to_vec(&Value::Object(object)).unwrap_or_default()
+}
+
 fn into_source_error(
     error: TokenRequestError,
     retry_after: Option<std::time::Duration>,
@@ -327,6 +393,14 @@ impl TokenEndpointBuilder {
     /// default.
     pub fn auth_method(mut self, auth: AuthMethod) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// How the parameters travel: [`RequestBody::Form`] by default (RFC
+    /// 6749), or [`RequestBody::Json`] for an authority that demands JSON.
+    /// Every grant sends the same parameters either way.
+    pub fn request_body(mut self, body: RequestBody) -> Self {
+        self.body = body;
         self
     }
 
@@ -388,6 +462,7 @@ impl TokenEndpointBuilder {
             client_id: self.client_id,
             client_secret: self.client_secret,
             auth: self.auth,
+            body: self.body,
             http,
             max_body: self.max_body,
             authorization,

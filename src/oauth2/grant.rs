@@ -25,7 +25,7 @@ const RESERVED: [&str; 5] = [
 /// Form fields that carry a credential when given as extra parameters
 /// (RFC 7521 assertions, RFC 8693 token exchange, and the like): their
 /// values are scrubbed from server text as the client secret is.
-const CREDENTIAL_PARAMS: [&str; 8] = [
+pub(super) const CREDENTIAL_PARAMS: [&str; 8] = [
     "client_assertion",
     "assertion",
     "subject_token",
@@ -151,7 +151,7 @@ impl ClientCredentials {
 
 /// The fields every grant's cache key starts with: where and as whom the
 /// token is asked for, and how.
-fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
+pub(super) fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
     CacheKey::builder()
         .field("token_url", endpoint.url().as_str())
         .field("client_id", endpoint.client_id().as_str())

@@ -1,7 +1,8 @@
 //! The HTTP layer the OAuth2 sources talk through.
 //!
-//! The sources only ever make one kind of request: a form POST to the token
-//! endpoint. [`HttpClient`] is that one operation, so any HTTP stack can be
+//! The sources only ever make one kind of request: a POST to the token
+//! endpoint, of a form (or of JSON, for an authority that demands it).
+//! [`HttpClient`] is that one operation, so any HTTP stack can be
 //! plugged in: the `surf` feature provides one for [`surf::Client`], the
 //! `ureq` feature one for a blocking `ureq` agent run on a thread pool.
 //! An implementation must read at most `max_body` bytes of the response
@@ -29,7 +30,8 @@ use url::Url;
 
 use crate::clock::BoxFuture;
 
-/// Sends the token endpoint's form POSTs.
+/// Sends the token endpoint's POSTs, with the headers given (the
+/// `Content-Type` among them) and the body as it is.
 pub trait HttpClient: Send + Sync + 'static {
     /// POSTs `request` and returns the response, reading at most `max_body`
     /// bytes of its body.
@@ -56,7 +58,7 @@ impl<C: HttpClient + ?Sized> HttpClient for std::sync::Arc<C> {
     }
 }
 
-/// A form POST to a token endpoint. Its headers and body carry credentials,
+/// A POST to a token endpoint. Its headers and body carry credentials,
 /// so `Debug` shows only the URL, the header names and the body length.
 #[derive(Clone)]
 pub struct HttpRequest {
@@ -70,13 +72,15 @@ impl HttpRequest {
     /// A POST of an `application/x-www-form-urlencoded` body to `url`,
     /// accepting JSON.
     pub fn form_post(url: Url, body: Vec<u8>) -> HttpRequest {
+        HttpRequest::post(url, "application/x-www-form-urlencoded", body)
+    }
+
+    /// A POST of a `content_type` body to `url`, accepting JSON.
+    fn post(url: Url, content_type: &str, body: Vec<u8>) -> HttpRequest {
         // Room for a third header: most token requests add `Authorization`,
         // and growing the list then costs a reallocation per request.
         let mut headers = Vec::with_capacity(3);
-        headers.push((
-            "Content-Type".into(),
-            "application/x-www-form-urlencoded".into(),
-        ));
+        headers.push(("Content-Type".into(), content_type.into()));
         headers.push(("Accept".into(), "application/json".into()));
         HttpRequest {
             url,
@@ -84,6 +88,18 @@ impl HttpRequest {
             body,
             timeout: None,
         }
+    }
+
+    /// A POST of an `application/json` body to `url`, accepting JSON.
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::HttpRequest;
+    ///
+    /// let request = HttpRequest::json_post("https://auth.example/token".parse().unwrap(), br#"{"grant_type":"client_credentials"}"#.to_vec());
+    /// assert!(request.headers().contains(&("Content-Type".into(), "application/json".into())));
+    /// ```
+    pub fn json_post(url: Url, body: Vec<u8>) -> HttpRequest {
+        HttpRequest::post(url, "application/json", body)
     }
 
     /// Sets how long the whole exchange may take. Clients should honour it:
@@ -115,7 +131,7 @@ impl HttpRequest {
         &self.headers
     }
 
-    /// The form body.
+    /// The body (a form, or JSON, as the `Content-Type` header says).
     pub fn body(&self) -> &[u8] {
         &self.body
     }

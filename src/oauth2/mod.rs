@@ -3,9 +3,11 @@
 //! A [`TokenEndpoint`] holds the token URL, the client's credentials, how
 //! they are sent ([`AuthMethod`]) and an [`HttpClient`]. The grants
 //! [`ClientCredentials`] and [`RefreshTokenGrant`] are
-//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager.
+//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager;
+//! [`CustomGrant`] sends any other grant type through the same endpoint.
 //!
-//! Requests are `application/x-www-form-urlencoded` POSTs. Responses are
+//! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
+//! for authorities that demand them ([`RequestBody`]). Responses are
 //! parsed by [`response::parse_token_response`]: RFC 6749 errors become an
 //! [`OAuth2Error`] inside a [`TokenRequestError`], which says whether
 //! retrying can help; `Retry-After` becomes the backoff hint; bodies are
@@ -30,6 +32,7 @@
 //! # Ok::<_, tokenkeeper::oauth2::ConfigError>(())
 //! ```
 
+mod custom;
 mod endpoint;
 mod error;
 mod grant;
@@ -41,8 +44,9 @@ mod surf;
 #[cfg(feature = "ureq")]
 mod ureq;
 
+pub use custom::CustomGrant;
 pub use endpoint::{
-    AuthMethod, ConfigError, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
+    AuthMethod, ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };
 pub use error::{ErrorCode, OAuth2Error, TokenRequestError};
 pub use grant::{ClientCredentials, RefreshTokenGrant};

@@ -74,10 +74,11 @@ impl Scrubber {
         scrubber
     }
 
-    /// Adds a secret the library sends as a form value or a header value
-    /// (a refresh token, a client assertion, a subject token): the raw value
-    /// in any character encoding, and its form-urlencoded form again (for
-    /// servers that encode what they echo once more).
+    /// Adds a secret the library sends as a form value, a JSON string or a
+    /// header value (a refresh token, a client assertion, a subject token):
+    /// the raw value in any character encoding, and its form-urlencoded and
+    /// JSON-escaped forms again (for servers that encode or escape what
+    /// they echo once more: a JSON body quoted in a JSON string).
     pub(crate) fn add_secret(&mut self, secret: &str) {
         let trimmed = secret.trim_matches(char::is_control);
         if trimmed.is_empty() {
@@ -87,6 +88,10 @@ impl Scrubber {
         let encoded = form_encode(secret);
         if encoded != secret {
             self.add_needle(&encoded, false);
+        }
+        let escaped = json_escape(trimmed);
+        if escaped != trimmed {
+            self.add_needle(&escaped, false);
         }
     }
 
@@ -254,6 +259,12 @@ fn padding(text: &[u8]) -> usize {
 /// `application/x-www-form-urlencoded`, as the library sends values.
 fn form_encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The inside of the JSON string of `value`, as the library writes it.
+fn json_escape(value: &str) -> String {
+    let quoted = serde_json::Value::from(value).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
 }
 
 /// The base64 characters of `bytes` that do not depend on what comes

@@ -6,8 +6,9 @@
 //! [`SourceError`]s that say whether retrying can help, and it never needs to
 //! know about timers, jitter or backoff: the manager owns those.
 //!
-//! Two sources come ready-made: [`FixedSource`] hands out one access token
-//! (an API key, or a test), and [`from_fn`] turns an async closure into a
+//! Three sources come ready-made: [`FixedSource`] hands out one access token
+//! (an API key, or a test), [`TokenFile`] reads one that another program
+//! keeps fresh in a file, and [`from_fn`] turns an async closure into a
 //! source, so anything can be plugged in today.
 //!
 //! ```
@@ -24,6 +25,7 @@
 mod chain;
 mod fixed;
 mod from_fn;
+mod token_file;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,7 @@ use std::time::Duration;
 pub use chain::Chain;
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
+pub use token_file::{TokenFile, TokenFileError, TokenFileProblem, MAX_TOKEN_FILE_BYTES};
 
 use crate::cache::CacheKey;
 use crate::clock::{BoxFuture, Clock};

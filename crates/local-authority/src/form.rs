@@ -1,4 +1,31 @@
-//! `application/x-www-form-urlencoded` decoding and base64 decoding.
+//! `application/x-www-form-urlencoded` decoding, JSON bodies and base64
+//! decoding.
+
+use serde_json::Value;
+
+/// The parameters of a JSON body: an object whose members are strings, or
+/// arrays of strings for a repeated parameter.
+pub(crate) fn json_params(body: &str) -> Result<Vec<(String, String)>, &'static str> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(body) else {
+        return Err("the JSON body must be an object");
+    };
+    let mut params = Vec::new();
+    for (name, value) in object {
+        match value {
+            Value::String(value) => params.push((name, value)),
+            Value::Array(values) => {
+                for value in values {
+                    let Value::String(value) = value else {
+                        return Err("JSON parameters must be strings");
+                    };
+                    params.push((name.clone(), value));
+                }
+            }
+            _ => return Err("JSON parameters must be strings"),
+        }
+    }
+    Ok(params)
+}
 
 /// Splits a form body into decoded `(name, value)` pairs, in order.
 ///

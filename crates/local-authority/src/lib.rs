@@ -10,7 +10,10 @@
 //!
 //! Supported on `/token`:
 //! - grants `client_credentials`, `refresh_token` (with or without rotation)
-//!   and `password`;
+//!   and `password`, and any other grant type allowed with
+//!   [`LocalAuthority::allow_grant_type`];
+//! - form bodies, and JSON bodies (an object of strings) for authorities that
+//!   demand them ([`LocalAuthority::set_json_only`] refuses forms);
 //! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and
 //!   secret form-urlencoded before base64) and `client_secret_post`;
 //! - RFC 6749 §5.2 error responses;
@@ -140,6 +143,25 @@ impl LocalAuthority {
         self.shared.lock().new_refresh_token(client_id, None)
     }
 
+    /// Answers requests of `grant_type` (a custom or extension grant, such
+    /// as `urn:ietf:params:oauth:grant-type:device_code`) as
+    /// `client_credentials` are answered: after client authentication, an
+    /// access token with the scope asked for. Its parameters are recorded
+    /// and not checked.
+    pub fn allow_grant_type(&self, grant_type: &str) {
+        self.shared
+            .lock()
+            .extra_grants
+            .insert(grant_type.to_owned());
+    }
+
+    /// Whether `/token` accepts only JSON bodies (`true`), refusing a form
+    /// with 400 `invalid_request` as some proprietary authorities do, or
+    /// both (`false`, the default).
+    pub fn set_json_only(&self, json_only: bool) {
+        self.shared.lock().json_only = json_only;
+    }
+
     /// Queues a fault: the next request to `/token` without a queued fault
     /// ahead of it gets this one (first in, first out; one per request).
     pub fn push_fault(&self, fault: Fault) {
@@ -266,6 +288,39 @@ impl RecordedRequest {
             .into_iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
+    }
+
+    /// The parameters, from a form or, when the `Content-Type` says
+    /// `application/json`, from a JSON object of strings (an array of
+    /// strings for a repeated parameter); empty for a JSON body of any other
+    /// shape.
+    pub fn params(&self) -> Vec<(String, String)> {
+        if self.is_json() {
+            form::json_params(&self.body).unwrap_or_default()
+        } else {
+            self.form()
+        }
+    }
+
+    /// The first value of parameter `key`, from a form or a JSON body.
+    pub fn param(&self, key: &str) -> Option<String> {
+        self.params()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the `Content-Type` is `application/json`.
+    pub fn is_json(&self) -> bool {
+        self.media_type()
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/json"))
+    }
+
+    /// The `Content-Type` without its parameters.
+    fn media_type(&self) -> Option<&str> {
+        self.header("content-type")
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
     }
 }
 
@@ -399,6 +454,8 @@ impl Shared {
         Shared {
             state: Mutex::new(State {
                 clients: HashMap::from([("client-a".to_string(), "secret-a".to_string())]),
+                extra_grants: Default::default(),
+                json_only: false,
                 expires_in: Some(Value::from(60)),
                 rotate: true,
                 refresh_tokens: HashMap::new(),
@@ -430,6 +487,10 @@ struct RefreshGrant {
 struct State {
     /// Client id → secret.
     clients: HashMap<String, String>,
+    /// Grant types answered as `client_credentials`.
+    extra_grants: std::collections::HashSet<String>,
+    /// Whether form bodies are refused.
+    json_only: bool,
     expires_in: Option<Value>,
     rotate: bool,
     refresh_tokens: HashMap<String, RefreshGrant>,

@@ -319,10 +319,23 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
         .header("content-type")
         .and_then(|v| v.split(';').next())
         .map(str::trim);
-    if !media_type.is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
-        return invalid_request("the body must be application/x-www-form-urlencoded");
-    }
-    let params = request.form();
+    let json_only = shared.lock().json_only;
+    let params = if request.is_json() {
+        match form::json_params(&request.body) {
+            Ok(params) => params,
+            Err(why) => return invalid_request(why),
+        }
+    } else if json_only {
+        return invalid_request("the body must be application/json");
+    } else if media_type
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    {
+        request.form()
+    } else {
+        return invalid_request(
+            "the body must be application/x-www-form-urlencoded or application/json",
+        );
+    };
     for name in SINGLE_PARAMS {
         if params.iter().filter(|(k, _)| k == name).count() > 1 {
             return invalid_request(&format!("parameter {name} is repeated"));
@@ -376,6 +389,7 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
             }
             (scope.or(granted), state.rotate)
         }
+        Some(grant) if state.extra_grants.contains(grant) => (scope, false),
         Some(_) => {
             return oauth_error(
                 400,

@@ -283,12 +283,12 @@ fn request_errors() {
         assert_eq!(response.header("cache-control"), Some("no-store"));
     }
 
-    // A JSON body is refused.
+    // A body that is neither a form nor JSON is refused.
     let response = post(
         authority.addr(),
         "/token",
-        &[("Content-Type", "application/json")],
-        r#"{"grant_type":"client_credentials","client_id":"client-a","client_secret":"secret-a"}"#,
+        &[("Content-Type", "text/plain")],
+        "grant_type=client_credentials&client_id=client-a&client_secret=secret-a",
     );
     assert_eq!(response.status, 400);
     assert_eq!(response.error(), "invalid_request");
@@ -775,4 +775,88 @@ fn debug_shows_no_secrets() {
         !debug.contains("very-secret") && !debug.contains("secret-a"),
         "{debug}"
     );
+}
+
+#[test]
+fn json_bodies_are_accepted_and_may_be_required() {
+    let authority = LocalAuthority::start().unwrap();
+    let json_post = |body: &str| {
+        post(
+            authority.addr(),
+            "/token",
+            &[
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Authorization", &basic("client-a", "secret-a")),
+            ],
+            body,
+        )
+    };
+    let ok =
+        json_post(r#"{"grant_type":"client_credentials","scope":"a b","resource":["r1","r2"]}"#);
+    assert_eq!(ok.status, 200, "{:?}", ok.json());
+    assert_eq!(ok.json()["scope"], "a b");
+    let recorded = authority.requests().pop().unwrap();
+    assert!(recorded.is_json());
+    assert_eq!(recorded.param("scope").as_deref(), Some("a b"));
+    let resources: Vec<String> = recorded
+        .params()
+        .into_iter()
+        .filter(|(n, _)| n == "resource")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(resources, ["r1", "r2"]);
+
+    // client_secret_post in JSON.
+    let post_auth = post(
+        authority.addr(),
+        "/token",
+        &[("Content-Type", "application/json")],
+        r#"{"grant_type":"client_credentials","client_id":"client-a","client_secret":"secret-a"}"#,
+    );
+    assert_eq!(post_auth.status, 200);
+
+    for bad in [r#"["grant_type"]"#, r#"{"grant_type":1}"#, "not json"] {
+        let response = json_post(bad);
+        assert_eq!(response.status, 400, "{bad}");
+        assert_eq!(response.error(), "invalid_request");
+    }
+
+    // Forms are still served, until JSON is required.
+    assert_eq!(
+        token_post(&authority, "grant_type=client_credentials").status,
+        200
+    );
+    authority.set_json_only(true);
+    let refused = token_post(&authority, "grant_type=client_credentials");
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.error(), "invalid_request");
+    assert_eq!(
+        json_post(r#"{"grant_type":"client_credentials"}"#).status,
+        200
+    );
+}
+
+#[test]
+fn allowed_grant_types_are_answered_like_client_credentials() {
+    let authority = LocalAuthority::start().unwrap();
+    let device = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=d1";
+    let refused = token_post(&authority, device);
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.error(), "unsupported_grant_type");
+
+    authority.allow_grant_type("urn:ietf:params:oauth:grant-type:device_code");
+    let ok = token_post(&authority, &format!("{device}&scope=tv"));
+    assert_eq!(ok.status, 200);
+    let body = ok.json();
+    assert_eq!(body["scope"], "tv");
+    assert!(body.get("refresh_token").is_none());
+    assert!(authority.is_valid_access_token(body["access_token"].as_str().unwrap()));
+    // Client authentication still applies.
+    let anonymous = post(
+        authority.addr(),
+        "/token",
+        &[("Content-Type", FORM)],
+        device,
+    );
+    assert_eq!(anonymous.status, 401);
 }
