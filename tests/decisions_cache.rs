@@ -341,3 +341,32 @@ fn a_cache_that_answers_again_starts_afresh_after_its_next_failure() {
     block_on(chain.fetch(cx())).unwrap();
     assert_eq!(calls(), 5, "tried again after 30 s");
 }
+
+#[test]
+fn a_memory_lease_with_a_ttl_beyond_the_clocks_range_is_held() {
+    let cache = MemoryCache::new();
+    let lease = block_on(cache.try_lease(Duration::MAX)).unwrap().unwrap();
+    assert!(block_on(cache.try_lease(secs(1))).unwrap().is_none());
+    block_on(lease.release());
+    assert!(block_on(cache.try_lease(secs(1))).unwrap().is_some());
+}
+
+#[test]
+fn a_cache_that_answered_is_not_cooling_down_after_the_wall_clock_steps_back() {
+    let clock = ManualClock::new(START_MS);
+    let failing = Failing::default();
+    let calls = || failing.calls.load(Ordering::SeqCst);
+    let mut chain = Chain::new(ScriptedSource::new(secs(3600)))
+        .cache(failing.clone())
+        .cache_cooldown(secs(30));
+    let cx = || FetchContext::new(clock.clone(), LifetimePolicy::default());
+    block_on(chain.fetch(cx())).unwrap();
+    clock.advance(secs(30));
+    failing.working.store(true, Ordering::SeqCst);
+    block_on(chain.fetch(cx())).unwrap();
+    assert_eq!(calls(), 3);
+    // An NTP step back into the old cool-down: the cache has answered since.
+    clock.set(START_MS + 10_000);
+    block_on(chain.fetch(cx())).unwrap();
+    assert_eq!(calls(), 5, "read and written as usual");
+}
