@@ -212,4 +212,32 @@ mod tests {
         let longer = token(NOW, Duration::from_millis(MAX_LIFETIME_MS + 1));
         assert!(open(&encode(key, &longer).unwrap(), key, NOW).is_err());
     }
+
+    #[test]
+    fn five_minutes_of_skew_and_a_year_of_lifetime_are_accepted_no_more() {
+        let key = CacheKey::unkeyed();
+        let minute = Duration::from_secs(60);
+        let day = Duration::from_secs(86_400);
+        let ahead = |ms: u64| found(&encode(key, &token(NOW + ms, minute)).unwrap(), key);
+        assert!(ahead(4 * 60_000).is_some(), "another clock 4 min ahead");
+        assert!(ahead(6 * 60_000).is_none(), "6 min ahead is no skew");
+        let living = |lifetime: Duration| found(&encode(key, &token(NOW, lifetime)).unwrap(), key);
+        assert!(living(day * 30).is_some(), "a 30-day token");
+        assert!(living(day * 364).is_some(), "a 364-day token");
+        assert!(living(day * 366).is_none(), "a 366-day token");
+    }
+
+    #[test]
+    fn a_bad_entry_is_described_by_what_is_wrong_without_quoting_it() {
+        let e = decode(b"{\"version\":2,").unwrap_err().to_string();
+        assert!(e.starts_with("corrupt ("), "{e}");
+        let e = decode(br#"{"version":"SECRET-TOKEN"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("not a token entry (wrong or missing fields near line 1 column"),
+            "{e}"
+        );
+        assert!(!e.contains("SECRET"), "{e}");
+    }
 }

@@ -161,3 +161,51 @@ fn add_entry(copies: &mut Vec<Entry>, shared: &Arc<Shared>) -> usize {
     });
     copies.len() - 1
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn manager() -> Arc<Shared> {
+        Arc::new(Shared::new(
+            Arc::new(ManualClock::new(0)),
+            Duration::from_secs(1),
+        ))
+    }
+
+    fn read(shared: &Arc<Shared>) {
+        with_valid_token(shared, |_| ());
+    }
+
+    fn copied() -> Vec<usize> {
+        COPIES.with(|copies| copies.borrow().iter().map(|e| e.key).collect())
+    }
+
+    #[test]
+    fn a_thread_forgets_the_copies_of_managers_that_are_gone_and_keeps_the_others() {
+        let key = |s: &Arc<Shared>| Arc::as_ptr(s) as usize;
+        let kept = manager();
+        read(&kept);
+        let gone = manager();
+        read(&gone);
+        let gone_key = key(&gone);
+        drop(gone);
+        let new = manager();
+        read(&new);
+        // Other tests may have run on this thread before: only these three
+        // entries are known.
+        let copies = copied();
+        assert!(
+            copies.contains(&key(&kept)),
+            "a live manager's copy is kept"
+        );
+        assert!(copies.contains(&key(&new)));
+        assert!(
+            !copies.contains(&gone_key),
+            "a stopped manager's copy is dropped"
+        );
+    }
+}
