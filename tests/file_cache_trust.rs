@@ -38,6 +38,8 @@ fn main() {
         an_entry_issued_in_the_future_is_corrupt,
         an_entry_expiring_absurdly_far_away_is_corrupt,
         a_file_over_the_size_cap_is_a_miss_without_reading_it_all,
+        an_entry_of_exactly_the_size_cap_is_read_one_byte_more_is_not,
+        a_missing_file_is_a_quiet_miss,
         #[cfg(unix)]
         unix::a_group_writable_cache_file_is_not_trusted,
         #[cfg(unix)]
@@ -52,6 +54,8 @@ fn main() {
         unix::a_symlink_at_the_path_is_not_followed,
         #[cfg(unix)]
         unix::a_symlink_to_dev_zero_is_a_prompt_miss,
+        #[cfg(unix)]
+        unix::a_symlink_at_the_lock_path_is_replaced_and_the_lease_taken,
         #[cfg(unix)]
         unix::temporary_files_of_dead_or_old_writers_are_removed_by_the_next_write,
     );
@@ -500,7 +504,12 @@ mod unix {
         let path = dir.join("token.json");
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
         let cache = FileCache::new(&path);
+        capture();
         assert_eq!(read_promptly(&cache), None);
+        let warnings = warnings_about(&path, &token);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // Said as a symlink, not as whatever error opening it gave.
+        assert!(warnings[0].contains("not followed"), "{warnings:?}");
         // The next write replaces the link, not what it points to.
         let ours = valid_token("ours");
         block_on(cache.write(KEY, &ours)).unwrap();
@@ -509,6 +518,32 @@ mod unix {
             block_on(FileCache::new(&elsewhere).read(KEY)).unwrap(),
             Some(token)
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    pub fn a_symlink_at_the_lock_path_is_replaced_and_the_lease_taken() {
+        let dir = temp_dir("lock-symlink");
+        let path = dir.join("token.json");
+        let lock = dir.join("token.json.lock");
+        let elsewhere = dir.join("elsewhere");
+        std::fs::write(&elsewhere, "not a lock file").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+        let cache = FileCache::new(&path);
+        capture();
+        let lease = block_on(cache.try_lease(Duration::from_secs(5)))
+            .expect("a symlink at the lock path is replaced, not an error")
+            .expect("the lease");
+        let meta = std::fs::symlink_metadata(&lock).unwrap();
+        assert!(meta.file_type().is_file(), "the link is still there");
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        // What the link pointed to is left alone.
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not a lock file");
+        drop(lease);
+        let warnings: Vec<_> = logs_about(&lock.display().to_string())
+            .into_iter()
+            .filter(|(level, line)| *level == log::Level::Warn && line.contains("symbolic link"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -673,5 +708,41 @@ fn a_file_over_the_size_cap_is_a_miss_without_reading_it_all() {
     #[cfg(unix)]
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert_eq!(read_promptly(&cache), None);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The size cap is on what no honest entry reaches, not below it: an entry
+/// padded (with JSON whitespace in front, so that its last byte ends it) to
+/// exactly the cap is read whole, and one more byte makes it a miss.
+fn an_entry_of_exactly_the_size_cap_is_read_one_byte_more_is_not() {
+    const CAP: usize = 64 * 1024;
+    let dir = temp_dir("at-the-cap");
+    let token = valid_token("padded-to-the-cap");
+    let (cache, path) = cache_with(&dir, &token);
+    let entry = std::fs::read(&path).unwrap();
+    let mut contents = vec![b' '; CAP - entry.len()];
+    contents.extend_from_slice(&entry);
+    let write = |contents: &[u8]| {
+        std::fs::write(&path, contents).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    };
+    write(&contents);
+    assert_eq!(read_promptly(&cache), Some(token.clone()));
+    contents.insert(0, b' ');
+    write(&contents);
+    assert_eq!(read_promptly(&cache), None);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// No file yet is the usual first run: a miss, and nothing to warn about.
+fn a_missing_file_is_a_quiet_miss() {
+    let dir = temp_dir("missing");
+    let path = dir.join("token.json");
+    capture();
+    assert_eq!(read_promptly(&FileCache::new(&path)), None);
+    let records = logs_about(&path.display().to_string());
+    assert!(records.is_empty(), "{records:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
