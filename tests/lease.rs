@@ -303,3 +303,61 @@ fn the_lease_is_taken_from_the_last_cache_that_has_one() {
         log.lock().unwrap()
     );
 }
+
+/// A file cache's lease is its lock file: while another process holds the
+/// lock, the chain waits (up to the lease wait) before it asks the source
+/// itself, rather than asking at once as a chain without a lease would.
+#[cfg(unix)]
+#[test]
+fn a_file_cache_lock_held_elsewhere_is_waited_for_before_the_source_is_asked() {
+    let dir = std::env::temp_dir().join(format!(
+        "tokenkeeper-lease-file-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token.json");
+    // Another process's lock, as `flock` takes it: a lock on its own open
+    // file description conflicts with the cache's.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("token.json.lock"))
+        .unwrap();
+    std::fs::set_permissions(
+        dir.join("token.json.lock"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    held.try_lock().expect("hold the lock");
+
+    let clock = ManualClock::new(START_MS);
+    let source = ScriptedSource::new(secs(3600));
+    let mut chain = Chain::new(source.clone())
+        .cache(tokenkeeper::cache::FileCache::new(&path))
+        .lease_wait(secs(2));
+    let cx = cx(&clock);
+    let (done, fetched) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(block_on(chain.fetch(cx)).map(|t| t.access_token().secret().to_owned()));
+    });
+    // Frozen virtual time: the chain is waiting for the lease, not asking.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        source.calls(),
+        0,
+        "asked the source while the lease was held"
+    );
+    // Once the lease wait has passed, it asks the source itself, once.
+    clock.advance(secs(3));
+    let token = fetched
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the fetch ends after the lease wait")
+        .expect("a token");
+    assert_eq!(source.calls(), 1);
+    assert!(!token.is_empty());
+    drop(held);
+    std::fs::remove_dir_all(dir).unwrap();
+}
