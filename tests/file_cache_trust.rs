@@ -40,6 +40,7 @@ fn main() {
         a_file_over_the_size_cap_is_a_miss_without_reading_it_all,
         an_entry_of_exactly_the_size_cap_is_read_one_byte_more_is_not,
         a_missing_file_is_a_quiet_miss,
+        writers_at_the_same_time_never_collide_on_a_temporary_file,
         #[cfg(unix)]
         unix::a_group_writable_cache_file_is_not_trusted,
         #[cfg(unix)]
@@ -744,5 +745,26 @@ fn a_missing_file_is_a_quiet_miss() {
     assert_eq!(read_promptly(&FileCache::new(&path)), None);
     let records = logs_about(&path.display().to_string());
     assert!(records.is_empty(), "{records:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every write goes through a temporary file of its own (a name with the
+/// writer's pid and a random part): writers at the same time, in one
+/// process or several, never trip over each other's, and every write lands.
+fn writers_at_the_same_time_never_collide_on_a_temporary_file() {
+    let dir = temp_dir("concurrent-writers");
+    let path = dir.join("token.json");
+    let token = valid_token("written-by-many");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let cache = FileCache::new(&path);
+                for _ in 0..50 {
+                    block_on(cache.write(KEY, &token)).expect("every write lands");
+                }
+            });
+        }
+    });
+    assert_eq!(read_promptly(&FileCache::new(&path)), Some(token));
     std::fs::remove_dir_all(dir).unwrap();
 }
