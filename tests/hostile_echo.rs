@@ -13,15 +13,15 @@
 #![cfg(feature = "ureq")]
 
 mod common;
+mod echo_secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use base64::Engine as _;
 use common::process::{build_examples, example_bin, test_features, Running};
+use echo_secrets::{encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority};
 use tokenkeeper::oauth2::{
@@ -29,8 +29,8 @@ use tokenkeeper::oauth2::{
     RefreshTokenGrant, TokenEndpoint, TokenRequestError, UreqClient,
 };
 use tokenkeeper::{
-    BoxFuture, ClientId, ClientSecret, FetchContext, LifetimePolicy, RefreshToken, SourceError,
-    SystemClock, Token, TokenManager, TokenSource,
+    BoxFuture, ClientId, ClientSecret, FetchContext, LifetimePolicy, RefreshToken, SystemClock,
+    TokenManager, TokenSource,
 };
 
 const CLIENT_ID: &str = "echo client";
@@ -49,111 +49,6 @@ const PARTS: [EchoPart; 6] = [
 ];
 
 /// Every status and shape an echo comes in.
-const SHAPES: [(u16, EchoShape); 9] = [
-    (400, EchoShape::ErrorDescription),
-    (401, EchoShape::ErrorDescription),
-    (500, EchoShape::Html),
-    (401, EchoShape::Html),
-    (500, EchoShape::EscapedJson),
-    (502, EchoShape::Text),
-    (200, EchoShape::Html),
-    (200, EchoShape::EscapedJson),
-    (200, EchoShape::TokenResponse),
-];
-
-// ---------------------------------------------------------------------------
-// What must never come out
-
-/// `application/x-www-form-urlencoded`, space as `+`, upper-case hex.
-fn form_encode(value: &str) -> String {
-    let mut out = String::new();
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
-                out.push(char::from(b))
-            }
-            b' ' => out.push('+'),
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn lower_hex(encoded: &str) -> String {
-    let mut out = String::new();
-    let mut chars = encoded.chars();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == '%' {
-            out.extend(chars.by_ref().take(2).map(|d| d.to_ascii_lowercase()));
-        }
-    }
-    out
-}
-
-/// The inside of a JSON string: as serde_json writes it, with `\/`, and
-/// with every non-ASCII character as `\uXXXX` in either hex case.
-fn json_forms(value: &str) -> Vec<String> {
-    let plain = serde_json::to_string(value).unwrap();
-    let plain = plain[1..plain.len() - 1].to_owned();
-    let slash = plain.replace('/', "\\/");
-    let ascii = |upper: bool| -> String {
-        slash
-            .chars()
-            .map(|c| {
-                if c.is_ascii() {
-                    return c.to_string();
-                }
-                let mut units = [0; 2];
-                c.encode_utf16(&mut units)
-                    .iter()
-                    .map(|u| {
-                        if upper {
-                            format!("\\u{u:04X}")
-                        } else {
-                            format!("\\u{u:04x}")
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
-    };
-    vec![plain.clone(), slash.clone(), ascii(false), ascii(true)]
-}
-
-/// Every form in which the library sends `secret` (and in which servers
-/// give it back): raw, form-urlencoded (`+` or `%20`, either hex case),
-/// JSON-escaped; with `client_id`, the base64 of `id:secret` as sent
-/// (form-encoded first) and raw, padded or not, and the whole header.
-fn encodings(client_id: Option<&str>, secret: &str) -> Vec<String> {
-    let plus = form_encode(secret);
-    let pct20 = plus.replace('+', "%20");
-    let mut all = vec![
-        secret.to_owned(),
-        lower_hex(&plus),
-        lower_hex(&pct20),
-        plus.clone(),
-        pct20,
-    ];
-    all.extend(json_forms(secret));
-    if let Some(id) = client_id {
-        for pair in [
-            format!("{}:{}", form_encode(id), plus),
-            format!("{id}:{secret}"),
-        ] {
-            for engine in [&STANDARD, &URL_SAFE] {
-                let padded = engine.encode(&pair);
-                all.push(format!("Basic {padded}"));
-                all.push(padded.trim_end_matches('=').to_owned());
-                all.push(padded);
-            }
-        }
-    }
-    all.sort();
-    all.dedup();
-    all
-}
-
 fn forbidden() -> Vec<String> {
     let mut all = encodings(Some(CLIENT_ID), SECRET);
     all.extend(encodings(None, REFRESH));
@@ -226,33 +121,6 @@ fn endpoint(authority: &LocalAuthority, auth: AuthMethod) -> TokenEndpoint {
 
 fn cx() -> FetchContext {
     FetchContext::new(SystemClock, LifetimePolicy::default())
-}
-
-/// Everything a caller can print of a fetch's result.
-fn printed(result: &Result<Token, SourceError>) -> String {
-    match result {
-        Ok(token) => format!(
-            "{token:?} {token:#?} {} {:?}",
-            token.token_type(),
-            token.scope()
-        ),
-        Err(error) => {
-            let mut text = format!("{error} {error:?} {error:#?}");
-            let mut next: Option<&(dyn std::error::Error + 'static)> =
-                std::error::Error::source(error);
-            while let Some(cause) = next {
-                text.push_str(&format!(" / {cause} {cause:?} {cause:#?}"));
-                next = cause.source();
-            }
-            if let Some(typed) = error
-                .cause()
-                .and_then(|c| c.downcast_ref::<TokenRequestError>())
-            {
-                text.push_str(&format!(" / {typed} {typed:?} {typed:#?}"));
-            }
-            text
-        }
-    }
 }
 
 #[test]
