@@ -48,7 +48,9 @@
 //! the requests. The interleaved pass runs
 //! rounds of each variant in rotating order and times every request, so
 //! that drifts of a shared machine hit all variants alike; its medians are
-//! checked against the ≤ 5 % target.
+//! checked against the targets: ≤ +5 % for the fetch and the refresh on the
+//! manager's own schedule; for a forced refresh that a caller waits for,
+//! ≤ +10 % on loopback and ≤ +1 % with 1 ms of latency at the authority.
 //!
 //! Last, when valgrind is installed and not in quick mode, the instructions
 //! per request of the direct POST, the fetch, the least actor, the forced
@@ -98,13 +100,38 @@ const SCHEDULED: &str = "manager refresh on its own schedule, nobody waiting";
 /// Set for a child run under callgrind: `<variant name>:<requests>`.
 const COUNT_ENV: &str = "TOKENKEEPER_BENCH_HTTP_COUNT";
 
+/// What a variant's median may add to the direct POST's.
+#[derive(Clone, Copy)]
+enum Target {
+    /// A diagnostic: printed, not judged.
+    None,
+    /// ≤ +5 %: work nobody waits for (the fetch, the scheduled refresh).
+    Unwaited,
+    /// ≤ +10 % on loopback, ≤ +1 % with 1 ms of latency at the authority:
+    /// a forced refresh adds two task hops a caller waits through, a
+    /// constant that only a real authority's latency puts in proportion.
+    Waited,
+}
+
+impl Target {
+    /// The highest ratio to the direct POST allowed, and how it reads.
+    fn limit(self, latency: bool) -> Option<(f64, &'static str)> {
+        match (self, latency) {
+            (Target::None, _) => None,
+            (Target::Unwaited, _) => Some((1.05, "≤ +5 %")),
+            (Target::Waited, false) => Some((1.10, "≤ +10 %")),
+            (Target::Waited, true) => Some((1.01, "≤ +1 % with latency")),
+        }
+    }
+}
+
 type Request = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// One way of getting a token: a function returning one request.
 struct Variant {
     name: &'static str,
-    /// Whether the ≤ 5 % target applies; the others are diagnostics.
-    target: bool,
+    /// The target it is held to, if any; the others are diagnostics.
+    target: Target,
     request: Request,
 }
 
@@ -133,7 +160,7 @@ fn direct(name: &'static str, authority: &LocalAuthority, http: &UreqClient) -> 
     .with_timeout(REQUEST_TIMEOUT - REQUEST_TIMEOUT / 10);
     Variant {
         name,
-        target: false,
+        target: Target::None,
         request: Box::new(move || {
             let (http, request) = (Arc::clone(&http), request.clone());
             Box::pin(async move {
@@ -149,7 +176,7 @@ fn source(authority: &LocalAuthority, http: &UreqClient) -> Variant {
     let grant = Arc::new(std::sync::Mutex::new(Some(grant)));
     Variant {
         name: "ClientCredentials::fetch",
-        target: true,
+        target: Target::Unwaited,
         request: Box::new(move || {
             let slot = Arc::clone(&grant);
             Box::pin(async move {
@@ -182,7 +209,7 @@ fn manager(
 }
 
 /// `refresh_rejected` of the current token: one forced refresh.
-fn forced_refresh(name: &'static str, target: bool, handle: TokenHandle) -> Variant {
+fn forced_refresh(name: &'static str, target: Target, handle: TokenHandle) -> Variant {
     Variant {
         name,
         target,
@@ -261,7 +288,7 @@ fn scheduled_refresh(authority: &LocalAuthority, http: &UreqClient, clock: impl 
     let driver = Arc::new(Mutex::new(Some(driver)));
     Variant {
         name: SCHEDULED,
-        target: true,
+        target: Target::Unwaited,
         request: Box::new(move || {
             // Held by the variant: every handle gone would stop the manager.
             let _alive = &handle;
@@ -398,7 +425,7 @@ fn least_actor(
     }));
     Variant {
         name: LEAST_ACTOR,
-        target: false,
+        target: Target::None,
         request: Box::new(move || {
             let rendezvous = Arc::clone(&rendezvous);
             Box::pin(async move {
@@ -428,7 +455,7 @@ fn own_thread_driver(authority: &LocalAuthority, http: &UreqClient) -> Variant {
         .expect("spawn the driver thread");
     forced_refresh(
         "manager refresh, driver on a thread of its own",
-        false,
+        Target::None,
         handle,
     )
 }
@@ -456,11 +483,11 @@ fn main() {
         direct(DIRECT, &authority, &http),
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
-        forced_refresh(MANAGER, true, handle),
+        forced_refresh(MANAGER, Target::Waited, handle),
         scheduled_refresh(&authority, &http, SystemClock),
         least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         own_thread_driver(&authority, &http),
-        forced_refresh(MANAGER_NO_TIMERS, false, no_timers),
+        forced_refresh(MANAGER_NO_TIMERS, Target::None, no_timers),
     ];
     block_on(local.run(warm_up(&mut variants)));
 
@@ -487,6 +514,7 @@ fn main() {
         "one thread (LocalExecutor)",
         variants,
         Scale::Full,
+        false,
     )));
 
     // The same with 1 ms of latency at the authority, nearer a real one:
@@ -497,6 +525,7 @@ fn main() {
         "one thread, authority latency 1 ms",
         variants,
         Scale::Tenth,
+        true,
     )));
     authority.set_latency(Duration::ZERO);
 
@@ -520,13 +549,13 @@ fn main() {
         direct(DIRECT, &authority, &http),
         direct(DIRECT_AGAIN, &authority, &http),
         source(&authority, &http),
-        forced_refresh(MANAGER, true, handle),
+        forced_refresh(MANAGER, Target::Waited, handle),
         scheduled_refresh(&authority, &http, SystemClock),
         least_actor(&authority, &http, |actor| ex.spawn(actor).detach()),
     ];
     block_on(ex.spawn(async move {
         warm_up(&mut variants).await;
-        interleaved("two threads (smol::Executor)", variants, Scale::Full).await
+        interleaved("two threads (smol::Executor)", variants, Scale::Full, false).await
     }));
     drop(stop);
     for runner in runners {
@@ -618,7 +647,7 @@ fn count_child(spec: &str) {
         direct(DIRECT, &authority, &http),
         source(&authority, &http),
         least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
-        forced_refresh(MANAGER_NO_TIMERS, false, handle),
+        forced_refresh(MANAGER_NO_TIMERS, Target::None, handle),
         scheduled_refresh(&authority, &http, ManualClock::new(SystemClock.now_ms())),
     ];
     let variant = variants
@@ -648,7 +677,12 @@ enum Scale {
     Tenth,
 }
 
-async fn interleaved(pass: &str, mut variants: Vec<Variant>, scale: Scale) -> Vec<Variant> {
+async fn interleaved(
+    pass: &str,
+    mut variants: Vec<Variant>,
+    scale: Scale,
+    latency: bool,
+) -> Vec<Variant> {
     let (rounds, per_round) = match (support::quick(), scale) {
         (true, Scale::Full) => (20, 100),
         (false, Scale::Full) => (60, 200),
@@ -698,10 +732,9 @@ async fn interleaved(pass: &str, mut variants: Vec<Variant>, scale: Scale) -> Ve
             s.median(),
             (ratio - 1.0) * 100.0
         );
-        if v.target {
-            support::verdict(ratio <= 1.05, &what, &measured, "≤ +5 %");
-        } else {
-            println!("{what}: {measured}");
+        match v.target.limit(latency) {
+            Some((limit, target)) => support::verdict(ratio <= limit, &what, &measured, target),
+            None => println!("{what}: {measured}"),
         }
     }
     variants
