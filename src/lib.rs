@@ -49,8 +49,8 @@
 //!   instant (it has its whole stale window left) a read skips the clock;
 //!   from that instant every read checks expiry. Only a driver that misses
 //!   the whole stale window (a starved executor, a machine asleep) lets a
-//!   thread see an expired token, on at most
-//!   [`UNCHECKED_READS`](manager::UNCHECKED_READS) reads.
+//!   thread see an expired token, on at most 15 reads (each thread looks
+//!   at the clock at least every 15th read).
 //!   [`TokenHandle::token`] (and [`TokenHandle::refresh_rejected`]) never
 //!   return an expired token: they check expiry on the clock on every call
 //!   and, when the token has expired, wait for the refresh.

@@ -69,11 +69,10 @@ impl TokenHandle {
     /// revalidated with one atomic load. Expiry is checked on a coarse clock
     /// that is never behind, on every read from the token's refresh instant
     /// on; before it, while the token has at least its stale window left, a
-    /// thread looks at the clock once every
-    /// [`UNCHECKED_READS`](crate::manager::UNCHECKED_READS) reads. So an
-    /// expired token is returned only if the driver did not run for the
-    /// whole stale window (a starved executor, a machine asleep), and then
-    /// on at most that many reads per thread. [`token`](Self::token) checks
+    /// thread looks at the clock at least every 15th read. So an expired
+    /// token is returned only if the driver did not run for the whole stale
+    /// window (a starved executor, a machine asleep), and then on at most 15
+    /// reads per thread. [`token`](Self::token) checks
     /// the clock on every call and never returns an expired token.
     ///
     /// It returns an `Arc` you may keep; [`with_current`](Self::with_current)

@@ -81,8 +81,9 @@ use crate::token::{duration_ms, LifetimePolicy, Token};
 use events::system_time;
 use shared::Shared;
 
-/// The longest the actor sleeps without re-reading the wall clock.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The longest the actor sleeps without re-reading the wall clock (the
+/// [`TokenManager`] docs promise it).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// How many reads of a token one thread makes between two looks at the
 /// clock while the token is not yet due for refresh.
@@ -92,11 +93,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// instant by the whole stale window (its executor starved, or the machine
 /// asleep through the expiry), a thread may still serve the expired token
 /// on up to this many reads before its own look at the clock withdraws it.
-///
-/// ```
-/// assert_eq!(tokenkeeper::manager::UNCHECKED_READS, 15);
-/// ```
-pub const UNCHECKED_READS: u32 = 15;
+/// [`TokenHandle::current`] promises this number to users.
+pub(crate) const UNCHECKED_READS: u32 = 15;
 
 const LOG: &str = "tokenkeeper::manager";
 
@@ -144,6 +142,12 @@ type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Arc<Token>, Source
 /// Made by [`TokenManager::builder`]; it runs inside the [`Driver`] that
 /// [`TokenManagerBuilder::build`] returns, and is reached through
 /// [`TokenHandle`]s.
+///
+/// While it waits for the next refresh, the actor re-reads the wall clock
+/// at least every 30 s: timers run on monotonic time, which stands still
+/// while a machine sleeps, so a suspend and resume (or a step of the wall
+/// clock) is noticed within 30 s, and a token that expired meanwhile is
+/// refreshed then.
 pub struct TokenManager {
     shared: Arc<Shared>,
     /// `None` while a fetch owns it.

@@ -20,6 +20,11 @@ use tokenkeeper::{
 
 pub const START_MS: u64 = 1_700_000_000_000;
 
+/// The most reads of an expired token one thread may serve when the actor
+/// missed the token's whole stale window: the bound `TokenHandle::current`
+/// documents (each thread looks at the clock at least every 15th read).
+pub const UNCHECKED_READS: u32 = 15;
+
 /// What the scripted source does on its next fetches.
 #[derive(Clone)]
 pub enum Mode {
