@@ -120,7 +120,9 @@ impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
 
 /// Parses the bytes of a file-cache or Redis entry into its key and token,
 /// checking the format only (not the key, not the time). Not part of the
-/// API: it exists for the fuzz targets (`fuzz/`) and may change at any time.
+/// API: it exists for the fuzz targets (`fuzz/`) and this crate's tests
+/// (feature `test-support`), and may change at any time.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub fn decode_entry(bytes: &[u8]) -> Result<(CacheKey, Token), CacheError> {
     entry::decode(bytes)
