@@ -216,12 +216,15 @@ impl fmt::Debug for TokenManager {
     }
 }
 
-enum Event {
+/// What ended the actor's wait: one turn of its loop handles one.
+enum Wakeup {
+    /// The fetch in flight ended, and hands the source back.
     Fetched(Box<dyn TokenSource>, Result<Arc<Token>, SourceError>),
     /// A handle left something to read in the shared state.
-    Wake,
+    Handle,
     /// Every handle is gone, or one called `shutdown`.
     Closed,
+    /// The timer fired: a refresh, a deadline or the heartbeat is due.
     Timer,
 }
 
@@ -268,11 +271,11 @@ impl TokenManager {
             } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
                 self.cancel.fire();
             }
-            let event = self.next_event().await;
-            // One reading per turn, for the event and the next turn's checks.
+            let wakeup = self.next_wakeup().await;
+            // One reading per turn, for the wake-up and the next turn's checks.
             now = self.clock.now_ms();
-            match event {
-                Event::Fetched(source, result) => {
+            match wakeup {
+                Wakeup::Fetched(source, result) => {
                     self.source = Some(source);
                     match result {
                         Ok(token) => self.on_token(token, now),
@@ -284,9 +287,9 @@ impl TokenManager {
                     future::yield_now().await;
                 }
                 // The next turn reads the shared state.
-                Event::Wake => {}
-                Event::Closed => break,
-                Event::Timer => {
+                Wakeup::Handle => {}
+                Wakeup::Closed => break,
+                Wakeup::Timer => {
                     if now >= self.heartbeat_ms {
                         self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
                     }
@@ -297,7 +300,7 @@ impl TokenManager {
     }
 
     /// Waits for the fetch in flight, a wake-up from a handle, or the timer.
-    async fn next_event(&mut self) -> Event {
+    async fn next_wakeup(&mut self) -> Wakeup {
         let wake_ms = if self.fetch.is_some() {
             self.heartbeat_ms.min(self.fetch_deadline_ms)
         } else {
@@ -315,18 +318,18 @@ impl TokenManager {
             if let Some(fetch) = &mut self.fetch {
                 if let Poll::Ready((source, result)) = fetch.as_mut().poll(cx) {
                     self.fetch = None;
-                    return Poll::Ready(Event::Fetched(source, result));
+                    return Poll::Ready(Wakeup::Fetched(source, result));
                 }
             }
             match self.shared.poll_wake(cx.waker()) {
-                None => return Poll::Ready(Event::Closed),
-                Some(true) => return Poll::Ready(Event::Wake),
+                None => return Poll::Ready(Wakeup::Closed),
+                Some(true) => return Poll::Ready(Wakeup::Handle),
                 Some(false) => {}
             }
             if let Some((_, timer)) = &mut self.timer {
                 if timer.as_mut().poll(cx).is_ready() {
                     self.timer = None;
-                    return Poll::Ready(Event::Timer);
+                    return Poll::Ready(Wakeup::Timer);
                 }
             }
             Poll::Pending
