@@ -51,10 +51,10 @@
 mod builder;
 mod events;
 mod handle;
-mod local;
 mod shared;
 mod state;
 mod subscription;
+mod thread_copy;
 
 use std::fmt;
 use std::future::Future;
