@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::future::block_on;
-use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, MemoryCache, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, FileCache, Lease, MemoryCache, TokenCache};
 use tokenkeeper::{
     AccessToken, BoxFuture, Clock, FetchContext, LifetimePolicy, ManualClock, RandomEarlyJitter,
     RefreshToken, Token, TokenManager, TokenSource,

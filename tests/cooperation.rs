@@ -45,9 +45,8 @@ use common::{harness::Needs, process::RedisServer};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
 use serde_json::{json, Value};
-use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, TokenCache};
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, FileCache, Lease, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, BoxFuture, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy,
     SystemClock, Token, TokenSource,

@@ -18,9 +18,8 @@ use std::time::Duration;
 use common::harness::{add_tests, Harness};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
-use tokenkeeper::cache::{CacheKey, FileCache, MemoryCache, TokenCache};
+use tokenkeeper::cache::{CacheKey, Chain, FileCache, MemoryCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, SystemClock, Token,
     TokenSource,

@@ -10,9 +10,8 @@ use std::time::Duration;
 use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use serde_json::json;
-use tokenkeeper::cache::{decode_entry, CacheKey, FileCache, MemoryCache, TokenCache};
+use tokenkeeper::cache::{decode_entry, CacheKey, Chain, FileCache, MemoryCache, TokenCache};
 use tokenkeeper::oauth2::{AuthMethod, ClientCredentials, RefreshTokenGrant, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, FetchContext, IdToken, LifetimePolicy, RefreshToken,
     SystemClock, TokenManager, TokenSource,

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokenkeeper::cache::{CacheError, CacheKey, Lease, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, Lease, TokenCache};
 use tokenkeeper::{BoxFuture, Token};
 
 /// What a [`Stalled`] cache does when asked for its lease.

@@ -3,7 +3,7 @@
 //! A [`TokenCache`] reads and writes one token, and may offer a refresh
 //! lease: an exclusive right, across every process sharing the cache, to
 //! ask the authority for the next token. Caches are put in front of a
-//! source with [`Chain`](crate::source::Chain), which reads them in order,
+//! source with a [`Chain`], which reads them in order,
 //! writes a token found further down back to the earlier ones, and takes the
 //! lease before calling the authority, so a fleet sharing a cache makes about
 //! one authority request per token lifetime.
@@ -28,6 +28,7 @@
 //! });
 //! ```
 
+mod chain;
 mod entry;
 mod file;
 mod key;
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
+pub use chain::Chain;
 pub use file::FileCache;
 pub use key::{CacheKey, CacheKeyBuilder};
 pub use memory::MemoryCache;
