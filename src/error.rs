@@ -41,6 +41,15 @@ pub enum ErrorKind {
 ///
 /// Cheap to clone (the cause is shared), so the manager can hand it to every
 /// waiter and keep it in its state.
+///
+/// A message and a cause like [`CacheError`](crate::cache::CacheError) and
+/// [`HttpError`](crate::oauth2::HttpError), which say what failed below a
+/// source; this one is what the manager acts on: whether retrying can help
+/// ([`kind`](Self::kind)) and how soon ([`retry_after`](Self::retry_after)).
+/// Typed causes are found with [`request_error`](Self::request_error) (the
+/// OAuth2 sources), [`cause`](Self::cause) and a downcast (others, such as
+/// [`TokenFileError`](crate::source::TokenFileError)), or
+/// [`source`](StdError::source).
 #[derive(Clone)]
 pub struct SourceError {
     kind: ErrorKind,

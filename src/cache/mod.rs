@@ -174,6 +174,13 @@ impl Lease {
 
 /// A cache that failed: unreachable, unwritable, or refusing a request.
 ///
+/// A message and, through [`source`](StdError::source), the underlying
+/// error. It is not a [`SourceError`](crate::SourceError): a cache's
+/// failure never fails a fetch, so it carries no [`ErrorKind`](crate::ErrorKind)
+/// or retry hint; the [`Chain`] logs it and skips the cache for a
+/// cool-down. Nor is it an [`HttpError`](crate::oauth2::HttpError), whose
+/// kind names what failed in an HTTP exchange.
+///
 /// ```
 /// let e = tokenkeeper::cache::CacheError::new("redis: connection refused");
 /// assert_eq!(e.to_string(), "redis: connection refused");
