@@ -445,8 +445,8 @@ fn watch_sleeps_between_events() {
     assert_eq!(event["event"], "token", "{first}");
 
     // A moment for the start-up to settle (the HTTP client's threads going
-    // idle), then two quiet seconds: polling every 20 ms woke the process
-    // about 100 times in them.
+    // idle), then two quiet seconds, in which a process that polled its
+    // state every 20 ms would wake a hundred times.
     thread::sleep(Duration::from_millis(500));
     let before = voluntary_switches(child.id());
     thread::sleep(Duration::from_secs(2));

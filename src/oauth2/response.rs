@@ -156,7 +156,7 @@ pub(crate) fn parse(
 /// The members of a response object that this module reads, each as sent
 /// (the last one wins when a name repeats). Other members are parsed as
 /// strictly, so a body that is not valid JSON is refused wherever the fault
-/// is, and dropped: building a map of the whole object cost more than the
+/// is, and dropped: a map of the whole object would cost more than the
 /// rest of the parse.
 #[derive(Default)]
 struct Members {
