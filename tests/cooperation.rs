@@ -28,18 +28,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::harness::{add_tests, Harness};
-use common::process::{
-    assert_no_access_token, build_examples, check_token_event, example_bin, test_features,
-    Finished, Running, TempDir,
-};
+use common::process::{assert_no_access_token, check_token_event, Finished, Running, TempDir};
+use common::token_example::{token_bin, REDIS_URL_ENV, SECRET_ENV};
 #[cfg(feature = "redis")]
 use common::{harness::Needs, process::RedisServer};
 use futures_lite::future::block_on;
@@ -74,8 +72,6 @@ fn main() {
     harness.run()
 }
 
-const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
-const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// The authority's default client.
 const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -115,57 +111,6 @@ const MAX_RATIO: f64 = 1.2;
 const BASELINE_RUNS: usize = 5;
 /// No child outlives its `--watch` by this much unless it hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------
-// The example binary
-
-/// The example binary, built once per test process.
-///
-/// Built like tests/token_cli.rs builds it (cargo, this test's profile and
-/// target directory), with all of this test's features (`redis` included
-/// when this test has it), then copied to a name of its own: tests/token_cli.rs
-/// builds the same example without `redis`, and another cargo run in the
-/// same target directory may replace `examples/token` while these children
-/// are being started. The copy is checked: with `redis`, it must accept
-/// `--redis-url`.
-fn token_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let features = test_features();
-        for _ in 0..3 {
-            let examples = build_examples(&["token"], &features);
-            let built = example_bin(&examples, "token");
-            let copy = examples.join(format!(
-                "token-cooperation-{}{}",
-                features.join("-"),
-                std::env::consts::EXE_SUFFIX
-            ));
-            // Copy, then rename into place: a concurrent run of this test
-            // never starts a half-written binary.
-            let temp = examples.join(format!(".token-cooperation-{}.tmp", std::process::id()));
-            std::fs::copy(&built, &temp)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), temp.display()));
-            std::fs::rename(&temp, &copy).expect("rename the copied example");
-            if !cfg!(feature = "redis") || accepts_redis_url(&copy) {
-                return copy;
-            }
-        }
-        panic!("the example keeps being built without the redis feature");
-    })
-}
-
-/// Whether `bin` was built with the Redis cache: without it, `--redis-url`
-/// is refused before anything else is looked at.
-fn accepts_redis_url(bin: &Path) -> bool {
-    let output = Command::new(bin)
-        .args(["--redis-url", "redis://127.0.0.1:1/"])
-        .env_remove(SECRET_ENV)
-        .env_remove(REDIS_URL_ENV)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the example");
-    !String::from_utf8_lossy(&output.stderr).contains("--features redis")
-}
 
 // ---------------------------------------------------------------------------
 // Children
