@@ -40,9 +40,8 @@ use std::time::Duration;
 
 use local_authority::LocalAuthority;
 use smol::Executor;
-use tokenkeeper::cache::{CacheError, CacheKey, FileCache, TokenCache};
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, FileCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     BoxFuture, ClientId, ClientSecret, Token, TokenHandle, TokenManager, TokenSource,
 };

@@ -170,8 +170,8 @@ impl Arrival {
 ///
 /// The authority's latency is the exchange as the source saw it, from the
 /// fetch's start to its end: the in-process authority starts its delay when
-/// it has read the request, and with the crowd on both CPUs that comes up
-/// to 3 ms late. What the manager adds is the rest of the time to the last
+/// it has read the request, and with the crowd on every CPU that can come
+/// some milliseconds late. What the manager adds is the rest of the time to the last
 /// caller: until the driver starts the fetch, and from the token's arrival
 /// to the last caller served.
 fn cold_start(runs: usize, callers: usize, latency: Duration, arrival: Arrival) {

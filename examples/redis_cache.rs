@@ -37,9 +37,8 @@ use std::time::{Duration, Instant};
 
 use local_authority::LocalAuthority;
 use smol::Timer;
-use tokenkeeper::cache::{MemoryCache, RedisCache, TokenCache};
+use tokenkeeper::cache::{Chain, MemoryCache, RedisCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     ClientId, ClientSecret, Clock, Driver, RandomEarlyJitter, SystemClock, Token, TokenHandle,
     TokenManager,

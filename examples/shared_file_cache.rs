@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 
 use local_authority::LocalAuthority;
 use smol::Timer;
-use tokenkeeper::cache::{FileCache, MemoryCache};
+use tokenkeeper::cache::{Chain, FileCache, MemoryCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     ClientId, ClientSecret, Clock, Driver, RandomEarlyJitter, SystemClock, Token, TokenHandle,
     TokenManager,

@@ -178,11 +178,10 @@ use serde::Serialize;
 use smol::Timer;
 #[cfg(feature = "redis")]
 use tokenkeeper::cache::RedisCache;
-use tokenkeeper::cache::{FileCache, MemoryCache};
+use tokenkeeper::cache::{Chain, FileCache, MemoryCache};
 use tokenkeeper::oauth2::{
     AuthMethod, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint, TokenRequestError,
 };
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     Backoff, ClientId, ClientSecret, Error, ErrorKind, ManagerEvent, SourceError, Token,
     TokenManager, TokenSource,

@@ -41,6 +41,15 @@ pub enum ErrorKind {
 ///
 /// Cheap to clone (the cause is shared), so the manager can hand it to every
 /// waiter and keep it in its state.
+///
+/// A message and a cause like [`CacheError`](crate::cache::CacheError) and
+/// [`HttpError`](crate::oauth2::HttpError), which say what failed below a
+/// source; this one is what the manager acts on: whether retrying can help
+/// ([`kind`](Self::kind)) and how soon ([`retry_after`](Self::retry_after)).
+/// Typed causes are found with [`request_error`](Self::request_error) (the
+/// OAuth2 sources), [`cause`](Self::cause) and a downcast (others, such as
+/// [`TokenFileError`](crate::source::TokenFileError)), or
+/// [`source`](StdError::source).
 #[derive(Clone)]
 pub struct SourceError {
     kind: ErrorKind,
@@ -125,10 +134,10 @@ impl SourceError {
     /// response.
     ///
     /// ```
-    /// use tokenkeeper::oauth2::response::parse_token_response;
-    /// use tokenkeeper::oauth2::TokenRequestError;
+    /// use tokenkeeper::oauth2::{ErrorCode, OAuth2Error, TokenRequestError};
     /// # use tokenkeeper::SourceError;
-    /// let refused = parse_token_response(401, br#"{"error":"invalid_client"}"#, &[]).unwrap_err();
+    /// // What a `TokenEndpoint` reports for `{"error":"invalid_client"}` with HTTP 401:
+    /// let refused = TokenRequestError::OAuth2(OAuth2Error::new(401, ErrorCode::InvalidClient));
     /// let error = SourceError::permanent(refused.to_string()).with_cause(refused);
     /// assert!(matches!(error.request_error(), Some(TokenRequestError::OAuth2(_))));
     /// assert!(SourceError::transient("no cause").request_error().is_none());
@@ -142,11 +151,12 @@ impl SourceError {
     /// can help is [`kind`](Self::kind).
     ///
     /// ```
-    /// use tokenkeeper::oauth2::response::parse_token_response;
-    /// use tokenkeeper::oauth2::ErrorCode;
+    /// use tokenkeeper::oauth2::{ErrorCode, OAuth2Error, TokenRequestError};
     /// # use tokenkeeper::SourceError;
-    /// let body = br#"{"error":"invalid_scope","error_description":"no such scope"}"#;
-    /// let refused = parse_token_response(400, body, &[]).unwrap_err();
+    /// // What a `TokenEndpoint` reports for
+    /// // `{"error":"invalid_scope","error_description":"no such scope"}` with HTTP 400:
+    /// let answer = OAuth2Error::new(400, ErrorCode::InvalidScope).with_description("no such scope");
+    /// let refused = TokenRequestError::OAuth2(answer);
     /// let error = SourceError::permanent(refused.to_string()).with_cause(refused);
     /// let oauth2 = error.oauth2_error().unwrap();
     /// assert_eq!(oauth2.code(), &ErrorCode::InvalidScope);

@@ -5,7 +5,7 @@
 //!     │ token() when none is valid, refresh_rejected(), shutdown()
 //!     └────────── wake-up ──────────▶ TokenManager (one future: timer, jitter, backoff)
 //!  subscriber ◀── Subscription, Events ◀┘        │
-//!                                      source::Chain: memory ▸ file ▸ Redis ▸ OAuth2 authority
+//!                                      cache::Chain: memory ▸ file ▸ Redis ▸ OAuth2 authority
 //! ```
 //!
 //! A service needs a valid access token for every outgoing call. tokenkeeper
@@ -29,7 +29,7 @@
 //!   expires, and failures are retried with [`Backoff`].
 //! - **Compare-and-invalidate**: after a 401, [`TokenHandle::refresh_rejected`]
 //!   replaces the token once, however many callers report it.
-//! - **Lease**: instances that share a cache ([`source::Chain`] with a
+//! - **Lease**: instances that share a cache ([`cache::Chain`] with a
 //!   [`cache::FileCache`] or a Redis cache) take a refresh lease before
 //!   asking the authority, read the cache again, and ask only if nobody
 //!   else just did, so a fleet makes about one request per token lifetime:
@@ -41,7 +41,7 @@
 //!
 //! A lease is an optimisation, never a dependency: one held elsewhere is
 //! waited for at most 2 s, every cache operation has a 1 s deadline, and a
-//! cache that fails is skipped for a cool-down (see [`source::Chain`]), so a
+//! cache that fails is skipped for a cool-down (see [`cache::Chain`]), so a
 //! stalled neighbour never keeps an instance from its token.
 //!
 //! - **Reads**: [`TokenHandle::with_current`] and [`TokenHandle::current`]
@@ -49,8 +49,8 @@
 //!   instant (it has its whole stale window left) a read skips the clock;
 //!   from that instant every read checks expiry. Only a driver that misses
 //!   the whole stale window (a starved executor, a machine asleep) lets a
-//!   thread see an expired token, on at most
-//!   [`UNCHECKED_READS`](manager::UNCHECKED_READS) reads.
+//!   thread see an expired token, on at most 15 reads (each thread looks
+//!   at the clock at least every 15th read).
 //!   [`TokenHandle::token`] (and [`TokenHandle::refresh_rejected`]) never
 //!   return an expired token: they check expiry on the clock on every call
 //!   and, when the token has expired, wait for the refresh.

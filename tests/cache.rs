@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::future::block_on;
-use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, MemoryCache, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, FileCache, Lease, MemoryCache, TokenCache};
 use tokenkeeper::{
     AccessToken, BoxFuture, Clock, FetchContext, LifetimePolicy, ManualClock, RandomEarlyJitter,
     RefreshToken, Token, TokenManager, TokenSource,
@@ -252,9 +251,12 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
         .map(|n| (n > 0).then(|| format!("a{n}")))
         .collect();
     assert_eq!(*replaced, expected);
-    // The earliest of 8 jittered instants wins each round: refreshes come
-    // every 20 to 30 s, so 600 s take 21 to 31 requests; without sharing it
-    // would be about 8 times that.
+    // Instances holding the same token draw the same instant (coordinated
+    // jitter: one key for the fleet), and the lease makes one of them fetch
+    // while the others read its token. A 60 s token is stale at 30 s and
+    // refreshed up to 10 s before: every 20 to 30 s, so 600 s take 21 to 31
+    // requests, cold start included; without sharing it would be about 8
+    // times that.
     assert!(
         (21..=31).contains(&replaced.len()),
         "{} requests",

@@ -28,26 +28,23 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::harness::{add_tests, Harness};
-use common::process::{
-    assert_no_access_token, build_examples, check_token_event, example_bin, test_features,
-    Finished, Running, TempDir,
-};
+use common::process::{assert_no_access_token, check_token_event, Finished, Running, TempDir};
+use common::token_example::{token_bin, REDIS_URL_ENV, SECRET_ENV};
 #[cfg(feature = "redis")]
 use common::{harness::Needs, process::RedisServer};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
 use serde_json::{json, Value};
-use tokenkeeper::cache::{CacheError, CacheKey, FileCache, Lease, TokenCache};
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, FileCache, Lease, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, BoxFuture, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy,
     SystemClock, Token, TokenSource,
@@ -75,8 +72,6 @@ fn main() {
     harness.run()
 }
 
-const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
-const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// The authority's default client.
 const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -88,9 +83,9 @@ const SECRET: &str = "secret-a";
 /// the lifetime).
 const TOKEN_SECS: u64 = 4;
 /// How long each process of a cooperation run watches: about 20 refreshes
-/// for one process. Long enough that the ratio below is measured to within
-/// about ±0.05 (one standard deviation, simulated); at 20 s it was ±0.06,
-/// and a healthy fleet would fail the 1.2 bound about once in 1,500 runs.
+/// for one process, long enough that chance alone (the refresh intervals
+/// are random) almost never takes a healthy fleet's ratio past the bound
+/// below.
 const WATCH: Duration = Duration::from_secs(30);
 /// Processes sharing one cache.
 const FLEET: usize = 8;
@@ -100,19 +95,14 @@ const FLEET: usize = 8;
 ///
 /// A healthy fleet costs what one process does: its members share a token
 /// and agree on when to refresh it (coordinated jitter), one takes the
-/// lease and the others read its token. Measured with 20 s watches and
-/// three baseline runs, 6 runs: 0.95 to 1.05 (mean 0.99) for the file
-/// fleet, 0.89 to 1.09 (mean 1.00) for the Redis fleet; with 30 s watches
-/// and five baseline runs, 7 runs: 0.94 to 1.06 (file), 0.91 to 1.04
-/// (Redis). Simulated (refresh intervals uniform in 1–2 s), a healthy fleet
-/// exceeds 1.2 about once in 100,000 runs.
+/// lease and the others read its token.
 ///
 /// What it catches: no lease at all (every member refreshes on a cold
-/// start, and the members race for every refresh) measured 3.8. A lease
-/// without coordinated jitter measured 1.18 (file) and 1.23 (Redis) in one
-/// run, so this test catches it only some of the time; tests/cache.rs
-/// (`a_chain_with_a_lease_gets_coordinated_jitter_by_default`) catches it
-/// every time.
+/// start, and the members race for every refresh), every time. A lease
+/// without coordinated jitter costs a little more than one process, close
+/// to the bound, so this test catches it only some of the time;
+/// tests/cache.rs (`a_chain_with_a_lease_gets_coordinated_jitter_by_default`)
+/// catches it every time.
 const MAX_RATIO: f64 = 1.2;
 /// Independent single-process runs averaged for the comparison: the mean of
 /// five varies less than one run's count, whose refresh intervals are
@@ -121,57 +111,6 @@ const MAX_RATIO: f64 = 1.2;
 const BASELINE_RUNS: usize = 5;
 /// No child outlives its `--watch` by this much unless it hangs.
 const HANG_MARGIN: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------
-// The example binary
-
-/// The example binary, built once per test process.
-///
-/// Built like tests/token_cli.rs builds it (cargo, this test's profile and
-/// target directory), with all of this test's features (`redis` included
-/// when this test has it), then copied to a name of its own: tests/token_cli.rs
-/// builds the same example without `redis`, and another cargo run in the
-/// same target directory may replace `examples/token` while these children
-/// are being started. The copy is checked: with `redis`, it must accept
-/// `--redis-url`.
-fn token_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let features = test_features();
-        for _ in 0..3 {
-            let examples = build_examples(&["token"], &features);
-            let built = example_bin(&examples, "token");
-            let copy = examples.join(format!(
-                "token-cooperation-{}{}",
-                features.join("-"),
-                std::env::consts::EXE_SUFFIX
-            ));
-            // Copy, then rename into place: a concurrent run of this test
-            // never starts a half-written binary.
-            let temp = examples.join(format!(".token-cooperation-{}.tmp", std::process::id()));
-            std::fs::copy(&built, &temp)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), temp.display()));
-            std::fs::rename(&temp, &copy).expect("rename the copied example");
-            if !cfg!(feature = "redis") || accepts_redis_url(&copy) {
-                return copy;
-            }
-        }
-        panic!("the example keeps being built without the redis feature");
-    })
-}
-
-/// Whether `bin` was built with the Redis cache: without it, `--redis-url`
-/// is refused before anything else is looked at.
-fn accepts_redis_url(bin: &Path) -> bool {
-    let output = Command::new(bin)
-        .args(["--redis-url", "redis://127.0.0.1:1/"])
-        .env_remove(SECRET_ENV)
-        .env_remove(REDIS_URL_ENV)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the example");
-    !String::from_utf8_lossy(&output.stderr).contains("--features redis")
-}
 
 // ---------------------------------------------------------------------------
 // Children

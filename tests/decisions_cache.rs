@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::future::block_on;
-use tokenkeeper::cache::{CacheError, CacheKey, Lease, MemoryCache, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, Lease, MemoryCache, TokenCache};
 use tokenkeeper::{
     BoxFuture, Clock, FetchContext, LifetimePolicy, ManualClock, NoJitter, Token, TokenManager,
     TokenSource,

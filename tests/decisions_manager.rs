@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use common::*;
 use smol::{LocalExecutor, Task};
-use tokenkeeper::manager::UNCHECKED_READS;
 use tokenkeeper::{
     Backoff, BoxFuture, Clock, Error, FetchReason, ManualClock, NoJitter, SourceError, Token,
     TokenHandle, TokenManager,

@@ -12,15 +12,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::harness::{add_tests, Harness};
+use common::logs::{capture_logs, logged, Logged};
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
-use tokenkeeper::cache::{CacheKey, FileCache, MemoryCache, TokenCache};
+use tokenkeeper::cache::{CacheKey, Chain, FileCache, MemoryCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, Clock, FetchContext, LifetimePolicy, SystemClock, Token,
     TokenSource,
@@ -73,40 +73,12 @@ fn main() {
     harness.run()
 }
 
-/// Every log record at or above debug, from every thread: level and text.
-struct Capture(Mutex<Vec<(log::Level, String)>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.target(), record.args());
-        self.0.lock().unwrap().push((record.level(), line));
-    }
-    fn flush(&self) {}
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Debug);
-        capture
-    })
-}
-
-/// The records that mention `text` (tests run in parallel: each filters by
-/// its own folder).
-fn logs_about(text: &str) -> Vec<(log::Level, String)> {
-    capture()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, line)| line.contains(text))
-        .cloned()
+/// The records at or above debug that mention `text` (tests run in
+/// parallel: each filters by its own folder).
+fn logs_about(text: &str) -> Vec<Logged> {
+    logged()
+        .into_iter()
+        .filter(|(level, line)| *level <= log::Level::Debug && line.contains(text))
         .collect()
 }
 
@@ -253,7 +225,7 @@ fn an_entry_for_another_key_is_logged_once_not_on_every_read() {
         &LifetimePolicy::default(),
     );
     block_on(cache.write(theirs, &t)).unwrap();
-    capture();
+    capture_logs();
     for _ in 0..5 {
         assert_eq!(block_on(cache.read(mine)).unwrap(), None);
     }
@@ -401,7 +373,7 @@ mod unix {
         let theirs = valid_token(&format!("planted-{name}"));
         let (cache, path) = cache_with(&dir, &theirs);
         set_mode(&path, file_mode);
-        capture();
+        capture_logs();
         for _ in 0..3 {
             assert_eq!(read_promptly(&cache), None, "mode {file_mode:o} trusted");
         }
@@ -426,7 +398,7 @@ mod unix {
         let token = valid_token("token-0644");
         let (cache, path) = cache_with(&dir, &token);
         set_mode(&path, 0o644);
-        capture();
+        capture_logs();
         assert_eq!(read_promptly(&cache), Some(token.clone()));
         assert_eq!(mode(&path), 0o600);
         assert_eq!(warnings_about(&path, &token).len(), 1);
@@ -438,7 +410,7 @@ mod unix {
         let theirs = valid_token("planted-by-nobody");
         let (cache, path) = cache_with(&dir, &theirs);
         std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-        capture();
+        capture_logs();
         assert_eq!(read_promptly(&cache), None);
         assert_eq!(read_promptly(&cache), None);
         assert_eq!(warnings_about(&path, &theirs).len(), 1);
@@ -456,7 +428,7 @@ mod unix {
         set_mode(&lock, 0o660);
         let planted = std::fs::metadata(&lock).unwrap().ino();
         let cache = FileCache::new(&path);
-        capture();
+        capture_logs();
         let lease = block_on(cache.try_lease(Duration::from_secs(5)))
             .unwrap()
             .expect("the lease");
@@ -505,7 +477,7 @@ mod unix {
         let path = dir.join("token.json");
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
         let cache = FileCache::new(&path);
-        capture();
+        capture_logs();
         assert_eq!(read_promptly(&cache), None);
         let warnings = warnings_about(&path, &token);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -530,7 +502,7 @@ mod unix {
         std::fs::write(&elsewhere, "not a lock file").unwrap();
         std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
         let cache = FileCache::new(&path);
-        capture();
+        capture_logs();
         let lease = block_on(cache.try_lease(Duration::from_secs(5)))
             .expect("a symlink at the lock path is replaced, not an error")
             .expect("the lease");
@@ -668,7 +640,7 @@ fn an_entry_issued_in_the_future_is_corrupt() {
     assert_eq!(read_promptly(&cache), Some(skewed));
     let future = at(now_ms() + 3_600_000);
     block_on(cache.write(KEY, &future)).unwrap();
-    capture();
+    capture_logs();
     assert_eq!(read_promptly(&cache), None);
     assert_eq!(warnings_about(&path, &future).len(), 1);
     std::fs::remove_dir_all(dir).unwrap();
@@ -741,7 +713,7 @@ fn an_entry_of_exactly_the_size_cap_is_read_one_byte_more_is_not() {
 fn a_missing_file_is_a_quiet_miss() {
     let dir = temp_dir("missing");
     let path = dir.join("token.json");
-    capture();
+    capture_logs();
     assert_eq!(read_promptly(&FileCache::new(&path)), None);
     let records = logs_about(&path.display().to_string());
     assert!(records.is_empty(), "{records:?}");

@@ -15,12 +15,12 @@
 mod common;
 mod echo_secrets;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use common::process::{build_examples, example_bin, test_features, Running};
+use common::logs::{capture_logs, logged_lines};
+use common::process::Running;
+use common::token_example::{token_bin_without_redis, SECRET_ENV};
 use echo_secrets::{encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority};
@@ -72,37 +72,13 @@ fn assert_clean<'a>(outputs: impl IntoIterator<Item = &'a String>, context: &str
 // ---------------------------------------------------------------------------
 // Logs
 
-/// Every log record, formatted, from every thread and target.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-        capture
-    })
-}
-
 /// Every record logged so far, by any target. (Checked record by record,
 /// as a log line is read. At trace level `ureq_proto` also dumps the bytes
 /// on the wire in rows of 16, the `Authorization` header included: no row
 /// holds a whole encoding, but the rows together do. Only that crate can
 /// change it; the README should tell users to keep it below trace.)
 fn all_logs() -> Vec<String> {
-    capture().0.lock().unwrap().clone()
+    logged_lines()
 }
 
 // ---------------------------------------------------------------------------
@@ -125,7 +101,7 @@ fn cx() -> FetchContext {
 
 #[test]
 fn echoed_client_secrets_never_reach_errors_tokens_or_logs() {
-    capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     let mut outputs = Vec::new();
     let mut leaks_without_scrubbing = 0;
@@ -167,7 +143,7 @@ fn echoed_client_secrets_never_reach_errors_tokens_or_logs() {
 
 #[test]
 fn echoed_refresh_tokens_never_reach_errors_tokens_or_logs() {
-    capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
         let mut grant =
@@ -196,7 +172,7 @@ fn echoed_refresh_tokens_never_reach_errors_tokens_or_logs() {
 
 #[test]
 fn echoed_credentials_given_as_parameters_never_reach_errors_tokens_or_logs() {
-    capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     let endpoint = endpoint(&authority, AuthMethod::ClientSecretBasic);
     let mut client = ClientCredentials::new(endpoint.clone())
@@ -228,7 +204,7 @@ fn echoed_credentials_given_as_parameters_never_reach_errors_tokens_or_logs() {
 
 #[test]
 fn the_manager_logs_and_keeps_echoed_errors_scrubbed() {
-    capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     let basic = AuthMethod::ClientSecretBasic;
     let post = AuthMethod::ClientSecretPost;
@@ -304,7 +280,7 @@ impl HttpClient for ErrorForStatus {
 
 #[test]
 fn echoes_inside_http_client_errors_are_scrubbed() {
-    capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
         let endpoint = TokenEndpoint::builder(
@@ -342,24 +318,12 @@ fn echoes_inside_http_client_errors_are_scrubbed() {
 // ---------------------------------------------------------------------------
 // The CLI
 
-const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 const WHAT: &str = "the token example";
 
-fn token_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let features: Vec<&str> = test_features()
-            .into_iter()
-            .filter(|name| *name != "redis")
-            .collect();
-        example_bin(&build_examples(&["token"], &features), "token")
-    })
-}
-
 fn token_cmd(authority: &LocalAuthority, auth: &str, extra: &[&str]) -> Command {
     let url = authority.token_url();
-    let mut cmd = Command::new(token_bin());
+    let mut cmd = Command::new(token_bin_without_redis());
     cmd.args([
         "--token-url",
         &url,

@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_lite::future::block_on;
-use tokenkeeper::cache::{CacheError, CacheKey, Lease, MemoryCache, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, Lease, MemoryCache, TokenCache};
 use tokenkeeper::{
     AccessToken, BoxFuture, Clock, FetchContext, LifetimePolicy, ManualClock, Token, TokenSource,
 };

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tokenkeeper::manager::UNCHECKED_READS;
 use tokenkeeper::{
     Backoff, Error, FetchReason, LifetimePolicy, RandomEarlyJitter, SourceError, Token,
 };

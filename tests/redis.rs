@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::harness::{add_tests, Harness, Needs};
 use common::process::RedisServer;
 use redis::Commands;
-use tokenkeeper::cache::{CacheKey, RedisCache, TokenCache};
-use tokenkeeper::source::{self, Chain};
+use tokenkeeper::cache::{CacheKey, Chain, RedisCache, TokenCache};
+use tokenkeeper::source;
 use tokenkeeper::{
     AccessToken, FetchContext, LifetimePolicy, RefreshToken, SourceError, Token, TokenHandle,
     TokenManager,

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 use local_authority::LocalAuthority;
-use tokenkeeper::cache::{FileCache, TokenCache};
+use tokenkeeper::cache::{Chain, FileCache, TokenCache};
 use tokenkeeper::oauth2::{ErrorCode, RefreshTokenGrant, TokenEndpoint, TokenRequestError};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, FetchContext, LifetimePolicy, ManualClock, NoJitter,
     RefreshToken, SourceError, SystemClock, Token, TokenHandle, TokenManager, TokenSource,

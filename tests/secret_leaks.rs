@@ -4,49 +4,26 @@
 //! cache reads and writes, the lease, the refresh-token grant.
 #![cfg(feature = "ureq")]
 
-use std::sync::{Mutex, OnceLock};
+mod common;
+
 use std::time::Duration;
 
+use common::logs::{capture_logs, logged_lines};
 use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use serde_json::json;
-use tokenkeeper::cache::{decode_entry, CacheKey, FileCache, MemoryCache, TokenCache};
+use tokenkeeper::cache::{decode_entry, CacheKey, Chain, FileCache, MemoryCache, TokenCache};
 use tokenkeeper::oauth2::{AuthMethod, ClientCredentials, RefreshTokenGrant, TokenEndpoint};
-use tokenkeeper::source::Chain;
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, FetchContext, IdToken, LifetimePolicy, RefreshToken,
     SystemClock, TokenManager, TokenSource,
 };
 
-/// Every log record, formatted, from every thread.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-        capture
-    })
-}
-
 const SECRET: &str = "client-secret-7f3a9c";
 
 #[test]
 fn no_secret_reaches_logs_debug_or_errors() {
-    let capture = capture();
+    capture_logs();
     let authority = LocalAuthority::start().unwrap();
     authority.add_client("leak-test", SECRET);
     authority.set_expires_in(Some(json!(2)));
@@ -225,7 +202,7 @@ fn no_secret_reaches_logs_debug_or_errors() {
     let decoded = decode_entry(&std::fs::read(&corrupt).unwrap()).unwrap_err();
     outputs.push(format!("{decoded} {decoded:?}"));
 
-    let logs = capture.0.lock().unwrap().clone();
+    let logs = logged_lines();
     assert!(
         logs.iter().any(|l| l.contains("corrupt.json")),
         "the corrupt file was reported"

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tokenkeeper::cache::{CacheError, CacheKey, Lease, TokenCache};
-use tokenkeeper::source::Chain;
+use tokenkeeper::cache::{CacheError, CacheKey, Chain, Lease, TokenCache};
 use tokenkeeper::{BoxFuture, Token};
 
 /// What a [`Stalled`] cache does when asked for its lease.
@@ -405,8 +404,8 @@ fn a_lock_file_held_forever_costs_the_lease_wait_not_the_token() {
     .build()
     .unwrap();
     let chain = Chain::new(ClientCredentials::new(endpoint)).cache(FileCache::new(&path));
-    // Short of the 20 s request timeout: before the fix, the wait ran out
-    // while the chain was still polling the lock.
+    // Shorter than the 20 s request timeout: a chain that kept polling the
+    // lock until the request timeout ended its fetch fails this caller.
     let (handle, driver) = TokenManager::builder(chain).wait_timeout(secs(10)).build();
     let started = Instant::now();
     let got = smol::block_on(async {

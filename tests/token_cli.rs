@@ -16,7 +16,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,11 @@ use std::time::{Duration, Instant};
 use common::harness::Needs;
 use common::harness::{add_tests, Harness};
 use common::process::{
-    self, assert_no_access_token, build_examples, check_token_event, example_bin, read_all,
-    test_features, Finished, TempDir,
+    self, assert_no_access_token, check_token_event, read_all, Finished, TempDir,
 };
+#[cfg(feature = "redis")]
+use common::token_example::token_bin;
+use common::token_example::{token_bin_without_redis, REDIS_URL_ENV, SECRET_ENV};
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
 
@@ -65,8 +66,6 @@ fn main() {
     harness.run()
 }
 
-const SECRET_ENV: &str = "TOKENKEEPER_CLIENT_SECRET";
-const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// The authority's default client.
 const CLIENT_ID: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -75,67 +74,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 /// The child, in failure messages.
 const WHAT: &str = "the token example";
 
-/// The example binary, built once per test process with this test's
-/// features but `redis` (tests/cooperation.rs builds its own copy with it).
-fn token_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let features: Vec<&str> = test_features()
-            .into_iter()
-            .filter(|name| *name != "redis")
-            .collect();
-        built_copy(&features, "token-cli")
-    })
-}
-
-/// The example binary built with this test's features, `redis` included.
-#[cfg(feature = "redis")]
-fn token_bin_with_redis() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| built_copy(&test_features(), "token-cli-redis"))
-}
-
-/// Builds the example with `features` and copies it to `examples/<name>`.
-///
-/// A copy because the build's own path, `examples/token`, is shared: the
-/// two builds of this test (with and without `redis`) and tests/cooperation.rs
-/// each replace it. The copy is checked for the `redis` feature, and made
-/// again if a concurrent build replaced the binary before it was copied.
-fn built_copy(features: &[&str], name: &str) -> PathBuf {
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let with_redis = features.contains(&"redis");
-    for _ in 0..3 {
-        let examples = build_examples(&["token"], features);
-        let built = example_bin(&examples, "token");
-        let copy = examples.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        let temp = examples.join(format!(".{name}-{}.tmp", std::process::id()));
-        std::fs::copy(&built, &temp)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), temp.display()));
-        std::fs::rename(&temp, &copy).expect("rename the copied example");
-        if accepts_redis_url(&copy) == with_redis {
-            return copy;
-        }
-    }
-    panic!("the example keeps being built with the wrong features");
-}
-
-/// Whether `bin` was built with the Redis cache: without it, `--redis-url`
-/// is refused before anything else is looked at.
-fn accepts_redis_url(bin: &Path) -> bool {
-    let output = Command::new(bin)
-        .args(["--redis-url", "redis://127.0.0.1:1/"])
-        .env_remove(SECRET_ENV)
-        .env_remove(REDIS_URL_ENV)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the example");
-    !String::from_utf8_lossy(&output.stderr).contains("--features redis")
-}
-
 /// The CLI with `args`, the secret variable unset.
 fn token_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(token_bin());
+    let mut cmd = Command::new(token_bin_without_redis());
     cmd.args(args)
         .env_remove(SECRET_ENV)
         .env_remove(REDIS_URL_ENV)
@@ -445,8 +386,8 @@ fn watch_sleeps_between_events() {
     assert_eq!(event["event"], "token", "{first}");
 
     // A moment for the start-up to settle (the HTTP client's threads going
-    // idle), then two quiet seconds: polling every 20 ms woke the process
-    // about 100 times in them.
+    // idle), then two quiet seconds, in which a process that polled its
+    // state every 20 ms would wake a hundred times.
     thread::sleep(Duration::from_millis(500));
     let before = voluntary_switches(child.id());
     thread::sleep(Duration::from_secs(2));
@@ -838,7 +779,7 @@ fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
     let authority = LocalAuthority::start().unwrap();
     let password = "wrong-password-9c2e";
     let url = format!("redis://:{password}@127.0.0.1:{}/0", server.port);
-    let mut cmd = Command::new(token_bin_with_redis());
+    let mut cmd = Command::new(token_bin());
     cmd.args(strs(&base_args(&authority)))
         .env(SECRET_ENV, SECRET)
         .env(REDIS_URL_ENV, &url)

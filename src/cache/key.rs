@@ -15,7 +15,7 @@ const FNV_PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
 /// Redis prefix) never serve each other's token. The grants compute their
 /// own key ([`TokenSource::cache_key`](crate::TokenSource::cache_key)); for
 /// other sources, set one with
-/// [`Chain::cache_key`](crate::source::Chain::cache_key).
+/// [`Chain::cache_key`](crate::cache::Chain::cache_key).
 ///
 /// The digest is FNV-1a over length-prefixed fields: stable across builds
 /// and platforms, and enough to keep honest clients apart, but not a

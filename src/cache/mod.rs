@@ -3,7 +3,7 @@
 //! A [`TokenCache`] reads and writes one token, and may offer a refresh
 //! lease: an exclusive right, across every process sharing the cache, to
 //! ask the authority for the next token. Caches are put in front of a
-//! source with [`Chain`](crate::source::Chain), which reads them in order,
+//! source with a [`Chain`], which reads them in order,
 //! writes a token found further down back to the earlier ones, and takes the
 //! lease before calling the authority, so a fleet sharing a cache makes about
 //! one authority request per token lifetime.
@@ -28,6 +28,7 @@
 //! });
 //! ```
 
+mod chain;
 mod entry;
 mod file;
 mod key;
@@ -43,6 +44,7 @@ use std::time::Duration;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;
+pub use chain::Chain;
 pub use file::FileCache;
 pub use key::{CacheKey, CacheKeyBuilder};
 pub use memory::MemoryCache;
@@ -120,7 +122,9 @@ impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
 
 /// Parses the bytes of a file-cache or Redis entry into its key and token,
 /// checking the format only (not the key, not the time). Not part of the
-/// API: it exists for the fuzz targets (`fuzz/`) and may change at any time.
+/// API: it exists for the fuzz targets (`fuzz/`) and this crate's tests
+/// (feature `test-support`), and may change at any time.
+#[cfg(feature = "test-support")]
 #[doc(hidden)]
 pub fn decode_entry(bytes: &[u8]) -> Result<(CacheKey, Token), CacheError> {
     entry::decode(bytes)
@@ -169,6 +173,13 @@ impl Lease {
 }
 
 /// A cache that failed: unreachable, unwritable, or refusing a request.
+///
+/// A message and, through [`source`](StdError::source), the underlying
+/// error. It is not a [`SourceError`](crate::SourceError): a cache's
+/// failure never fails a fetch, so it carries no [`ErrorKind`](crate::ErrorKind)
+/// or retry hint; the [`Chain`] logs it and skips the cache for a
+/// cool-down. Nor is it an [`HttpError`](crate::oauth2::HttpError), whose
+/// kind names what failed in an HTTP exchange.
 ///
 /// ```
 /// let e = tokenkeeper::cache::CacheError::new("redis: connection refused");

@@ -60,7 +60,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// an `async-io` timer. A server that cannot be reached, or does not answer
 /// in time, is logged once (a warning on the `tokenkeeper::cache` target)
 /// and from then on the cache reads as empty, drops writes and hands out
-/// leases that coordinate nothing, so the [`Chain`](crate::source::Chain)
+/// leases that coordinate nothing, so the [`Chain`](crate::cache::Chain)
 /// goes on to its source; while it stays down, operations fail fast for a
 /// second after each failed attempt, then the next one reconnects. When the
 /// server answers again that is logged once too and the cache works as
@@ -86,8 +86,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tokenkeeper::cache::RedisCache;
-/// use tokenkeeper::source::Chain;
+/// use tokenkeeper::cache::{Chain, RedisCache};
 /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
 ///
 /// let cache = RedisCache::new("redis://:secret@127.0.0.1:6379/0")?

@@ -6,10 +6,10 @@ use futures_lite::future;
 
 use crate::error::Error;
 use crate::manager::events::Events;
-use crate::manager::local;
 use crate::manager::shared::{Published, Shared};
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
+use crate::manager::thread_copy;
 use crate::token::{duration_ms, Token};
 
 /// A cheap, cloneable handle to a running [`TokenManager`](crate::TokenManager).
@@ -69,17 +69,16 @@ impl TokenHandle {
     /// revalidated with one atomic load. Expiry is checked on a coarse clock
     /// that is never behind, on every read from the token's refresh instant
     /// on; before it, while the token has at least its stale window left, a
-    /// thread looks at the clock once every
-    /// [`UNCHECKED_READS`](crate::manager::UNCHECKED_READS) reads. So an
-    /// expired token is returned only if the driver did not run for the
-    /// whole stale window (a starved executor, a machine asleep), and then
-    /// on at most that many reads per thread. [`token`](Self::token) checks
+    /// thread looks at the clock at least every 15th read. So an expired
+    /// token is returned only if the driver did not run for the whole stale
+    /// window (a starved executor, a machine asleep), and then on at most 15
+    /// reads per thread. [`token`](Self::token) checks
     /// the clock on every call and never returns an expired token.
     ///
     /// It returns an `Arc` you may keep; [`with_current`](Self::with_current)
     /// only lends the token and is cheaper still.
     pub fn current(&self) -> Option<Arc<Token>> {
-        local::with_valid_token(&self.shared, |token| token.cloned())
+        thread_copy::with_valid_token(&self.shared, |token| token.cloned())
     }
 
     /// Runs `f` on the current token if it is valid, without cloning an
@@ -100,7 +99,7 @@ impl TokenHandle {
     /// }));
     /// ```
     pub fn with_current<R>(&self, f: impl FnOnce(&Token) -> R) -> Option<R> {
-        local::with_valid_token(&self.shared, |token| token.map(|t| f(t)))
+        thread_copy::with_valid_token(&self.shared, |token| token.map(|t| f(t)))
     }
 
     /// A valid token: the current one at once if there is one; otherwise the
@@ -122,7 +121,7 @@ impl TokenHandle {
         if self.shared.is_stopped() {
             return Err(Error::Stopped);
         }
-        if let Some(token) = local::with_checked_token(&self.shared, |t| t.cloned()) {
+        if let Some(token) = thread_copy::with_checked_token(&self.shared, |t| t.cloned()) {
             return Ok(token);
         }
         let deadline_ms = self.wait_deadline_ms();
@@ -207,7 +206,7 @@ impl TokenHandle {
     async fn wait_for(&self, not: Option<&Token>, deadline_ms: u64) -> Result<Arc<Token>, Error> {
         let shared = &self.shared;
         let wanted = || {
-            local::with_checked_token(shared, |token| {
+            thread_copy::with_checked_token(shared, |token| {
                 token.filter(|t| not.is_none_or(|n| ***t != *n)).cloned()
             })
         };

@@ -51,10 +51,10 @@
 mod builder;
 mod events;
 mod handle;
-mod local;
 mod shared;
 mod state;
 mod subscription;
+mod thread_copy;
 
 use std::fmt;
 use std::future::Future;
@@ -81,8 +81,9 @@ use crate::token::{duration_ms, LifetimePolicy, Token};
 use events::system_time;
 use shared::Shared;
 
-/// The longest the actor sleeps without re-reading the wall clock.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The longest the actor sleeps without re-reading the wall clock (the
+/// [`TokenManager`] docs promise it).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// How many reads of a token one thread makes between two looks at the
 /// clock while the token is not yet due for refresh.
@@ -92,11 +93,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// instant by the whole stale window (its executor starved, or the machine
 /// asleep through the expiry), a thread may still serve the expired token
 /// on up to this many reads before its own look at the clock withdraws it.
-///
-/// ```
-/// assert_eq!(tokenkeeper::manager::UNCHECKED_READS, 15);
-/// ```
-pub const UNCHECKED_READS: u32 = 15;
+/// [`TokenHandle::current`] promises this number to users.
+pub(crate) const UNCHECKED_READS: u32 = 15;
 
 const LOG: &str = "tokenkeeper::manager";
 
@@ -144,6 +142,12 @@ type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Arc<Token>, Source
 /// Made by [`TokenManager::builder`]; it runs inside the [`Driver`] that
 /// [`TokenManagerBuilder::build`] returns, and is reached through
 /// [`TokenHandle`]s.
+///
+/// While it waits for the next refresh, the actor re-reads the wall clock
+/// at least every 30 s: timers run on monotonic time, which stands still
+/// while a machine sleeps, so a suspend and resume (or a step of the wall
+/// clock) is noticed within 30 s, and a token that expired meanwhile is
+/// refreshed then.
 pub struct TokenManager {
     shared: Arc<Shared>,
     /// `None` while a fetch owns it.
@@ -212,12 +216,15 @@ impl fmt::Debug for TokenManager {
     }
 }
 
-enum Event {
+/// What ended the actor's wait: one turn of its loop handles one.
+enum Wakeup {
+    /// The fetch in flight ended, and hands the source back.
     Fetched(Box<dyn TokenSource>, Result<Arc<Token>, SourceError>),
     /// A handle left something to read in the shared state.
-    Wake,
+    Handle,
     /// Every handle is gone, or one called `shutdown`.
     Closed,
+    /// The timer fired: a refresh, a deadline or the heartbeat is due.
     Timer,
 }
 
@@ -264,11 +271,11 @@ impl TokenManager {
             } else if self.fetch.is_some() && now >= self.fetch_deadline_ms {
                 self.cancel.fire();
             }
-            let event = self.next_event().await;
-            // One reading per turn, for the event and the next turn's checks.
+            let wakeup = self.next_wakeup().await;
+            // One reading per turn, for the wake-up and the next turn's checks.
             now = self.clock.now_ms();
-            match event {
-                Event::Fetched(source, result) => {
+            match wakeup {
+                Wakeup::Fetched(source, result) => {
                     self.source = Some(source);
                     match result {
                         Ok(token) => self.on_token(token, now),
@@ -280,9 +287,9 @@ impl TokenManager {
                     future::yield_now().await;
                 }
                 // The next turn reads the shared state.
-                Event::Wake => {}
-                Event::Closed => break,
-                Event::Timer => {
+                Wakeup::Handle => {}
+                Wakeup::Closed => break,
+                Wakeup::Timer => {
                     if now >= self.heartbeat_ms {
                         self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
                     }
@@ -293,7 +300,7 @@ impl TokenManager {
     }
 
     /// Waits for the fetch in flight, a wake-up from a handle, or the timer.
-    async fn next_event(&mut self) -> Event {
+    async fn next_wakeup(&mut self) -> Wakeup {
         let wake_ms = if self.fetch.is_some() {
             self.heartbeat_ms.min(self.fetch_deadline_ms)
         } else {
@@ -311,18 +318,18 @@ impl TokenManager {
             if let Some(fetch) = &mut self.fetch {
                 if let Poll::Ready((source, result)) = fetch.as_mut().poll(cx) {
                     self.fetch = None;
-                    return Poll::Ready(Event::Fetched(source, result));
+                    return Poll::Ready(Wakeup::Fetched(source, result));
                 }
             }
             match self.shared.poll_wake(cx.waker()) {
-                None => return Poll::Ready(Event::Closed),
-                Some(true) => return Poll::Ready(Event::Wake),
+                None => return Poll::Ready(Wakeup::Closed),
+                Some(true) => return Poll::Ready(Wakeup::Handle),
                 Some(false) => {}
             }
             if let Some((_, timer)) = &mut self.timer {
                 if timer.as_mut().poll(cx).is_ready() {
                     self.timer = None;
-                    return Poll::Ready(Event::Timer);
+                    return Poll::Ready(Wakeup::Timer);
                 }
             }
             Poll::Pending

@@ -38,7 +38,7 @@ pub struct ManagerState {
     /// Fetches started, in total.
     pub source_requests: u64,
     /// Fetches answered from a cache rather than the authority (by a
-    /// [`Chain`](crate::source::Chain)); the rest of `source_requests` went
+    /// [`Chain`](crate::cache::Chain)); the rest of `source_requests` went
     /// to the authority or failed.
     pub cache_hits: u64,
     /// Tokens published, in total.

@@ -230,7 +230,7 @@ impl TokenSource for ClientCredentials {
 /// and it lives in memory. A service that restarts with the same configured
 /// token is refused (`invalid_grant`) unless a persistent cache (a
 /// [`FileCache`](crate::cache::FileCache) or Redis, behind a
-/// [`Chain`](crate::source::Chain), as below) kept the rotated one. Even
+/// [`Chain`](crate::cache::Chain), as below) kept the rotated one. Even
 /// then, a process that dies after the authority rotated the token and
 /// before the answer reached the cache loses the rotated token: only the
 /// authority's grace period for the previous token (if it has one) lets the
@@ -248,9 +248,8 @@ impl TokenSource for ClientCredentials {
 /// authority rotate it away.
 ///
 /// ```no_run
-/// use tokenkeeper::cache::FileCache;
+/// use tokenkeeper::cache::{Chain, FileCache};
 /// use tokenkeeper::oauth2::{RefreshTokenGrant, TokenEndpoint};
-/// use tokenkeeper::source::Chain;
 /// use tokenkeeper::{ClientId, ClientSecret, RefreshToken, TokenManager};
 ///
 /// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"), ClientSecret::new("s"))

@@ -220,6 +220,15 @@ pub enum HttpErrorKind {
 
 /// A failure to get a complete HTTP response.
 ///
+/// A kind, a message and, through [`source`](StdError::source), the
+/// client's own error. It is not a [`SourceError`](crate::SourceError):
+/// the endpoint wraps it in [`TokenRequestError::Http`](crate::oauth2::TokenRequestError::Http),
+/// which decides whether retrying helps, after scrubbing from its text the
+/// secrets the request sent (a client may quote what the server said).
+/// Its [`kind`](Self::kind) says what to check (the network, a timeout, a
+/// body over the cap), which a [`CacheError`](crate::cache::CacheError)
+/// has no use for.
+///
 /// ```
 /// use tokenkeeper::oauth2::{HttpError, HttpErrorKind};
 /// let e = HttpError::new(HttpErrorKind::Connect, "connection refused");

@@ -8,7 +8,9 @@
 //!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
-//! parsed by [`response::parse_token_response`]: RFC 6749 errors become an
+//! parsed leniently where real servers differ from the RFC (`expires_in` as
+//! a string, a missing `token_type`) and strictly where safety matters (a
+//! missing `access_token` is an error): RFC 6749 errors become an
 //! [`OAuth2Error`] inside a [`TokenRequestError`], which says whether
 //! retrying can help; `Retry-After` becomes the backoff hint; bodies are
 //! capped ([`DEFAULT_MAX_BODY`]). Token URLs must be `https`, except to
@@ -37,6 +39,10 @@ mod endpoint;
 mod error;
 mod grant;
 mod http;
+#[cfg(not(feature = "test-support"))]
+mod response;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
 pub mod response;
 mod scrub;
 #[cfg(feature = "surf")]

@@ -6,18 +6,9 @@
 //! usable `access_token` is an error, and so is an access token with
 //! characters that cannot go into an HTTP header.
 //!
-//! ```
-//! use std::time::Duration;
-//! use tokenkeeper::oauth2::response::parse_token_response;
-//!
-//! let body = br#"{"access_token":"a\/b","token_type":"bearer","expires_in":"3600"}"#;
-//! let parsed = parse_token_response(200, body, &[]).unwrap();
-//! assert_eq!(parsed.access_token.secret(), "a/b");
-//! assert_eq!(parsed.expires_in, Some(Duration::from_secs(3600)));
-//!
-//! let error = parse_token_response(401, br#"{"error":"invalid_client"}"#, &[]).unwrap_err();
-//! assert_eq!(error.code().unwrap().as_str(), "invalid_client");
-//! ```
+//! Not part of the API: the endpoint parses its responses itself. With the
+//! feature `test-support` the module is public (hidden from the docs) for
+//! this crate's tests and the fuzz targets (`fuzz/`).
 
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -26,7 +17,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::oauth2::error::{ErrorCode, OAuth2Error, TokenRequestError};
-use crate::oauth2::scrub::{Scrubber, Secrets};
+use crate::oauth2::scrub::Secrets;
 use crate::token::{duration_ms, AccessToken, IdToken, RefreshToken};
 
 /// The longest server-provided text kept in an error.
@@ -63,12 +54,13 @@ pub struct TokenResponse {
 /// status), [`TokenRequestError::UnexpectedStatus`] for another error body,
 /// [`TokenRequestError::InvalidResponse`] for a success that is not a usable
 /// token response.
+#[cfg(any(test, feature = "test-support"))]
 pub fn parse_token_response(
     status: u16,
     body: &[u8],
     secrets: &[&str],
 ) -> Result<TokenResponse, TokenRequestError> {
-    let scrubber = Scrubber::from_secrets(secrets);
+    let scrubber = crate::oauth2::scrub::Scrubber::from_secrets(secrets);
     parse(status, body, &Secrets::new(&scrubber, &[]), None)
 }
 
@@ -164,7 +156,7 @@ pub(crate) fn parse(
 /// The members of a response object that this module reads, each as sent
 /// (the last one wins when a name repeats). Other members are parsed as
 /// strictly, so a body that is not valid JSON is refused wherever the fault
-/// is, and dropped: building a map of the whole object cost more than the
+/// is, and dropped: a map of the whole object would cost more than the
 /// rest of the parse.
 #[derive(Default)]
 struct Members {
@@ -349,17 +341,6 @@ fn clean(text: &str, secrets: &Secrets<'_>) -> String {
 
 /// Parses a `Retry-After` value (seconds or an HTTP date) relative to
 /// `now_ms`; a date in the past means no wait.
-///
-/// ```
-/// use std::time::Duration;
-/// use tokenkeeper::oauth2::response::retry_after;
-///
-/// assert_eq!(retry_after("120", 0), Some(Duration::from_secs(120)));
-/// // 1994-11-06T08:49:37Z is 784111777 s after the epoch.
-/// let now_ms = 784_111_777_000 - 30_000;
-/// assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now_ms), Some(Duration::from_secs(30)));
-/// assert_eq!(retry_after("soon", 0), None);
-/// ```
 pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
@@ -373,6 +354,7 @@ pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth2::scrub::Scrubber;
 
     fn ok(body: &str) -> TokenResponse {
         parse_token_response(200, body.as_bytes(), &[]).unwrap()
@@ -611,7 +593,25 @@ mod tests {
     }
 
     #[test]
+    fn escapes_and_a_string_lifetime_are_read_and_an_rfc_error_is_typed() {
+        let body = br#"{"access_token":"a\/b","token_type":"bearer","expires_in":"3600"}"#;
+        let parsed = parse_token_response(200, body, &[]).unwrap();
+        assert_eq!(parsed.access_token.secret(), "a/b");
+        assert_eq!(parsed.expires_in, Some(Duration::from_secs(3600)));
+        let error = parse_token_response(401, br#"{"error":"invalid_client"}"#, &[]).unwrap_err();
+        assert_eq!(error.code().unwrap().as_str(), "invalid_client");
+    }
+
+    #[test]
     fn retry_after_forms() {
+        assert_eq!(retry_after("120", 0), Some(Duration::from_secs(120)));
+        // 1994-11-06T08:49:37Z is 784111777 s after the epoch.
+        let now_ms = 784_111_777_000 - 30_000;
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now_ms),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(retry_after("soon", 0), None);
         assert_eq!(retry_after(" 7 ", 0), Some(Duration::from_secs(7)));
         assert_eq!(
             retry_after("99999999999999999999999", 0),

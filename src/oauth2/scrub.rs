@@ -66,6 +66,7 @@ impl Default for StartBytes {
 
 impl Scrubber {
     /// A scrubber for the secrets in `secrets`, each as sent in a form.
+    #[cfg(any(test, feature = "test-support"))]
     pub(crate) fn from_secrets(secrets: &[&str]) -> Scrubber {
         let mut scrubber = Scrubber::default();
         for secret in secrets {

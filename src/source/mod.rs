@@ -1,8 +1,9 @@
 //! Where tokens come from.
 //!
 //! A [`TokenSource`] fetches one token when the manager asks. It is
-//! object-safe (the manager keeps a `Box<dyn TokenSource>`, and later a chain
-//! of caches in front of the authority), it reports failures as
+//! object-safe (the manager keeps a `Box<dyn TokenSource>`, and a
+//! [`cache::Chain`](crate::cache::Chain) of caches in front of another source
+//! is one too), it reports failures as
 //! [`SourceError`]s that say whether retrying can help, and it never needs to
 //! know about timers, jitter or backoff: the manager owns those.
 //!
@@ -22,7 +23,6 @@
 //! # let _ = source;
 //! ```
 
-mod chain;
 mod fixed;
 mod from_fn;
 mod token_file;
@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use chain::Chain;
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
 pub use token_file::{TokenFile, TokenFileError, TokenFileProblem, MAX_TOKEN_FILE_BYTES};
@@ -68,7 +67,7 @@ pub trait TokenSource: Send + 'static {
     fn fetch(&mut self, cx: FetchContext) -> BoxFuture<'_, Result<Token, SourceError>>;
 
     /// Whether instances sharing this source's tokens take a refresh lease
-    /// before asking the authority, as a [`Chain`] with a lease-capable cache
+    /// before asking the authority, as a [`Chain`](crate::cache::Chain) with a lease-capable cache
     /// does. The manager's default jitter is then
     /// [`coordinated`](crate::RandomEarlyJitter::coordinated). `false` by
     /// default.
@@ -78,13 +77,13 @@ pub trait TokenSource: Send + 'static {
 
     /// Whom this source's tokens are for, as a digest of what it asks with
     /// (token URL, client id, grant and its parameters; never a secret in
-    /// the clear): a [`Chain`] records it with every cached token and reads
+    /// the clear): a [`Chain`](crate::cache::Chain) records it with every cached token and reads
     /// back only tokens cached with the same key, so sources for different
     /// clients can share a cache without serving each other's tokens.
     ///
     /// `None` (the default) when the source cannot tell; the chain then
     /// uses [`CacheKey::unkeyed`] unless it is given a key with
-    /// [`Chain::cache_key`]. A chain reads this once, when it is built; it
+    /// [`Chain::cache_key`](crate::cache::Chain::cache_key). A chain reads this once, when it is built; it
     /// must not change afterwards.
     ///
     /// ```
@@ -180,7 +179,7 @@ impl FetchContext {
 
     /// Counts this fetch as answered from a cache, in the manager's
     /// [`ManagerState::cache_hits`](crate::ManagerState::cache_hits). Sources
-    /// that keep tokens (like [`Chain`]) call it.
+    /// that keep tokens (like [`Chain`](crate::cache::Chain)) call it.
     pub fn record_cache_hit(&self) {
         if let Some(hits) = &self.cache_hits {
             hits.fetch_add(1, Ordering::Relaxed);

@@ -296,6 +296,10 @@ pub enum TokenFileProblem {
 /// [`cause`](SourceError::cause) of the fetch's error. It names the path,
 /// never the content.
 ///
+/// Typed rather than a message and a cause: what is wrong is a
+/// [`TokenFileProblem`] to match on, and only an unreadable file has an
+/// underlying error (its [`source`](StdError::source)).
+///
 /// ```
 /// use tokenkeeper::source::{TokenFile, TokenFileError, TokenFileProblem};
 /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock, TokenSource};

@@ -1,7 +1,7 @@
 //! The test harness of the test files whose tests need something that a
 //! machine may lack (`redis-server`, Node.js, root): libtest's harness has
-//! no way to skip a test at run time, so such a test used to return early
-//! and be counted as passed. Here (on `libtest-mimic`, which takes libtest's
+//! no way to skip a test at run time, so such a test could only return
+//! early and be counted as passed. Here (on `libtest-mimic`, which takes libtest's
 //! arguments and prints its summary) a test whose need is missing is
 //! reported as ignored, with the reason, and one line on stderr says how
 //! many were and why. Under CI (`CI=true`) a missing need is a failure of

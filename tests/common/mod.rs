@@ -1,12 +1,16 @@
 //! A virtual-time test bench: a manual clock, a scripted source, and a
 //! single-threaded executor that runs until every task waits. Helpers for
-//! tests that run child processes are in `process`; the harness of the test
-//! files whose tests need a program that may be missing is `harness`.
+//! tests that run child processes are in `process`, and for those that run
+//! the token example in `token_example`; a logger that captures every
+//! record is in `logs`; the harness of the test files whose tests need a
+//! program that may be missing is `harness`.
 
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod logs;
 pub mod process;
+pub mod token_example;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,11 @@ use tokenkeeper::{
 };
 
 pub const START_MS: u64 = 1_700_000_000_000;
+
+/// The most reads of an expired token one thread may serve when the actor
+/// missed the token's whole stale window: the bound `TokenHandle::current`
+/// documents (each thread looks at the clock at least every 15th read).
+pub const UNCHECKED_READS: u32 = 15;
 
 /// What the scripted source does on its next fetches.
 #[derive(Clone)]

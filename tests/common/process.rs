@@ -225,8 +225,7 @@ pub fn assert_no_access_token(text: &str) {
 ///
 /// Why memory: these tests compress hours of token lifetime into seconds
 /// (4 s tokens, refreshed 2 s before expiry), while a cache write waits for
-/// the disk to sync. On this project's VMs an fsync took up to 4.6 s while
-/// the cooperation tests ran next to two busy loops (3 ms when idle), long
+/// the disk to sync. On a busy machine an fsync can take seconds, long
 /// enough for a fresh token to expire before its fetch returned it, and the
 /// manager then rightly reports an error event. On a memory file system the
 /// same code runs, the sync returns at once, and the tests look at what

@@ -67,8 +67,7 @@ const LOG: &str = "tokenkeeper::cache";
 ///
 /// ```
 /// use std::time::Duration;
-/// use tokenkeeper::cache::MemoryCache;
-/// use tokenkeeper::source::Chain;
+/// use tokenkeeper::cache::{Chain, MemoryCache};
 /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
 ///
 /// let shared = MemoryCache::new();
@@ -147,8 +146,7 @@ impl Chain {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tokenkeeper::cache::{CacheKey, MemoryCache};
-    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::cache::{CacheKey, Chain, MemoryCache};
     /// use tokenkeeper::{AccessToken, FixedSource};
     ///
     /// let key = CacheKey::builder().field("api_key_name", "billing").build();
@@ -197,8 +195,7 @@ impl Chain {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tokenkeeper::cache::FileCache;
-    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::cache::{Chain, FileCache};
     /// use tokenkeeper::{AccessToken, FixedSource};
     ///
     /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
@@ -225,8 +222,7 @@ impl Chain {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tokenkeeper::cache::MemoryCache;
-    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::cache::{Chain, MemoryCache};
     /// use tokenkeeper::{AccessToken, FixedSource};
     ///
     /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
@@ -247,8 +243,7 @@ impl Chain {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tokenkeeper::cache::MemoryCache;
-    /// use tokenkeeper::source::Chain;
+    /// use tokenkeeper::cache::{Chain, MemoryCache};
     /// use tokenkeeper::{AccessToken, FixedSource};
     ///
     /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))

@@ -33,11 +33,11 @@ use crate::manager::UNCHECKED_READS;
 use crate::token::Token;
 
 /// One manager's token as this thread last copied it.
-struct Entry {
+struct TokenCopy {
     /// The manager's address, compared on every read.
-    key: usize,
+    manager: usize,
     /// Keeps the allocation (not the manager) alive, so the address cannot
-    /// be reused by another manager while this entry exists.
+    /// be reused by another manager while this copy exists.
     shared: Weak<Shared>,
     changes: u64,
     token: Option<Arc<Token>>,
@@ -48,7 +48,7 @@ struct Entry {
     unchecked_reads: u32,
 }
 
-impl Entry {
+impl TokenCopy {
     /// The token if valid; `CHECKED` looks at the clock whatever reads
     /// are left unchecked.
     #[inline]
@@ -61,7 +61,7 @@ impl Entry {
     }
 
     #[cold]
-    fn copy(&mut self, shared: &Shared, changes: u64) {
+    fn recopy(&mut self, shared: &Shared, changes: u64) {
         (self.token, self.late) = shared.copy_token();
         self.changes = changes;
         self.unchecked_reads = 0;
@@ -84,7 +84,7 @@ impl Entry {
 }
 
 thread_local! {
-    static COPIES: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    static COPIES: RefCell<Vec<TokenCopy>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's copy of `shared`'s token if it is valid, or
@@ -118,12 +118,12 @@ fn with_token<const CHECKED: bool, R>(
     let mut f = Some(f);
     let local = COPIES.try_with(|copies| {
         let mut copies = copies.try_borrow_mut().ok()?;
-        let entry = entry_for(&mut copies, shared);
-        if entry.changes != changes {
-            entry.copy(shared, changes);
+        let copy = copy_for(&mut copies, shared);
+        if copy.changes != changes {
+            copy.recopy(shared, changes);
         }
         let f = f.take()?;
-        Some(f(entry.valid_token::<CHECKED>(shared)))
+        Some(f(copy.valid_token::<CHECKED>(shared)))
     });
     match (local, f) {
         (Ok(Some(result)), _) => result,
@@ -138,21 +138,21 @@ fn with_token<const CHECKED: bool, R>(
 }
 
 #[inline]
-fn entry_for<'a>(copies: &'a mut Vec<Entry>, shared: &Arc<Shared>) -> &'a mut Entry {
-    let key = Arc::as_ptr(shared) as usize;
-    let index = match copies.iter().position(|e| e.key == key) {
+fn copy_for<'a>(copies: &'a mut Vec<TokenCopy>, shared: &Arc<Shared>) -> &'a mut TokenCopy {
+    let manager = Arc::as_ptr(shared) as usize;
+    let index = match copies.iter().position(|c| c.manager == manager) {
         Some(index) => index,
-        None => add_entry(copies, shared),
+        None => add_copy(copies, shared),
     };
     &mut copies[index]
 }
 
 #[cold]
-fn add_entry(copies: &mut Vec<Entry>, shared: &Arc<Shared>) -> usize {
+fn add_copy(copies: &mut Vec<TokenCopy>, shared: &Arc<Shared>) -> usize {
     // Forget managers that are gone, with their secrets.
-    copies.retain(|e| e.shared.strong_count() > 0);
-    copies.push(Entry {
-        key: Arc::as_ptr(shared) as usize,
+    copies.retain(|c| c.shared.strong_count() > 0);
+    copies.push(TokenCopy {
+        manager: Arc::as_ptr(shared) as usize,
         shared: Arc::downgrade(shared),
         changes: u64::MAX,
         token: None,
@@ -181,7 +181,7 @@ mod tests {
     }
 
     fn copied() -> Vec<usize> {
-        COPIES.with(|copies| copies.borrow().iter().map(|e| e.key).collect())
+        COPIES.with(|copies| copies.borrow().iter().map(|c| c.manager).collect())
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
         let new = manager();
         read(&new);
         // Other tests may have run on this thread before: only these three
-        // entries are known.
+        // copies are known.
         let copies = copied();
         assert!(
             copies.contains(&key(&kept)),
