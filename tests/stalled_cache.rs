@@ -397,13 +397,10 @@ fn a_lock_file_held_forever_costs_the_lease_wait_not_the_token() {
     let dir = TempDir::new("held-lock");
     let path = dir.path().join("token.json");
     let _held = hold_lock_file(dir.path());
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .unwrap();
     let chain = Chain::new(ClientCredentials::new(endpoint)).cache(FileCache::new(&path));
     // Short of the 20 s request timeout: before the fix, the wait ran out
     // while the chain was still polling the lock.

@@ -54,7 +54,8 @@ fn credential_values(params: &[(String, String)]) -> Vec<&str> {
 /// use tokenkeeper::{ClientId, ClientSecret, TokenManager};
 ///
 /// let secret = ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap());
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"), secret)
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"))
+///     .client_secret(secret)
 ///     .build()
 ///     .unwrap();
 /// let source = ClientCredentials::new(endpoint)
@@ -253,7 +254,8 @@ impl TokenSource for ClientCredentials {
 /// use tokenkeeper::source::Chain;
 /// use tokenkeeper::{ClientId, ClientSecret, RefreshToken, TokenManager};
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"), ClientSecret::new("s"))
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"))
+///     .client_secret(ClientSecret::new("s"))
 ///     .build()
 ///     .unwrap();
 /// let refresh = RefreshToken::new(std::fs::read_to_string("/run/secrets/refresh_token").unwrap());
