@@ -9,9 +9,9 @@ use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use serde_json::{Map, Value};
 
-use crate::form;
 use crate::http::{BodyError, Conn, Head, ReadError};
-use crate::{json_headers, Fault, RecordedRequest, Shared};
+use crate::{assertion, form};
+use crate::{json_headers, Fault, RecordedRequest, Shared, State};
 
 /// Serves until `stop` closes (its sender is dropped), then drops every
 /// connection task with the executor.
@@ -297,7 +297,9 @@ fn invalid_client(description: &str) -> Response {
 }
 
 /// Parameters that RFC 6749 §3.2 forbids repeating.
-const SINGLE_PARAMS: [&str; 7] = [
+const SINGLE_PARAMS: [&str; 9] = [
+    "client_assertion",
+    "client_assertion_type",
     "grant_type",
     "client_id",
     "client_secret",
@@ -349,9 +351,15 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let mut state = shared.lock();
-    let client_id = match authenticate(request.header("authorization"), &param, |id, secret| {
-        state.clients.get(id).is_some_and(|s| s == secret)
-    }) {
+    let authenticated =
+        if param("client_assertion_type").is_some() || param("client_assertion").is_some() {
+            authenticate_assertion(&mut state, request.header("authorization"), &param)
+        } else {
+            authenticate(request.header("authorization"), &param, |id, secret| {
+                state.clients.get(id).is_some_and(|s| s == secret)
+            })
+        };
+    let client_id = match authenticated {
         Ok(id) => id,
         Err(response) => return response,
     };
@@ -450,6 +458,31 @@ fn authenticate<'a>(
     } else {
         Err(invalid_client("unknown client or wrong secret"))
     }
+}
+
+/// Authenticates the client by a JWT assertion (RFC 7523 §2.2), the only
+/// method it may use, and returns its id.
+fn authenticate_assertion<'a>(
+    state: &mut State,
+    authorization: Option<&str>,
+    param: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, Response> {
+    if authorization.is_some() || param("client_secret").is_some() {
+        return Err(invalid_client("more than one client authentication method"));
+    }
+    if param("client_assertion_type") != Some(assertion::JWT_BEARER) {
+        return Err(invalid_client(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+    }
+    let Some(jwt) = param("client_assertion") else {
+        return Err(invalid_client(
+            "client_assertion_type without client_assertion",
+        ));
+    };
+    let token_url = state.token_url.clone();
+    assertion::authenticate(state, jwt, param("client_id"), &token_url)
+        .map_err(|why| invalid_client(&why))
 }
 
 /// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))`
