@@ -184,7 +184,7 @@ use tokenkeeper::oauth2::{
     TokenRequestError,
 };
 #[cfg(feature = "jwt")]
-use tokenkeeper::oauth2::{PrivateKey, SigningAlgorithm};
+use tokenkeeper::oauth2::{KeyError, PrivateKey, SigningAlgorithm};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
     Backoff, Error, ErrorKind, ManagerEvent, SourceError, Token, TokenManager, TokenSource,
@@ -1177,8 +1177,11 @@ fn client_auth(args: &Args) -> Result<(ClientAuth, Option<String>), String> {
                 ),
                 None => None,
             };
-            let mut key = PrivateKey::from_file(file)
-                .map_err(|e| format!("--private-key-file {}: {e}", file.display()))?;
+            let mut key = PrivateKey::from_file(file).map_err(|e| match e {
+                // It names the file already.
+                KeyError::Read { .. } => format!("--private-key-file: {e}"),
+                e => format!("--private-key-file {}: {e}", file.display()),
+            })?;
             if let Some(alg) = alg {
                 key = key.with_algorithm(alg).map_err(|e| format!("--alg: {e}"))?;
             }

@@ -17,11 +17,11 @@ mod echo_secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::process::{build_examples, example_bin, test_features, Running};
-use echo_secrets::{encodings, printed, SHAPES};
+use echo_secrets::{all_logs, capture, encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority};
 use tokenkeeper::oauth2::{
@@ -67,42 +67,6 @@ fn assert_clean<'a>(outputs: impl IntoIterator<Item = &'a String>, context: &str
             );
         }
     }
-}
-
-// ---------------------------------------------------------------------------
-// Logs
-
-/// Every log record, formatted, from every thread and target.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-        capture
-    })
-}
-
-/// Every record logged so far, by any target. (Checked record by record,
-/// as a log line is read. At trace level `ureq_proto` also dumps the bytes
-/// on the wire in rows of 16, the `Authorization` header included: no row
-/// holds a whole encoding, but the rows together do. Only that crate can
-/// change it; the README should tell users to keep it below trace.)
-fn all_logs() -> Vec<String> {
-    capture().0.lock().unwrap().clone()
 }
 
 // ---------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 //! What must never come out of a fetch against an echoing authority: every
 //! form in which a secret is sent and comes back, for the tests of the
-//! custom grant and of JSON bodies.
+//! custom grant, JSON bodies, hostile echoes and client authentication;
+//! and a logger that keeps every record, to look for them in logs.
 
 #![allow(dead_code)]
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
+use std::sync::{Mutex, OnceLock};
+
 use local_authority::EchoShape;
 use tokenkeeper::oauth2::TokenRequestError;
 use tokenkeeper::{SourceError, Token};
@@ -155,4 +158,40 @@ pub fn printed(result: &Result<Token, SourceError>) -> String {
             text
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Logs
+
+/// Every log record, formatted, from every thread and target.
+pub struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {} {}", record.level(), record.target(), record.args());
+        self.0.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+pub fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+        capture
+    })
+}
+
+/// Every record logged so far, by any target. (Checked record by record,
+/// as a log line is read. At trace level `ureq_proto` also dumps the bytes
+/// on the wire in rows of 16, the `Authorization` header included: no row
+/// holds a whole encoding, but the rows together do. Only that crate can
+/// change it; the README should tell users to keep it below trace.)
+pub fn all_logs() -> Vec<String> {
+    capture().0.lock().unwrap().clone()
 }
