@@ -21,8 +21,9 @@
 //!
 //! Run with `--help` for the flags. What it shows:
 //!
-//! - Configuration: a [`TokenEndpoint`] (URL, client id and secret,
-//!   `client_secret_basic` or `client_secret_post`) under a
+//! - Configuration: a [`TokenEndpoint`] (URL, client id, and a
+//!   [`ClientAuth`]: a secret sent as `client_secret_basic` or
+//!   `client_secret_post`, or signed assertions, below) under a
 //!   [`ClientCredentials`] grant with optional `scope`, `audience` and
 //!   repeatable `resource` (RFC 8707).
 //! - The secret stays out of argv, where any local user can read it (`ps`,
@@ -37,6 +38,29 @@
 //!   the driver is a plain future, spawned on smol here.
 //! - Caches shared between processes (`--cache-file`, `--redis-url`): a
 //!   [`Chain`] in front of the source, below.
+//!
+//! # Without a shared secret on the wire
+//!
+//! ```sh
+//! # private_key_jwt: a JWT signed with the key for every request (ES256, RS256
+//! # or EdDSA from the key; --alg PS256 for an RSA key); no secret needed.
+//! cargo run --example token -- --token-url ... --client-id my-service \
+//!     --auth private_key_jwt --private-key-file key.pem --key-id 2024-01
+//! # client_secret_jwt: a JWT signed HS256 with the secret, which stays here.
+//! cargo run --example token -- --token-url ... --client-id my-service --auth client_secret_jwt
+//! # Workload identity: the assertion a platform writes to a file, read for
+//! # every request (Kubernetes, AZURE_FEDERATED_TOKEN_FILE, CI).
+//! cargo run --example token -- --token-url ... --client-id my-app \
+//!     --client-assertion-file "$AZURE_FEDERATED_TOKEN_FILE"
+//! ```
+//!
+//! The key file is PEM (PKCS#8, PKCS#1 RSA or SEC1 EC) or DER; a key that
+//! cannot sign (encrypted, an RSA key under 2048 bits, another curve, not
+//! the `--alg` asked for) is bad usage (exit 2), told before any request and
+//! never quoting the key. `--assertion-audience AUD` sets the signed
+//! assertions' `aud` for an authority that wants its issuer rather than the
+//! token URL. Signed assertions need the example's `jwt` feature (on by
+//! default).
 //!
 //! # Printing one token (no `--watch`)
 //!
@@ -117,7 +141,8 @@
 //!   Retrying will not help until the configuration changes. (Also: the
 //!   token could not be written to stdout.)
 //! - 2: bad usage: unknown or repeated flag, missing value, no secret, a
-//!   plain `http` token URL to a host that is not loopback.
+//!   key that cannot sign, a plain `http` token URL to a host that is not
+//!   loopback.
 //! - 3: no token within 10 s: transient failures, or no answer. Try later.
 //!
 //! # Sharing a token between processes (`--cache-file`, `--redis-url`)
@@ -226,12 +251,26 @@ usage: token --token-url URL --client-id ID [options]
 Prints an OAuth2 access token (client-credentials grant) alone on stdout.
 The client secret is read from the environment variable
 TOKENKEEPER_CLIENT_SECRET, or from --client-secret-file; never from the
-command line.
+command line. Signed assertions need no secret on the wire, or none at all.
 
 options:
   --token-url URL            the token endpoint (https; http only to loopback)
   --client-id ID             the client identifier
-  --auth basic|post          client_secret_basic (default) or client_secret_post
+  --auth METHOD              basic (client_secret_basic, the default), post
+                             (client_secret_post), client_secret_jwt (a JWT
+                             signed HS256 with the secret) or private_key_jwt
+  --private-key-file PATH    private_key_jwt: sign with the key in PATH (PEM:
+                             PKCS#8, PKCS#1 or SEC1; or DER); implies
+                             --auth private_key_jwt
+  --key-id KID               private_key_jwt: the kid header
+  --alg ALG                  private_key_jwt: ES256, RS256, PS256 or EdDSA
+                             (default: from the key)
+  --client-assertion-file PATH
+                             authenticate with the assertion in PATH, read
+                             again for every request (workload identity);
+                             takes no secret
+  --assertion-audience AUD   the aud of signed assertions (default: the
+                             token URL)
   --scope S                  space-separated scopes to ask for
   --audience A               the audience parameter (Auth0 and others)
   --resource R               a resource indicator (RFC 8707); may be repeated
