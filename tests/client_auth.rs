@@ -403,7 +403,9 @@ fn assert_no_key_material(text: &str, pem: &str, context: &str) {
 fn keys_that_cannot_sign_are_typed_errors_when_made() {
     let file = |name: &str| std::fs::read_to_string(key_path(name)).unwrap();
     let truncated = &ES256[..ES256.len() / 2];
-    let cases: Vec<(String, fn(&KeyError) -> bool)> = vec![
+    /// Whether an error is the one expected.
+    type Expected = fn(&KeyError) -> bool;
+    let cases: Vec<(String, Expected)> = vec![
         (file("test-es256-encrypted.pem"), |e| {
             matches!(e, KeyError::Encrypted)
         }),

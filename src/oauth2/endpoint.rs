@@ -328,14 +328,15 @@ impl TokenEndpoint {
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
         let assertion = self.credentials.assertion(&self.client_id, cx).await?;
+        let with_assertion: Vec<&str>;
         let (form, secrets) = match &assertion {
-            None => (form, secrets.to_vec()),
-            Some(assertion) => (
-                self.append_param(form, "client_assertion", assertion.value()),
-                secrets.iter().copied().chain(assertion.secrets()).collect(),
-            ),
+            None => (form, secrets),
+            Some(assertion) => {
+                with_assertion = secrets.iter().copied().chain(assertion.secrets()).collect();
+                let form = self.append_param(form, "client_assertion", assertion.value());
+                (form, &with_assertion[..])
+            }
         };
-        let secrets = &secrets[..];
         let mut request = self.http_request(form);
         if let Some(deadline) = cx.deadline_ms() {
             // Give up a little before the manager does, so an answer that
