@@ -3,8 +3,10 @@
 //! real (signature with the registered key, `iss`, `sub`, `aud`, `exp`,
 //! `jti` never replayed): `private_key_jwt` with each algorithm,
 //! `client_secret_jwt`, and an assertion file re-read for every request,
-//! for each grant; keys that cannot sign refused when they are made; no
-//! key, secret or assertion in any output; and the token CLI's flags.
+//! for each grant (the JWT bearer grant of RFC 7523 §2.1 among them, and
+//! Google service-account keys); keys that cannot sign refused when they
+//! are made; no key, secret or assertion in any output; and the token
+//! CLI's flags.
 //!
 //! The keys are test-only ones in `tests/keys/`.
 #![cfg(all(feature = "ureq", feature = "jwt"))]
@@ -26,8 +28,9 @@ use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority, RecordedRequest};
 use serde_json::{json, Value};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientAuth, ClientCredentials, CustomGrant, ErrorCode, KeyError, PrivateKey,
-    RefreshTokenGrant, RequestBody, SigningAlgorithm, TokenEndpoint, TokenEndpointBuilder,
+    AuthMethod, ClientAuth, ClientCredentials, CustomGrant, ErrorCode, GoogleServiceAccount,
+    GoogleServiceAccountError, JwtBearerGrant, KeyError, PrivateKey, RefreshTokenGrant,
+    RequestBody, SigningAlgorithm, TokenEndpoint, TokenEndpointBuilder,
 };
 use tokenkeeper::source::{TokenFileError, TokenFileProblem};
 use tokenkeeper::{
@@ -51,6 +54,9 @@ const KEYS: [(&str, &str); 5] = [
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The issuer of the JWT bearer grants' assertions.
+const GRANT_ISSUER: &str = "https://issuer.example";
 /// The authority's default client: its secret signs `client_secret_jwt`.
 const SECRET_CLIENT: &str = "client-a";
 const SECRET: &str = "secret-a";
@@ -100,13 +106,15 @@ fn fetch(source: &mut dyn TokenSource) -> Result<Token, SourceError> {
     block_on(source.fetch(cx()))
 }
 
-/// The three grants that exist, on `endpoint`, for `client`.
+/// The grants that exist, on `endpoint`, for `client`.
 fn grants(
     authority: &LocalAuthority,
     endpoint: TokenEndpoint,
     client: &str,
 ) -> Vec<(&'static str, Box<dyn TokenSource>)> {
     authority.allow_grant_type(DEVICE_CODE);
+    let grant_key = PrivateKey::from_pem(ED25519).unwrap();
+    authority.add_client_key(GRANT_ISSUER, &grant_key.public_jwk());
     let refresh = RefreshToken::new(authority.issue_refresh_token(client));
     vec![
         (
@@ -119,7 +127,13 @@ fn grants(
         ),
         (
             DEVICE_CODE,
-            Box::new(CustomGrant::new(endpoint, DEVICE_CODE).secret_param("device_code", "dc-1")),
+            Box::new(
+                CustomGrant::new(endpoint.clone(), DEVICE_CODE).secret_param("device_code", "dc-1"),
+            ),
+        ),
+        (
+            JWT_BEARER_GRANT,
+            Box::new(JwtBearerGrant::new(endpoint, grant_key, GRANT_ISSUER).subject(client)),
         ),
     ]
 }
@@ -184,7 +198,7 @@ fn every_algorithm_authenticates_every_grant_with_a_fresh_assertion() {
             assert!(jtis.insert(jti), "a jti was sent twice");
         }
     }
-    assert_eq!(jtis.len(), 18);
+    assert_eq!(jtis.len(), 24);
 }
 
 #[test]
@@ -301,6 +315,181 @@ fn a_refused_assertion_is_a_permanent_invalid_client() {
 }
 
 // ---------------------------------------------------------------------------
+// The JWT bearer grant
+
+#[test]
+fn the_jwt_bearer_grant_signs_a_fresh_assertion_with_its_claims() {
+    let authority = LocalAuthority::start().unwrap();
+    let key = PrivateKey::from_pem(ES256)
+        .unwrap()
+        .with_key_id("grant-key");
+    authority.add_client_key(GRANT_ISSUER, &key.public_jwk());
+    let endpoint = endpoint(&authority, "svc", ClientAuth::None)
+        .build()
+        .unwrap();
+    let mut grant = JwtBearerGrant::new(endpoint.clone(), key, GRANT_ISSUER)
+        .subject("user-42")
+        .scope("orders:read")
+        .claim("tenant", "t1")
+        .claim("iss", "ignored")
+        .param("resource", "https://api.example")
+        .param("assertion", "ignored");
+    let debug = format!("{grant:?}");
+    assert_no_key_material(&debug, ES256, "JwtBearerGrant Debug");
+    let mut jtis = HashSet::new();
+    for _ in 0..2 {
+        let token = fetch(&mut grant).unwrap();
+        assert_eq!(token.scope(), Some("orders:read"));
+        let request = authority.requests().pop().unwrap();
+        // No client authentication: the public client's id alone.
+        assert_eq!(request.header("authorization"), None);
+        assert_eq!(request.param("client_id").as_deref(), Some("svc"));
+        assert_eq!(
+            request.param("grant_type").as_deref(),
+            Some(JWT_BEARER_GRANT)
+        );
+        assert_eq!(request.param("scope").as_deref(), Some("orders:read"));
+        assert_eq!(
+            request.param("resource").as_deref(),
+            Some("https://api.example")
+        );
+        let assertions: Vec<_> = request
+            .params()
+            .into_iter()
+            .filter(|(n, _)| n == "assertion")
+            .collect();
+        assert_eq!(assertions.len(), 1);
+        let (header, claims) = decode(&assertions[0].1);
+        assert_eq!(
+            header,
+            json!({"alg": "ES256", "typ": "JWT", "kid": "grant-key"})
+        );
+        assert_eq!(claims["iss"], GRANT_ISSUER);
+        assert_eq!(claims["sub"], "user-42");
+        assert_eq!(claims["aud"], authority.token_url());
+        assert_eq!(claims["tenant"], "t1");
+        assert!(claims.get("scope").is_none(), "{claims}");
+        let iat = claims["iat"].as_u64().unwrap();
+        assert_eq!(claims["exp"].as_u64(), Some(iat + 60));
+        assert!(jtis.insert(claims["jti"].as_str().unwrap().to_owned()));
+    }
+    // Another subject is another token to cache.
+    let other = JwtBearerGrant::new(
+        endpoint.clone(),
+        PrivateKey::from_pem(ES256).unwrap(),
+        GRANT_ISSUER,
+    );
+    assert_ne!(
+        grant.cache_key(),
+        other.clone().subject("user-7").cache_key()
+    );
+    assert_ne!(
+        other.cache_key(),
+        other.clone().subject("user-7").cache_key()
+    );
+
+    // An assertion the authority cannot verify: a permanent invalid_grant.
+    let unknown = PrivateKey::from_pem(RSA).unwrap();
+    let e = fetch(&mut JwtBearerGrant::new(endpoint, unknown, GRANT_ISSUER)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Permanent);
+    assert_eq!(e.oauth2_error().unwrap().code(), &ErrorCode::InvalidGrant);
+}
+
+/// A service-account key file as Google's console writes it, for `token_uri`.
+fn service_account_json(token_uri: &str, private_key: &str) -> String {
+    json!({
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "8f2a",
+        "private_key": private_key,
+        "client_email": "reporter@my-project.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_google_service_account_key_file_gets_tokens_with_the_scope_as_a_claim() {
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("service-account");
+    let path = dir.path().join("sa.json");
+    std::fs::write(&path, service_account_json(&authority.token_url(), RSA)).unwrap();
+    let account = GoogleServiceAccount::from_file(&path).unwrap();
+    let email = account.client_email().to_owned();
+    let key = PrivateKey::from_pem(RSA).unwrap();
+    authority.add_client_key(&email, &key.public_jwk());
+    assert_no_key_material(&format!("{account:?}"), RSA, "GoogleServiceAccount Debug");
+
+    let scope = "https://www.googleapis.com/auth/cloud-platform";
+    let mut grant =
+        JwtBearerGrant::google(account.token_endpoint().build().unwrap(), &account).scope(scope);
+    let token = fetch(&mut grant).unwrap();
+    assert!(authority.is_valid_access_token(token.access_token().secret()));
+    assert_eq!(token.scope(), Some(scope));
+    let request = authority.requests().pop().unwrap();
+    // grant_type and assertion, nothing else: no client id, no scope parameter.
+    let names: Vec<String> = request.params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["grant_type", "assertion"]);
+    assert_eq!(request.header("authorization"), None);
+    let (header, claims) = decode(&request.param("assertion").unwrap());
+    assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "8f2a"}));
+    assert_eq!(claims["iss"], email.as_str());
+    assert_eq!(claims["aud"], authority.token_url());
+    assert_eq!(claims["scope"], scope);
+    assert!(claims.get("sub").is_none(), "{claims}");
+}
+
+#[test]
+fn a_key_file_that_is_not_a_service_account_s_is_a_typed_error() {
+    let uri = "https://oauth2.googleapis.com/token";
+    let good: Value = serde_json::from_str(&service_account_json(uri, RSA)).unwrap();
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut json = good.clone();
+        change(&mut json);
+        GoogleServiceAccount::from_json(&json.to_string()).unwrap_err()
+    };
+    let remove =
+        |name: &'static str| move |j: &mut Value| drop(j.as_object_mut().unwrap().remove(name));
+    let cases = [
+        (
+            with(&|j| j["type"] = json!("authorized_user")),
+            "its type is \"authorized_user\"",
+        ),
+        (
+            with(&|j| j["private_key"] = json!("")),
+            "has no private_key",
+        ),
+        (with(&remove("client_email")), "has no client_email"),
+        (with(&remove("token_uri")), "has no token_uri"),
+        (with(&|j| j["private_key"] = json!(ES256)), "not RSA"),
+        (
+            with(&|j| j["private_key"] = json!(&RSA[..300])),
+            "not well-formed",
+        ),
+        (
+            GoogleServiceAccount::from_json(&good.to_string()[..400]).unwrap_err(),
+            "not JSON",
+        ),
+        (
+            GoogleServiceAccount::from_file("/nonexistent/sa.json").unwrap_err(),
+            "cannot read the service-account key file /nonexistent/sa.json",
+        ),
+    ];
+    for (e, message) in cases {
+        let text = format!("{e} {e:?}");
+        assert!(e.to_string().contains(message), "{text}");
+        assert_no_key_material(&text, RSA, message);
+        assert_no_key_material(&text, ES256, message);
+    }
+    assert!(matches!(
+        with(&|j| j["private_key"] = json!(ES256)),
+        GoogleServiceAccountError::Key(KeyError::Unsupported(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------
 // An assertion file
 
 #[test]
@@ -328,7 +517,7 @@ fn an_assertion_file_is_read_again_for_every_request() {
             assert_eq!(assertion_of(&request, SECRET_CLIENT), minted, "{grant}");
         }
     }
-    assert_eq!(authority.tokens_issued(), 6);
+    assert_eq!(authority.tokens_issued(), 8);
 }
 
 #[test]
@@ -521,11 +710,28 @@ fn echoed_assertions_and_secrets_never_reach_errors_tokens_or_logs() {
         ClientAuth::ClientAssertionFile(path.clone()),
         "HS256",
     ));
+    let mut sources: Vec<(String, Box<dyn TokenSource>, &str)> = auths
+        .into_iter()
+        .map(|(client, auth, alg)| {
+            let endpoint = endpoint(&authority, &client, auth).build().unwrap();
+            let source: Box<dyn TokenSource> = Box::new(ClientCredentials::new(endpoint));
+            (client, source, alg)
+        })
+        .collect();
+    // The JWT bearer grant's assertion is a credential too.
+    let grant_key = PrivateKey::from_pem(ES256).unwrap();
+    authority.add_client_key(GRANT_ISSUER, &grant_key.public_jwk());
+    let public = endpoint(&authority, "svc", ClientAuth::None)
+        .build()
+        .unwrap();
+    sources.push((
+        "svc".to_owned(),
+        Box::new(JwtBearerGrant::new(public, grant_key, GRANT_ISSUER)),
+        "grant",
+    ));
     let mut redacted = 0;
     let mut all_forbidden = Vec::new();
-    for (client, auth, alg) in auths {
-        let endpoint = endpoint(&authority, &client, auth).build().unwrap();
-        let mut source = ClientCredentials::new(endpoint);
+    for (client, mut source, alg) in sources {
         for (status, shape) in [
             (401, EchoShape::ErrorDescription),
             (400, EchoShape::EscapedJson),
@@ -540,7 +746,7 @@ fn echoed_assertions_and_secrets_never_reach_errors_tokens_or_logs() {
             ] {
                 std::fs::write(&path, authority.mint_client_assertion(SECRET_CLIENT, 60)).unwrap();
                 authority.push_fault(Fault::echo(status, part, shape));
-                let result = fetch(&mut source);
+                let result = fetch(&mut *source);
                 let context = format!("{alg} {status} {part:?} {shape:?}");
                 assert_eq!(
                     result.is_ok(),
@@ -548,11 +754,16 @@ fn echoed_assertions_and_secrets_never_reach_errors_tokens_or_logs() {
                     "{context}"
                 );
                 let sent = authority.requests().pop().unwrap();
-                let assertion = sent.param("client_assertion").unwrap();
-                let mut forbidden = encodings(None, &assertion);
-                // Its signature alone too.
-                forbidden.extend(encodings(None, assertion.rsplit('.').next().unwrap()));
-                forbidden.extend(encodings(Some(&client), SECRET));
+                let mut forbidden = encodings(Some(&client), SECRET);
+                let assertions = sent
+                    .params()
+                    .into_iter()
+                    .filter(|(name, _)| name == "client_assertion" || name == "assertion");
+                for (_, assertion) in assertions {
+                    forbidden.extend(encodings(None, &assertion));
+                    // Its signature alone too.
+                    forbidden.extend(encodings(None, assertion.rsplit('.').next().unwrap()));
+                }
                 let text = printed(&result);
                 assert_clean(&forbidden, &text, &context);
                 redacted += usize::from(text.contains("<redacted>"));
@@ -560,7 +771,7 @@ fn echoed_assertions_and_secrets_never_reach_errors_tokens_or_logs() {
             }
         }
     }
-    assert!(redacted >= 40, "only {redacted} outputs needed scrubbing");
+    assert!(redacted >= 45, "only {redacted} outputs needed scrubbing");
     all_forbidden.sort();
     all_forbidden.dedup();
     for line in all_logs() {

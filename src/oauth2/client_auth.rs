@@ -15,17 +15,11 @@ use crate::source::{TokenFileError, TokenFileProblem};
 use crate::token::{ClientId, ClientSecret};
 
 #[cfg(feature = "jwt")]
-use crate::oauth2::jwt::{random_jti, JwtSigner, PrivateKey};
+use crate::oauth2::jwt::{AssertionClaims, JwtSigner, PrivateKey};
 
 /// The `client_assertion_type` of a JWT assertion (RFC 7523 §2.2).
 pub(crate) const JWT_BEARER_ASSERTION: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// How long a signed client assertion is valid: long enough for a slow
-/// request and some clock skew, short enough that a leaked one is soon
-/// useless.
-#[cfg(feature = "jwt")]
-const ASSERTION_LIFETIME_S: u64 = 60;
 
 /// The name of a client authentication method, as the OAuth2 registries
 /// (`token_endpoint_auth_method`, and the `token_endpoint_auth_methods_supported`
@@ -165,7 +159,9 @@ pub enum ClientAuth {
     /// error whose cause is a [`TokenFileError`] naming the path.
     ClientAssertionFile(PathBuf),
     /// No authentication (`none`): a public client, such as a native app
-    /// redeeming a refresh token, sends its `client_id` alone.
+    /// redeeming a refresh token, sends its `client_id` alone; with an
+    /// empty client id nothing is sent, for a grant whose assertion says
+    /// who the client is (a JWT bearer grant at Google).
     None,
 }
 
@@ -290,6 +286,9 @@ impl Credentials {
             ClientAuth::ClientSecretPost(secret) => {
                 vec![id, ("client_secret", secret.secret())]
             }
+            // A grant whose assertion names the client (Google's) has no
+            // client id to send.
+            ClientAuth::None if client_id.as_str().is_empty() => Vec::new(),
             ClientAuth::None => vec![id],
             _ => vec![id, ("client_assertion_type", JWT_BEARER_ASSERTION)],
         }
@@ -316,9 +315,8 @@ impl Credentials {
         }
     }
 
-    /// A fresh assertion (RFC 7523 §3): the client is its issuer and
-    /// subject; `jti` is new, so a server that remembers them never sees
-    /// one twice, even when a request is retried.
+    /// A fresh client assertion (RFC 7523 §2.2): the client is its issuer
+    /// and subject.
     #[cfg(feature = "jwt")]
     fn sign(
         &self,
@@ -326,20 +324,16 @@ impl Credentials {
         client_id: &ClientId,
         cx: &FetchContext,
     ) -> Result<Assertion, SourceError> {
-        let signing_failed = |e| SourceError::transient(format!("{e}")).with_cause(e);
-        let now = cx.now_ms() / 1000;
-        let mut claims = serde_json::Map::new();
-        claims.insert("iss".into(), client_id.as_str().into());
-        claims.insert("sub".into(), client_id.as_str().into());
-        claims.insert("aud".into(), self.audience.as_str().into());
-        claims.insert("jti".into(), random_jti().map_err(signing_failed)?.into());
-        claims.insert("iat".into(), now.into());
-        claims.insert("nbf".into(), now.into());
-        claims.insert("exp".into(), (now + ASSERTION_LIFETIME_S).into());
-        signer
-            .sign_jwt(&claims)
+        let claims = AssertionClaims {
+            issuer: client_id.as_str(),
+            subject: Some(client_id.as_str()),
+            audience: &self.audience,
+            now_ms: cx.now_ms(),
+        };
+        claims
+            .sign(signer, [])
             .map(Assertion)
-            .map_err(signing_failed)
+            .map_err(|e| SourceError::transient(e.to_string()).with_cause(e))
     }
 }
 

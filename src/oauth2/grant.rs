@@ -37,7 +37,7 @@ pub(super) const CREDENTIAL_PARAMS: [&str; 8] = [
 ];
 
 /// The values of the extra parameters that carry a credential.
-fn credential_values(params: &[(String, String)]) -> Vec<&str> {
+pub(super) fn credential_values(params: &[(String, String)]) -> Vec<&str> {
     params
         .iter()
         .filter(|(name, _)| CREDENTIAL_PARAMS.contains(&name.as_str()))

@@ -405,9 +405,49 @@ impl JwtSigner {
 }
 
 /// 16 random bytes in base64url: a `jti` no other assertion shares.
-pub(crate) fn random_jti() -> Result<String, SignError> {
+fn random_jti() -> Result<String, SignError> {
     let bytes: [u8; 16] = ring::rand::generate(&SystemRandom::new())?.expose();
     Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// How long an assertion this library signs is valid: long enough for a
+/// slow request and some clock skew, short enough that a leaked one is soon
+/// useless.
+const ASSERTION_LIFETIME_S: u64 = 60;
+
+/// What an assertion says (RFC 7523 §3), before the claims of its use.
+pub(crate) struct AssertionClaims<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) subject: Option<&'a str>,
+    pub(crate) audience: &'a str,
+    /// Now, in ms since the Unix epoch, on the fetch's clock.
+    pub(crate) now_ms: u64,
+}
+
+impl AssertionClaims<'_> {
+    /// The assertion signed by `signer`: `iss`, `sub` when given, `aud`, a
+    /// new random `jti` (so a server that remembers them never sees one
+    /// twice, even for a retried request), `iat` and `nbf` now, `exp` a
+    /// minute later, then `extra` claims.
+    pub(crate) fn sign(
+        &self,
+        signer: &JwtSigner,
+        extra: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<String, SignError> {
+        let now = self.now_ms / 1000;
+        let mut claims = Map::new();
+        claims.insert("iss".into(), self.issuer.into());
+        if let Some(subject) = self.subject {
+            claims.insert("sub".into(), subject.into());
+        }
+        claims.insert("aud".into(), self.audience.into());
+        claims.insert("jti".into(), random_jti()?.into());
+        claims.insert("iat".into(), now.into());
+        claims.insert("nbf".into(), now.into());
+        claims.insert("exp".into(), (now + ASSERTION_LIFETIME_S).into());
+        claims.extend(extra);
+        signer.sign_jwt(&claims)
+    }
 }
 
 /// Signing failed: the system's random source did not answer. Nothing in

@@ -4,8 +4,10 @@
 //! authenticates ([`ClientAuth`]: a secret, a signed assertion, an
 //! assertion file, or none) and an [`HttpClient`]. The grants
 //! [`ClientCredentials`] and [`RefreshTokenGrant`] are
-//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager;
-//! [`CustomGrant`] sends any other grant type through the same endpoint.
+//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager,
+//! as is the JWT bearer grant (`JwtBearerGrant`, feature `jwt`, which also
+//! reads Google service-account keys); [`CustomGrant`] sends any other grant
+//! type through the same endpoint.
 //!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
@@ -38,6 +40,8 @@ mod grant;
 mod http;
 #[cfg(feature = "jwt")]
 mod jwt;
+#[cfg(feature = "jwt")]
+mod jwt_bearer;
 pub mod response;
 mod scrub;
 #[cfg(feature = "surf")]
@@ -56,6 +60,9 @@ pub use http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::{KeyError, PrivateKey, SigningAlgorithm};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt_bearer::{GoogleServiceAccount, GoogleServiceAccountError, JwtBearerGrant};
 #[cfg(feature = "surf")]
 pub use surf::SurfClient;
 #[cfg(feature = "ureq")]

@@ -88,20 +88,20 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The client `assertion` authenticates, or why it does not. `client_id`
-/// is the body's, if sent; `token_url` the audience every assertion may
-/// name.
-pub(crate) fn authenticate(
-    state: &mut State,
+/// The claims of `assertion` once everything but its `jti` checks out:
+/// a compact JWS signed by its issuer's registered key (or, for HS256, the
+/// issuer's client secret), for `token_url` or an accepted audience, within
+/// its times, with a `jti` not seen before. [`spend`] records the `jti`.
+pub(crate) fn verify(
+    state: &State,
     assertion: &str,
-    client_id: Option<&str>,
     token_url: &str,
-) -> Result<String, String> {
+) -> Result<Map<String, Value>, String> {
     let mut parts = assertion.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("the client assertion is not a compact JWS".to_owned());
+        return Err("the assertion is not a compact JWS".to_owned());
     };
     let object = |part: &str| -> Option<Map<String, Value>> {
         match serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?) {
@@ -114,36 +114,29 @@ pub(crate) fn authenticate(
         object(payload),
         URL_SAFE_NO_PAD.decode(signature),
     ) else {
-        return Err("the client assertion is not a well-formed JWT".to_owned());
+        return Err("the assertion is not a well-formed JWT".to_owned());
     };
 
-    let iss = claims.get("iss").and_then(Value::as_str);
-    let sub = claims.get("sub").and_then(Value::as_str);
-    let client = match (iss, sub) {
-        (Some(iss), Some(sub)) if iss == sub => iss.to_owned(),
-        _ => return Err("the assertion's iss and sub must both be the client id".to_owned()),
+    let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
+        return Err("the assertion has no iss".to_owned());
     };
-    if client_id.is_some_and(|id| id != client) {
-        return Err("client_id differs from the assertion's issuer".to_owned());
-    }
-
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
     let input = &assertion[..assertion.rfind('.').unwrap_or(0)];
     let signed = if alg == "HS256" {
-        let Some(secret) = state.clients.get(&client) else {
+        let Some(secret) = state.clients.get(iss) else {
             return Err("unknown client, or no secret for HS256".to_owned());
         };
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
         ring::hmac::verify(&key, input.as_bytes(), &signature).is_ok()
     } else {
-        let Some(key) = state.client_keys.get(&client) else {
+        let Some(key) = state.client_keys.get(iss) else {
             return Err("unknown client, or no public key registered".to_owned());
         };
         key.verifies(alg, input.as_bytes(), &signature)
     };
     if !signed {
         return Err(format!(
-            "the assertion's {alg} signature does not verify with the client's key"
+            "the assertion's {alg} signature does not verify with the issuer's key"
         ));
     }
 
@@ -170,13 +163,43 @@ pub(crate) fn authenticate(
     if time("iat").is_some_and(|iat| iat > now + LEEWAY_S) {
         return Err("the assertion was issued in the future (iat)".to_owned());
     }
-
-    let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
-        return Err("the assertion has no jti".to_owned());
-    };
-    if !state.seen_jti.insert(jti.to_owned()) {
-        return Err("the assertion's jti was used before (a replay)".to_owned());
+    match claims.get("jti").and_then(Value::as_str) {
+        None => return Err("the assertion has no jti".to_owned()),
+        Some(jti) if state.seen_jti.contains(jti) => {
+            return Err("the assertion's jti was used before (a replay)".to_owned())
+        }
+        Some(_) => {}
     }
+    Ok(claims)
+}
+
+/// Records the `jti` of verified `claims`: the assertion is used up.
+pub(crate) fn spend(state: &mut State, claims: &Map<String, Value>) {
+    if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
+        state.seen_jti.insert(jti.to_owned());
+    }
+}
+
+/// The client `assertion` authenticates (RFC 7523 §2.2: its issuer and
+/// subject are the client), or why it does not. `client_id` is the
+/// body's, if sent.
+pub(crate) fn authenticate(
+    state: &mut State,
+    assertion: &str,
+    client_id: Option<&str>,
+    token_url: &str,
+) -> Result<String, String> {
+    let claims = verify(state, assertion, token_url)?;
+    let iss = claims.get("iss").and_then(Value::as_str);
+    let sub = claims.get("sub").and_then(Value::as_str);
+    let client = match (iss, sub) {
+        (Some(iss), Some(sub)) if iss == sub => iss.to_owned(),
+        _ => return Err("the assertion's iss and sub must both be the client id".to_owned()),
+    };
+    if client_id.is_some_and(|id| id != client) {
+        return Err("client_id differs from the assertion's issuer".to_owned());
+    }
+    spend(state, &claims);
     Ok(client)
 }
 

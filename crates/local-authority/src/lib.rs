@@ -9,9 +9,12 @@
 //! the server and closes every connection.
 //!
 //! Supported on `/token`:
-//! - grants `client_credentials`, `refresh_token` (with or without rotation)
-//!   and `password`, and any other grant type allowed with
-//!   [`LocalAuthority::allow_grant_type`];
+//! - grants `client_credentials`, `refresh_token` (with or without rotation),
+//!   `password`, the JWT bearer grant (RFC 7523 §2.1: an `assertion` signed
+//!   with the key registered for its issuer, checked as client assertions
+//!   are; `invalid_grant` otherwise; client authentication optional; a
+//!   `scope` claim counts as the scope asked for), and any other grant type
+//!   allowed with [`LocalAuthority::allow_grant_type`];
 //! - form bodies, and JSON bodies (an object of strings) for authorities that
 //!   demand them ([`LocalAuthority::set_json_only`] refuses forms);
 //! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and

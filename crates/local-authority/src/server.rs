@@ -296,8 +296,12 @@ fn invalid_client(description: &str) -> Response {
     oauth_error(401, "invalid_client", description)
 }
 
+/// The JWT bearer grant (RFC 7523 §2.1).
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
 /// Parameters that RFC 6749 §3.2 forbids repeating.
-const SINGLE_PARAMS: [&str; 9] = [
+const SINGLE_PARAMS: [&str; 10] = [
+    "assertion",
     "client_assertion",
     "client_assertion_type",
     "grant_type",
@@ -351,14 +355,22 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let mut state = shared.lock();
-    let authenticated =
-        if param("client_assertion_type").is_some() || param("client_assertion").is_some() {
-            authenticate_assertion(&mut state, request.header("authorization"), &param)
-        } else {
-            authenticate(request.header("authorization"), &param, |id, secret| {
-                state.clients.get(id).is_some_and(|s| s == secret)
-            })
-        };
+    let by_assertion =
+        param("client_assertion_type").is_some() || param("client_assertion").is_some();
+    let authenticates = by_assertion
+        || request.header("authorization").is_some()
+        || param("client_secret").is_some();
+    let authenticated = if by_assertion {
+        authenticate_assertion(&mut state, request.header("authorization"), &param)
+    } else if !authenticates && param("grant_type") == Some(JWT_BEARER_GRANT) {
+        // RFC 7523 §3.1: the assertion may be the only credential; the
+        // client is then whoever it names.
+        Ok(String::new())
+    } else {
+        authenticate(request.header("authorization"), &param, |id, secret| {
+            state.clients.get(id).is_some_and(|s| s == secret)
+        })
+    };
     let client_id = match authenticated {
         Ok(id) => id,
         Err(response) => return response,
@@ -397,12 +409,29 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
             }
             (scope.or(granted), state.rotate)
         }
+        Some(JWT_BEARER_GRANT) => {
+            let Some(assertion) = param("assertion") else {
+                return invalid_request("missing assertion");
+            };
+            let token_url = state.token_url.clone();
+            let claims = match assertion::verify(&state, assertion, &token_url) {
+                Ok(claims) => claims,
+                Err(why) => return oauth_error(400, "invalid_grant", &why),
+            };
+            assertion::spend(&mut state, &claims);
+            // A scope may travel as a parameter or, as Google has it, a claim.
+            let claimed = claims
+                .get("scope")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (scope.or(claimed), false)
+        }
         Some(grant) if state.extra_grants.contains(grant) => (scope, false),
         Some(_) => {
             return oauth_error(
                 400,
                 "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, password",
+                "supported: client_credentials, refresh_token, password, jwt-bearer",
             )
         }
     };

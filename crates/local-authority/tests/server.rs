@@ -1028,6 +1028,34 @@ mod assertions {
     }
 
     #[test]
+    fn the_jwt_bearer_grant_takes_an_assertion_once_without_client_authentication() {
+        let authority = LocalAuthority::start().unwrap();
+        let key = EcKey::generate();
+        authority.add_client_key("https://issuer.example", &key.jwk());
+        let mut about_user = claims(&authority, "https://issuer.example");
+        about_user["sub"] = json!("user-42");
+        about_user["scope"] = json!("read");
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
+            key.sign("ES256", &about_user)
+        );
+        let send = || post(authority.addr(), "/token", &[("Content-Type", FORM)], &body);
+        let ok = send();
+        assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+        assert_eq!(ok.json()["scope"], "read");
+        let replayed = send();
+        assert_eq!(replayed.status, 400);
+        assert_eq!(replayed.error(), "invalid_grant");
+        // Signed by a key the issuer did not register.
+        let other = EcKey::generate().sign("ES256", &claims(&authority, "https://issuer.example"));
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={other}"
+        );
+        let refused = post(authority.addr(), "/token", &[("Content-Type", FORM)], &body);
+        assert_eq!(refused.error(), "invalid_grant");
+    }
+
+    #[test]
     fn each_claim_is_checked() {
         let authority = LocalAuthority::start().unwrap();
         let with = |change: &dyn Fn(&mut Value)| {
