@@ -82,13 +82,10 @@ enum Mode {
 
 /// How the members of a fleet share their token.
 fn chain(mode: Mode, authority_url: &str, path: &std::path::Path) -> Chain {
-    let endpoint = TokenEndpoint::builder(
-        authority_url,
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .expect("a loopback endpoint");
+    let endpoint = TokenEndpoint::builder(authority_url, ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .expect("a loopback endpoint");
     let grant = ClientCredentials::new(endpoint);
     let cache = FileCache::new(path);
     match mode {

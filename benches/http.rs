@@ -136,14 +136,11 @@ struct Variant {
 }
 
 fn endpoint(authority: &LocalAuthority, http: &UreqClient) -> TokenEndpoint {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .http_client(http.clone())
-    .build()
-    .expect("a loopback endpoint")
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .http_client(http.clone())
+        .build()
+        .expect("a loopback endpoint")
 }
 
 /// The POST `ClientCredentials` makes, built by hand: same form, headers

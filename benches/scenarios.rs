@@ -79,13 +79,10 @@ impl Drop for Pool {
 }
 
 fn client_credentials(authority: &LocalAuthority) -> ClientCredentials {
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .expect("a loopback endpoint");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .expect("a loopback endpoint");
     ClientCredentials::new(endpoint)
 }
 

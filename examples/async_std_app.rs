@@ -56,13 +56,10 @@ async fn main() {
     );
     println!("authority: {}", authority.token_url());
 
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .expect("a loopback token URL");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .expect("a loopback token URL");
     // The driver runs on async-std's global executor from here on.
     let handle = TokenManager::builder(ClientCredentials::new(endpoint))
         .jitter(RandomEarlyJitter::new(JITTER))

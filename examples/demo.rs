@@ -124,13 +124,10 @@ async fn demo() {
 
     // The client-credentials grant over HTTP, with the default client (ureq).
     // Plain http is accepted because the URL is loopback.
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new(CLIENT_ID),
-        ClientSecret::new(CLIENT_SECRET),
-    )
-    .build()
-    .expect("a loopback token URL");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+        .client_secret(ClientSecret::new(CLIENT_SECRET))
+        .build()
+        .expect("a loopback token URL");
     let source = ClientCredentials::new(endpoint).scope("orders:read");
     // SystemClock is the default clock.
     let (handle, driver) = TokenManager::builder(source)

@@ -259,13 +259,10 @@ async fn run(redis: &Redis) -> ExitCode {
 
 /// A manager on Redis, with a memory cache in front of it.
 fn manager(authority: &LocalAuthority, redis: RedisCache) -> (TokenHandle, Driver) {
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .expect("a loopback token URL");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .expect("a loopback token URL");
     let chain = Chain::new(ClientCredentials::new(endpoint))
         .cache(MemoryCache::new())
         .cache(redis);

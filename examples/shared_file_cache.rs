@@ -71,13 +71,10 @@ fn main() -> ExitCode {
 
 /// A manager on the shared file, with a memory cache in front of it.
 fn manager(token_url: &str, secret: String, path: &Path) -> (TokenHandle, Driver) {
-    let endpoint = TokenEndpoint::builder(
-        token_url,
-        ClientId::new(CLIENT_ID),
-        ClientSecret::new(secret),
-    )
-    .build()
-    .expect("a loopback token URL");
+    let endpoint = TokenEndpoint::builder(token_url, ClientId::new(CLIENT_ID))
+        .client_secret(ClientSecret::new(secret))
+        .build()
+        .expect("a loopback token URL");
     let chain = Chain::new(ClientCredentials::new(endpoint))
         .cache(MemoryCache::new())
         .cache(FileCache::new(path));

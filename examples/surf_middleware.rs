@@ -65,13 +65,10 @@ async fn main() -> surf::Result<()> {
     println!("  authority: {}", authority.token_url());
     println!("  resource:  {resource}\n");
 
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .expect("a loopback token URL");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .expect("a loopback token URL");
     let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
     let driver = async_std::task::spawn(driver);
 

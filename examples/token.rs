@@ -21,8 +21,9 @@
 //!
 //! Run with `--help` for the flags. What it shows:
 //!
-//! - Configuration: a [`TokenEndpoint`] (URL, client id and secret,
-//!   `client_secret_basic` or `client_secret_post`) under a
+//! - Configuration: a [`TokenEndpoint`] (URL, client id, and a
+//!   [`ClientAuth`]: a secret sent as `client_secret_basic` or
+//!   `client_secret_post`, or signed assertions, below) under a
 //!   [`ClientCredentials`] grant with optional `scope`, `audience` and
 //!   repeatable `resource` (RFC 8707).
 //! - The secret stays out of argv, where any local user can read it (`ps`,
@@ -37,6 +38,29 @@
 //!   the driver is a plain future, spawned on smol here.
 //! - Caches shared between processes (`--cache-file`, `--redis-url`): a
 //!   [`Chain`] in front of the source, below.
+//!
+//! # Without a shared secret on the wire
+//!
+//! ```sh
+//! # private_key_jwt: a JWT signed with the key for every request (ES256, RS256
+//! # or EdDSA from the key; --alg PS256 for an RSA key); no secret needed.
+//! cargo run --example token -- --token-url ... --client-id my-service \
+//!     --auth private_key_jwt --private-key-file key.pem --key-id 2024-01
+//! # client_secret_jwt: a JWT signed HS256 with the secret, which stays here.
+//! cargo run --example token -- --token-url ... --client-id my-service --auth client_secret_jwt
+//! # Workload identity: the assertion a platform writes to a file, read for
+//! # every request (Kubernetes, AZURE_FEDERATED_TOKEN_FILE, CI).
+//! cargo run --example token -- --token-url ... --client-id my-app \
+//!     --client-assertion-file "$AZURE_FEDERATED_TOKEN_FILE"
+//! ```
+//!
+//! The key file is PEM (PKCS#8, PKCS#1 RSA or SEC1 EC) or DER; a key that
+//! cannot sign (encrypted, an RSA key under 2048 bits, another curve, not
+//! the `--alg` asked for) is bad usage (exit 2), told before any request and
+//! never quoting the key. `--assertion-audience AUD` sets the signed
+//! assertions' `aud` for an authority that wants its issuer rather than the
+//! token URL. Signed assertions need the example's `jwt` feature (on by
+//! default).
 //!
 //! # Printing one token (no `--watch`)
 //!
@@ -117,7 +141,8 @@
 //!   Retrying will not help until the configuration changes. (Also: the
 //!   token could not be written to stdout.)
 //! - 2: bad usage: unknown or repeated flag, missing value, no secret, a
-//!   plain `http` token URL to a host that is not loopback.
+//!   key that cannot sign, a plain `http` token URL to a host that is not
+//!   loopback.
 //! - 3: no token within 10 s: transient failures, or no answer. Try later.
 //!
 //! # Sharing a token between processes (`--cache-file`, `--redis-url`)
@@ -180,11 +205,13 @@ use smol::Timer;
 use tokenkeeper::cache::RedisCache;
 use tokenkeeper::cache::{Chain, FileCache, MemoryCache};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint, TokenRequestError,
+    AuthMethod, ClientAuth, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint,
+    TokenRequestError,
 };
+#[cfg(feature = "jwt")]
+use tokenkeeper::oauth2::{KeyError, PrivateKey, SigningAlgorithm};
 use tokenkeeper::{
-    Backoff, ClientId, ClientSecret, Error, ErrorKind, ManagerEvent, SourceError, Token,
-    TokenManager, TokenSource,
+    Backoff, Error, ErrorKind, ManagerEvent, SourceError, Token, TokenManager, TokenSource,
 };
 
 /// Where the client secret comes from when no file is given.
@@ -194,6 +221,11 @@ const REDIS_URL_ENV: &str = "TOKENKEEPER_REDIS_URL";
 /// What a Redis URL gets without the `redis` feature.
 const NO_REDIS: &str = "the Redis cache is not in this build of the example; \
 build it with `--features redis` (cargo run --features redis --example token -- ...)";
+/// What a signed assertion gets without the `jwt` feature.
+const NO_JWT: &str = "signed client assertions (client_secret_jwt, private_key_jwt) are not in \
+this build of the example; build it with the default features or `--features jwt`";
+/// What an `--auth` that is not a method gets.
+const AUTH_VALUES: &str = "--auth takes basic, post, client_secret_jwt or private_key_jwt";
 /// What a plain-http token URL to another host gets.
 const INSECURE_URL: &str = "--token-url must be an https URL: plain http is allowed only to \
 loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
@@ -218,12 +250,26 @@ usage: token --token-url URL --client-id ID [options]
 Prints an OAuth2 access token (client-credentials grant) alone on stdout.
 The client secret is read from the environment variable
 TOKENKEEPER_CLIENT_SECRET, or from --client-secret-file; never from the
-command line.
+command line. Signed assertions need no secret on the wire, or none at all.
 
 options:
   --token-url URL            the token endpoint (https; http only to loopback)
   --client-id ID             the client identifier
-  --auth basic|post          client_secret_basic (default) or client_secret_post
+  --auth METHOD              basic (client_secret_basic, the default), post
+                             (client_secret_post), client_secret_jwt (a JWT
+                             signed HS256 with the secret) or private_key_jwt
+  --private-key-file PATH    private_key_jwt: sign with the key in PATH (PEM:
+                             PKCS#8, PKCS#1 or SEC1; or DER); implies
+                             --auth private_key_jwt
+  --key-id KID               private_key_jwt: the kid header
+  --alg ALG                  private_key_jwt: ES256, RS256, PS256 or EdDSA
+                             (default: from the key)
+  --client-assertion-file PATH
+                             authenticate with the assertion in PATH, read
+                             again for every request (workload identity);
+                             takes no secret
+  --assertion-audience AUD   the aud of signed assertions (default: the
+                             token URL)
   --scope S                  space-separated scopes to ask for
   --audience A               the audience parameter (Auth0 and others)
   --resource R               a resource indicator (RFC 8707); may be repeated
@@ -262,23 +308,24 @@ fn main() -> ExitCode {
         }
         Err(error) => return usage_error(&error),
     };
-    let secret = match read_secret(args.client_secret_file.as_deref()) {
-        Ok(secret) => secret,
+    let (auth, secret) = match client_auth(&args) {
+        Ok(auth) => auth,
         Err(error) => return usage_error(&error),
     };
     let redis_url = match redis_url(args.redis_url.take()) {
         Ok(url) => url,
         Err(error) => return usage_error(&error),
     };
-    let scrub = Scrubber(secret.clone());
+    // Without a secret (a key, an assertion file) there is nothing of ours
+    // to look for: the library scrubs the assertions it sends.
+    let scrub = Scrubber(secret.unwrap_or_default());
 
-    let endpoint = TokenEndpoint::builder(
-        args.token_url.as_str(),
-        ClientId::new(args.client_id.as_str()),
-        ClientSecret::new(secret),
-    )
-    .auth_method(args.auth)
-    .build();
+    let mut endpoint =
+        TokenEndpoint::builder(args.token_url.as_str(), args.client_id.as_str()).client_auth(auth);
+    if let Some(audience) = &args.assertion_audience {
+        endpoint = endpoint.assertion_audience(audience);
+    }
+    let endpoint = endpoint.build();
     let endpoint = match endpoint {
         Ok(endpoint) => endpoint,
         // The library's hint names a builder method (allow_insecure_http)
@@ -922,7 +969,9 @@ impl Scrubber {
 struct Args {
     token_url: String,
     client_id: String,
-    auth: AuthMethod,
+    auth: Auth,
+    /// The `aud` of signed assertions, when not the token URL.
+    assertion_audience: Option<String>,
     scope: Option<String>,
     audience: Option<String>,
     resources: Vec<String>,
@@ -937,6 +986,24 @@ enum Parsed {
     Help,
 }
 
+/// How the client authenticates, as the flags say.
+#[derive(Debug)]
+enum Auth {
+    /// A secret from the environment or `--client-secret-file`, sent as
+    /// this method says.
+    Secret(AuthMethod),
+    /// `private_key_jwt` with the key in this file.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    PrivateKey {
+        file: PathBuf,
+        key_id: Option<String>,
+        /// `--alg` as given, checked with the key.
+        alg: Option<String>,
+    },
+    /// The assertion in this file, read for every request.
+    AssertionFile(PathBuf),
+}
+
 impl Args {
     /// Parses the arguments after the program name. Error messages name
     /// flags but never repeat values: a misplaced value may be a secret.
@@ -944,6 +1011,11 @@ impl Args {
         let mut token_url = None;
         let mut client_id = None;
         let mut auth = None;
+        let mut private_key_file = None;
+        let mut key_id = None;
+        let mut alg = None;
+        let mut assertion_file = None;
+        let mut assertion_audience = None;
         let mut scope = None;
         let mut audience = None;
         let mut resources = Vec::new();
@@ -990,12 +1062,22 @@ impl Args {
                 "--client-id" => once(&mut client_id, flag, value()?)?,
                 "--auth" => {
                     let method = match value()?.as_str() {
-                        "basic" | "client_secret_basic" => AuthMethod::ClientSecretBasic,
-                        "post" | "client_secret_post" => AuthMethod::ClientSecretPost,
-                        _ => return Err("--auth takes basic or post".to_owned()),
+                        "basic" => AuthMethod::ClientSecretBasic,
+                        "post" => AuthMethod::ClientSecretPost,
+                        name => match name.parse() {
+                            Ok(AuthMethod::None) | Err(_) => return Err(AUTH_VALUES.to_owned()),
+                            Ok(method) => method,
+                        },
                     };
                     once(&mut auth, flag, method)?;
                 }
+                "--private-key-file" => once(&mut private_key_file, flag, PathBuf::from(value()?))?,
+                "--key-id" => once(&mut key_id, flag, value()?)?,
+                "--alg" => once(&mut alg, flag, value()?)?,
+                "--client-assertion-file" => {
+                    once(&mut assertion_file, flag, PathBuf::from(value()?))?
+                }
+                "--assertion-audience" => once(&mut assertion_audience, flag, value()?)?,
                 "--scope" => once(&mut scope, flag, value()?)?,
                 "--audience" => once(&mut audience, flag, value()?)?,
                 "--resource" => resources.push(value()?),
@@ -1023,10 +1105,40 @@ impl Args {
             }
         }
 
+        let token_url = token_url.ok_or("--token-url is required")?;
+        let client_id = client_id.ok_or("--client-id is required")?;
+        let auth = Auth::from_flags(
+            auth,
+            private_key_file,
+            assertion_file,
+            &mut key_id,
+            &mut alg,
+        )?;
+        if key_id.is_some() || alg.is_some() {
+            return Err("--key-id and --alg go with --auth private_key_jwt".to_owned());
+        }
+        let signs = matches!(
+            auth,
+            Auth::PrivateKey { .. } | Auth::Secret(AuthMethod::ClientSecretJwt)
+        );
+        if assertion_audience.is_some() && !signs {
+            return Err(
+                "--assertion-audience goes with --auth private_key_jwt or client_secret_jwt"
+                    .to_owned(),
+            );
+        }
+        if client_secret_file.is_some() && !matches!(auth, Auth::Secret(_)) {
+            return Err(
+                "--client-secret-file: this client authentication takes no client secret"
+                    .to_owned(),
+            );
+        }
+
         Ok(Parsed::Run(Box::new(Args {
-            token_url: token_url.ok_or("--token-url is required")?,
-            client_id: client_id.ok_or("--client-id is required")?,
-            auth: auth.unwrap_or_default(),
+            token_url,
+            client_id,
+            auth,
+            assertion_audience,
             scope,
             audience,
             resources,
@@ -1038,12 +1150,88 @@ impl Args {
     }
 }
 
+impl Auth {
+    /// The authentication the flags name. A key file means
+    /// `private_key_jwt` without `--auth`; an assertion file is a method of
+    /// its own. `key_id` and `alg` are taken when they belong to the key.
+    fn from_flags(
+        method: Option<AuthMethod>,
+        private_key_file: Option<PathBuf>,
+        assertion_file: Option<PathBuf>,
+        key_id: &mut Option<String>,
+        alg: &mut Option<String>,
+    ) -> Result<Auth, String> {
+        Ok(match (method, private_key_file, assertion_file) {
+            (None, None, Some(file)) => Auth::AssertionFile(file),
+            (_, _, Some(_)) => {
+                return Err(
+                    "--client-assertion-file is a client authentication of its own: \
+                            give it without --auth and --private-key-file"
+                        .to_owned(),
+                )
+            }
+            (None | Some(AuthMethod::PrivateKeyJwt), Some(file), None) => Auth::PrivateKey {
+                file,
+                key_id: key_id.take(),
+                alg: alg.take(),
+            },
+            (Some(AuthMethod::PrivateKeyJwt), None, None) => {
+                return Err("--auth private_key_jwt needs --private-key-file PATH".to_owned())
+            }
+            (Some(_), Some(_), None) => {
+                return Err("--private-key-file goes with --auth private_key_jwt".to_owned())
+            }
+            (method, None, None) => Auth::Secret(method.unwrap_or_default()),
+        })
+    }
+}
+
 /// Sets a flag that may be given once.
 fn once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<(), String> {
     if slot.replace(value).is_some() {
         return Err(format!("{flag} is given twice"));
     }
     Ok(())
+}
+
+/// The client authentication the flags ask for, and the client secret
+/// when it takes one (for the scrubber). The key is read here: a key that
+/// cannot sign is bad usage, told before any request.
+fn client_auth(args: &Args) -> Result<(ClientAuth, Option<String>), String> {
+    match &args.auth {
+        Auth::Secret(method) => {
+            let secret = read_secret(args.client_secret_file.as_deref())?;
+            let auth = ClientAuth::with_secret(*method, secret.as_str())
+                .ok_or_else(|| NO_JWT.to_owned())?;
+            Ok((auth, Some(secret)))
+        }
+        #[cfg(feature = "jwt")]
+        Auth::PrivateKey { file, key_id, alg } => {
+            // Named, never quoted: a misplaced value may be a secret.
+            let alg: Option<SigningAlgorithm> = match alg {
+                Some(alg) => Some(
+                    alg.parse()
+                        .map_err(|_| "--alg takes ES256, RS256, PS256 or EdDSA".to_owned())?,
+                ),
+                None => None,
+            };
+            let mut key = PrivateKey::from_file(file).map_err(|e| match e {
+                // It names the file already.
+                KeyError::Read { .. } => format!("--private-key-file: {e}"),
+                e => format!("--private-key-file {}: {e}", file.display()),
+            })?;
+            if let Some(alg) = alg {
+                key = key.with_algorithm(alg).map_err(|e| format!("--alg: {e}"))?;
+            }
+            if let Some(key_id) = key_id {
+                key = key.with_key_id(key_id);
+            }
+            Ok((ClientAuth::PrivateKeyJwt(key), None))
+        }
+        #[cfg(not(feature = "jwt"))]
+        Auth::PrivateKey { .. } => Err(NO_JWT.to_owned()),
+        Auth::AssertionFile(file) => Ok((ClientAuth::ClientAssertionFile(file.clone()), None)),
+    }
 }
 
 /// The client secret: from the file if one is given, else the environment.

@@ -136,6 +136,11 @@
 //! - `ureq` (default): `UreqClient` in [`oauth2`], the default HTTP client: a
 //!   blocking `ureq` agent with rustls, run on the `blocking` thread pool.
 //!   It compiles no tokio and needs no runtime.
+//! - `jwt` (default): `PrivateKey` in [`oauth2`] and the client
+//!   authentications that sign assertions (`private_key_jwt`,
+//!   `client_secret_jwt`), on the ring and rustls-pki-types that the `ureq`
+//!   client's rustls builds anyway: one crypto stack. An assertion read from
+//!   a file needs no feature.
 //! - `surf`: `SurfClient` in [`oauth2`], for a `surf::Client` you
 //!   configure, and the `middleware` module's `BearerAuth`, which adds the
 //!   token to surf requests and refreshes it after a 401. surf

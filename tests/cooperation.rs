@@ -506,13 +506,10 @@ fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_ag
     let authority = LocalAuthority::start().expect("start the authority");
     token_bin();
 
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new(CLIENT_ID),
-        ClientSecret::new(SECRET),
-    )
-    .build()
-    .expect("a loopback endpoint");
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+        .client_secret(ClientSecret::new(SECRET))
+        .build()
+        .expect("a loopback endpoint");
     let source = ClientCredentials::new(endpoint);
     let key = source
         .cache_key()

@@ -10,7 +10,7 @@ use echo_secrets::{assert_clean, encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, Fault, LocalAuthority};
 use tokenkeeper::oauth2::{
-    AuthMethod, CustomGrant, ErrorCode, HttpErrorKind, TokenEndpoint, TokenRequestError,
+    AuthMethod, ClientAuth, CustomGrant, ErrorCode, HttpErrorKind, TokenEndpoint, TokenRequestError,
 };
 use tokenkeeper::{
     ClientId, ClientSecret, ErrorKind, FetchContext, LifetimePolicy, SourceError, SystemClock,
@@ -20,14 +20,10 @@ use tokenkeeper::{
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 fn endpoint(authority: &LocalAuthority, auth: AuthMethod) -> TokenEndpoint {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .auth_method(auth)
-    .build()
-    .unwrap()
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_auth(ClientAuth::with_secret(auth, ClientSecret::new("secret-a")).unwrap())
+        .build()
+        .unwrap()
 }
 
 fn fetch(source: &mut dyn TokenSource) -> Result<Token, SourceError> {
@@ -108,13 +104,10 @@ fn the_authority_s_errors_and_timeouts_come_typed() {
 
     // A wrong client secret fails the same way as for any grant.
     authority.allow_grant_type("urn:example:unknown");
-    let wrong = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("wrong"),
-    )
-    .build()
-    .unwrap();
+    let wrong = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("wrong"))
+        .build()
+        .unwrap();
     let e = fetch(&mut CustomGrant::new(wrong, "urn:example:unknown")).unwrap_err();
     assert!(
         matches!(request_error(&e), TokenRequestError::OAuth2(o) if o.code() == &ErrorCode::InvalidClient),
@@ -149,13 +142,10 @@ fn each_grant_has_a_cache_key_of_its_own() {
         assert_ne!(key(base()), key(other.clone()), "{other:?}");
     }
     // Not the client secret: a rotated secret keeps the cached token.
-    let rotated = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("rotated"),
-    )
-    .build()
-    .unwrap();
+    let rotated = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("rotated"))
+        .build()
+        .unwrap();
     assert_eq!(
         key(base()),
         key(CustomGrant::new(rotated, DEVICE_CODE).secret_param("device_code", "a"))
@@ -180,14 +170,10 @@ fn secret_params_never_come_back_through_an_echo() {
     forbidden.extend(encodings(None, DEVICE));
     let mut redacted = 0;
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-        let endpoint = TokenEndpoint::builder(
-            authority.token_url(),
-            ClientId::new(CLIENT_ID),
-            ClientSecret::new(SECRET),
-        )
-        .auth_method(auth)
-        .build()
-        .unwrap();
+        let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+            .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(SECRET)).unwrap())
+            .build()
+            .unwrap();
         let mut grant = CustomGrant::new(endpoint, "urn:example:proof")
             .secret_param("proof", PROOF)
             .param("device_code", DEVICE)

@@ -94,13 +94,10 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn client(authority: &LocalAuthority, id: &str, secret: &str) -> ClientCredentials {
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new(id),
-        ClientSecret::new(secret),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(id))
+        .client_secret(ClientSecret::new(secret))
+        .build()
+        .unwrap();
     ClientCredentials::new(endpoint)
 }
 

@@ -25,8 +25,8 @@ use echo_secrets::{encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
-    RefreshTokenGrant, TokenEndpoint, TokenRequestError, UreqClient,
+    AuthMethod, ClientAuth, ClientCredentials, HttpClient, HttpError, HttpErrorKind, HttpRequest,
+    HttpResponse, RefreshTokenGrant, TokenEndpoint, TokenRequestError, UreqClient,
 };
 use tokenkeeper::{
     BoxFuture, ClientId, ClientSecret, FetchContext, LifetimePolicy, RefreshToken, SystemClock,
@@ -85,14 +85,10 @@ fn all_logs() -> Vec<String> {
 // The library
 
 fn endpoint(authority: &LocalAuthority, auth: AuthMethod) -> TokenEndpoint {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new(CLIENT_ID),
-        ClientSecret::new(SECRET),
-    )
-    .auth_method(auth)
-    .build()
-    .unwrap()
+    TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+        .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(SECRET)).unwrap())
+        .build()
+        .unwrap()
 }
 
 fn cx() -> FetchContext {
@@ -283,15 +279,11 @@ fn echoes_inside_http_client_errors_are_scrubbed() {
     capture_logs();
     let authority = LocalAuthority::start().unwrap();
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-        let endpoint = TokenEndpoint::builder(
-            authority.token_url(),
-            ClientId::new(CLIENT_ID),
-            ClientSecret::new(SECRET),
-        )
-        .auth_method(auth)
-        .http_client(ErrorForStatus(UreqClient::new()))
-        .build()
-        .unwrap();
+        let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+            .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(SECRET)).unwrap())
+            .http_client(ErrorForStatus(UreqClient::new()))
+            .build()
+            .unwrap();
         let mut source = ClientCredentials::new(endpoint);
         for part in PARTS {
             for (status, shape) in [(401, EchoShape::Text), (500, EchoShape::Html)] {

@@ -31,8 +31,8 @@ use common::harness::{add_tests, Harness, Needs};
 use futures_lite::future;
 use serde_json::Value;
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, ErrorCode, HttpClient, HttpRequest, RefreshTokenGrant,
-    TokenEndpoint, TokenRequestError, UreqClient,
+    AuthMethod, ClientAuth, ClientCredentials, ErrorCode, HttpClient, HttpRequest,
+    RefreshTokenGrant, TokenEndpoint, TokenRequestError, UreqClient,
 };
 use tokenkeeper::{
     ClientId, ClientSecret, ErrorKind, FetchContext, LifetimePolicy, RefreshToken, SourceError,
@@ -207,14 +207,10 @@ impl Server {
     }
 
     fn endpoint_with_secret(&self, auth: AuthMethod, secret: &str) -> TokenEndpoint {
-        TokenEndpoint::builder(
-            self.token_endpoint.as_str(),
-            ClientId::new(CLIENT_ID),
-            ClientSecret::new(secret),
-        )
-        .auth_method(auth)
-        .build()
-        .expect("a loopback http endpoint is allowed")
+        TokenEndpoint::builder(self.token_endpoint.as_str(), ClientId::new(CLIENT_ID))
+            .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(secret)).unwrap())
+            .build()
+            .expect("a loopback http endpoint is allowed")
     }
 
     /// The `password` grant, by hand (tokenkeeper has no source for it):
@@ -379,15 +375,14 @@ fn client_credentials_through_surf() {
         (AuthMethod::ClientSecretBasic, "client_secret_basic"),
         (AuthMethod::ClientSecretPost, "client_secret_post"),
     ] {
-        let endpoint = TokenEndpoint::builder(
-            server.token_endpoint.as_str(),
-            ClientId::new(CLIENT_ID),
-            ClientSecret::new(CLIENT_SECRET),
-        )
-        .auth_method(auth)
-        .http_client(SurfClient::new(surf::Client::new()))
-        .build()
-        .unwrap();
+        let endpoint =
+            TokenEndpoint::builder(server.token_endpoint.as_str(), ClientId::new(CLIENT_ID))
+                .client_auth(
+                    ClientAuth::with_secret(auth, ClientSecret::new(CLIENT_SECRET)).unwrap(),
+                )
+                .http_client(SurfClient::new(surf::Client::new()))
+                .build()
+                .unwrap();
         let mut source = ClientCredentials::new(endpoint).scope("orders:read");
         let token = fetch(&mut source).expect("a token through surf");
         let claims = check_access_token(&server, &token);

@@ -12,8 +12,8 @@ use futures_lite::future::block_on;
 use local_authority::{EchoPart, Fault, LocalAuthority};
 use serde_json::{json, Value};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, CustomGrant, ErrorCode, RefreshTokenGrant, RequestBody,
-    TokenEndpoint, TokenRequestError,
+    AuthMethod, ClientAuth, ClientCredentials, CustomGrant, ErrorCode, RefreshTokenGrant,
+    RequestBody, TokenEndpoint, TokenRequestError,
 };
 use tokenkeeper::{
     ClientId, ClientSecret, FetchContext, LifetimePolicy, RefreshToken, SourceError, SystemClock,
@@ -21,15 +21,11 @@ use tokenkeeper::{
 };
 
 fn endpoint(authority: &LocalAuthority, auth: AuthMethod, body: RequestBody) -> TokenEndpoint {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .auth_method(auth)
-    .request_body(body)
-    .build()
-    .unwrap()
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_auth(ClientAuth::with_secret(auth, ClientSecret::new("secret-a")).unwrap())
+        .request_body(body)
+        .build()
+        .unwrap()
 }
 
 fn fetch(source: &mut dyn TokenSource) -> Result<Token, SourceError> {
@@ -171,15 +167,12 @@ fn a_json_only_authority_refuses_the_default_form() {
 fn surf_sends_the_json_content_type() {
     let authority = LocalAuthority::start().unwrap();
     authority.set_json_only(true);
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .request_body(RequestBody::Json)
-    .http_client(tokenkeeper::oauth2::SurfClient::new(surf::Client::new()))
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .request_body(RequestBody::Json)
+        .http_client(tokenkeeper::oauth2::SurfClient::new(surf::Client::new()))
+        .build()
+        .unwrap();
     let token = fetch(&mut ClientCredentials::new(endpoint).scope("s")).unwrap();
     assert!(authority.is_valid_access_token(token.access_token().secret()));
     assert_eq!(
@@ -202,15 +195,11 @@ fn secrets_in_a_json_body_never_come_back_through_an_echo() {
     forbidden.extend(encodings(None, PROOF));
     let mut redacted = 0;
     for auth in [AuthMethod::ClientSecretPost, AuthMethod::ClientSecretBasic] {
-        let endpoint = TokenEndpoint::builder(
-            authority.token_url(),
-            ClientId::new(CLIENT_ID),
-            ClientSecret::new(SECRET),
-        )
-        .auth_method(auth)
-        .request_body(RequestBody::Json)
-        .build()
-        .unwrap();
+        let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new(CLIENT_ID))
+            .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(SECRET)).unwrap())
+            .request_body(RequestBody::Json)
+            .build()
+            .unwrap();
         let mut client = ClientCredentials::new(endpoint.clone()).param("assertion", PROOF);
         let mut refresh = RefreshTokenGrant::new(endpoint.clone(), RefreshToken::new(REFRESH));
         let mut custom =

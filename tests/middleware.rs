@@ -15,13 +15,10 @@ use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{ClientId, ClientSecret, TokenHandle, TokenManager};
 
 fn manager(authority: &LocalAuthority) -> TokenHandle {
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .unwrap();
     let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
     smol::spawn(driver).detach();
     handle

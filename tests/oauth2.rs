@@ -9,8 +9,8 @@ use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use serde_json::json;
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientCredentials, ErrorCode, HttpClient, HttpErrorKind, RefreshTokenGrant,
-    TokenEndpoint, TokenEndpointBuilder, TokenRequestError,
+    ClientCredentials, ErrorCode, HttpClient, HttpErrorKind, RefreshTokenGrant, TokenEndpoint,
+    TokenEndpointBuilder, TokenRequestError,
 };
 use tokenkeeper::{
     Backoff, ClientId, ClientSecret, Clock, ErrorKind, FetchContext, LifetimePolicy, ManualClock,
@@ -18,11 +18,8 @@ use tokenkeeper::{
 };
 
 fn endpoint(authority: &LocalAuthority) -> TokenEndpointBuilder {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
 }
 
 fn fetch(source: &mut impl TokenSource) -> Result<Token, SourceError> {
@@ -86,7 +83,7 @@ fn client_credentials_with_basic_auth_sends_a_form_and_gets_a_token() {
 fn client_secret_post_puts_credentials_in_the_body() {
     let authority = LocalAuthority::start().unwrap();
     let endpoint = endpoint(&authority)
-        .auth_method(AuthMethod::ClientSecretPost)
+        .client_secret_post(ClientSecret::new("secret-a"))
         .build()
         .unwrap();
     let token = fetch(&mut ClientCredentials::new(endpoint)).unwrap();
@@ -104,26 +101,20 @@ fn client_secret_post_puts_credentials_in_the_body() {
 fn basic_auth_encodes_special_characters_per_rfc_6749() {
     let authority = LocalAuthority::start().unwrap();
     authority.add_client("svc one:ü", "p@ss:w/rd +%");
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("svc one:ü"),
-        ClientSecret::new("p@ss:w/rd +%"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("svc one:ü"))
+        .client_secret(ClientSecret::new("p@ss:w/rd +%"))
+        .build()
+        .unwrap();
     assert!(fetch(&mut ClientCredentials::new(endpoint)).is_ok());
 }
 
 #[test]
 fn a_wrong_secret_is_a_permanent_invalid_client_without_the_secret() {
     let authority = LocalAuthority::start().unwrap();
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("wrong-secret-value"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("wrong-secret-value"))
+        .build()
+        .unwrap();
     let e = fetch(&mut ClientCredentials::new(endpoint)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Permanent);
     assert_eq!(request_error(&e).code(), Some(&ErrorCode::InvalidClient));
@@ -310,13 +301,11 @@ fn a_refused_connection_is_a_network_error_not_an_http_400() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let endpoint = TokenEndpoint::builder(
-        format!("http://127.0.0.1:{port}/token"),
-        ClientId::new("a"),
-        ClientSecret::new("b"),
-    )
-    .build()
-    .unwrap();
+    let endpoint =
+        TokenEndpoint::builder(format!("http://127.0.0.1:{port}/token"), ClientId::new("a"))
+            .client_secret(ClientSecret::new("b"))
+            .build()
+            .unwrap();
     let e = fetch(&mut ClientCredentials::new(endpoint)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient);
     match request_error(&e) {

@@ -19,13 +19,10 @@ use tokenkeeper::{
 const START_MS: u64 = 1_700_000_000_000;
 
 fn grant(authority: &LocalAuthority, refresh: &str) -> RefreshTokenGrant {
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .unwrap();
     RefreshTokenGrant::new(endpoint, RefreshToken::new(refresh))
 }
 

@@ -13,7 +13,9 @@ use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use serde_json::json;
 use tokenkeeper::cache::{decode_entry, CacheKey, Chain, FileCache, MemoryCache, TokenCache};
-use tokenkeeper::oauth2::{AuthMethod, ClientCredentials, RefreshTokenGrant, TokenEndpoint};
+use tokenkeeper::oauth2::{
+    AuthMethod, ClientAuth, ClientCredentials, RefreshTokenGrant, TokenEndpoint,
+};
 use tokenkeeper::{
     AccessToken, ClientId, ClientSecret, FetchContext, IdToken, LifetimePolicy, RefreshToken,
     SystemClock, TokenManager, TokenSource,
@@ -32,14 +34,10 @@ fn no_secret_reaches_logs_debug_or_errors() {
     let dir = std::env::temp_dir().join(format!("tokenkeeper-leak-{}", std::process::id()));
 
     for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-        let endpoint = TokenEndpoint::builder(
-            authority.token_url(),
-            ClientId::new("leak-test"),
-            ClientSecret::new(SECRET),
-        )
-        .auth_method(auth)
-        .build()
-        .unwrap();
+        let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("leak-test"))
+            .client_auth(ClientAuth::with_secret(auth, ClientSecret::new(SECRET)).unwrap())
+            .build()
+            .unwrap();
         outputs.push(format!("{endpoint:?}"));
         let file = FileCache::new(dir.join("token.json"));
         let source = ClientCredentials::new(endpoint.clone()).scope("read");
@@ -147,13 +145,10 @@ fn no_secret_reaches_logs_debug_or_errors() {
     // The refresh-token grant with rotation, and an ID token from a source.
     let refresh = authority.issue_refresh_token("leak-test");
     seen.push(refresh.clone());
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("leak-test"),
-        ClientSecret::new(SECRET),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("leak-test"))
+        .client_secret(ClientSecret::new(SECRET))
+        .build()
+        .unwrap();
     let mut grant = RefreshTokenGrant::new(endpoint, RefreshToken::new(refresh.clone()));
     let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
     let t = block_on(grant.fetch(cx.clone())).unwrap();
@@ -162,13 +157,10 @@ fn no_secret_reaches_logs_debug_or_errors() {
     outputs.push(format!("{grant:?} {t:?}"));
     let reused = block_on(
         RefreshTokenGrant::new(
-            TokenEndpoint::builder(
-                authority.token_url(),
-                ClientId::new("leak-test"),
-                ClientSecret::new(SECRET),
-            )
-            .build()
-            .unwrap(),
+            TokenEndpoint::builder(authority.token_url(), ClientId::new("leak-test"))
+                .client_secret(ClientSecret::new(SECRET))
+                .build()
+                .unwrap(),
             RefreshToken::new(refresh),
         )
         .fetch(cx.clone()),

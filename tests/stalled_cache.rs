@@ -396,13 +396,10 @@ fn a_lock_file_held_forever_costs_the_lease_wait_not_the_token() {
     let dir = TempDir::new("held-lock");
     let path = dir.path().join("token.json");
     let _held = hold_lock_file(dir.path());
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .unwrap();
     let chain = Chain::new(ClientCredentials::new(endpoint)).cache(FileCache::new(&path));
     // Shorter than the 20 s request timeout: a chain that kept polling the
     // lock until the request timeout ended its fetch fails this caller.

@@ -13,14 +13,11 @@ use tokenkeeper::{
 };
 
 fn source(url: String) -> ClientCredentials {
-    let endpoint = TokenEndpoint::builder(
-        url,
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .http_client(SurfClient::new(surf::Client::new()))
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(url, ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .http_client(SurfClient::new(surf::Client::new()))
+        .build()
+        .unwrap();
     ClientCredentials::new(endpoint)
 }
 

@@ -273,7 +273,7 @@ fn bad_usage_exits_2_with_a_message() {
                 "--auth",
                 "digest",
             ],
-            "--auth takes basic or post",
+            "--auth takes basic, post, client_secret_jwt or private_key_jwt",
         ),
         (&["--frobnicate=secret-a"], "unknown option --frobnicate"),
         (&["--redis-url", "redis://127.0.0.1:1/"], "--features redis"),

@@ -123,14 +123,11 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
 /// One token from `url` with a client made now (so it reads the
 /// environment as it is now).
 fn fetch(url: &str) -> Result<Token, SourceError> {
-    let endpoint = TokenEndpoint::builder(
-        url,
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .allow_insecure_http(true)
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(url, ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .allow_insecure_http(true)
+        .build()
+        .unwrap();
     let mut source = ClientCredentials::new(endpoint);
     block_on(source.fetch(FetchContext::new(SystemClock, LifetimePolicy::default())))
 }
@@ -253,15 +250,12 @@ fn proxies_from_the_environment_as_curl_reads_them() {
         .into();
     let client = UreqClient::with_agent(agent);
     let with_agent = |url: &str| {
-        let endpoint = TokenEndpoint::builder(
-            url,
-            ClientId::new("client-a"),
-            ClientSecret::new("secret-a"),
-        )
-        .allow_insecure_http(true)
-        .http_client(client.clone())
-        .build()
-        .unwrap();
+        let endpoint = TokenEndpoint::builder(url, ClientId::new("client-a"))
+            .client_secret(ClientSecret::new("secret-a"))
+            .allow_insecure_http(true)
+            .http_client(client.clone())
+            .build()
+            .unwrap();
         let mut source = ClientCredentials::new(endpoint);
         block_on(source.fetch(FetchContext::new(SystemClock, LifetimePolicy::default())))
     };

@@ -31,7 +31,8 @@ const RESERVED: [&str; 4] = ["grant_type", "client_id", "client_secret", "scope"
 /// use tokenkeeper::oauth2::{CustomGrant, TokenEndpoint};
 /// use tokenkeeper::{ClientId, ClientSecret, TokenSource};
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("tv-app"), ClientSecret::new("s"))
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("tv-app"))
+///     .client_secret(ClientSecret::new("s"))
 ///     .build()
 ///     .unwrap();
 /// let grant = CustomGrant::new(endpoint, "urn:ietf:params:oauth:grant-type:device_code")

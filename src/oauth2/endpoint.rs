@@ -1,15 +1,16 @@
-//! The token endpoint: its URL, the client's credentials and how they are
-//! sent, and the HTTP client that carries the requests.
+//! The token endpoint: its URL, the client's authentication, and the HTTP
+//! client that carries the requests.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use url::{Host, Url};
 
 use crate::error::SourceError;
+use crate::oauth2::client_auth::{AuthMethod, ClientAuth, Credentials};
 use crate::oauth2::error::TokenRequestError;
 use crate::oauth2::http::{HttpClient, HttpRequest};
 use crate::oauth2::response::{parse, retry_after};
@@ -17,22 +18,13 @@ use crate::oauth2::scrub::{Scrubber, Secrets};
 use crate::source::FetchContext;
 use crate::token::{ClientId, ClientSecret, Token};
 
+#[cfg(feature = "jwt")]
+use crate::oauth2::jwt::PrivateKey;
+
 const LOG: &str = "tokenkeeper::oauth2";
 
 /// The default cap on a token response body: 64 KiB.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AuthMethod {
-    /// HTTP Basic with the form-urlencoded id and secret. The default, and
-    /// the method every server must support.
-    #[default]
-    ClientSecretBasic,
-    /// `client_id` and `client_secret` in the form body.
-    ClientSecretPost,
-}
 
 /// A token endpoint configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +39,9 @@ pub enum ConfigError {
     CredentialsInUrl,
     /// No HTTP client was given and no HTTP feature is enabled.
     NoHttpClient,
+    /// No client authentication was chosen: see
+    /// [`TokenEndpointBuilder::client_auth`].
+    NoClientAuth,
 }
 
 impl fmt::Display for ConfigError {
@@ -63,6 +58,10 @@ impl fmt::Display for ConfigError {
             ConfigError::NoHttpClient => f.write_str(
                 "no HTTP client: pass one with http_client(), or enable the `ureq` feature",
             ),
+            ConfigError::NoClientAuth => f.write_str(
+                "no client authentication: give a client_secret(), a private_key_jwt(), a \
+                 client_assertion_file(), or client_auth(ClientAuth::None) for a public client",
+            ),
         }
     }
 }
@@ -75,7 +74,8 @@ impl std::error::Error for ConfigError {}
 /// use tokenkeeper::oauth2::{RequestBody, TokenEndpoint};
 /// use tokenkeeper::{ClientId, ClientSecret};
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("svc"), ClientSecret::new("s"))
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("svc"))
+///     .client_secret(ClientSecret::new("s"))
 ///     .request_body(RequestBody::Json)
 ///     .build()
 ///     .unwrap();
@@ -90,17 +90,17 @@ pub enum RequestBody {
     Form,
     /// `application/json`: one JSON object, each parameter a string member
     /// (a parameter given more than once, such as `resource`, an array of
-    /// strings), for authorities that accept nothing else. With
-    /// [`AuthMethod::ClientSecretPost`], `client_id` and `client_secret`
-    /// are members too.
+    /// strings), for authorities that accept nothing else. The client's
+    /// credentials that travel in the body (`client_id`, `client_secret`,
+    /// `client_assertion`, ...) are members too.
     Json,
 }
 
-/// Where and how to ask for tokens. Made by [`TokenEndpoint::builder`];
-/// used by the grant sources.
+/// Where and how to ask for tokens: the token URL, the client and how it
+/// authenticates ([`ClientAuth`]), and the HTTP client. Made by
+/// [`TokenEndpoint::builder`]; used by the grant sources.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use tokenkeeper::oauth2::{AuthMethod, TokenEndpoint};
 /// use tokenkeeper::{ClientId, ClientSecret};
 /// # use tokenkeeper::oauth2::{HttpClient, HttpError, HttpRequest, HttpResponse};
@@ -109,32 +109,51 @@ pub enum RequestBody {
 /// #     fn post(&self, _: HttpRequest, _: usize) -> tokenkeeper::BoxFuture<'_, Result<HttpResponse, HttpError>> { unimplemented!() }
 /// # }
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"), ClientSecret::new("s"))
-///     .auth_method(AuthMethod::ClientSecretPost)
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"))
+///     .client_secret_post(ClientSecret::new("s"))
 ///     .http_client(MyClient)
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(endpoint.url().as_str(), "https://auth.example.com/oauth/token");
+/// assert_eq!(endpoint.auth_method(), AuthMethod::ClientSecretPost);
 ///
 /// // Plain http is refused except to loopback.
-/// let err = TokenEndpoint::builder("http://auth.example.com/token", ClientId::new("svc"), ClientSecret::new("s"))
+/// let err = TokenEndpoint::builder("http://auth.example.com/token", "svc")
+///     .client_secret(ClientSecret::new("s"))
 ///     .http_client(MyClient)
 ///     .build()
 ///     .unwrap_err();
 /// assert!(err.to_string().contains("not loopback"));
 /// ```
+///
+/// Without a secret, signing each request with a private key
+/// (`private_key_jwt`, feature `jwt`, on by default):
+///
+/// ```
+/// use tokenkeeper::oauth2::{PrivateKey, TokenEndpoint};
+///
+/// # let pem = include_str!("../../tests/keys/test-es256.pem");
+/// # let key_file = std::env::temp_dir().join(format!("tokenkeeper-doc-key-{}.pem", std::process::id()));
+/// # std::fs::write(&key_file, pem).unwrap();
+/// let key = PrivateKey::from_file(&key_file)?.with_key_id("2024-01"); // ES256, from the key
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", "svc")
+///     .private_key_jwt(key)
+///     .build()
+///     .unwrap();
+/// # std::fs::remove_file(&key_file).unwrap();
+/// assert_eq!(endpoint.auth_method().as_str(), "private_key_jwt");
+/// # Ok::<(), tokenkeeper::oauth2::KeyError>(())
+/// ```
 #[derive(Clone)]
 pub struct TokenEndpoint {
     url: Url,
     client_id: ClientId,
-    client_secret: ClientSecret,
-    auth: AuthMethod,
+    /// The client authentication, made once, shared by clones: it may
+    /// hold a key.
+    credentials: Arc<Credentials>,
     body: RequestBody,
     http: Arc<dyn HttpClient>,
     max_body: usize,
-    /// The `Authorization` header of [`AuthMethod::ClientSecretBasic`],
-    /// made once: it carries the secret.
-    authorization: Option<BasicAuthorization>,
     /// Finds the client secret in every form it is sent in, in server
     /// text; made once, shared by clones.
     scrubber: Arc<Scrubber>,
@@ -145,8 +164,7 @@ impl fmt::Debug for TokenEndpoint {
         f.debug_struct("TokenEndpoint")
             .field("url", &self.url.as_str())
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret)
-            .field("auth", &self.auth)
+            .field("auth", self.credentials.auth())
             .field("body", &self.body)
             .field("max_body", &self.max_body)
             .finish()
@@ -157,8 +175,8 @@ impl fmt::Debug for TokenEndpoint {
 pub struct TokenEndpointBuilder {
     url: String,
     client_id: ClientId,
-    client_secret: ClientSecret,
-    auth: AuthMethod,
+    auth: Option<ClientAuth>,
+    assertion_audience: Option<String>,
     body: RequestBody,
     http: Option<Arc<dyn HttpClient>>,
     allow_insecure_http: bool,
@@ -171,6 +189,7 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("auth", &self.auth)
+            .field("assertion_audience", &self.assertion_audience)
             .field("body", &self.body)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("max_body", &self.max_body)
@@ -179,18 +198,19 @@ impl fmt::Debug for TokenEndpointBuilder {
 }
 
 impl TokenEndpoint {
-    /// Starts configuring the endpoint at `url` for the client `client_id`
-    /// with `client_secret`.
-    pub fn builder(
-        url: impl Into<String>,
-        client_id: ClientId,
-        client_secret: ClientSecret,
-    ) -> TokenEndpointBuilder {
+    /// Starts configuring the endpoint at `url` for the client `client_id`.
+    /// How the client authenticates comes next:
+    /// [`client_secret`](TokenEndpointBuilder::client_secret),
+    /// [`private_key_jwt`](TokenEndpointBuilder::private_key_jwt),
+    /// [`client_assertion_file`](TokenEndpointBuilder::client_assertion_file),
+    /// or any [`ClientAuth`] with
+    /// [`client_auth`](TokenEndpointBuilder::client_auth).
+    pub fn builder(url: impl Into<String>, client_id: impl Into<ClientId>) -> TokenEndpointBuilder {
         TokenEndpointBuilder {
             url: url.into(),
-            client_id,
-            client_secret,
-            auth: AuthMethod::default(),
+            client_id: client_id.into(),
+            auth: None,
+            assertion_audience: None,
             body: RequestBody::default(),
             http: None,
             allow_insecure_http: false,
@@ -208,6 +228,11 @@ impl TokenEndpoint {
         &self.client_id
     }
 
+    /// How the client authenticates.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.credentials.auth().method()
+    }
+
     /// POSTs a grant with `params` and turns the answer into a token.
     /// `secrets` are extra values (a refresh token) to scrub from errors.
     pub(crate) async fn request(
@@ -223,19 +248,12 @@ impl TokenEndpoint {
     }
 
     /// The body for `params` (a form, or JSON: see [`RequestBody`]), with
-    /// the client's credentials when they travel in the body. It may carry
+    /// the client's credentials that travel in the body and are the same
+    /// for every request (an assertion is added per request). It may carry
     /// secrets.
     pub(crate) fn encode_form(&self, params: &[(&str, &str)]) -> Vec<u8> {
-        let credentials = (self.auth == AuthMethod::ClientSecretPost).then(|| {
-            [
-                ("client_id", self.client_id.as_str()),
-                ("client_secret", self.client_secret.secret()),
-            ]
-        });
-        let all = params
-            .iter()
-            .copied()
-            .chain(credentials.into_iter().flatten());
+        let credentials = self.credentials.body_params(&self.client_id);
+        let all = params.iter().copied().chain(credentials);
         match self.body {
             RequestBody::Form => {
                 let mut form = form_urlencoded::Serializer::new(String::new());
@@ -255,19 +273,52 @@ impl TokenEndpoint {
             RequestBody::Form => HttpRequest::form_post(self.url.clone(), body),
             RequestBody::Json => HttpRequest::json_post(self.url.clone(), body),
         };
-        match &self.authorization {
-            Some(authorization) => request.header("Authorization", authorization.value()),
+        match self.credentials.authorization() {
+            Some(authorization) => request.header("Authorization", authorization),
             None => request,
         }
+    }
+
+    /// `body` with `name=value` added: a form pair, or a JSON member.
+    fn append_param(&self, mut body: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
+        match self.body {
+            RequestBody::Form => {
+                if !body.is_empty() {
+                    body.push(b'&');
+                }
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                form.append_pair(name, value);
+                body.extend_from_slice(form.finish().as_bytes());
+            }
+            RequestBody::Json => {
+                // `encode_form` wrote one object: its closing brace goes
+                // after the new member.
+                if body.last() == Some(&b'}') {
+                    body.pop();
+                }
+                if body.len() > 1 {
+                    body.push(b',');
+                }
+                for text in [name, value] {
+                    let quoted = serde_json::Value::from(text).to_string();
+                    body.extend_from_slice(quoted.as_bytes());
+                    body.push(b':');
+                }
+                body.pop();
+                body.push(b'}');
+            }
+        }
+        body
     }
 
     /// Posts a form made by [`encode_form`](Self::encode_form) for `grant`.
     ///
     /// `secrets` are the credentials the form carries besides the client's
-    /// (a refresh token; later client assertions, subject tokens): they are
-    /// scrubbed, in every encoding, from server text, as the client secret
-    /// is. `scope` is the scope the form asks for: a granted scope equal to
-    /// it is kept without a look.
+    /// (a refresh token, a subject token): they are scrubbed, in every
+    /// encoding, from server text, as the client secret is. The client
+    /// assertion, made here for this request, is added to the form and to
+    /// them. `scope` is the scope the form asks for: a granted scope equal
+    /// to it is kept without a look.
     pub(crate) async fn request_form(
         &self,
         grant: &str,
@@ -276,6 +327,16 @@ impl TokenEndpoint {
         scope: Option<&str>,
         cx: &FetchContext,
     ) -> Result<Token, SourceError> {
+        let assertion = self.credentials.assertion(&self.client_id, cx).await?;
+        let with_assertion: Vec<&str>;
+        let (form, secrets) = match &assertion {
+            None => (form, secrets),
+            Some(assertion) => {
+                with_assertion = secrets.iter().copied().chain(assertion.secrets()).collect();
+                let form = self.append_param(form, "client_assertion", assertion.value());
+                (form, &with_assertion[..])
+            }
+        };
         let mut request = self.http_request(form);
         if let Some(deadline) = cx.deadline_ms() {
             // Give up a little before the manager does, so an answer that
@@ -326,38 +387,6 @@ impl TokenEndpoint {
     }
 }
 
-/// The `Authorization` value of [`AuthMethod::ClientSecretBasic`]:
-/// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1),
-/// made once per endpoint. It carries the secret, so it never prints.
-#[derive(Clone)]
-struct BasicAuthorization(String);
-
-impl BasicAuthorization {
-    fn new(client_id: &ClientId, client_secret: &ClientSecret) -> BasicAuthorization {
-        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let pair = format!(
-            "{}:{}",
-            encode(client_id.as_str()),
-            encode(client_secret.secret())
-        );
-        BasicAuthorization(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(pair)
-        ))
-    }
-
-    /// The header value. Take care where it goes.
-    fn value(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for BasicAuthorization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BasicAuthorization(<redacted>)")
-    }
-}
-
 /// `params` as one JSON object of strings; a name given more than once
 /// becomes an array of its values, in order.
 fn json_body<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
@@ -389,10 +418,55 @@ fn into_source_error(
 }
 
 impl TokenEndpointBuilder {
-    /// How the client authenticates; [`AuthMethod::ClientSecretBasic`] by
-    /// default.
-    pub fn auth_method(mut self, auth: AuthMethod) -> Self {
-        self.auth = auth;
+    /// How the client authenticates, for every grant (see [`ClientAuth`]).
+    /// Each call replaces the one before, as the shortcuts below do.
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Authenticates with `secret` in HTTP Basic (`client_secret_basic`),
+    /// the method every authority supports.
+    pub fn client_secret(self, secret: impl Into<ClientSecret>) -> Self {
+        self.client_auth(ClientAuth::ClientSecretBasic(secret.into()))
+    }
+
+    /// Authenticates with `client_id` and `secret` in the body
+    /// (`client_secret_post`).
+    pub fn client_secret_post(self, secret: impl Into<ClientSecret>) -> Self {
+        self.client_auth(ClientAuth::ClientSecretPost(secret.into()))
+    }
+
+    /// Authenticates with an assertion signed HS256 with `secret`
+    /// (`client_secret_jwt`): the secret never leaves the process.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn client_secret_jwt(self, secret: impl Into<ClientSecret>) -> Self {
+        self.client_auth(ClientAuth::ClientSecretJwt(secret.into()))
+    }
+
+    /// Authenticates with an assertion signed by `key`
+    /// (`private_key_jwt`), new for every request. No secret is shared
+    /// with the authority: it holds the public key.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn private_key_jwt(self, key: PrivateKey) -> Self {
+        self.client_auth(ClientAuth::PrivateKeyJwt(key))
+    }
+
+    /// Authenticates with the assertion in the file at `path`, read for
+    /// every request (workload identity: see
+    /// [`ClientAuth::ClientAssertionFile`]).
+    pub fn client_assertion_file(self, path: impl Into<PathBuf>) -> Self {
+        self.client_auth(ClientAuth::ClientAssertionFile(path.into()))
+    }
+
+    /// The `aud` of the assertions this library signs
+    /// (`private_key_jwt`, `client_secret_jwt`): the token URL by default,
+    /// as RFC 7523 suggests; some authorities want their issuer identifier
+    /// instead.
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.assertion_audience = Some(audience.into());
         self
     }
 
@@ -431,8 +505,10 @@ impl TokenEndpointBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for a URL that is invalid, insecure or carries
-    /// credentials, or when there is no HTTP client.
+    /// credentials, when there is no HTTP client, or when no client
+    /// authentication was chosen.
     pub fn build(self) -> Result<TokenEndpoint, ConfigError> {
+        let auth = self.auth.ok_or(ConfigError::NoClientAuth)?;
         let url = Url::parse(&self.url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ConfigError::CredentialsInUrl);
@@ -451,21 +527,19 @@ impl TokenEndpointBuilder {
             Some(http) => http,
             None => default_client().ok_or(ConfigError::NoHttpClient)?,
         };
-        let authorization = (self.auth == AuthMethod::ClientSecretBasic)
-            .then(|| BasicAuthorization::new(&self.client_id, &self.client_secret));
-        // Every form of the secret, whichever method sends it: a proxy or a
-        // misconfigured server may build the other one.
+        let audience = self
+            .assertion_audience
+            .unwrap_or_else(|| url.as_str().to_owned());
+        let credentials = Credentials::new(&self.client_id, auth, audience);
         let mut scrubber = Scrubber::default();
-        scrubber.add_client_secret(self.client_id.as_str(), self.client_secret.secret());
+        credentials.add_secrets(&self.client_id, &mut scrubber);
         Ok(TokenEndpoint {
             url,
             client_id: self.client_id,
-            client_secret: self.client_secret,
-            auth: self.auth,
+            credentials: Arc::new(credentials),
             body: self.body,
             http,
             max_body: self.max_body,
-            authorization,
             scrubber: Arc::new(scrubber),
         })
     }
@@ -503,7 +577,8 @@ mod tests {
     }
 
     fn build(url: &str) -> Result<TokenEndpoint, ConfigError> {
-        TokenEndpoint::builder(url, ClientId::new("id"), ClientSecret::new("secret"))
+        TokenEndpoint::builder(url, ClientId::new("id"))
+            .client_secret(ClientSecret::new("secret"))
             .http_client(Never)
             .build()
     }
@@ -535,52 +610,79 @@ mod tests {
             build("https://u:p@auth.example/token").unwrap_err(),
             ConfigError::CredentialsInUrl
         );
-        let insecure = TokenEndpoint::builder(
-            "http://10.0.0.1/t",
-            ClientId::new("id"),
-            ClientSecret::new("s"),
-        )
-        .http_client(Never)
-        .allow_insecure_http(true)
-        .build();
+        let insecure = TokenEndpoint::builder("http://10.0.0.1/t", ClientId::new("id"))
+            .client_secret(ClientSecret::new("s"))
+            .http_client(Never)
+            .allow_insecure_http(true)
+            .build();
         assert!(insecure.is_ok());
     }
 
     #[test]
-    fn basic_credentials_are_form_encoded_before_base64() {
-        let endpoint = TokenEndpoint::builder(
-            "https://a/t",
-            ClientId::new("my client"),
-            ClientSecret::new("p@ss:w/rd"),
-        )
-        .http_client(Never)
-        .build()
-        .unwrap();
-        let header = endpoint.authorization.as_ref().unwrap().value();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(header.strip_prefix("Basic ").unwrap())
+    fn without_a_client_authentication_nothing_is_built() {
+        let err = TokenEndpoint::builder("https://a/t", "id")
+            .http_client(Never)
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::NoClientAuth);
+        assert!(err.to_string().contains("client_secret()"), "{err}");
+        let public = TokenEndpoint::builder("https://a/t", "id")
+            .client_auth(ClientAuth::None)
+            .http_client(Never)
+            .build()
             .unwrap();
+        assert_eq!(public.auth_method(), AuthMethod::None);
         assert_eq!(
-            String::from_utf8(decoded).unwrap(),
-            "my+client:p%40ss%3Aw%2Frd"
+            String::from_utf8(public.encode_form(&[("grant_type", "refresh_token")])).unwrap(),
+            "grant_type=refresh_token&client_id=id"
         );
     }
 
     #[test]
+    fn a_per_request_parameter_goes_last_in_a_form_or_a_json_object() {
+        for (body, expected) in [
+            (
+                RequestBody::Form,
+                "grant_type=x&client_id=id&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a%2Bb+%22c%22",
+            ),
+            (
+                RequestBody::Json,
+                r#"{"client_assertion_type":"urn:ietf:params:oauth:client-assertion-type:jwt-bearer","client_id":"id","grant_type":"x","client_assertion":"a+b \"c\""}"#,
+            ),
+        ] {
+            let endpoint = TokenEndpoint::builder("https://a/t", "id")
+                .client_assertion_file("/nonexistent")
+                .request_body(body)
+                .http_client(Never)
+                .build()
+                .unwrap();
+            let form = endpoint.encode_form(&[("grant_type", "x")]);
+            let form = endpoint.append_param(form, "client_assertion", "a+b \"c\"");
+            let text = String::from_utf8(form).unwrap();
+            assert_eq!(text, expected);
+            if body == RequestBody::Json {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(value["client_assertion"], "a+b \"c\"");
+            }
+        }
+    }
+
+    #[test]
     fn debug_hides_the_secret_and_shows_the_client_id() {
-        for auth in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
-            let builder = TokenEndpoint::builder(
-                "https://a/t",
-                ClientId::new("id-abc"),
-                ClientSecret::new("pw-xyz"),
-            )
-            .auth_method(auth)
-            .http_client(Never);
+        for auth in [
+            ClientAuth::ClientSecretBasic(ClientSecret::new("pw-xyz")),
+            ClientAuth::ClientSecretPost(ClientSecret::new("pw-xyz")),
+            #[cfg(feature = "jwt")]
+            ClientAuth::ClientSecretJwt(ClientSecret::new("pw-xyz")),
+        ] {
+            let builder = TokenEndpoint::builder("https://a/t", ClientId::new("id-abc"))
+                .client_auth(auth)
+                .http_client(Never);
             let builder_debug = format!("{builder:?}");
             let endpoint = builder.build().unwrap();
             let debug = format!(
                 "{builder_debug} {endpoint:?} {:?} {:?}",
-                endpoint.authorization,
+                endpoint.credentials,
                 endpoint
                     .http_request(endpoint.encode_form(&[("grant_type", "client_credentials")]))
             );

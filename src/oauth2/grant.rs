@@ -37,7 +37,7 @@ pub(super) const CREDENTIAL_PARAMS: [&str; 8] = [
 ];
 
 /// The values of the extra parameters that carry a credential.
-fn credential_values(params: &[(String, String)]) -> Vec<&str> {
+pub(super) fn credential_values(params: &[(String, String)]) -> Vec<&str> {
     params
         .iter()
         .filter(|(name, _)| CREDENTIAL_PARAMS.contains(&name.as_str()))
@@ -54,7 +54,8 @@ fn credential_values(params: &[(String, String)]) -> Vec<&str> {
 /// use tokenkeeper::{ClientId, ClientSecret, TokenManager};
 ///
 /// let secret = ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap());
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"), secret)
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("svc"))
+///     .client_secret(secret)
 ///     .build()
 ///     .unwrap();
 /// let source = ClientCredentials::new(endpoint)
@@ -252,7 +253,8 @@ impl TokenSource for ClientCredentials {
 /// use tokenkeeper::oauth2::{RefreshTokenGrant, TokenEndpoint};
 /// use tokenkeeper::{ClientId, ClientSecret, RefreshToken, TokenManager};
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"), ClientSecret::new("s"))
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("app"))
+///     .client_secret(ClientSecret::new("s"))
 ///     .build()
 ///     .unwrap();
 /// let refresh = RefreshToken::new(std::fs::read_to_string("/run/secrets/refresh_token").unwrap());

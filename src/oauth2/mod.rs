@@ -1,10 +1,13 @@
 //! OAuth2 over HTTP: the token endpoint, the grants, and typed errors.
 //!
-//! A [`TokenEndpoint`] holds the token URL, the client's credentials, how
-//! they are sent ([`AuthMethod`]) and an [`HttpClient`]. The grants
+//! A [`TokenEndpoint`] holds the token URL, the client and how it
+//! authenticates ([`ClientAuth`]: a secret, a signed assertion, an
+//! assertion file, or none) and an [`HttpClient`]. The grants
 //! [`ClientCredentials`] and [`RefreshTokenGrant`] are
-//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager;
-//! [`CustomGrant`] sends any other grant type through the same endpoint.
+//! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager,
+//! as is the JWT bearer grant (`JwtBearerGrant`, feature `jwt`, which also
+//! reads Google service-account keys); [`CustomGrant`] sends any other grant
+//! type through the same endpoint.
 //!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
@@ -22,23 +25,25 @@
 //! use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 //! use tokenkeeper::{ClientId, ClientSecret, TokenManager};
 //!
-//! let endpoint = TokenEndpoint::builder(
-//!     "https://auth.example.com/oauth/token",
-//!     ClientId::new("my-service"),
-//!     ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap()),
-//! )
-//! .build()?;
+//! let endpoint = TokenEndpoint::builder("https://auth.example.com/oauth/token", ClientId::new("my-service"))
+//!     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap()))
+//!     .build()?;
 //! let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint).scope("read")).build();
 //! smol::spawn(driver).detach(); // or any executor
 //! # let _ = handle;
 //! # Ok::<_, tokenkeeper::oauth2::ConfigError>(())
 //! ```
 
+mod client_auth;
 mod custom;
 mod endpoint;
 mod error;
 mod grant;
 mod http;
+#[cfg(feature = "jwt")]
+mod jwt;
+#[cfg(feature = "jwt")]
+mod jwt_bearer;
 #[cfg(not(feature = "test-support"))]
 mod response;
 #[cfg(feature = "test-support")]
@@ -50,13 +55,20 @@ mod surf;
 #[cfg(feature = "ureq")]
 mod ureq;
 
+pub use client_auth::{AuthMethod, ClientAuth, UnknownAuthMethod};
 pub use custom::CustomGrant;
 pub use endpoint::{
-    AuthMethod, ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
+    ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };
 pub use error::{ErrorCode, OAuth2Error, TokenRequestError};
 pub use grant::{ClientCredentials, RefreshTokenGrant};
 pub use http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::{KeyError, PrivateKey, SigningAlgorithm};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt_bearer::{GoogleServiceAccount, GoogleServiceAccountError, JwtBearerGrant};
 #[cfg(feature = "surf")]
 pub use surf::SurfClient;
 #[cfg(feature = "ureq")]

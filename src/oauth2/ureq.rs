@@ -58,7 +58,8 @@ use proxy::{ProxyEnv, Route};
 /// use tokenkeeper::oauth2::{TokenEndpoint, UreqClient};
 /// use tokenkeeper::{ClientId, ClientSecret};
 ///
-/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("svc"), ClientSecret::new("s"))
+/// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", ClientId::new("svc"))
+///     .client_secret(ClientSecret::new("s"))
 ///     .http_client(UreqClient::new())
 ///     .build()
 ///     .unwrap();

@@ -35,6 +35,8 @@ use std::time::Duration;
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
 pub use token_file::{TokenFile, TokenFileError, TokenFileProblem, MAX_TOKEN_FILE_BYTES};
+// A client assertion file is read as a token file is.
+pub(crate) use token_file::{jwt_claims, numeric_date_ms, read_token};
 
 use crate::cache::CacheKey;
 use crate::clock::{BoxFuture, Clock};
@@ -92,7 +94,8 @@ pub trait TokenSource: Send + 'static {
     /// use tokenkeeper::{ClientId, ClientSecret, TokenSource};
     ///
     /// let endpoint = |id: &str| {
-    ///     TokenEndpoint::builder("https://auth.example.com/token", ClientId::new(id), ClientSecret::new("s"))
+    ///     TokenEndpoint::builder("https://auth.example.com/token", ClientId::new(id))
+    ///         .client_secret(ClientSecret::new("s"))
     ///         .build()
     ///         .unwrap()
     /// };

@@ -137,10 +137,7 @@ impl TokenSource for TokenFile {
             };
             let result = read.and_then(|value| token_from(value, lifetime, &cx));
             result.map_err(|kind| {
-                let error = TokenFileError {
-                    path,
-                    problem: kind,
-                };
+                let error = TokenFileError::new("token file", path, kind);
                 log::debug!(target: LOG, "{error}");
                 SourceError::transient(error.to_string()).with_cause(error)
             })
@@ -160,7 +157,7 @@ impl TokenSource for TokenFile {
 
 /// Reads the trimmed content of the file at `path`, checked to be a
 /// header-safe value.
-fn read_token(path: &Path) -> Result<String, TokenFileProblem> {
+pub(crate) fn read_token(path: &Path) -> Result<String, TokenFileProblem> {
     let mut file = open(path).map_err(TokenFileProblem::Unreadable)?;
     let meta = file.metadata().map_err(TokenFileProblem::Unreadable)?;
     if !meta.file_type().is_file() {
@@ -239,7 +236,7 @@ fn token_from(
 
 /// The claims of `value` if it is a JWS in compact form: three base64url
 /// parts, the first two JSON objects. The signature is not checked.
-fn jwt_claims(value: &str) -> Option<serde_json::Map<String, Value>> {
+pub(crate) fn jwt_claims(value: &str) -> Option<serde_json::Map<String, Value>> {
     // JWTs are written without padding; some writers add it anyway.
     const BASE64URL: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::URL_SAFE,
@@ -260,7 +257,7 @@ fn jwt_claims(value: &str) -> Option<serde_json::Map<String, Value>> {
 
 /// A NumericDate (RFC 7519 §2: seconds since the epoch, maybe with a
 /// fraction) in ms, saturating; `None` for anything else or a negative.
-fn numeric_date_ms(value: &Value) -> Option<u64> {
+pub(crate) fn numeric_date_ms(value: &Value) -> Option<u64> {
     let secs = value.as_f64()?;
     if !secs.is_finite() || secs < 0.0 {
         return None;
@@ -311,13 +308,28 @@ pub enum TokenFileProblem {
 /// assert!(matches!(cause.problem(), TokenFileProblem::Unreadable(_)));
 /// assert!(err.to_string().contains("/nonexistent/token"));
 /// ```
+///
+/// A client assertion file
+/// ([`ClientAuth::ClientAssertionFile`](crate::oauth2::ClientAuth::ClientAssertionFile))
+/// that cannot be sent fails with this error too, its message naming a
+/// "client assertion file".
 #[derive(Debug)]
 pub struct TokenFileError {
+    /// What the file is, as messages name it.
+    what: &'static str,
     path: PathBuf,
     problem: TokenFileProblem,
 }
 
 impl TokenFileError {
+    pub(crate) fn new(what: &'static str, path: PathBuf, problem: TokenFileProblem) -> Self {
+        TokenFileError {
+            what,
+            path,
+            problem,
+        }
+    }
+
     /// The path of the file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -331,24 +343,26 @@ impl TokenFileError {
 
 impl fmt::Display for TokenFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path.display();
+        let (what, path) = (self.what, self.path.display());
         match &self.problem {
-            TokenFileProblem::Unreadable(e) => write!(f, "cannot read token file {path}: {e}"),
-            TokenFileProblem::NotAFile => write!(f, "token file {path} is not a regular file"),
-            TokenFileProblem::TooLarge => write!(
-                f,
-                "token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes"
-            ),
-            TokenFileProblem::Empty => write!(f, "token file {path} is empty"),
+            TokenFileProblem::Unreadable(e) => write!(f, "cannot read {what} {path}: {e}"),
+            TokenFileProblem::NotAFile => write!(f, "{what} {path} is not a regular file"),
+            TokenFileProblem::TooLarge => {
+                write!(
+                    f,
+                    "{what} {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes"
+                )
+            }
+            TokenFileProblem::Empty => write!(f, "{what} {path} is empty"),
             TokenFileProblem::NotHeaderSafe => write!(
                 f,
-                "token file {path} holds characters not allowed in an HTTP header"
+                "{what} {path} holds characters not allowed in an HTTP header"
             ),
             TokenFileProblem::BadExpiry => {
-                write!(f, "token file {path} holds a JWT whose exp is not a date")
+                write!(f, "{what} {path} holds a JWT whose exp is not a date")
             }
             TokenFileProblem::Expired => {
-                write!(f, "token file {path} holds a JWT that has expired")
+                write!(f, "{what} {path} holds a JWT that has expired")
             }
         }
     }

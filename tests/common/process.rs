@@ -23,6 +23,7 @@ pub fn test_features() -> Vec<&'static str> {
         (cfg!(feature = "smol"), "smol"),
         (cfg!(feature = "async-std"), "async-std"),
         (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "jwt"), "jwt"),
     ]
     .into_iter()
     .filter_map(|(enabled, name)| enabled.then_some(name))

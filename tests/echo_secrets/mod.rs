@@ -1,11 +1,13 @@
 //! What must never come out of a fetch against an echoing authority: every
 //! form in which a secret is sent and comes back, for the tests of the
-//! custom grant and of JSON bodies.
+//! custom grant, JSON bodies, hostile echoes and client authentication;
+//! and a logger that keeps every record, to look for them in logs.
 
 #![allow(dead_code)]
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
+
 use local_authority::EchoShape;
 use tokenkeeper::oauth2::TokenRequestError;
 use tokenkeeper::{SourceError, Token};

@@ -9,13 +9,23 @@
 //! the server and closes every connection.
 //!
 //! Supported on `/token`:
-//! - grants `client_credentials`, `refresh_token` (with or without rotation)
-//!   and `password`, and any other grant type allowed with
-//!   [`LocalAuthority::allow_grant_type`];
+//! - grants `client_credentials`, `refresh_token` (with or without rotation),
+//!   `password`, the JWT bearer grant (RFC 7523 §2.1: an `assertion` signed
+//!   with the key registered for its issuer, checked as client assertions
+//!   are; `invalid_grant` otherwise; client authentication optional; a
+//!   `scope` claim counts as the scope asked for), and any other grant type
+//!   allowed with [`LocalAuthority::allow_grant_type`];
 //! - form bodies, and JSON bodies (an object of strings) for authorities that
 //!   demand them ([`LocalAuthority::set_json_only`] refuses forms);
 //! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and
-//!   secret form-urlencoded before base64) and `client_secret_post`;
+//!   secret form-urlencoded before base64), `client_secret_post`, and JWT
+//!   assertions (RFC 7523 §2.2): `private_key_jwt` with a public key
+//!   registered by [`LocalAuthority::add_client_key`] (ES256, RS256, PS256,
+//!   EdDSA) and `client_secret_jwt` (HS256 with the client's secret), each
+//!   checked for real: signature, `iss` = `sub` = the client, `aud` (the
+//!   token URL, or one allowed with
+//!   [`LocalAuthority::accept_assertion_audience`]), `exp`, `nbf`, `iat`,
+//!   and a `jti` never seen before; anything else is `invalid_client`;
 //! - RFC 6749 §5.2 error responses;
 //! - faults ([`Fault`]) queued for the next requests or applied to all of them.
 //!
@@ -47,6 +57,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod assertion;
 mod echo;
 mod form;
 mod http;
@@ -86,7 +97,7 @@ impl LocalAuthority {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let listener = Async::new(listener)?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(format!("http://{addr}/token")));
         let (stop, stopped) = async_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name(format!("local-authority-{}", addr.port()))
@@ -118,6 +129,44 @@ impl LocalAuthority {
             .lock()
             .clients
             .insert(id.to_string(), secret.to_string());
+    }
+
+    /// Registers a client that authenticates with `private_key_jwt`: its
+    /// public key as a JWK (RFC 7517: `EC` on `P-256`, `RSA`, or `OKP` on
+    /// `Ed25519`), which checks the signature of its assertions. A client
+    /// may have a key and a secret.
+    ///
+    /// # Panics
+    ///
+    /// If `jwk` is not such a key.
+    pub fn add_client_key(&self, id: &str, jwk: &str) {
+        let key = assertion::PublicKey::from_jwk(jwk)
+            .unwrap_or_else(|e| panic!("add_client_key({id:?}): {e}"));
+        self.shared.lock().client_keys.insert(id.to_string(), key);
+    }
+
+    /// Accepts client assertions whose `aud` is `audience` (besides the
+    /// token URL, always accepted), as an authority that takes its issuer
+    /// identifier does.
+    pub fn accept_assertion_audience(&self, audience: &str) {
+        self.shared.lock().audiences.push(audience.to_owned());
+    }
+
+    /// A client assertion for `client_id` as a platform would issue one
+    /// for a workload (to put in an assertion file): an HS256 JWT signed
+    /// with the client's secret, for the token URL, valid for
+    /// `lifetime_s` seconds, with a new `jti`. This server accepts it once.
+    ///
+    /// # Panics
+    ///
+    /// If the client has no secret.
+    pub fn mint_client_assertion(&self, client_id: &str, lifetime_s: u64) -> String {
+        let state = self.shared.lock();
+        let secret = state
+            .clients
+            .get(client_id)
+            .unwrap_or_else(|| panic!("mint_client_assertion: no secret for {client_id:?}"));
+        assertion::mint_hs256(client_id, secret, &state.token_url, lifetime_s)
     }
 
     /// Sets what successful responses carry as `expires_in`: `None` omits the
@@ -450,10 +499,14 @@ struct Shared {
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(token_url: String) -> Self {
         Shared {
             state: Mutex::new(State {
+                token_url,
                 clients: HashMap::from([("client-a".to_string(), "secret-a".to_string())]),
+                client_keys: HashMap::new(),
+                audiences: Vec::new(),
+                seen_jti: Default::default(),
                 extra_grants: Default::default(),
                 json_only: false,
                 expires_in: Some(Value::from(60)),
@@ -485,8 +538,16 @@ struct RefreshGrant {
 }
 
 struct State {
+    /// `http://127.0.0.1:PORT/token`: the audience of client assertions.
+    token_url: String,
     /// Client id → secret.
     clients: HashMap<String, String>,
+    /// Client id → the public key of its `private_key_jwt` assertions.
+    client_keys: HashMap<String, assertion::PublicKey>,
+    /// Client assertion audiences accepted besides the token URL.
+    audiences: Vec<String>,
+    /// Every client assertion `jti` accepted: none is accepted twice.
+    seen_jti: std::collections::HashSet<String>,
     /// Grant types answered as `client_credentials`.
     extra_grants: std::collections::HashSet<String>,
     /// Whether form bodies are refused.

@@ -9,9 +9,9 @@ use async_io::{Async, Timer};
 use futures_lite::FutureExt;
 use serde_json::{Map, Value};
 
-use crate::form;
 use crate::http::{BodyError, Conn, Head, ReadError};
-use crate::{json_headers, Fault, RecordedRequest, Shared};
+use crate::{assertion, form};
+use crate::{json_headers, Fault, RecordedRequest, Shared, State};
 
 /// Serves until `stop` closes (its sender is dropped), then drops every
 /// connection task with the executor.
@@ -296,8 +296,14 @@ fn invalid_client(description: &str) -> Response {
     oauth_error(401, "invalid_client", description)
 }
 
+/// The JWT bearer grant (RFC 7523 §2.1).
+const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
 /// Parameters that RFC 6749 §3.2 forbids repeating.
-const SINGLE_PARAMS: [&str; 7] = [
+const SINGLE_PARAMS: [&str; 10] = [
+    "assertion",
+    "client_assertion",
+    "client_assertion_type",
     "grant_type",
     "client_id",
     "client_secret",
@@ -349,9 +355,23 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let mut state = shared.lock();
-    let client_id = match authenticate(request.header("authorization"), &param, |id, secret| {
-        state.clients.get(id).is_some_and(|s| s == secret)
-    }) {
+    let by_assertion =
+        param("client_assertion_type").is_some() || param("client_assertion").is_some();
+    let authenticates = by_assertion
+        || request.header("authorization").is_some()
+        || param("client_secret").is_some();
+    let authenticated = if by_assertion {
+        authenticate_assertion(&mut state, request.header("authorization"), &param)
+    } else if !authenticates && param("grant_type") == Some(JWT_BEARER_GRANT) {
+        // RFC 7523 §3.1: the assertion may be the only credential; the
+        // client is then whoever it names.
+        Ok(String::new())
+    } else {
+        authenticate(request.header("authorization"), &param, |id, secret| {
+            state.clients.get(id).is_some_and(|s| s == secret)
+        })
+    };
+    let client_id = match authenticated {
         Ok(id) => id,
         Err(response) => return response,
     };
@@ -389,12 +409,29 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
             }
             (scope.or(granted), state.rotate)
         }
+        Some(JWT_BEARER_GRANT) => {
+            let Some(assertion) = param("assertion") else {
+                return invalid_request("missing assertion");
+            };
+            let token_url = state.token_url.clone();
+            let claims = match assertion::verify(&state, assertion, &token_url) {
+                Ok(claims) => claims,
+                Err(why) => return oauth_error(400, "invalid_grant", &why),
+            };
+            assertion::spend(&mut state, &claims);
+            // A scope may travel as a parameter or, as Google has it, a claim.
+            let claimed = claims
+                .get("scope")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (scope.or(claimed), false)
+        }
         Some(grant) if state.extra_grants.contains(grant) => (scope, false),
         Some(_) => {
             return oauth_error(
                 400,
                 "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, password",
+                "supported: client_credentials, refresh_token, password, jwt-bearer",
             )
         }
     };
@@ -450,6 +487,31 @@ fn authenticate<'a>(
     } else {
         Err(invalid_client("unknown client or wrong secret"))
     }
+}
+
+/// Authenticates the client by a JWT assertion (RFC 7523 §2.2), the only
+/// method it may use, and returns its id.
+fn authenticate_assertion<'a>(
+    state: &mut State,
+    authorization: Option<&str>,
+    param: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<String, Response> {
+    if authorization.is_some() || param("client_secret").is_some() {
+        return Err(invalid_client("more than one client authentication method"));
+    }
+    if param("client_assertion_type") != Some(assertion::JWT_BEARER) {
+        return Err(invalid_client(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+    }
+    let Some(jwt) = param("client_assertion") else {
+        return Err(invalid_client(
+            "client_assertion_type without client_assertion",
+        ));
+    };
+    let token_url = state.token_url.clone();
+    assertion::authenticate(state, jwt, param("client_id"), &token_url)
+        .map_err(|why| invalid_client(&why))
 }
 
 /// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))`

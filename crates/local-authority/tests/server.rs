@@ -860,3 +860,256 @@ fn allowed_grant_types_are_answered_like_client_credentials() {
     );
     assert_eq!(anonymous.status, 401);
 }
+
+// ---------------------------------------------------------------------------
+// Client assertions (RFC 7523 §2.2), signed here with ring directly
+
+mod assertions {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+    const JWT_BEARER: &str = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Claims that pass for `client` at `authority`; a new `jti` each time.
+    fn claims(authority: &LocalAuthority, client: &str) -> Value {
+        json!({
+            "iss": client, "sub": client, "aud": authority.token_url(),
+            "iat": now(), "exp": now() + 60, "jti": format!("{:x}", fastrand::u128(..)),
+        })
+    }
+
+    fn jwt(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn hs256(secret: &str, claims: &Value) -> String {
+        jwt(&json!({"alg": "HS256"}), claims, |input| {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+            ring::hmac::sign(&key, input).as_ref().to_vec()
+        })
+    }
+
+    struct EcKey(EcdsaKeyPair);
+
+    impl EcKey {
+        fn generate() -> EcKey {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            EcKey(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap(),
+            )
+        }
+
+        fn jwk(&self) -> String {
+            let point = self.0.public_key().as_ref();
+            json!({
+                "kty": "EC", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+            })
+            .to_string()
+        }
+
+        fn sign(&self, alg: &str, claims: &Value) -> String {
+            jwt(&json!({"alg": alg}), claims, |input| {
+                self.0
+                    .sign(&SystemRandom::new(), input)
+                    .unwrap()
+                    .as_ref()
+                    .to_vec()
+            })
+        }
+    }
+
+    /// A client-credentials request authenticated by `assertion` alone.
+    fn with_assertion(authority: &LocalAuthority, assertion: &str, extra: &str) -> Response {
+        let body = format!(
+            "grant_type=client_credentials&client_assertion_type={JWT_BEARER}&client_assertion={assertion}{extra}"
+        );
+        post(authority.addr(), "/token", &[("Content-Type", FORM)], &body)
+    }
+
+    fn refused(response: &Response, why: &str) {
+        assert_eq!(
+            response.status,
+            401,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_eq!(response.error(), "invalid_client");
+        let description = response.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(description.contains(why), "{description}");
+    }
+
+    #[test]
+    fn an_hs256_assertion_is_accepted_once_and_its_replay_refused() {
+        let authority = LocalAuthority::start().unwrap();
+        let assertion = hs256("secret-a", &claims(&authority, "client-a"));
+        let first = with_assertion(&authority, &assertion, "&client_id=client-a");
+        assert_eq!(
+            first.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&first.body)
+        );
+        refused(&with_assertion(&authority, &assertion, ""), "replay");
+        // The minted ones pass too, once.
+        let minted = authority.mint_client_assertion("client-a", 60);
+        assert_eq!(with_assertion(&authority, &minted, "").status, 200);
+        refused(&with_assertion(&authority, &minted, ""), "replay");
+        refused(
+            &with_assertion(
+                &authority,
+                &hs256("wrong", &claims(&authority, "client-a")),
+                "",
+            ),
+            "signature",
+        );
+    }
+
+    #[test]
+    fn an_es256_assertion_verifies_with_the_registered_key_only() {
+        let authority = LocalAuthority::start().unwrap();
+        let key = EcKey::generate();
+        authority.add_client_key("svc", &key.jwk());
+        let ok = with_assertion(
+            &authority,
+            &key.sign("ES256", &claims(&authority, "svc")),
+            "",
+        );
+        assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+        let other = EcKey::generate();
+        refused(
+            &with_assertion(
+                &authority,
+                &other.sign("ES256", &claims(&authority, "svc")),
+                "",
+            ),
+            "signature",
+        );
+        // The key's own signature under another algorithm's name.
+        refused(
+            &with_assertion(
+                &authority,
+                &key.sign("RS256", &claims(&authority, "svc")),
+                "",
+            ),
+            "signature",
+        );
+        refused(
+            &with_assertion(
+                &authority,
+                &key.sign("ES256", &claims(&authority, "nobody")),
+                "",
+            ),
+            "unknown client",
+        );
+    }
+
+    #[test]
+    fn the_jwt_bearer_grant_takes_an_assertion_once_without_client_authentication() {
+        let authority = LocalAuthority::start().unwrap();
+        let key = EcKey::generate();
+        authority.add_client_key("https://issuer.example", &key.jwk());
+        let mut about_user = claims(&authority, "https://issuer.example");
+        about_user["sub"] = json!("user-42");
+        about_user["scope"] = json!("read");
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
+            key.sign("ES256", &about_user)
+        );
+        let send = || post(authority.addr(), "/token", &[("Content-Type", FORM)], &body);
+        let ok = send();
+        assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+        assert_eq!(ok.json()["scope"], "read");
+        let replayed = send();
+        assert_eq!(replayed.status, 400);
+        assert_eq!(replayed.error(), "invalid_grant");
+        // Signed by a key the issuer did not register.
+        let other = EcKey::generate().sign("ES256", &claims(&authority, "https://issuer.example"));
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={other}"
+        );
+        let refused = post(authority.addr(), "/token", &[("Content-Type", FORM)], &body);
+        assert_eq!(refused.error(), "invalid_grant");
+    }
+
+    #[test]
+    fn each_claim_is_checked() {
+        let authority = LocalAuthority::start().unwrap();
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut claims = claims(&authority, "client-a");
+            change(&mut claims);
+            with_assertion(&authority, &hs256("secret-a", &claims), "")
+        };
+        refused(&with(&|c| c["exp"] = json!(now() - 1)), "expired");
+        refused(
+            &with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
+            "no exp",
+        );
+        refused(&with(&|c| c["nbf"] = json!(now() + 600)), "nbf");
+        refused(&with(&|c| c["iat"] = json!(now() + 600)), "iat");
+        refused(
+            &with(&|c| drop(c.as_object_mut().unwrap().remove("jti"))),
+            "no jti",
+        );
+        refused(&with(&|c| c["sub"] = json!("someone-else")), "iss and sub");
+        refused(
+            &with(&|c| c["aud"] = json!("https://elsewhere/token")),
+            "aud",
+        );
+        authority.accept_assertion_audience("https://issuer.example");
+        assert_eq!(
+            with(&|c| c["aud"] = json!(["x", "https://issuer.example"])).status,
+            200
+        );
+
+        let assertion = hs256("secret-a", &claims(&authority, "client-a"));
+        refused(
+            &with_assertion(&authority, &assertion, "&client_id=client-b"),
+            "client_id differs",
+        );
+        refused(
+            &with_assertion(
+                &authority,
+                &assertion,
+                "&client_secret=secret-a&client_id=client-a",
+            ),
+            "more than one",
+        );
+        refused(&with_assertion(&authority, "not.a.jwt", ""), "well-formed");
+        let wrong_type = format!(
+            "grant_type=client_credentials&client_assertion_type=urn%3Aother&client_assertion={assertion}"
+        );
+        refused(
+            &post(
+                authority.addr(),
+                "/token",
+                &[("Content-Type", FORM)],
+                &wrong_type,
+            ),
+            "client_assertion_type",
+        );
+    }
+}
