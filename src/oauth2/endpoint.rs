@@ -383,6 +383,9 @@ impl TokenEndpoint {
         if let Some(scope) = parsed.scope {
             token = token.with_scope(scope);
         }
+        if let Some(issued) = parsed.issued_token_type {
+            token = token.with_issued_token_type(issued);
+        }
         Ok(token)
     }
 }
