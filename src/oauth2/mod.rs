@@ -6,8 +6,10 @@
 //! [`ClientCredentials`] and [`RefreshTokenGrant`] are
 //! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager,
 //! as is the JWT bearer grant (`JwtBearerGrant`, feature `jwt`, which also
-//! reads Google service-account keys); [`CustomGrant`] sends any other grant
-//! type through the same endpoint.
+//! reads Google service-account keys), and token exchange
+//! ([`TokenExchange`], RFC 8693), whose subject token may come from another
+//! manager; [`CustomGrant`] sends any other grant type through the same
+//! endpoint.
 //!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
@@ -52,6 +54,7 @@ pub mod response;
 mod scrub;
 #[cfg(feature = "surf")]
 mod surf;
+mod token_exchange;
 #[cfg(feature = "ureq")]
 mod ureq;
 
@@ -71,5 +74,6 @@ pub use jwt::{KeyError, PrivateKey, SigningAlgorithm};
 pub use jwt_bearer::{GoogleServiceAccount, GoogleServiceAccountError, JwtBearerGrant};
 #[cfg(feature = "surf")]
 pub use surf::SurfClient;
+pub use token_exchange::{token_type, PresentedToken, TokenExchange};
 #[cfg(feature = "ureq")]
 pub use ureq::UreqClient;

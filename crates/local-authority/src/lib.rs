@@ -13,8 +13,14 @@
 //!   `password`, the JWT bearer grant (RFC 7523 §2.1: an `assertion` signed
 //!   with the key registered for its issuer, checked as client assertions
 //!   are; `invalid_grant` otherwise; client authentication optional; a
-//!   `scope` claim counts as the scope asked for), and any other grant type
-//!   allowed with [`LocalAuthority::allow_grant_type`];
+//!   `scope` claim counts as the scope asked for), token exchange (RFC 8693:
+//!   the subject and actor tokens must be access tokens this server issued
+//!   and that are still valid, or tokens registered with
+//!   [`LocalAuthority::add_subject_token`], each presented with its type;
+//!   `invalid_grant` otherwise; an exchange without any client
+//!   authentication or `client_id` is answered, as a cloud STS does; each
+//!   one is recorded, see [`LocalAuthority::exchanges`]), and any other
+//!   grant type allowed with [`LocalAuthority::allow_grant_type`];
 //! - form bodies, and JSON bodies (an object of strings) for authorities that
 //!   demand them ([`LocalAuthority::set_json_only`] refuses forms);
 //! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and
@@ -59,6 +65,7 @@
 
 mod assertion;
 mod echo;
+mod exchange;
 mod form;
 mod http;
 mod server;
@@ -202,6 +209,22 @@ impl LocalAuthority {
             .lock()
             .extra_grants
             .insert(grant_type.to_owned());
+    }
+
+    /// Accepts `token`, of the type `token_type` (an RFC 8693 token type
+    /// identifier such as `urn:ietf:params:oauth:token-type:jwt`), as the
+    /// subject or actor token of a token exchange, as an STS that trusts
+    /// its issuer would (a Kubernetes service-account token, say).
+    pub fn add_subject_token(&self, token: &str, token_type: &str) {
+        self.shared
+            .lock()
+            .subject_tokens
+            .insert(token.to_owned(), token_type.to_owned());
+    }
+
+    /// Every token exchange answered, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.lock().exchanges.clone()
     }
 
     /// Whether `/token` accepts only JSON bodies (`true`), refusing a form
@@ -373,6 +396,30 @@ impl RecordedRequest {
     }
 }
 
+/// A token exchange (RFC 8693) the server answered: what it received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The authenticated client; empty for an exchange without client
+    /// authentication.
+    pub client_id: String,
+    /// The subject token.
+    pub subject_token: String,
+    /// Its type identifier.
+    pub subject_token_type: String,
+    /// The actor token, if one was presented.
+    pub actor_token: Option<String>,
+    /// Its type identifier.
+    pub actor_token_type: Option<String>,
+    /// The token type asked for, if any.
+    pub requested_token_type: Option<String>,
+    /// Every `audience`, in order.
+    pub audiences: Vec<String>,
+    /// Every `resource`, in order.
+    pub resources: Vec<String>,
+    /// The scope asked for.
+    pub scope: Option<String>,
+}
+
 /// A misbehaviour to inflict on a `/token` request instead of answering it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -507,6 +554,8 @@ impl Shared {
                 client_keys: HashMap::new(),
                 audiences: Vec::new(),
                 seen_jti: Default::default(),
+                subject_tokens: HashMap::new(),
+                exchanges: Vec::new(),
                 extra_grants: Default::default(),
                 json_only: false,
                 expires_in: Some(Value::from(60)),
@@ -548,6 +597,11 @@ struct State {
     audiences: Vec<String>,
     /// Every client assertion `jti` accepted: none is accepted twice.
     seen_jti: std::collections::HashSet<String>,
+    /// Token → type: tokens a token exchange accepts besides this server's
+    /// access tokens.
+    subject_tokens: HashMap<String, String>,
+    /// Every token exchange answered.
+    exchanges: Vec<Exchange>,
     /// Grant types answered as `client_credentials`.
     extra_grants: std::collections::HashSet<String>,
     /// Whether form bodies are refused.

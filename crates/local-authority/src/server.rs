@@ -300,8 +300,13 @@ fn invalid_client(description: &str) -> Response {
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Parameters that RFC 6749 §3.2 forbids repeating.
-const SINGLE_PARAMS: [&str; 10] = [
+const SINGLE_PARAMS: [&str; 15] = [
     "assertion",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
     "client_assertion",
     "client_assertion_type",
     "grant_type",
@@ -362,9 +367,17 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
         || param("client_secret").is_some();
     let authenticated = if by_assertion {
         authenticate_assertion(&mut state, request.header("authorization"), &param)
-    } else if !authenticates && param("grant_type") == Some(JWT_BEARER_GRANT) {
+    } else if !authenticates
+        && param("client_id").is_none()
+        && matches!(
+            param("grant_type"),
+            Some(JWT_BEARER_GRANT | crate::exchange::TOKEN_EXCHANGE_GRANT)
+        )
+    {
         // RFC 7523 §3.1: the assertion may be the only credential; the
-        // client is then whoever it names.
+        // client is then whoever it names. A security token service
+        // exchanges tokens for anyone who presents a valid one, as cloud
+        // STS endpoints do.
         Ok(String::new())
     } else {
         authenticate(request.header("authorization"), &param, |id, secret| {
@@ -377,6 +390,8 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let scope = param("scope").map(str::to_string);
+    // What a token exchange issued (RFC 8693 §2.2.1).
+    let mut issued_token_type = None;
     let (scope, with_refresh) = match param("grant_type") {
         None => return invalid_request("missing grant_type"),
         Some("client_credentials") => (scope, false),
@@ -426,19 +441,34 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
                 .map(str::to_owned);
             (scope.or(claimed), false)
         }
+        Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => {
+            match crate::exchange::exchange(&mut state, &client_id, &params) {
+                Ok(issued) => issued_token_type = Some(issued),
+                Err((code, why)) => return oauth_error(400, code, &why),
+            }
+            (scope, false)
+        }
         Some(grant) if state.extra_grants.contains(grant) => (scope, false),
         Some(_) => {
             return oauth_error(
                 400,
                 "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, password, jwt-bearer",
+                "supported: client_credentials, refresh_token, password, jwt-bearer, token-exchange",
             )
         }
     };
 
     let mut body = Map::new();
     body.insert("access_token".into(), state.new_access_token().into());
-    body.insert("token_type".into(), "Bearer".into());
+    // RFC 8693 §2.2.1: "N_A" for a token that is not an access token.
+    let token_type = match &issued_token_type {
+        Some(issued) if issued != crate::exchange::ACCESS_TOKEN_TYPE => "N_A",
+        _ => "Bearer",
+    };
+    body.insert("token_type".into(), token_type.into());
+    if let Some(issued) = issued_token_type {
+        body.insert("issued_token_type".into(), issued.into());
+    }
     if let Some(expires_in) = state.expires_in.clone() {
         body.insert("expires_in".into(), expires_in);
     }
