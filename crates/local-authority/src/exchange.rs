@@ -32,7 +32,8 @@ pub(crate) fn exchange(
             .collect()
     };
     let invalid_request = |why: &str| ("invalid_request", why.to_owned());
-    let subject_token = param("subject_token").ok_or_else(|| invalid_request("missing subject_token"))?;
+    let subject_token =
+        param("subject_token").ok_or_else(|| invalid_request("missing subject_token"))?;
     let subject_token_type =
         param("subject_token_type").ok_or_else(|| invalid_request("missing subject_token_type"))?;
     check(state, "subject", &subject_token, &subject_token_type)?;

@@ -449,13 +449,11 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
             (scope, false)
         }
         Some(grant) if state.extra_grants.contains(grant) => (scope, false),
-        Some(_) => {
-            return oauth_error(
-                400,
-                "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, password, jwt-bearer, token-exchange",
-            )
-        }
+        Some(_) => return oauth_error(
+            400,
+            "unsupported_grant_type",
+            "supported: client_credentials, refresh_token, password, jwt-bearer, token-exchange",
+        ),
     };
 
     let mut body = Map::new();
