@@ -38,6 +38,7 @@
 
 mod client_auth;
 mod custom;
+mod discovery;
 mod endpoint;
 mod error;
 mod grant;
@@ -60,6 +61,7 @@ mod ureq;
 
 pub use client_auth::{AuthMethod, ClientAuth, UnknownAuthMethod};
 pub use custom::CustomGrant;
+pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use endpoint::{
     ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };
