@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::http::{BodyError, Conn, Head, ReadError};
 use crate::{assertion, form};
-use crate::{json_headers, Fault, RecordedRequest, Shared, State};
+use crate::{json_headers, Fault, MetadataKind, RecordedRequest, Shared, State};
 
 /// Serves until `stop` closes (its sender is dropped), then drops every
 /// connection task with the executor.
@@ -84,17 +84,20 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
         };
 
         // Record, count and pick a fault in one step.
-        let (fault, latency) = {
+        let (fault, latency, metadata) = {
             let mut state = shared.lock();
             state.requests.push(request.clone());
+            let metadata = state.metadata_kind(&request.path);
             if is_token {
                 state.token_requests += 1;
             }
             if is_token && failure.is_none() {
                 let fault = state.faults.pop_front().or_else(|| state.outage.clone());
-                (fault, state.latency)
+                (fault, state.latency, metadata)
+            } else if metadata.is_some() && failure.is_none() {
+                (state.metadata_faults.pop_front(), Duration::ZERO, metadata)
             } else {
-                (None, Duration::ZERO)
+                (None, Duration::ZERO, metadata)
             }
         };
 
@@ -117,6 +120,9 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
 
         let response = match fault {
             None if is_token => token_endpoint(&shared, &request),
+            None if metadata.is_some() => {
+                metadata_endpoint(&shared, &request, metadata.unwrap_or(MetadataKind::OAuth))
+            }
             None if request.path.split('?').next() == Some("/resource") => {
                 resource_endpoint(&shared, &request)
             }
@@ -253,6 +259,30 @@ fn resource_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
             ("Content-Type".into(), "text/plain".into()),
         ],
         body: b"unauthorized\n".to_vec(),
+    }
+}
+
+/// A metadata document (RFC 8414, OpenID Connect Discovery), when it exists.
+fn metadata_endpoint(shared: &Shared, request: &RecordedRequest, kind: MetadataKind) -> Response {
+    let state = shared.lock();
+    if request.method != "GET" {
+        return Response {
+            status: 405,
+            headers: vec![("Allow".into(), "GET".into())],
+            body: Vec::new(),
+        };
+    }
+    if !state.serves(kind) {
+        return Response {
+            status: 404,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"not found\n".to_vec(),
+        };
+    }
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: state.metadata().to_string().into_bytes(),
     }
 }
 
