@@ -17,8 +17,9 @@
 //!   the subject and actor tokens must be access tokens this server issued
 //!   and that are still valid, or tokens registered with
 //!   [`LocalAuthority::add_subject_token`], each presented with its type;
-//!   `invalid_grant` otherwise; an exchange without any client
-//!   authentication or `client_id` is answered, as a cloud STS does; each
+//!   `invalid_grant` otherwise; an exchange without client authentication
+//!   is answered, as a cloud STS does, for a public client that sends its
+//!   `client_id` alone or for nobody; each
 //!   one is recorded, see [`LocalAuthority::exchanges`]), and any other
 //!   grant type allowed with [`LocalAuthority::allow_grant_type`];
 //! - form bodies, and JSON bodies (an object of strings) for authorities that

@@ -398,7 +398,6 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     let authenticated = if by_assertion {
         authenticate_assertion(&mut state, request.header("authorization"), &param)
     } else if !authenticates
-        && param("client_id").is_none()
         && matches!(
             param("grant_type"),
             Some(JWT_BEARER_GRANT | crate::exchange::TOKEN_EXCHANGE_GRANT)
@@ -407,8 +406,8 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
         // RFC 7523 §3.1: the assertion may be the only credential; the
         // client is then whoever it names. A security token service
         // exchanges tokens for anyone who presents a valid one, as cloud
-        // STS endpoints do.
-        Ok(String::new())
+        // STS endpoints do. A public client names itself.
+        Ok(param("client_id").unwrap_or_default().to_owned())
     } else {
         authenticate(request.header("authorization"), &param, |id, secret| {
             state.clients.get(id).is_some_and(|s| s == secret)
