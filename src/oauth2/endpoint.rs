@@ -318,7 +318,8 @@ impl TokenEndpoint {
     ///     .await?
     ///     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET")?))
     ///     .build()?;
-    /// let handle = TokenManager::builder(ClientCredentials::new(endpoint)).spawn_smol();
+    /// let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
+    /// smol::spawn(driver).detach(); // or any executor
     /// # let _ = handle;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # });

@@ -190,7 +190,7 @@ impl PresentedToken {
         let key = match &self.from {
             Origin::Value(value) => key.field(role.param(), value),
             Origin::File(path) => key.field(role.file(), path.as_os_str().as_encoded_bytes()),
-            Origin::Handle(handle) => key.field(role.upstream(), &handle.source_key()?.to_string()),
+            Origin::Handle(handle) => key.field(role.upstream(), handle.source_key()?.to_string()),
         };
         Some(key.field(role.type_param(), &self.token_type))
     }
@@ -287,10 +287,12 @@ impl Role {
 /// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", "svc")
 ///     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET").unwrap()))
 ///     .build()?;
-/// let own = TokenManager::builder(ClientCredentials::new(endpoint.clone())).spawn_smol();
+/// let (own, driver) = TokenManager::builder(ClientCredentials::new(endpoint.clone())).build();
+/// smol::spawn(driver).detach(); // or any executor
 /// let exchange = TokenExchange::new(endpoint, PresentedToken::handle(own.clone()))
 ///     .audience("https://orders.example.com");
-/// let orders = TokenManager::builder(exchange).spawn_smol();
+/// let (orders, driver) = TokenManager::builder(exchange).build();
+/// smol::spawn(driver).detach();
 /// # let _ = orders;
 /// # Ok::<(), tokenkeeper::oauth2::ConfigError>(())
 /// ```
