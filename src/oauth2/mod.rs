@@ -11,6 +11,12 @@
 //! manager; [`CustomGrant`] sends any other grant type through the same
 //! endpoint.
 //!
+//! [`Discovery`] reads an authority's metadata from its issuer identifier
+//! (RFC 8414, then OpenID Connect Discovery), once, and
+//! [`TokenEndpoint::from_metadata`] (or [`TokenEndpoint::discover`]) makes an
+//! endpoint of it whose client authentication is checked against what the
+//! authority supports.
+//!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
 //! parsed leniently where real servers differ from the RFC (`expires_in` as
