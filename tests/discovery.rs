@@ -346,12 +346,13 @@ impl HttpClient for PostOnly {
 
 #[test]
 fn a_client_that_cannot_get_says_so() {
+    // Not retried: without max_attempts this ends at once, or never.
     let error = block_on(
         Discovery::new("https://auth.example")
             .http_client(PostOnly)
-            .max_attempts(1)
             .fetch(),
     )
     .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Permanent);
     assert!(error.to_string().contains("HttpClient::get"), "{error}");
 }

@@ -13,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ErrorKind;
 use crate::oauth2::client_auth::AuthMethod;
-use crate::oauth2::http::{HttpClient, HttpError, HttpRequest};
+use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest};
 use crate::token::duration_ms;
 
 const LOG: &str = "tokenkeeper::oauth2";
@@ -489,9 +489,12 @@ pub enum DiscoveryError {
 impl DiscoveryError {
     /// Whether trying again later may help: [`ErrorKind::Transient`] for
     /// the network and 5xx or 429 answers, [`ErrorKind::Permanent`] for
-    /// the rest.
+    /// the rest (an HTTP client that cannot GET among them).
     pub fn kind(&self) -> ErrorKind {
         match self {
+            DiscoveryError::Http { error, .. } if error.kind() == HttpErrorKind::Unsupported => {
+                ErrorKind::Permanent
+            }
             DiscoveryError::Http { .. } | DiscoveryError::UnexpectedStatus { .. } => {
                 ErrorKind::Transient
             }

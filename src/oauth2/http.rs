@@ -53,8 +53,8 @@ pub trait HttpClient: Send + Sync + 'static {
     /// body, with the same errors as [`post`](Self::post). Discovery
     /// fetches the authority's metadata with it.
     ///
-    /// The default fails with [`HttpErrorKind::Other`]: a client written
-    /// for token requests alone cannot discover.
+    /// The default fails with [`HttpErrorKind::Unsupported`]: a client
+    /// written for token requests alone cannot discover.
     fn get(
         &self,
         request: HttpRequest,
@@ -62,7 +62,7 @@ pub trait HttpClient: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
         let _ = (request, max_body);
         Box::pin(std::future::ready(Err(HttpError::new(
-            HttpErrorKind::Other,
+            HttpErrorKind::Unsupported,
             "this HTTP client sends no GET requests (HttpClient::get), which discovery needs",
         ))))
     }
@@ -261,6 +261,10 @@ pub enum HttpErrorKind {
     Io,
     /// The response body was longer than allowed.
     BodyTooLarge,
+    /// The client cannot send this request at all: a GET (for discovery)
+    /// by a client that implements only [`HttpClient::post`]. Retrying
+    /// cannot help.
+    Unsupported,
     /// Anything else the client reports.
     Other,
 }
@@ -386,6 +390,7 @@ impl fmt::Display for HttpError {
             HttpErrorKind::Timeout => "timeout",
             HttpErrorKind::Io => "i/o",
             HttpErrorKind::BodyTooLarge => "body too large",
+            HttpErrorKind::Unsupported => "unsupported",
             HttpErrorKind::Other => "http",
         };
         write!(f, "{kind}: {}", self.message)
