@@ -509,7 +509,7 @@ fn a_stopped_upstream_is_a_permanent_failure_of_the_downstream() {
 }
 
 #[test]
-fn the_upstream_path_is_a_cache_key_not_a_secret() {
+fn a_rotated_subject_file_keeps_its_cache_key() {
     // The key of a file subject covers its path; nothing of the token.
     let dir = TempDir::new("exchange-key");
     let file = dir.path().join("t");
