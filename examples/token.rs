@@ -62,6 +62,32 @@
 //! token URL. Signed assertions need the example's `jwt` feature (on by
 //! default).
 //!
+//! # Discovery and token exchange
+//!
+//! ```sh
+//! # The token endpoint from the authority's metadata (RFC 8414, else OpenID
+//! # discovery), fetched once; signed assertions are then for the issuer.
+//! cargo run --example token -- --issuer https://login.example.com/tenant-a \
+//!     --client-id my-service --private-key-file key.pem
+//! # Token exchange (RFC 8693): the workload's identity token, read from its
+//! # file for every request, for a token for another audience; a security
+//! # token service that wants no client authentication takes --auth none.
+//! cargo run --example token -- --token-url https://sts.example.com/v1/token --auth none \
+//!     --grant token-exchange --subject-token-file /var/run/secrets/tokens/sts \
+//!     --audience //iam.example.com/pools/prod --scope cloud-platform
+//! ```
+//!
+//! With `--issuer`, a client authentication the metadata does not list in
+//! `token_endpoint_auth_methods_supported` (or a key whose algorithm it does
+//! not list) is bad usage (exit 2), told before any token request. Discovery
+//! is tried 3 times at most; no metadata after failures that may pass
+//! (network, 5xx) is exit 3, and metadata that is missing or names another
+//! issuer is exit 1. The subject token file is read as the assertion file is:
+//! a missing or empty file, or a JWT in it that has expired, is a transient
+//! failure naming the path. `--subject-token-type` defaults to
+//! `urn:ietf:params:oauth:token-type:jwt`; `--audience` may be repeated with
+//! token exchange.
+//!
 //! # Printing one token (no `--watch`)
 //!
 //! This runs the same manager a service would, waits for its first token
@@ -140,9 +166,11 @@
 //! - 1: the authority refused: a permanent error such as `invalid_client`.
 //!   Retrying will not help until the configuration changes. (Also: the
 //!   token could not be written to stdout.)
+//! - 1 also: discovery found no metadata, or metadata for another issuer.
 //! - 2: bad usage: unknown or repeated flag, missing value, no secret, a
-//!   key that cannot sign, a plain `http` token URL to a host that is not
-//!   loopback.
+//!   key that cannot sign, a plain `http` token URL (or issuer) to a host
+//!   that is not loopback, a client authentication the discovered metadata
+//!   does not list.
 //! - 3: no token within 10 s: transient failures, or no answer. Try later.
 //!
 //! # Sharing a token between processes (`--cache-file`, `--redis-url`)
@@ -205,8 +233,8 @@ use smol::Timer;
 use tokenkeeper::cache::RedisCache;
 use tokenkeeper::cache::{Chain, FileCache, MemoryCache};
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientAuth, ClientCredentials, ConfigError, HttpErrorKind, TokenEndpoint,
-    TokenRequestError,
+    AuthMethod, ClientAuth, ClientCredentials, ConfigError, Discovery, DiscoveryError,
+    HttpErrorKind, PresentedToken, TokenEndpoint, TokenExchange, TokenRequestError,
 };
 #[cfg(feature = "jwt")]
 use tokenkeeper::oauth2::{KeyError, PrivateKey, SigningAlgorithm};
@@ -225,10 +253,15 @@ build it with `--features redis` (cargo run --features redis --example token -- 
 const NO_JWT: &str = "signed client assertions (client_secret_jwt, private_key_jwt) are not in \
 this build of the example; build it with the default features or `--features jwt`";
 /// What an `--auth` that is not a method gets.
-const AUTH_VALUES: &str = "--auth takes basic, post, client_secret_jwt or private_key_jwt";
+const AUTH_VALUES: &str = "--auth takes basic, post, client_secret_jwt, private_key_jwt or none";
 /// What a plain-http token URL to another host gets.
 const INSECURE_URL: &str = "--token-url must be an https URL: plain http is allowed only to \
 loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
+/// What a plain-http issuer on another host gets.
+const INSECURE_ISSUER: &str = "--issuer must be an https URL: plain http is allowed only to \
+loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
+/// How many times discovery tries before the tool gives up.
+const DISCOVERY_ATTEMPTS: u32 = 3;
 /// The largest integer a JSON reader that uses doubles (JavaScript, jq)
 /// reads exactly: 2^53 - 1. Times in `--watch` output never exceed it.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -245,19 +278,26 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 3;
 
 const USAGE: &str = "\
-usage: token --token-url URL --client-id ID [options]
+usage: token (--token-url URL | --issuer URL) --client-id ID [options]
 
-Prints an OAuth2 access token (client-credentials grant) alone on stdout.
-The client secret is read from the environment variable
+Prints an OAuth2 access token (client-credentials grant, or token exchange)
+alone on stdout. The client secret is read from the environment variable
 TOKENKEEPER_CLIENT_SECRET, or from --client-secret-file; never from the
 command line. Signed assertions need no secret on the wire, or none at all.
 
 options:
   --token-url URL            the token endpoint (https; http only to loopback)
-  --client-id ID             the client identifier
+  --issuer URL               instead of --token-url: the authority's issuer
+                             identifier; its token endpoint comes from its
+                             metadata (RFC 8414, else OpenID discovery), and
+                             the client authentication must be one it lists
+  --client-id ID             the client identifier (may be left out with
+                             --auth none: nothing identifies the client)
   --auth METHOD              basic (client_secret_basic, the default), post
                              (client_secret_post), client_secret_jwt (a JWT
-                             signed HS256 with the secret) or private_key_jwt
+                             signed HS256 with the secret), private_key_jwt,
+                             or none (no client authentication: a public
+                             client, or a security token service)
   --private-key-file PATH    private_key_jwt: sign with the key in PATH (PEM:
                              PKCS#8, PKCS#1 or SEC1; or DER); implies
                              --auth private_key_jwt
@@ -269,9 +309,17 @@ options:
                              again for every request (workload identity);
                              takes no secret
   --assertion-audience AUD   the aud of signed assertions (default: the
-                             token URL)
+                             issuer with --issuer, else the token URL)
+  --grant GRANT              client-credentials (the default) or
+                             token-exchange (RFC 8693)
+  --subject-token-file PATH  token-exchange: the subject token, read from
+                             PATH again for every request
+  --subject-token-type URI   token-exchange: its type (default:
+                             urn:ietf:params:oauth:token-type:jwt)
+  --requested-token-type URI token-exchange: the type of token to ask for
   --scope S                  space-separated scopes to ask for
-  --audience A               the audience parameter (Auth0 and others)
+  --audience A               the audience parameter (Auth0 and others); may
+                             be repeated with token-exchange
   --resource R               a resource indicator (RFC 8707); may be repeated
   --watch SECS               keep the token fresh for SECS seconds and print one
                              JSON event per line (token values never printed)
@@ -295,8 +343,8 @@ Proxies: https_proxy, http_proxy, all_proxy and no_proxy as curl reads
 them; a loopback token URL never goes through a proxy.
 
 exit codes: 0 token printed or watch done; 1 refused by the authority
-(e.g. invalid_client); 2 bad usage; 3 no token within 10 s (transient
-failures or no answer)";
+(e.g. invalid_client, or metadata that does not fit the issuer); 2 bad
+usage; 3 no token within 10 s (transient failures or no answer)";
 
 fn main() -> ExitCode {
     let mut args = match Args::parse(std::env::args_os().skip(1)) {
@@ -319,9 +367,19 @@ fn main() -> ExitCode {
     // Without a secret (a key, an assertion file) there is nothing of ours
     // to look for: the library scrubs the assertions it sends.
     let scrub = Scrubber(secret.unwrap_or_default());
+    // The logger lives as long as the process; so does the scrubber it
+    // uses. Installed before discovery, whose retries it reports.
+    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
+    install_warnings(scrub, redis_url.as_ref().map(RedisUrl::copy));
 
-    let mut endpoint =
-        TokenEndpoint::builder(args.token_url.as_str(), args.client_id.as_str()).client_auth(auth);
+    let endpoint = match &args.location {
+        Location::TokenUrl(url) => TokenEndpoint::builder(url.as_str(), args.client_id.as_str()),
+        Location::Issuer(issuer) => match smol::block_on(discover(issuer)) {
+            Ok(metadata) => TokenEndpoint::from_metadata(&metadata, args.client_id.as_str()),
+            Err(error) => return discovery_failed(&error, scrub),
+        },
+    };
+    let mut endpoint = endpoint.client_auth(auth);
     if let Some(audience) = &args.assertion_audience {
         endpoint = endpoint.assertion_audience(audience);
     }
@@ -333,27 +391,13 @@ fn main() -> ExitCode {
         Err(ConfigError::InsecureUrl(_)) => return usage_error(&INSECURE_URL),
         Err(error) => return usage_error(&error.to_string()),
     };
-    let mut source = ClientCredentials::new(endpoint);
-    if let Some(scope) = &args.scope {
-        source = source.scope(scope);
-    }
-    if let Some(audience) = &args.audience {
-        source = source.audience(audience);
-    }
-    for resource in &args.resources {
-        source = source.resource(resource);
-    }
-    let redis_url_to_scrub = redis_url.as_ref().map(RedisUrl::copy);
+    let source = grant(endpoint, &args);
     // With a shared cache the source becomes a chain that reads the caches
     // first and writes new tokens back; nothing else here changes.
     let source = match with_caches(source, &args, redis_url) {
         Ok(source) => source,
         Err(error) => return usage_error(&error),
     };
-
-    // The logger lives as long as the process; so does the scrubber it uses.
-    let scrub: &'static Scrubber = Box::leak(Box::new(scrub));
-    install_warnings(scrub, redis_url_to_scrub);
     let asked = args.scope.as_deref();
     smol::block_on(async {
         match args.watch {
@@ -364,17 +408,102 @@ fn main() -> ExitCode {
 }
 
 // ---------------------------------------------------------------------------
+// The grant and discovery
+
+/// The grant the flags ask for, on `endpoint`.
+fn grant(endpoint: TokenEndpoint, args: &Args) -> Box<dyn TokenSource> {
+    match &args.grant {
+        Grant::ClientCredentials => {
+            let mut source = ClientCredentials::new(endpoint);
+            if let Some(scope) = &args.scope {
+                source = source.scope(scope);
+            }
+            // One at most: the parser refuses more for this grant.
+            if let Some(audience) = args.audiences.first() {
+                source = source.audience(audience);
+            }
+            for resource in &args.resources {
+                source = source.resource(resource);
+            }
+            Box::new(source)
+        }
+        Grant::TokenExchange {
+            subject_token_file,
+            subject_token_type,
+            requested_token_type,
+        } => {
+            let mut subject = PresentedToken::file(subject_token_file);
+            if let Some(uri) = subject_token_type {
+                subject = subject.token_type(uri);
+            }
+            let mut source = TokenExchange::new(endpoint, subject);
+            if let Some(uri) = requested_token_type {
+                source = source.requested_token_type(uri);
+            }
+            if let Some(scope) = &args.scope {
+                source = source.scope(scope);
+            }
+            for audience in &args.audiences {
+                source = source.audience(audience);
+            }
+            for resource in &args.resources {
+                source = source.resource(resource);
+            }
+            Box::new(source)
+        }
+    }
+}
+
+/// The authority's metadata, fetched once: a failure that may pass is
+/// retried as a token request is (250 ms doubling, each attempt at most
+/// 5 s), [`DISCOVERY_ATTEMPTS`] times in all.
+async fn discover(issuer: &str) -> Result<tokenkeeper::oauth2::ServerMetadata, DiscoveryError> {
+    Discovery::new(issuer)
+        .backoff(Backoff::new(
+            Duration::from_millis(250),
+            2.0,
+            Duration::from_secs(2),
+        ))
+        .request_timeout(ONE_SHOT_REQUEST_TIMEOUT)
+        .max_attempts(DISCOVERY_ATTEMPTS)
+        .fetch()
+        .await
+}
+
+/// Reports a failed discovery and picks the exit code: bad usage for an
+/// issuer that is no https URL, unavailable for failures that may pass,
+/// refused for the rest (no metadata, or metadata for another issuer).
+fn discovery_failed(error: &DiscoveryError, scrub: &Scrubber) -> ExitCode {
+    match error {
+        DiscoveryError::InvalidIssuer { issuer, .. } if issuer.starts_with("http:") => {
+            usage_error(&INSECURE_ISSUER)
+        }
+        DiscoveryError::InvalidIssuer { .. } => usage_error(&format!("--issuer: {error}")),
+        error if error.kind() == ErrorKind::Transient => {
+            say(&scrub.line(&format!(
+                "token: error: discovery: {error}; no metadata after {DISCOVERY_ATTEMPTS} attempts"
+            )));
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        error => {
+            say(&scrub.line(&format!("token: error: discovery: {error}")));
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Shared caches
 
 /// The source as given, or behind a chain of caches when the command line
 /// names a shared one: memory first, then the file, then Redis.
 fn with_caches(
-    source: ClientCredentials,
+    source: Box<dyn TokenSource>,
     args: &Args,
     redis_url: Option<RedisUrl>,
 ) -> Result<Box<dyn TokenSource>, String> {
     if args.cache_file.is_none() && redis_url.is_none() {
-        return Ok(Box::new(source));
+        return Ok(source);
     }
     let mut chain = Chain::new(source).cache(MemoryCache::new());
     if let Some(path) = &args.cache_file {
@@ -450,8 +579,10 @@ fn redis_url(flag: Option<RedisUrl>) -> Result<Option<RedisUrl>, String> {
 
 /// The Redis key prefix of this token: `tokenkeeper:token-cli:<hash>:`,
 /// the hash (64-bit FNV-1a, the same in every build) covering what decides
-/// which token the authority gives: token URL, client id, scope, audience
-/// and resources. The secret stays out of it.
+/// which token the authority gives: token URL (or issuer), client id,
+/// scope, audiences and resources, and for a token exchange the subject
+/// token's file and type and the type asked for. The secret stays out of
+/// it.
 #[cfg(feature = "redis")]
 fn redis_key_prefix(args: &Args) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -472,12 +603,32 @@ fn redis_key_prefix(args: &Args) -> String {
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
-    feed(Some(&args.token_url));
+    match &args.location {
+        Location::TokenUrl(url) => feed(Some(url)),
+        Location::Issuer(issuer) => {
+            feed(Some("issuer"));
+            feed(Some(issuer));
+        }
+    }
     feed(Some(&args.client_id));
     feed(args.scope.as_deref());
-    feed(args.audience.as_deref());
+    feed(args.audiences.first().map(String::as_str));
     for resource in &args.resources {
         feed(Some(resource));
+    }
+    if let Grant::TokenExchange {
+        subject_token_file,
+        subject_token_type,
+        requested_token_type,
+    } = &args.grant
+    {
+        feed(Some("token-exchange"));
+        feed(subject_token_file.to_str());
+        feed(subject_token_type.as_deref());
+        feed(requested_token_type.as_deref());
+        for audience in args.audiences.iter().skip(1) {
+            feed(Some(audience));
+        }
     }
     format!("tokenkeeper:token-cli:{hash:016x}:")
 }
@@ -967,13 +1118,16 @@ impl Scrubber {
 /// The parsed command line.
 #[derive(Debug)]
 struct Args {
-    token_url: String,
+    location: Location,
+    /// Empty with `--auth none` and no `--client-id`.
     client_id: String,
     auth: Auth,
-    /// The `aud` of signed assertions, when not the token URL.
+    /// The `aud` of signed assertions, when not the default.
     assertion_audience: Option<String>,
+    grant: Grant,
     scope: Option<String>,
-    audience: Option<String>,
+    /// At most one for the client-credentials grant.
+    audiences: Vec<String>,
     resources: Vec<String>,
     watch: Option<Duration>,
     client_secret_file: Option<String>,
@@ -984,6 +1138,27 @@ struct Args {
 enum Parsed {
     Run(Box<Args>),
     Help,
+}
+
+/// Where the token endpoint is.
+#[derive(Debug)]
+enum Location {
+    /// `--token-url`.
+    TokenUrl(String),
+    /// `--issuer`: the endpoint from the authority's metadata.
+    Issuer(String),
+}
+
+/// Which grant asks for the token.
+#[derive(Debug)]
+enum Grant {
+    ClientCredentials,
+    /// RFC 8693, the subject token read from a file for every request.
+    TokenExchange {
+        subject_token_file: PathBuf,
+        subject_token_type: Option<String>,
+        requested_token_type: Option<String>,
+    },
 }
 
 /// How the client authenticates, as the flags say.
@@ -1002,6 +1177,8 @@ enum Auth {
     },
     /// The assertion in this file, read for every request.
     AssertionFile(PathBuf),
+    /// No client authentication.
+    None,
 }
 
 impl Args {
@@ -1009,7 +1186,12 @@ impl Args {
     /// flags but never repeat values: a misplaced value may be a secret.
     fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Parsed, String> {
         let mut token_url = None;
+        let mut issuer = None;
         let mut client_id = None;
+        let mut grant = None;
+        let mut subject_token_file = None;
+        let mut subject_token_type = None;
+        let mut requested_token_type = None;
         let mut auth = None;
         let mut private_key_file = None;
         let mut key_id = None;
@@ -1017,7 +1199,7 @@ impl Args {
         let mut assertion_file = None;
         let mut assertion_audience = None;
         let mut scope = None;
-        let mut audience = None;
+        let mut audiences = Vec::new();
         let mut resources = Vec::new();
         let mut watch = None;
         let mut client_secret_file = None;
@@ -1059,15 +1241,30 @@ impl Args {
                     ))
                 }
                 "--token-url" => once(&mut token_url, flag, value()?)?,
+                "--issuer" => once(&mut issuer, flag, value()?)?,
+                "--grant" => {
+                    let exchange = match value()?.as_str() {
+                        "client-credentials" | "client_credentials" => false,
+                        "token-exchange" | "token_exchange" => true,
+                        _ => {
+                            return Err(
+                                "--grant takes client-credentials or token-exchange".to_owned()
+                            )
+                        }
+                    };
+                    once(&mut grant, flag, exchange)?;
+                }
+                "--subject-token-file" => {
+                    once(&mut subject_token_file, flag, PathBuf::from(value()?))?
+                }
+                "--subject-token-type" => once(&mut subject_token_type, flag, value()?)?,
+                "--requested-token-type" => once(&mut requested_token_type, flag, value()?)?,
                 "--client-id" => once(&mut client_id, flag, value()?)?,
                 "--auth" => {
                     let method = match value()?.as_str() {
                         "basic" => AuthMethod::ClientSecretBasic,
                         "post" => AuthMethod::ClientSecretPost,
-                        name => match name.parse() {
-                            Ok(AuthMethod::None) | Err(_) => return Err(AUTH_VALUES.to_owned()),
-                            Ok(method) => method,
-                        },
+                        name => name.parse().map_err(|_| AUTH_VALUES.to_owned())?,
                     };
                     once(&mut auth, flag, method)?;
                 }
@@ -1079,7 +1276,7 @@ impl Args {
                 }
                 "--assertion-audience" => once(&mut assertion_audience, flag, value()?)?,
                 "--scope" => once(&mut scope, flag, value()?)?,
-                "--audience" => once(&mut audience, flag, value()?)?,
+                "--audience" => audiences.push(value()?),
                 "--resource" => resources.push(value()?),
                 "--watch" => {
                     let secs = value()?
@@ -1105,8 +1302,41 @@ impl Args {
             }
         }
 
-        let token_url = token_url.ok_or("--token-url is required")?;
-        let client_id = client_id.ok_or("--client-id is required")?;
+        let location = match (token_url, issuer) {
+            (Some(url), None) => Location::TokenUrl(url),
+            (None, Some(issuer)) => Location::Issuer(issuer),
+            (Some(_), Some(_)) => {
+                return Err(
+                    "--token-url and --issuer are two ways to say one thing: give one".to_owned(),
+                )
+            }
+            (None, None) => return Err("--token-url (or --issuer) is required".to_owned()),
+        };
+        let grant = match (grant.unwrap_or(false), subject_token_file) {
+            (true, Some(subject_token_file)) => Grant::TokenExchange {
+                subject_token_file,
+                subject_token_type,
+                requested_token_type,
+            },
+            (true, None) => {
+                return Err("--grant token-exchange needs --subject-token-file PATH".to_owned())
+            }
+            (false, file) => {
+                if file.is_some() || subject_token_type.is_some() || requested_token_type.is_some()
+                {
+                    return Err("--subject-token-file, --subject-token-type and \
+                                --requested-token-type go with --grant token-exchange"
+                        .to_owned());
+                }
+                if audiences.len() > 1 {
+                    return Err(
+                        "--audience is given twice (it may be repeated with --grant token-exchange)"
+                            .to_owned(),
+                    );
+                }
+                Grant::ClientCredentials
+            }
+        };
         let auth = Auth::from_flags(
             auth,
             private_key_file,
@@ -1114,6 +1344,12 @@ impl Args {
             &mut key_id,
             &mut alg,
         )?;
+        let client_id = match (client_id, &auth) {
+            (Some(id), _) => id,
+            // Nothing identifies the client: a security token service.
+            (None, Auth::None) => String::new(),
+            (None, _) => return Err("--client-id is required".to_owned()),
+        };
         if key_id.is_some() || alg.is_some() {
             return Err("--key-id and --alg go with --auth private_key_jwt".to_owned());
         }
@@ -1135,12 +1371,13 @@ impl Args {
         }
 
         Ok(Parsed::Run(Box::new(Args {
-            token_url,
+            location,
             client_id,
             auth,
             assertion_audience,
+            grant,
             scope,
-            audience,
+            audiences,
             resources,
             watch,
             client_secret_file,
@@ -1181,6 +1418,7 @@ impl Auth {
             (Some(_), Some(_), None) => {
                 return Err("--private-key-file goes with --auth private_key_jwt".to_owned())
             }
+            (Some(AuthMethod::None), None, None) => Auth::None,
             (method, None, None) => Auth::Secret(method.unwrap_or_default()),
         })
     }
@@ -1231,6 +1469,7 @@ fn client_auth(args: &Args) -> Result<(ClientAuth, Option<String>), String> {
         #[cfg(not(feature = "jwt"))]
         Auth::PrivateKey { .. } => Err(NO_JWT.to_owned()),
         Auth::AssertionFile(file) => Ok((ClientAuth::ClientAssertionFile(file.clone()), None)),
+        Auth::None => Ok((ClientAuth::None, None)),
     }
 }
 
@@ -1267,7 +1506,7 @@ fn read_secret(file: Option<&str>) -> Result<String, String> {
 
 fn usage_error(message: &dyn fmt::Display) -> ExitCode {
     say(&format!("token: {message}"));
-    say("usage: token --token-url URL --client-id ID [options]; see --help");
+    say("usage: token (--token-url URL | --issuer URL) --client-id ID [options]; see --help");
     ExitCode::from(EXIT_USAGE)
 }
 

@@ -220,6 +220,8 @@ pub struct Token {
     token_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<String>,
     issued_ms: u64,
     stale_ms: u64,
     expiry_ms: u64,
@@ -237,6 +239,8 @@ struct TokenRepr {
     token_type: String,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    issued_token_type: Option<String>,
     issued_ms: u64,
     stale_ms: u64,
     expiry_ms: u64,
@@ -280,6 +284,7 @@ impl TryFrom<TokenRepr> for Token {
             id_token: r.id_token,
             token_type: r.token_type,
             scope: r.scope,
+            issued_token_type: r.issued_token_type,
             ..token
         })
     }
@@ -315,6 +320,7 @@ impl Token {
             id_token: None,
             token_type: bearer(),
             scope: None,
+            issued_token_type: None,
             issued_ms,
             stale_ms,
             expiry_ms,
@@ -368,6 +374,29 @@ impl Token {
     pub fn with_scope(mut self, scope: impl Into<String>) -> Token {
         self.scope = Some(scope.into());
         self
+    }
+
+    /// Records the `issued_token_type` of a token exchange (RFC 8693
+    /// §2.2.1): what kind of token the access token is.
+    pub fn with_issued_token_type(mut self, issued_token_type: impl Into<String>) -> Token {
+        self.issued_token_type = Some(issued_token_type.into());
+        self
+    }
+
+    /// The `issued_token_type` a token exchange answered with (RFC 8693
+    /// §2.2.1), such as `urn:ietf:params:oauth:token-type:access_token` or
+    /// `urn:ietf:params:oauth:token-type:jwt`; `None` for other grants.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, LifetimePolicy, Token};
+    ///
+    /// let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default())
+    ///     .with_issued_token_type("urn:ietf:params:oauth:token-type:jwt");
+    /// assert_eq!(token.issued_token_type(), Some("urn:ietf:params:oauth:token-type:jwt"));
+    /// ```
+    pub fn issued_token_type(&self) -> Option<&str> {
+        self.issued_token_type.as_deref()
     }
 
     /// The token type, `Bearer` unless the authority said otherwise.
@@ -634,6 +663,14 @@ mod tests {
         assert!(json.contains("\"access_token\":\"t\"") && json.contains("refresh-1"));
         let back: Token = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+        assert!(!json.contains("issued_token_type"), "{json}");
+        let exchanged = t.with_issued_token_type("urn:ietf:params:oauth:token-type:jwt");
+        let json = serde_json::to_string(&exchanged).unwrap();
+        let back: Token = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.issued_token_type(),
+            Some("urn:ietf:params:oauth:token-type:jwt")
+        );
         let secret: ClientSecret = serde_json::from_str("\"abc\"").unwrap();
         assert_eq!(secret.secret(), "abc");
     }

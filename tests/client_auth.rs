@@ -914,7 +914,7 @@ fn the_cli_refuses_keys_and_flags_that_cannot_work_before_any_request() {
             &["--auth", "post", "--private-key-file", &es256],
             "--private-key-file goes with --auth private_key_jwt",
         ),
-        (&["--auth", "none"], "--auth takes basic, post"),
+        (&["--auth", "bogus"], "--auth takes basic, post"),
     ];
     for (args, message) in cases {
         let mut cmd = token_cmd(&authority, "svc", args);

@@ -1,7 +1,11 @@
-//! Interop against a real OAuth2 server: the npm package `oauth2-mock-server`
-//! (pinned in `interop/package.json`), started by `interop/server.js` on
-//! 127.0.0.1 and spoken to over real HTTP with the default `UreqClient` (and
-//! with `SurfClient` when the `surf` feature is on).
+//! Interop against real OAuth2 servers from npm (pinned in
+//! `interop/package.json`), started on 127.0.0.1 and spoken to over real
+//! HTTP with the default `UreqClient` (and with `SurfClient` when the `surf`
+//! feature is on): `oauth2-mock-server`, started by `interop/server.js`, for
+//! secrets and refresh tokens; and the OpenID provider `oidc-provider`,
+//! started by `interop/oidc-provider.js`, which verifies client assertions
+//! itself (`private_key_jwt` with ES256 and RS256, `client_secret_jwt`), for
+//! those and for discovery.
 //!
 //! `interop/server.js` tightens the stock server: it authenticates the one
 //! configured client by exactly one of `client_secret_basic` (form-decoding
@@ -11,7 +15,7 @@
 //! records what it saw (`client_id`, `client_auth`, `grant_type`), which the
 //! tests read back out of the token.
 //!
-//! Install the server with `npm ci --prefix interop` (Node.js 20.19+;
+//! Install the servers with `npm ci --prefix interop` (Node.js 20.19+;
 //! `.ci/run` does it). Without Node.js or `interop/node_modules` the tests
 //! are reported as ignored, with the reason; with `CI=true` they fail
 //! instead (the harness is `common::harness`). They need the `ureq` feature
@@ -31,8 +35,9 @@ use common::harness::{add_tests, Harness, Needs};
 use futures_lite::future;
 use serde_json::Value;
 use tokenkeeper::oauth2::{
-    AuthMethod, ClientAuth, ClientCredentials, ErrorCode, HttpClient, HttpRequest,
-    RefreshTokenGrant, TokenEndpoint, TokenRequestError, UreqClient,
+    AuthMethod, ClientAuth, ClientCredentials, ConfigError, Discovery, ErrorCode, HttpClient,
+    HttpRequest, PrivateKey, RefreshTokenGrant, ServerMetadata, TokenEndpoint, TokenRequestError,
+    UreqClient,
 };
 use tokenkeeper::{
     ClientId, ClientSecret, ErrorKind, FetchContext, LifetimePolicy, RefreshToken, SourceError,
@@ -54,8 +59,19 @@ const STARTUP: Duration = Duration::from_secs(30);
 const OVERALL: Duration = Duration::from_secs(60);
 
 fn main() {
-    let server = Needs::new("the interop server", unavailable());
+    let server = Needs::new("the interop server", unavailable("oauth2-mock-server"));
+    let oidc = Needs::new("the OpenID provider", unavailable("oidc-provider"));
     let mut harness = Harness::from_args();
+    #[cfg(feature = "jwt")]
+    add_tests!(harness needing oidc;
+        oidc_private_key_jwt_with_es256_and_rs256_from_discovery,
+        oidc_client_secret_jwt_from_discovery,
+        oidc_verifies_what_it_receives,
+        oidc_discovery_checks_the_auth_method_at_build_time,
+        oidc_the_manager_keeps_a_private_key_jwt_token,
+    );
+    #[cfg(not(feature = "jwt"))]
+    drop(oidc);
     add_tests!(harness needing server;
         client_credentials_with_client_secret_basic_and_scope,
         client_credentials_with_client_secret_post_and_scope,
@@ -73,19 +89,18 @@ fn main() {
 // The server process
 // ---------------------------------------------------------------------------
 
-/// A running `node interop/server.js`; killed when dropped.
-struct Server {
+/// A running `node interop/SCRIPT`; killed when dropped.
+struct NodeProcess {
     child: Child,
     /// Held open: the server exits when its stdin closes, so it dies with
     /// this process even if `Drop` never runs.
     _stdin: ChildStdin,
-    token_endpoint: String,
-    issuer: String,
-    kid: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// The JSON of its first line on stdout: where it listens.
+    ready: Value,
 }
 
-impl Drop for Server {
+impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -96,51 +111,20 @@ impl Drop for Server {
     }
 }
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Why the server cannot run here, if it cannot: no Node.js, one too old
-/// for oauth2-mock-server 8.2.3, or `interop/node_modules` not installed.
-fn unavailable() -> Option<String> {
-    let version = match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        Ok(out) => return Some(format!("`node --version` failed ({})", out.status)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Some("`node` is not on the PATH; install Node.js 20.19 or newer".into())
-        }
-        Err(e) => return Some(format!("cannot run `node`: {e}")),
-    };
-    let mut parts = version.trim_start_matches('v').split('.');
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    if (major, minor) < (20, 19) {
-        return Some(format!(
-            "Node.js {version} is too old: oauth2-mock-server 8.2.3 needs 20.19 or newer"
-        ));
-    }
-    let package = interop_dir().join("node_modules/oauth2-mock-server/package.json");
-    if !package.is_file() {
-        return Some("interop/node_modules is not installed; run `npm ci --prefix interop`".into());
-    }
-    None
-}
-
-impl Server {
-    fn start() -> Server {
+impl NodeProcess {
+    /// Starts `node SCRIPT` in `interop/` with `envs`, and waits for the
+    /// line that says where it listens.
+    fn start(script: &str, envs: &[(&str, &str)]) -> NodeProcess {
         let dir = interop_dir();
         let mut child = Command::new("node")
-            .arg("server.js")
+            .arg(script)
             .current_dir(&dir)
-            .env("INTEROP_CLIENT_ID", CLIENT_ID)
-            .env("INTEROP_CLIENT_SECRET", CLIENT_SECRET)
-            .env("INTEROP_USERNAME", USERNAME)
-            .env("INTEROP_PASSWORD", PASSWORD)
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `node server.js` in {}: {e}", dir.display()));
+            .unwrap_or_else(|e| panic!("cannot start `node {script}` in {}: {e}", dir.display()));
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -161,13 +145,11 @@ impl Server {
             for _ in lines {}
         });
 
-        let mut server = Server {
+        let mut process = NodeProcess {
             child,
             _stdin: stdin,
-            token_endpoint: String::new(),
-            issuer: String::new(),
-            kid: String::new(),
             log,
+            ready: Value::Null,
         };
         let line = match ready_rx.recv_timeout(STARTUP) {
             Ok(Some(Ok(line))) => line,
@@ -175,27 +157,87 @@ impl Server {
                 // Give the log reader a moment to collect why it died.
                 thread::sleep(Duration::from_millis(200));
                 panic!(
-                    "interop server exited before listening ({:?})",
-                    server.child.try_wait()
+                    "{script} exited before listening ({:?})",
+                    process.child.try_wait()
                 );
             }
-            Err(_) => panic!("interop server did not listen within {STARTUP:?}"),
+            Err(_) => panic!("{script} did not listen within {STARTUP:?}"),
         };
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("unexpected first line from the server {line:?}: {e}"));
-        assert_eq!(ready["event"], "listening", "{line}");
-        let field = |name: &str| {
-            ready[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-                .to_owned()
+        process.ready = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("unexpected first line from {script} {line:?}: {e}"));
+        assert_eq!(process.ready["event"], "listening", "{line}");
+        process
+    }
+
+    /// A string field of the line that said where it listens.
+    fn field(&self, name: &str) -> String {
+        self.ready[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {}", self.ready))
+            .to_owned()
+    }
+}
+
+/// A running `node interop/server.js` (oauth2-mock-server).
+struct Server {
+    _node: NodeProcess,
+    token_endpoint: String,
+    issuer: String,
+    kid: String,
+}
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// Why `package` cannot run here, if it cannot: no Node.js, one too old
+/// for oauth2-mock-server 8.2.3 and oidc-provider 9, or
+/// `interop/node_modules` not installed.
+fn unavailable(package: &str) -> Option<String> {
+    let version = match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => return Some(format!("`node --version` failed ({})", out.status)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some("`node` is not on the PATH; install Node.js 20.19 or newer".into())
+        }
+        Err(e) => return Some(format!("cannot run `node`: {e}")),
+    };
+    let mut parts = version.trim_start_matches('v').split('.');
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if (major, minor) < (20, 19) {
+        return Some(format!(
+            "Node.js {version} is too old: {package} needs 20.19 or newer"
+        ));
+    }
+    let package = interop_dir().join(format!("node_modules/{package}/package.json"));
+    if !package.is_file() {
+        return Some("interop/node_modules is not installed; run `npm ci --prefix interop`".into());
+    }
+    None
+}
+
+impl Server {
+    fn start() -> Server {
+        let node = NodeProcess::start(
+            "server.js",
+            &[
+                ("INTEROP_CLIENT_ID", CLIENT_ID),
+                ("INTEROP_CLIENT_SECRET", CLIENT_SECRET),
+                ("INTEROP_USERNAME", USERNAME),
+                ("INTEROP_PASSWORD", PASSWORD),
+            ],
+        );
+        let server = Server {
+            token_endpoint: node.field("token_endpoint"),
+            issuer: node.field("issuer"),
+            kid: node.field("kid"),
+            _node: node,
         };
-        server.token_endpoint = field("token_endpoint");
-        server.issuer = field("issuer");
-        server.kid = field("kid");
         assert!(
             server.token_endpoint.starts_with("http://127.0.0.1:"),
-            "{line}"
+            "{}",
+            server.token_endpoint
         );
         server
     }
@@ -532,4 +574,245 @@ fn the_manager_publishes_the_servers_tokens() {
             panic!("the manager scenario took over {OVERALL:?}");
         },
     ));
+}
+
+// ---------------------------------------------------------------------------
+// oidc-provider: signed client assertions and discovery
+// ---------------------------------------------------------------------------
+
+/// The secret of the provider's `csjwt` and `basic` clients.
+#[cfg(feature = "jwt")]
+const OIDC_SECRET: &str = "interop client_secret_jwt secret: a/b+c%d, 32+ bytes";
+/// The resource the provider's access tokens are for.
+#[cfg(feature = "jwt")]
+const OIDC_RESOURCE: &str = "urn:tokenkeeper:interop";
+/// What its access tokens live.
+#[cfg(feature = "jwt")]
+const OIDC_TTL_S: u64 = 60;
+
+#[cfg(feature = "jwt")]
+fn test_key(file: &str) -> PrivateKey {
+    PrivateKey::from_file(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/keys")
+            .join(file),
+    )
+    .expect("a test key")
+}
+
+/// A running `node interop/oidc-provider.js`, whose `pkjwt-es256` and
+/// `pkjwt-rs256` clients have the public keys of `test-es256.pem` and
+/// `test-rsa2048.pem` (the latter under the key id `interop-rs256`).
+#[cfg(feature = "jwt")]
+struct Oidc {
+    _node: NodeProcess,
+    issuer: String,
+}
+
+#[cfg(feature = "jwt")]
+impl Oidc {
+    fn start() -> Oidc {
+        let es256 = test_key("test-es256.pem").public_jwk();
+        // With a kid: the provider picks the key a header's kid names.
+        let rs256 = test_key("test-rsa2048.pem")
+            .with_key_id("interop-rs256")
+            .public_jwk();
+        let ttl = OIDC_TTL_S.to_string();
+        let node = NodeProcess::start(
+            "oidc-provider.js",
+            &[
+                ("INTEROP_ES256_JWK", &es256),
+                ("INTEROP_RS256_JWK", &rs256),
+                ("INTEROP_CLIENT_SECRET", OIDC_SECRET),
+                ("INTEROP_TTL", &ttl),
+            ],
+        );
+        Oidc {
+            issuer: node.field("issuer"),
+            _node: node,
+        }
+    }
+
+    /// The provider's metadata, discovered.
+    fn metadata(&self) -> ServerMetadata {
+        run(Discovery::new(self.issuer.as_str()).fetch()).expect("the provider's metadata")
+    }
+}
+
+/// The claims of a JWT, unverified.
+#[cfg(feature = "jwt")]
+fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Checks an access token the provider issued to `client`.
+#[cfg(feature = "jwt")]
+fn check_oidc_token(oidc: &Oidc, token: &Token, client: &str, scope: &str) {
+    assert!(token.token_type().eq_ignore_ascii_case("bearer"));
+    assert_eq!(token.expiry_ms() - token.issued_ms(), OIDC_TTL_S * 1000);
+    assert_eq!(token.scope(), Some(scope));
+    let claims = jwt_claims(token.access_token().secret());
+    assert_eq!(claims["client_id"], client, "{claims}");
+    assert_eq!(claims["iss"], oidc.issuer.as_str(), "{claims}");
+    assert_eq!(claims["aud"], OIDC_RESOURCE, "{claims}");
+    assert_eq!(claims["scope"], scope, "{claims}");
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_private_key_jwt_with_es256_and_rs256_from_discovery() {
+    let oidc = Oidc::start();
+    let metadata = oidc.metadata();
+    assert_eq!(metadata.issuer(), oidc.issuer);
+    assert_eq!(metadata.token_endpoint(), format!("{}/token", oidc.issuer));
+    for (client, file, alg) in [
+        ("pkjwt-es256", "test-es256.pem", "ES256"),
+        ("pkjwt-rs256", "test-rsa2048.pem", "RS256"),
+    ] {
+        let key = test_key(file);
+        assert_eq!(key.algorithm().as_str(), alg);
+        let endpoint = TokenEndpoint::from_metadata(&metadata, client)
+            .private_key_jwt(key)
+            .build()
+            .expect("the provider lists private_key_jwt and the algorithm");
+        let mut source = ClientCredentials::new(endpoint).scope("api:read");
+        // Twice: each request's assertion has its own jti (the provider
+        // refuses a replay).
+        for _ in 0..2 {
+            let token = fetch(&mut source).unwrap_or_else(|e| panic!("{client}: {e}"));
+            check_oidc_token(&oidc, &token, client, "api:read");
+        }
+    }
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_client_secret_jwt_from_discovery() {
+    let oidc = Oidc::start();
+    let endpoint = run(TokenEndpoint::discover(oidc.issuer.as_str(), "csjwt"))
+        .expect("discovery")
+        .client_secret_jwt(OIDC_SECRET)
+        .build()
+        .unwrap();
+    let mut source = ClientCredentials::new(endpoint).scope("api:read api:write");
+    for _ in 0..2 {
+        let token = fetch(&mut source).expect("a token for a client_secret_jwt assertion");
+        check_oidc_token(&oidc, &token, "csjwt", "api:read api:write");
+    }
+    // A secret the provider does not know makes a signature it refuses.
+    let endpoint = TokenEndpoint::from_metadata(&oidc.metadata(), "csjwt")
+        .client_secret_jwt("not the secret, but 32 bytes long or more")
+        .build()
+        .unwrap();
+    let error = fetch(&mut ClientCredentials::new(endpoint)).expect_err("a bad signature");
+    assert_eq!(oauth2_code(&error), ErrorCode::InvalidClient);
+    assert_eq!(error.kind(), ErrorKind::Permanent);
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_verifies_what_it_receives() {
+    let oidc = Oidc::start();
+    let metadata = oidc.metadata();
+    let refused = |client: &str, auth: ClientAuth, audience: Option<&str>| {
+        let mut builder = TokenEndpoint::from_metadata(&metadata, client).client_auth(auth);
+        if let Some(audience) = audience {
+            builder = builder.assertion_audience(audience);
+        }
+        let error = fetch(&mut ClientCredentials::new(builder.build().unwrap()))
+            .expect_err("the provider refuses it");
+        assert_eq!(
+            oauth2_code(&error),
+            ErrorCode::InvalidClient,
+            "{client}: {error}"
+        );
+    };
+    // Signed for another audience.
+    refused(
+        "pkjwt-es256",
+        ClientAuth::PrivateKeyJwt(test_key("test-es256.pem")),
+        Some("https://elsewhere.example"),
+    );
+    // Another key than the one registered (and another algorithm).
+    refused(
+        "pkjwt-rs256",
+        ClientAuth::PrivateKeyJwt(test_key("test-es256.pem")),
+        None,
+    );
+    refused(
+        "pkjwt-es256",
+        ClientAuth::PrivateKeyJwt(test_key("test-ed25519.pem")),
+        None,
+    );
+    // The registered key under another key id.
+    refused(
+        "pkjwt-rs256",
+        ClientAuth::PrivateKeyJwt(test_key("test-rsa2048.pem").with_key_id("another-key")),
+        None,
+    );
+    // The token endpoint URL is an audience the provider accepts too.
+    let endpoint = TokenEndpoint::from_metadata(&metadata, "pkjwt-es256")
+        .private_key_jwt(test_key("test-es256.pem"))
+        .assertion_audience(metadata.token_endpoint())
+        .build()
+        .unwrap();
+    let token = fetch(&mut ClientCredentials::new(endpoint).scope("api:read")).unwrap();
+    check_oidc_token(&oidc, &token, "pkjwt-es256", "api:read");
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_discovery_checks_the_auth_method_at_build_time() {
+    let oidc = Oidc::start();
+    let metadata = oidc.metadata();
+    assert!(metadata.supports_auth_method(AuthMethod::PrivateKeyJwt));
+    // The provider does not list client_secret_post.
+    let error = TokenEndpoint::from_metadata(&metadata, "basic")
+        .client_secret_post(OIDC_SECRET)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ConfigError::AuthMethodNotSupported {
+                method: AuthMethod::ClientSecretPost,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // client_secret_basic it does.
+    let endpoint = TokenEndpoint::from_metadata(&metadata, "basic")
+        .client_secret(OIDC_SECRET)
+        .build()
+        .unwrap();
+    let token = fetch(&mut ClientCredentials::new(endpoint).scope("api:write")).unwrap();
+    check_oidc_token(&oidc, &token, "basic", "api:write");
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_the_manager_keeps_a_private_key_jwt_token() {
+    let oidc = Oidc::start();
+    let endpoint = TokenEndpoint::from_metadata(&oidc.metadata(), "pkjwt-rs256")
+        .private_key_jwt(test_key("test-rsa2048.pem").with_key_id("interop-rs256"))
+        .build()
+        .unwrap();
+    let source = ClientCredentials::new(endpoint).scope("api:read");
+    run(async {
+        let (handle, driver) = TokenManager::builder(source)
+            .forced_refresh_interval(Duration::ZERO)
+            .build();
+        let driver = smol::spawn(driver);
+        let first = handle.token().await.expect("a token");
+        check_oidc_token(&oidc, &first, "pkjwt-rs256", "api:read");
+        // As after a 401: a new assertion, a new token.
+        let second = handle
+            .refresh_rejected(&first)
+            .await
+            .expect("a second token");
+        check_oidc_token(&oidc, &second, "pkjwt-rs256", "api:read");
+        assert_ne!(first.access_token(), second.access_token());
+        handle.shutdown().await;
+        driver.await;
+    });
 }

@@ -258,7 +258,7 @@ fn bad_usage_exits_2_with_a_message() {
     let authority = LocalAuthority::start().unwrap();
     let url = authority.token_url();
     let cases: [(&[&str], &str); 6] = [
-        (&[], "--token-url is required"),
+        (&[], "--token-url (or --issuer) is required"),
         (&["--token-url", &url], "--client-id is required"),
         (
             &["--token-url", &url, "--client-id", CLIENT_ID],
@@ -273,7 +273,7 @@ fn bad_usage_exits_2_with_a_message() {
                 "--auth",
                 "digest",
             ],
-            "--auth takes basic, post, client_secret_jwt or private_key_jwt",
+            "--auth takes basic, post, client_secret_jwt, private_key_jwt or none",
         ),
         (&["--frobnicate=secret-a"], "unknown option --frobnicate"),
         (&["--redis-url", "redis://127.0.0.1:1/"], "--features redis"),

@@ -163,7 +163,9 @@ impl TokenManagerBuilder {
     /// Makes the manager: a handle, and the driver future to spawn on any
     /// executor. Nothing is fetched until the driver runs.
     pub fn build(self) -> (TokenHandle, Driver) {
-        let shared = Arc::new(Shared::new(Arc::clone(&self.clock), self.wait_timeout));
+        let mut shared = Shared::new(Arc::clone(&self.clock), self.wait_timeout);
+        shared.source_key = self.source.cache_key();
+        let shared = Arc::new(shared);
         let jitter = self.jitter.unwrap_or_else(|| {
             let max = Duration::from_secs(10);
             if self.source.coordinates_refreshes() {

@@ -133,6 +133,14 @@ impl TokenHandle {
         self.wait_for(None, deadline_ms).await
     }
 
+    /// The cache key of the manager's source
+    /// ([`TokenSource::cache_key`](crate::TokenSource::cache_key)): whom
+    /// its tokens are for, as a source that uses them (a token exchange)
+    /// keys its own.
+    pub(crate) fn source_key(&self) -> Option<crate::cache::CacheKey> {
+        self.shared.source_key
+    }
+
     /// When a caller starting to wait now gives up.
     fn wait_deadline_ms(&self) -> u64 {
         let timeout = duration_ms(self.shared.wait_timeout);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use event_listener::Event;
 
+use crate::cache::CacheKey;
 use crate::clock::Clock;
 use crate::manager::events::EventLog;
 use crate::manager::state::ManagerState;
@@ -74,6 +75,9 @@ pub(crate) struct Shared {
     state: Mutex<ManagerState>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) wait_timeout: Duration,
+    /// The source's cache key, for sources downstream of this manager
+    /// (a token exchange of its tokens).
+    pub(crate) source_key: Option<CacheKey>,
 }
 
 impl Shared {
@@ -100,6 +104,7 @@ impl Shared {
             state: Mutex::new(ManagerState::default()),
             clock,
             wait_timeout,
+            source_key: None,
         }
     }
 

@@ -337,21 +337,34 @@ impl Credentials {
     }
 }
 
-/// The assertion in the file at `path`, as it is now. A JWT that has
-/// expired is not sent: the authority would refuse it as `invalid_client`,
-/// a permanent error, when the platform is only late to replace the file.
+/// The assertion in the file at `path`, as it is now.
 async fn read_assertion_file(path: &Path, now_ms: u64) -> Result<Assertion, SourceError> {
+    read_credential_file(path, now_ms, "client assertion file")
+        .await
+        .map(Assertion)
+}
+
+/// The credential (an assertion, a subject token) in the file at `path`,
+/// as it is now, without blocking the executor; `what` names the file in
+/// errors. A JWT that has expired is not sent: the authority would refuse
+/// it as a permanent error (`invalid_client`, `invalid_grant`) when the
+/// platform is only late to replace the file.
+pub(crate) async fn read_credential_file(
+    path: &Path,
+    now_ms: u64,
+    what: &'static str,
+) -> Result<String, SourceError> {
     let owned = path.to_owned();
     let read = blocking::unblock(move || read_token(&owned)).await;
     let checked = read.and_then(|value| {
         let exp = jwt_claims(&value).and_then(|claims| claims.get("exp").and_then(numeric_date_ms));
         match exp {
             Some(exp) if exp <= now_ms => Err(TokenFileProblem::Expired),
-            _ => Ok(Assertion(value)),
+            _ => Ok(value),
         }
     });
     checked.map_err(|problem| {
-        let error = TokenFileError::new("client assertion file", path.to_owned(), problem);
+        let error = TokenFileError::new(what, path.to_owned(), problem);
         SourceError::transient(error.to_string()).with_cause(error)
     })
 }

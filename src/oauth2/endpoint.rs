@@ -11,6 +11,7 @@ use url::{Host, Url};
 
 use crate::error::SourceError;
 use crate::oauth2::client_auth::{AuthMethod, ClientAuth, Credentials};
+use crate::oauth2::discovery::{Discovery, DiscoveryError, ServerMetadata};
 use crate::oauth2::error::TokenRequestError;
 use crate::oauth2::http::{HttpClient, HttpRequest};
 use crate::oauth2::response::{parse, retry_after};
@@ -42,6 +43,24 @@ pub enum ConfigError {
     /// No client authentication was chosen: see
     /// [`TokenEndpointBuilder::client_auth`].
     NoClientAuth,
+    /// The authority's metadata ([`TokenEndpoint::from_metadata`]) does not
+    /// list the client authentication chosen in
+    /// `token_endpoint_auth_methods_supported`.
+    AuthMethodNotSupported {
+        /// The method chosen.
+        method: AuthMethod,
+        /// The methods the authority lists.
+        supported: Vec<String>,
+    },
+    /// The authority's metadata does not list the algorithm that signs
+    /// the client's assertions in
+    /// `token_endpoint_auth_signing_alg_values_supported`.
+    SigningAlgorithmNotSupported {
+        /// The JWS algorithm of the key (`HS256` for `client_secret_jwt`).
+        algorithm: String,
+        /// The algorithms the authority lists.
+        supported: Vec<String>,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -61,6 +80,21 @@ impl fmt::Display for ConfigError {
             ConfigError::NoClientAuth => f.write_str(
                 "no client authentication: give a client_secret(), a private_key_jwt(), a \
                  client_assertion_file(), or client_auth(ClientAuth::None) for a public client",
+            ),
+            ConfigError::AuthMethodNotSupported { method, supported } => write!(
+                f,
+                "the authority does not support client authentication {method}; its \
+                 token_endpoint_auth_methods_supported lists {}",
+                supported.join(", ")
+            ),
+            ConfigError::SigningAlgorithmNotSupported {
+                algorithm,
+                supported,
+            } => write!(
+                f,
+                "the authority does not accept client assertions signed {algorithm}; its \
+                 token_endpoint_auth_signing_alg_values_supported lists {}",
+                supported.join(", ")
             ),
         }
     }
@@ -147,6 +181,8 @@ pub enum RequestBody {
 #[derive(Clone)]
 pub struct TokenEndpoint {
     url: Url,
+    /// The issuer identifier, when the endpoint was discovered.
+    issuer: Option<String>,
     client_id: ClientId,
     /// The client authentication, made once, shared by clones: it may
     /// hold a key.
@@ -163,6 +199,7 @@ impl fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenEndpoint")
             .field("url", &self.url.as_str())
+            .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field("auth", self.credentials.auth())
             .field("body", &self.body)
@@ -181,6 +218,9 @@ pub struct TokenEndpointBuilder {
     http: Option<Arc<dyn HttpClient>>,
     allow_insecure_http: bool,
     max_body: usize,
+    /// The authority's metadata, when discovered: its issuer and what its
+    /// token endpoint supports.
+    metadata: Option<Arc<ServerMetadata>>,
 }
 
 impl fmt::Debug for TokenEndpointBuilder {
@@ -193,6 +233,7 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("body", &self.body)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("max_body", &self.max_body)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -215,7 +256,90 @@ impl TokenEndpoint {
             http: None,
             allow_insecure_http: false,
             max_body: DEFAULT_MAX_BODY,
+            metadata: None,
         }
+    }
+
+    /// Starts configuring the token endpoint that `metadata` (from
+    /// [`Discovery`]) names, for the client `client_id`. Then, as with
+    /// [`builder`](Self::builder), how the client authenticates; and
+    /// `build` checks it against the authority's lists:
+    /// a method it does not name in `token_endpoint_auth_methods_supported`
+    /// (which means `client_secret_basic` alone when the document omits it),
+    /// or a key whose algorithm it does not name in
+    /// `token_endpoint_auth_signing_alg_values_supported`, is a
+    /// [`ConfigError`]. Signed assertions are for the issuer (their `aud`)
+    /// unless [`assertion_audience`](TokenEndpointBuilder::assertion_audience)
+    /// says otherwise.
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::{ConfigError, ServerMetadata, TokenEndpoint};
+    /// use tokenkeeper::ClientSecret;
+    ///
+    /// let metadata = ServerMetadata::from_json("https://auth.example.com", br#"{
+    ///     "issuer": "https://auth.example.com",
+    ///     "token_endpoint": "https://auth.example.com/token",
+    ///     "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"]
+    /// }"#)?;
+    /// let endpoint = TokenEndpoint::from_metadata(&metadata, "svc")
+    ///     .client_secret(ClientSecret::new("s"))
+    ///     .build()?;
+    /// assert_eq!(endpoint.url().as_str(), "https://auth.example.com/token");
+    /// assert_eq!(endpoint.issuer(), Some("https://auth.example.com"));
+    ///
+    /// let err = TokenEndpoint::from_metadata(&metadata, "svc")
+    ///     .client_secret_post(ClientSecret::new("s"))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, ConfigError::AuthMethodNotSupported { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_metadata(
+        metadata: &ServerMetadata,
+        client_id: impl Into<ClientId>,
+    ) -> TokenEndpointBuilder {
+        let mut builder = TokenEndpoint::builder(metadata.token_endpoint(), client_id);
+        builder.metadata = Some(Arc::new(metadata.clone()));
+        builder
+    }
+
+    /// Discovers the authority whose issuer identifier is `issuer` (see
+    /// [`Discovery`], with its defaults: the `ureq` client, retries until
+    /// the document comes or cannot) and starts configuring its token
+    /// endpoint for `client_id`, as [`from_metadata`](Self::from_metadata)
+    /// does. The document is fetched here, once: not for every token.
+    ///
+    /// ```no_run
+    /// use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
+    /// use tokenkeeper::{ClientSecret, TokenManager};
+    ///
+    /// # smol::block_on(async {
+    /// let endpoint = TokenEndpoint::discover("https://auth.example.com", "svc")
+    ///     .await?
+    ///     .client_secret(ClientSecret::new(std::env::var("CLIENT_SECRET")?))
+    ///     .build()?;
+    /// let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
+    /// smol::spawn(driver).detach(); // or any executor
+    /// # let _ = handle;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Discovery::fetch`].
+    pub async fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<ClientId>,
+    ) -> Result<TokenEndpointBuilder, DiscoveryError> {
+        let metadata = Discovery::new(issuer).fetch().await?;
+        Ok(TokenEndpoint::from_metadata(&metadata, client_id))
+    }
+
+    /// The authority's issuer identifier, when the endpoint was made from
+    /// its metadata ([`from_metadata`](Self::from_metadata)).
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// The token URL.
@@ -383,6 +507,9 @@ impl TokenEndpoint {
         if let Some(scope) = parsed.scope {
             token = token.with_scope(scope);
         }
+        if let Some(issued) = parsed.issued_token_type {
+            token = token.with_issued_token_type(issued);
+        }
         Ok(token)
     }
 }
@@ -462,9 +589,10 @@ impl TokenEndpointBuilder {
     }
 
     /// The `aud` of the assertions this library signs
-    /// (`private_key_jwt`, `client_secret_jwt`): the token URL by default,
-    /// as RFC 7523 suggests; some authorities want their issuer identifier
-    /// instead.
+    /// (`private_key_jwt`, `client_secret_jwt`): by default the issuer
+    /// identifier when the endpoint comes from the authority's metadata
+    /// ([`TokenEndpoint::from_metadata`]), else the token URL, as RFC 7523
+    /// suggests; some authorities want their issuer identifier even so.
     pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
         self.assertion_audience = Some(audience.into());
         self
@@ -505,10 +633,14 @@ impl TokenEndpointBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for a URL that is invalid, insecure or carries
-    /// credentials, when there is no HTTP client, or when no client
-    /// authentication was chosen.
+    /// credentials, when there is no HTTP client, when no client
+    /// authentication was chosen, or, for an endpoint from the
+    /// authority's metadata, when it does not support that one.
     pub fn build(self) -> Result<TokenEndpoint, ConfigError> {
         let auth = self.auth.ok_or(ConfigError::NoClientAuth)?;
+        if let Some(metadata) = &self.metadata {
+            check_supported(metadata, &auth)?;
+        }
         let url = Url::parse(&self.url).map_err(|e| ConfigError::InvalidUrl(e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(ConfigError::CredentialsInUrl);
@@ -527,14 +659,17 @@ impl TokenEndpointBuilder {
             Some(http) => http,
             None => default_client().ok_or(ConfigError::NoHttpClient)?,
         };
+        let issuer = self.metadata.map(|m| m.issuer().to_owned());
         let audience = self
             .assertion_audience
+            .or_else(|| issuer.clone())
             .unwrap_or_else(|| url.as_str().to_owned());
         let credentials = Credentials::new(&self.client_id, auth, audience);
         let mut scrubber = Scrubber::default();
         credentials.add_secrets(&self.client_id, &mut scrubber);
         Ok(TokenEndpoint {
             url,
+            issuer,
             client_id: self.client_id,
             credentials: Arc::new(credentials),
             body: self.body,
@@ -543,6 +678,42 @@ impl TokenEndpointBuilder {
             scrubber: Arc::new(scrubber),
         })
     }
+}
+
+/// Whether the authority's `metadata` lists the method of `auth` and, for
+/// a signed assertion, its algorithm.
+fn check_supported(metadata: &ServerMetadata, auth: &ClientAuth) -> Result<(), ConfigError> {
+    let method = auth.method();
+    if !metadata.supports_auth_method(method) {
+        return Err(ConfigError::AuthMethodNotSupported {
+            method,
+            supported: owned(metadata.token_endpoint_auth_methods_supported()),
+        });
+    }
+    let algorithm = match auth {
+        #[cfg(feature = "jwt")]
+        ClientAuth::PrivateKeyJwt(key) => Some(key.algorithm().as_str()),
+        #[cfg(feature = "jwt")]
+        ClientAuth::ClientSecretJwt(_) => Some("HS256"),
+        // A platform's assertion: its algorithm is the platform's.
+        _ => None,
+    };
+    if let (Some(algorithm), Some(supported)) = (
+        algorithm,
+        metadata.token_endpoint_auth_signing_alg_values_supported(),
+    ) {
+        if !supported.contains(&algorithm) {
+            return Err(ConfigError::SigningAlgorithmNotSupported {
+                algorithm: algorithm.to_owned(),
+                supported: owned(supported),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn owned(items: Vec<&str>) -> Vec<String> {
+    items.into_iter().map(str::to_owned).collect()
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -554,7 +725,7 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn default_client() -> Option<Arc<dyn HttpClient>> {
+pub(crate) fn default_client() -> Option<Arc<dyn HttpClient>> {
     #[cfg(feature = "ureq")]
     let client: Option<Arc<dyn HttpClient>> = Some(Arc::new(crate::oauth2::UreqClient::new()));
     #[cfg(not(feature = "ureq"))]

@@ -31,7 +31,8 @@ use url::Url;
 use crate::clock::BoxFuture;
 
 /// Sends the token endpoint's POSTs, with the headers given (the
-/// `Content-Type` among them) and the body as it is.
+/// `Content-Type` among them) and the body as it is; and the GETs of
+/// discovery ([`Discovery`](crate::oauth2::Discovery)).
 pub trait HttpClient: Send + Sync + 'static {
     /// POSTs `request` and returns the response, reading at most `max_body`
     /// bytes of its body.
@@ -46,6 +47,25 @@ pub trait HttpClient: Send + Sync + 'static {
         request: HttpRequest,
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>>;
+
+    /// GETs `request` (made by [`HttpRequest::get`]: its body is empty)
+    /// and returns the response, reading at most `max_body` bytes of its
+    /// body, with the same errors as [`post`](Self::post). Discovery
+    /// fetches the authority's metadata with it.
+    ///
+    /// The default fails with [`HttpErrorKind::Unsupported`]: a client
+    /// written for token requests alone cannot discover.
+    fn get(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        let _ = (request, max_body);
+        Box::pin(std::future::ready(Err(HttpError::new(
+            HttpErrorKind::Unsupported,
+            "this HTTP client sends no GET requests (HttpClient::get), which discovery needs",
+        ))))
+    }
 }
 
 impl<C: HttpClient + ?Sized> HttpClient for std::sync::Arc<C> {
@@ -56,10 +76,19 @@ impl<C: HttpClient + ?Sized> HttpClient for std::sync::Arc<C> {
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
         (**self).post(request, max_body)
     }
+
+    fn get(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        (**self).get(request, max_body)
+    }
 }
 
-/// A POST to a token endpoint. Its headers and body carry credentials,
-/// so `Debug` shows only the URL, the header names and the body length.
+/// A POST to a token endpoint, or a GET of a discovery document. Its
+/// headers and body carry credentials, so `Debug` shows only the URL, the
+/// header names and the body length.
 #[derive(Clone)]
 pub struct HttpRequest {
     url: Url,
@@ -86,6 +115,24 @@ impl HttpRequest {
             url,
             headers,
             body,
+            timeout: None,
+        }
+    }
+
+    /// A GET of `url`, accepting JSON, for [`HttpClient::get`]: no body.
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::HttpRequest;
+    ///
+    /// let request = HttpRequest::get("https://auth.example/.well-known/openid-configuration".parse().unwrap());
+    /// assert!(request.body().is_empty());
+    /// assert!(request.headers().contains(&("Accept".into(), "application/json".into())));
+    /// ```
+    pub fn get(url: Url) -> HttpRequest {
+        HttpRequest {
+            url,
+            headers: vec![("Accept".into(), "application/json".into())],
+            body: Vec::new(),
             timeout: None,
         }
     }
@@ -121,7 +168,7 @@ impl HttpRequest {
         self
     }
 
-    /// The URL to POST to.
+    /// The URL to POST to (or GET).
     pub fn url(&self) -> &Url {
         &self.url
     }
@@ -214,6 +261,10 @@ pub enum HttpErrorKind {
     Io,
     /// The response body was longer than allowed.
     BodyTooLarge,
+    /// The client cannot send this request at all: a GET (for discovery)
+    /// by a client that implements only [`HttpClient::post`]. Retrying
+    /// cannot help.
+    Unsupported,
     /// Anything else the client reports.
     Other,
 }
@@ -339,6 +390,7 @@ impl fmt::Display for HttpError {
             HttpErrorKind::Timeout => "timeout",
             HttpErrorKind::Io => "i/o",
             HttpErrorKind::BodyTooLarge => "body too large",
+            HttpErrorKind::Unsupported => "unsupported",
             HttpErrorKind::Other => "http",
         };
         write!(f, "{kind}: {}", self.message)

@@ -6,8 +6,16 @@
 //! [`ClientCredentials`] and [`RefreshTokenGrant`] are
 //! [`TokenSource`](crate::TokenSource)s on top of it, ready for the manager,
 //! as is the JWT bearer grant (`JwtBearerGrant`, feature `jwt`, which also
-//! reads Google service-account keys); [`CustomGrant`] sends any other grant
-//! type through the same endpoint.
+//! reads Google service-account keys), and token exchange
+//! ([`TokenExchange`], RFC 8693), whose subject token may come from another
+//! manager; [`CustomGrant`] sends any other grant type through the same
+//! endpoint.
+//!
+//! [`Discovery`] reads an authority's metadata from its issuer identifier
+//! (RFC 8414, then OpenID Connect Discovery), once, and
+//! [`TokenEndpoint::from_metadata`] (or [`TokenEndpoint::discover`]) makes an
+//! endpoint of it whose client authentication is checked against what the
+//! authority supports.
 //!
 //! Requests are `application/x-www-form-urlencoded` POSTs, or JSON ones
 //! for authorities that demand them ([`RequestBody`]). Responses are
@@ -36,6 +44,7 @@
 
 mod client_auth;
 mod custom;
+mod discovery;
 mod endpoint;
 mod error;
 mod grant;
@@ -52,11 +61,13 @@ pub mod response;
 mod scrub;
 #[cfg(feature = "surf")]
 mod surf;
+mod token_exchange;
 #[cfg(feature = "ureq")]
 mod ureq;
 
 pub use client_auth::{AuthMethod, ClientAuth, UnknownAuthMethod};
 pub use custom::CustomGrant;
+pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use endpoint::{
     ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };
@@ -71,5 +82,6 @@ pub use jwt::{KeyError, PrivateKey, SigningAlgorithm};
 pub use jwt_bearer::{GoogleServiceAccount, GoogleServiceAccountError, JwtBearerGrant};
 #[cfg(feature = "surf")]
 pub use surf::SurfClient;
+pub use token_exchange::{token_type, PresentedToken, TokenExchange};
 #[cfg(feature = "ureq")]
 pub use ureq::UreqClient;

@@ -39,6 +39,9 @@ pub struct TokenResponse {
     pub id_token: Option<IdToken>,
     /// The granted scope, when the authority said.
     pub scope: Option<String>,
+    /// What a token exchange issued (RFC 8693 §2.2.1), when the authority
+    /// said.
+    pub issued_token_type: Option<String>,
 }
 
 /// Parses a token endpoint response with HTTP `status` and `body`.
@@ -143,6 +146,13 @@ pub(crate) fn parse(
         Some(s) => Some(scrub_scope(s, secrets)),
         None => None,
     };
+    // Server text, like the token type: an identifier (a URI) normally.
+    let issued_token_type = match optional_string(members.issued_token_type) {
+        Ok(Some(t)) if secrets.is_empty() && is_clean(&t) => Some(t),
+        Ok(Some(t)) => Some(clean(&t, secrets)),
+        Ok(None) => None,
+        Err(()) => return Err(invalid("issued_token_type is not a string")),
+    };
     Ok(TokenResponse {
         access_token,
         token_type,
@@ -150,6 +160,7 @@ pub(crate) fn parse(
         refresh_token,
         id_token,
         scope,
+        issued_token_type,
     })
 }
 
@@ -166,6 +177,7 @@ struct Members {
     refresh_token: Option<Value>,
     id_token: Option<Value>,
     scope: Option<Value>,
+    issued_token_type: Option<Value>,
     error: Option<Value>,
     error_description: Option<Value>,
     error_uri: Option<Value>,
@@ -196,6 +208,7 @@ impl<'de> Visitor<'de> for MembersVisitor {
                 Name::RefreshToken => &mut members.refresh_token,
                 Name::IdToken => &mut members.id_token,
                 Name::Scope => &mut members.scope,
+                Name::IssuedTokenType => &mut members.issued_token_type,
                 Name::Error => &mut members.error,
                 Name::ErrorDescription => &mut members.error_description,
                 Name::ErrorUri => &mut members.error_uri,
@@ -218,6 +231,7 @@ enum Name {
     RefreshToken,
     IdToken,
     Scope,
+    IssuedTokenType,
     Error,
     ErrorDescription,
     ErrorUri,
@@ -247,6 +261,7 @@ impl Visitor<'_> for NameVisitor {
             "refresh_token" => Name::RefreshToken,
             "id_token" => Name::IdToken,
             "scope" => Name::Scope,
+            "issued_token_type" => Name::IssuedTokenType,
             "error" => Name::Error,
             "error_description" => Name::ErrorDescription,
             "error_uri" => Name::ErrorUri,
@@ -378,6 +393,31 @@ mod tests {
         assert_eq!(r.refresh_token.unwrap().secret(), "rt");
         assert_eq!(r.id_token.unwrap().secret(), "it");
         assert_eq!(r.scope.as_deref(), Some("a b"));
+        assert_eq!(r.issued_token_type, None);
+    }
+
+    #[test]
+    fn a_token_exchange_answer_says_what_it_issued() {
+        let r = ok(
+            r#"{"access_token":"at","issued_token_type":"urn:ietf:params:oauth:token-type:jwt","token_type":"N_A"}"#,
+        );
+        assert_eq!(
+            r.issued_token_type.as_deref(),
+            Some("urn:ietf:params:oauth:token-type:jwt")
+        );
+        assert_eq!(r.token_type, "N_A");
+        assert_eq!(
+            invalid(r#"{"access_token":"a","issued_token_type":7}"#),
+            "issued_token_type is not a string"
+        );
+        // Server text: an echo of a credential sent is scrubbed from it.
+        let r = parse_token_response(
+            200,
+            br#"{"access_token":"a","issued_token_type":"urn:x:subject-tok-3141592653"}"#,
+            &["subject-tok-3141592653"],
+        )
+        .unwrap();
+        assert!(!r.issued_token_type.unwrap().contains("3141592653"));
     }
 
     #[test]

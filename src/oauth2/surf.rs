@@ -52,58 +52,76 @@ impl HttpClient for SurfClient {
         request: HttpRequest,
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
-        let timeout = request.timeout();
-        let exchange = async move {
-            let mut builder = self
-                .client
-                .post(request.url().as_str())
-                .body(surf::Body::from_bytes(request.body().to_vec()));
-            for (name, value) in request.headers() {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            let mut response = builder.send().await.map_err(surf_error)?;
-            let status = u16::from(response.status());
-            let headers: Vec<(String, String)> = response
-                .iter()
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(|v| (name.as_str().to_owned(), v.as_str().to_owned()))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let declared = response.len().unwrap_or(0);
-            if declared > max_body {
-                return Err(HttpError::body_too_large(max_body));
-            }
-            let limit = u64::try_from(max_body)
-                .unwrap_or(u64::MAX)
-                .saturating_add(1);
-            let mut body = Vec::new();
-            response
-                .take_body()
-                .into_reader()
-                .take(limit)
-                .read_to_end(&mut body)
-                .await
-                .map_err(|e| HttpError::new(HttpErrorKind::Io, e.to_string()).with_cause(e))?;
-            if body.len() > max_body {
-                return Err(HttpError::body_too_large(max_body));
-            }
-            Ok(HttpResponse::new(status, headers, body))
-        };
-        match timeout {
-            None => exchange.boxed(),
-            Some(timeout) => exchange
-                .or(async move {
-                    async_io::Timer::after(timeout).await;
-                    Err(HttpError::new(
-                        HttpErrorKind::Timeout,
-                        format!("no complete response within {timeout:?}"),
-                    ))
-                })
-                .boxed(),
+        let builder = self
+            .client
+            .post(request.url().as_str())
+            .body(surf::Body::from_bytes(request.body().to_vec()));
+        send(builder, request, max_body)
+    }
+
+    fn get(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        let builder = self.client.get(request.url().as_str());
+        send(builder, request, max_body)
+    }
+}
+
+/// Sends `builder` with the headers of `request`, within its timeout.
+fn send(
+    mut builder: surf::RequestBuilder,
+    request: HttpRequest,
+    max_body: usize,
+) -> BoxFuture<'static, Result<HttpResponse, HttpError>> {
+    let timeout = request.timeout();
+    let exchange = async move {
+        for (name, value) in request.headers() {
+            builder = builder.header(name.as_str(), value.as_str());
         }
+        let mut response = builder.send().await.map_err(surf_error)?;
+        let status = u16::from(response.status());
+        let headers: Vec<(String, String)> = response
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(|v| (name.as_str().to_owned(), v.as_str().to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let declared = response.len().unwrap_or(0);
+        if declared > max_body {
+            return Err(HttpError::body_too_large(max_body));
+        }
+        let limit = u64::try_from(max_body)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let mut body = Vec::new();
+        response
+            .take_body()
+            .into_reader()
+            .take(limit)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| HttpError::new(HttpErrorKind::Io, e.to_string()).with_cause(e))?;
+        if body.len() > max_body {
+            return Err(HttpError::body_too_large(max_body));
+        }
+        Ok(HttpResponse::new(status, headers, body))
+    };
+    match timeout {
+        None => exchange.boxed(),
+        Some(timeout) => exchange
+            .or(async move {
+                async_io::Timer::after(timeout).await;
+                Err(HttpError::new(
+                    HttpErrorKind::Timeout,
+                    format!("no complete response within {timeout:?}"),
+                ))
+            })
+            .boxed(),
     }
 }
 

@@ -155,20 +155,34 @@ impl HttpClient for UreqClient {
         let agent = self.agent.clone();
         let proxy = self.proxy_for(request.url());
         Box::pin(blocking::unblock(move || {
-            post_blocking(&agent, proxy?, &request, max_body)
+            let builder = configure(agent.post(request.url().as_str()), proxy?, &request);
+            let response = builder.send(request.body()).map_err(ureq_error)?;
+            read_response(response, max_body)
+        }))
+    }
+
+    fn get(
+        &self,
+        request: HttpRequest,
+        max_body: usize,
+    ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        let agent = self.agent.clone();
+        let proxy = self.proxy_for(request.url());
+        Box::pin(blocking::unblock(move || {
+            let builder = configure(agent.get(request.url().as_str()), proxy?, &request);
+            let response = builder.call().map_err(ureq_error)?;
+            read_response(response, max_body)
         }))
     }
 }
 
-/// Posts `request` with `agent`, its proxy setting overridden as `proxy`
-/// says.
-fn post_blocking(
-    agent: &ureq::Agent,
+/// `builder` with the headers of `request`, its timeout, and the proxy
+/// setting overridden as `proxy` says.
+fn configure<B>(
+    mut builder: ureq::RequestBuilder<B>,
     proxy: ProxyOverride,
     request: &HttpRequest,
-    max_body: usize,
-) -> Result<HttpResponse, HttpError> {
-    let mut builder = agent.post(request.url().as_str());
+) -> ureq::RequestBuilder<B> {
     for (name, value) in request.headers() {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -182,7 +196,14 @@ fn post_blocking(
         }
         builder = config.build();
     }
-    let response = builder.send(request.body()).map_err(ureq_error)?;
+    builder
+}
+
+/// The response, its body read up to `max_body` bytes.
+fn read_response(
+    response: ureq::http::Response<ureq::Body>,
+    max_body: usize,
+) -> Result<HttpResponse, HttpError> {
     let status = response.status().as_u16();
     let headers = response
         .headers()

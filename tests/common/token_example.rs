@@ -79,3 +79,17 @@ fn accepts_redis_url(bin: &Path) -> bool {
         .expect("run the example");
     !String::from_utf8_lossy(&output.stderr).contains("--features redis")
 }
+
+/// The example (built without `redis`) with `args`, stdin closed, stdout
+/// and stderr piped, and neither the secret nor the Redis URL in its
+/// environment.
+pub fn token_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(token_bin_without_redis());
+    cmd.args(args)
+        .env_remove(SECRET_ENV)
+        .env_remove(REDIS_URL_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}

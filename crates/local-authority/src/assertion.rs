@@ -145,9 +145,12 @@ pub(crate) fn verify(
         Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    let accepted = |aud: &&str| *aud == token_url || state.audiences.iter().any(|a| a == aud);
+    let issuer = state.issuer();
+    let accepted = |aud: &&str| {
+        *aud == token_url || *aud == issuer || state.audiences.iter().any(|a| a == aud)
+    };
     if !audiences.iter().any(accepted) {
-        return Err("the assertion's aud is not this token endpoint".to_owned());
+        return Err("the assertion's aud is neither this token endpoint nor its issuer".to_owned());
     }
 
     let now = now_s();

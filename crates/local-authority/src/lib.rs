@@ -13,8 +13,15 @@
 //!   `password`, the JWT bearer grant (RFC 7523 §2.1: an `assertion` signed
 //!   with the key registered for its issuer, checked as client assertions
 //!   are; `invalid_grant` otherwise; client authentication optional; a
-//!   `scope` claim counts as the scope asked for), and any other grant type
-//!   allowed with [`LocalAuthority::allow_grant_type`];
+//!   `scope` claim counts as the scope asked for), token exchange (RFC 8693:
+//!   the subject and actor tokens must be access tokens this server issued
+//!   and that are still valid, or tokens registered with
+//!   [`LocalAuthority::add_subject_token`], each presented with its type;
+//!   `invalid_grant` otherwise; an exchange without client authentication
+//!   is answered, as a cloud STS does, for a public client that sends its
+//!   `client_id` alone or for nobody; each
+//!   one is recorded, see [`LocalAuthority::exchanges`]), and any other
+//!   grant type allowed with [`LocalAuthority::allow_grant_type`];
 //! - form bodies, and JSON bodies (an object of strings) for authorities that
 //!   demand them ([`LocalAuthority::set_json_only`] refuses forms);
 //! - client authentication `client_secret_basic` (RFC 6749 §2.3.1: id and
@@ -27,6 +34,14 @@
 //!   [`LocalAuthority::accept_assertion_audience`]), `exp`, `nbf`, `iat`,
 //!   and a `jti` never seen before; anything else is `invalid_client`;
 //! - RFC 6749 §5.2 error responses;
+//! - discovery: `GET /.well-known/oauth-authorization-server` (RFC 8414) and
+//!   `GET /.well-known/openid-configuration`, for the issuer
+//!   [`LocalAuthority::issuer`] (with a path inserted or appended as the
+//!   specifications say, see [`LocalAuthority::set_issuer_path`]); the
+//!   document is [`LocalAuthority::metadata`] unless replaced, either may
+//!   be turned off, and faults can be queued for them
+//!   ([`LocalAuthority::push_metadata_fault`]). Client assertions for the
+//!   issuer are accepted as for the token URL;
 //! - faults ([`Fault`]) queued for the next requests or applied to all of them.
 //!
 //! HTTP/1.1 is hand-written and minimal: `Content-Length` and chunked request
@@ -59,6 +74,7 @@
 
 mod assertion;
 mod echo;
+mod exchange;
 mod form;
 mod http;
 mod server;
@@ -121,6 +137,58 @@ impl LocalAuthority {
     /// The token endpoint's URL, `http://127.0.0.1:PORT/token`.
     pub fn token_url(&self) -> String {
         format!("http://{}/token", self.addr)
+    }
+
+    /// The issuer identifier: `http://127.0.0.1:PORT` and the path set
+    /// with [`set_issuer_path`](Self::set_issuer_path) (none by default).
+    pub fn issuer(&self) -> String {
+        self.shared.lock().issuer()
+    }
+
+    /// Gives the issuer a path (`/tenant-a`, say): the RFC 8414 document
+    /// is then at `/.well-known/oauth-authorization-server/tenant-a` and
+    /// the OpenID one at `/tenant-a/.well-known/openid-configuration`.
+    pub fn set_issuer_path(&self, path: &str) {
+        self.shared.lock().issuer_path = path.trim_end_matches('/').to_owned();
+    }
+
+    /// The metadata document served: the one set with
+    /// [`set_metadata`](Self::set_metadata), else this server's (its
+    /// issuer, token endpoint, every client authentication method and
+    /// algorithm it verifies, and its grant types).
+    pub fn metadata(&self) -> Value {
+        self.shared.lock().metadata()
+    }
+
+    /// Serves `document` as the metadata (a test's own, with another
+    /// issuer or fewer methods, say); `None` serves this server's again.
+    pub fn set_metadata(&self, document: Option<Value>) {
+        self.shared.lock().metadata = document;
+    }
+
+    /// Which metadata documents exist: the RFC 8414 one (`oauth`) and the
+    /// OpenID one (`openid`); both by default. One that does not exist is
+    /// a 404.
+    pub fn serve_metadata(&self, oauth: bool, openid: bool) {
+        let mut state = self.shared.lock();
+        state.serve_oauth_metadata = oauth;
+        state.serve_openid_metadata = openid;
+    }
+
+    /// Queues a fault for the next request of a metadata document, as
+    /// [`push_fault`](Self::push_fault) does for `/token`.
+    pub fn push_metadata_fault(&self, fault: Fault) {
+        self.shared.lock().metadata_faults.push_back(fault);
+    }
+
+    /// How many requests the metadata documents received.
+    pub fn metadata_requests(&self) -> usize {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|r| state.metadata_kind(&r.path).is_some())
+            .count()
     }
 
     /// Registers a client (or replaces its secret).
@@ -202,6 +270,22 @@ impl LocalAuthority {
             .lock()
             .extra_grants
             .insert(grant_type.to_owned());
+    }
+
+    /// Accepts `token`, of the type `token_type` (an RFC 8693 token type
+    /// identifier such as `urn:ietf:params:oauth:token-type:jwt`), as the
+    /// subject or actor token of a token exchange, as an STS that trusts
+    /// its issuer would (a Kubernetes service-account token, say).
+    pub fn add_subject_token(&self, token: &str, token_type: &str) {
+        self.shared
+            .lock()
+            .subject_tokens
+            .insert(token.to_owned(), token_type.to_owned());
+    }
+
+    /// Every token exchange answered, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.lock().exchanges.clone()
     }
 
     /// Whether `/token` accepts only JSON bodies (`true`), refusing a form
@@ -373,6 +457,30 @@ impl RecordedRequest {
     }
 }
 
+/// A token exchange (RFC 8693) the server answered: what it received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The authenticated client; empty for an exchange without client
+    /// authentication.
+    pub client_id: String,
+    /// The subject token.
+    pub subject_token: String,
+    /// Its type identifier.
+    pub subject_token_type: String,
+    /// The actor token, if one was presented.
+    pub actor_token: Option<String>,
+    /// Its type identifier.
+    pub actor_token_type: Option<String>,
+    /// The token type asked for, if any.
+    pub requested_token_type: Option<String>,
+    /// Every `audience`, in order.
+    pub audiences: Vec<String>,
+    /// Every `resource`, in order.
+    pub resources: Vec<String>,
+    /// The scope asked for.
+    pub scope: Option<String>,
+}
+
 /// A misbehaviour to inflict on a `/token` request instead of answering it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -507,6 +615,13 @@ impl Shared {
                 client_keys: HashMap::new(),
                 audiences: Vec::new(),
                 seen_jti: Default::default(),
+                subject_tokens: HashMap::new(),
+                issuer_path: String::new(),
+                metadata: None,
+                serve_oauth_metadata: true,
+                serve_openid_metadata: true,
+                metadata_faults: VecDeque::new(),
+                exchanges: Vec::new(),
                 extra_grants: Default::default(),
                 json_only: false,
                 expires_in: Some(Value::from(60)),
@@ -548,6 +663,19 @@ struct State {
     audiences: Vec<String>,
     /// Every client assertion `jti` accepted: none is accepted twice.
     seen_jti: std::collections::HashSet<String>,
+    /// The path of the issuer identifier, without a final `/`.
+    issuer_path: String,
+    /// A metadata document that replaces this server's.
+    metadata: Option<Value>,
+    serve_oauth_metadata: bool,
+    serve_openid_metadata: bool,
+    /// Faults for the next metadata requests.
+    metadata_faults: VecDeque<Fault>,
+    /// Token → type: tokens a token exchange accepts besides this server's
+    /// access tokens.
+    subject_tokens: HashMap<String, String>,
+    /// Every token exchange answered.
+    exchanges: Vec<Exchange>,
     /// Grant types answered as `client_credentials`.
     extra_grants: std::collections::HashSet<String>,
     /// Whether form bodies are refused.
@@ -569,7 +697,75 @@ struct State {
     next_id: u64,
 }
 
+/// The metadata documents of discovery.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetadataKind {
+    /// RFC 8414's `/.well-known/oauth-authorization-server`.
+    OAuth,
+    /// OpenID Connect's `/.well-known/openid-configuration`.
+    OpenId,
+}
+
 impl State {
+    /// `http://127.0.0.1:PORT` and the issuer's path.
+    pub(crate) fn issuer(&self) -> String {
+        let base = self.token_url.trim_end_matches("/token");
+        format!("{base}{}", self.issuer_path)
+    }
+
+    /// Which metadata document `target` (a request target) asks for.
+    pub(crate) fn metadata_kind(&self, target: &str) -> Option<MetadataKind> {
+        let path = target.split('?').next().unwrap_or(target);
+        if path
+            == format!(
+                "/.well-known/oauth-authorization-server{}",
+                self.issuer_path
+            )
+        {
+            Some(MetadataKind::OAuth)
+        } else if path == format!("{}/.well-known/openid-configuration", self.issuer_path) {
+            Some(MetadataKind::OpenId)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the document of `kind` exists.
+    pub(crate) fn serves(&self, kind: MetadataKind) -> bool {
+        match kind {
+            MetadataKind::OAuth => self.serve_oauth_metadata,
+            MetadataKind::OpenId => self.serve_openid_metadata,
+        }
+    }
+
+    /// The metadata document served.
+    pub(crate) fn metadata(&self) -> Value {
+        if let Some(document) = &self.metadata {
+            return document.clone();
+        }
+        serde_json::json!({
+            "issuer": self.issuer(),
+            "token_endpoint": self.token_url,
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "client_secret_jwt",
+                "private_key_jwt",
+                "none",
+            ],
+            "token_endpoint_auth_signing_alg_values_supported": [
+                "HS256", "ES256", "RS256", "PS256", "EdDSA",
+            ],
+            "grant_types_supported": [
+                "client_credentials",
+                "refresh_token",
+                "password",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                exchange::TOKEN_EXCHANGE_GRANT,
+            ],
+        })
+    }
+
     /// Whether `token` was issued here and has not expired.
     pub(crate) fn token_is_valid(&self, token: &str) -> bool {
         match self.access_tokens.get(token) {

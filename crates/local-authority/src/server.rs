@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::http::{BodyError, Conn, Head, ReadError};
 use crate::{assertion, form};
-use crate::{json_headers, Fault, RecordedRequest, Shared, State};
+use crate::{json_headers, Fault, MetadataKind, RecordedRequest, Shared, State};
 
 /// Serves until `stop` closes (its sender is dropped), then drops every
 /// connection task with the executor.
@@ -84,17 +84,20 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
         };
 
         // Record, count and pick a fault in one step.
-        let (fault, latency) = {
+        let (fault, latency, metadata) = {
             let mut state = shared.lock();
             state.requests.push(request.clone());
+            let metadata = state.metadata_kind(&request.path);
             if is_token {
                 state.token_requests += 1;
             }
             if is_token && failure.is_none() {
                 let fault = state.faults.pop_front().or_else(|| state.outage.clone());
-                (fault, state.latency)
+                (fault, state.latency, metadata)
+            } else if metadata.is_some() && failure.is_none() {
+                (state.metadata_faults.pop_front(), Duration::ZERO, metadata)
             } else {
-                (None, Duration::ZERO)
+                (None, Duration::ZERO, metadata)
             }
         };
 
@@ -117,6 +120,9 @@ async fn connection(stream: Async<TcpStream>, shared: Arc<Shared>) {
 
         let response = match fault {
             None if is_token => token_endpoint(&shared, &request),
+            None if metadata.is_some() => {
+                metadata_endpoint(&shared, &request, metadata.unwrap_or(MetadataKind::OAuth))
+            }
             None if request.path.split('?').next() == Some("/resource") => {
                 resource_endpoint(&shared, &request)
             }
@@ -256,6 +262,30 @@ fn resource_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     }
 }
 
+/// A metadata document (RFC 8414, OpenID Connect Discovery), when it exists.
+fn metadata_endpoint(shared: &Shared, request: &RecordedRequest, kind: MetadataKind) -> Response {
+    let state = shared.lock();
+    if request.method != "GET" {
+        return Response {
+            status: 405,
+            headers: vec![("Allow".into(), "GET".into())],
+            body: Vec::new(),
+        };
+    }
+    if !state.serves(kind) {
+        return Response {
+            status: 404,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"not found\n".to_vec(),
+        };
+    }
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: state.metadata().to_string().into_bytes(),
+    }
+}
+
 pub(crate) fn error_body(code: &str, description: &str) -> String {
     let mut body = Map::new();
     body.insert("error".into(), code.into());
@@ -300,8 +330,13 @@ fn invalid_client(description: &str) -> Response {
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Parameters that RFC 6749 §3.2 forbids repeating.
-const SINGLE_PARAMS: [&str; 10] = [
+const SINGLE_PARAMS: [&str; 15] = [
     "assertion",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
     "client_assertion",
     "client_assertion_type",
     "grant_type",
@@ -362,10 +397,17 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
         || param("client_secret").is_some();
     let authenticated = if by_assertion {
         authenticate_assertion(&mut state, request.header("authorization"), &param)
-    } else if !authenticates && param("grant_type") == Some(JWT_BEARER_GRANT) {
+    } else if !authenticates
+        && matches!(
+            param("grant_type"),
+            Some(JWT_BEARER_GRANT | crate::exchange::TOKEN_EXCHANGE_GRANT)
+        )
+    {
         // RFC 7523 §3.1: the assertion may be the only credential; the
-        // client is then whoever it names.
-        Ok(String::new())
+        // client is then whoever it names. A security token service
+        // exchanges tokens for anyone who presents a valid one, as cloud
+        // STS endpoints do. A public client names itself.
+        Ok(param("client_id").unwrap_or_default().to_owned())
     } else {
         authenticate(request.header("authorization"), &param, |id, secret| {
             state.clients.get(id).is_some_and(|s| s == secret)
@@ -377,6 +419,8 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let scope = param("scope").map(str::to_string);
+    // What a token exchange issued (RFC 8693 §2.2.1).
+    let mut issued_token_type = None;
     let (scope, with_refresh) = match param("grant_type") {
         None => return invalid_request("missing grant_type"),
         Some("client_credentials") => (scope, false),
@@ -426,19 +470,32 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
                 .map(str::to_owned);
             (scope.or(claimed), false)
         }
-        Some(grant) if state.extra_grants.contains(grant) => (scope, false),
-        Some(_) => {
-            return oauth_error(
-                400,
-                "unsupported_grant_type",
-                "supported: client_credentials, refresh_token, password, jwt-bearer",
-            )
+        Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => {
+            match crate::exchange::exchange(&mut state, &client_id, &params) {
+                Ok(issued) => issued_token_type = Some(issued),
+                Err((code, why)) => return oauth_error(400, code, &why),
+            }
+            (scope, false)
         }
+        Some(grant) if state.extra_grants.contains(grant) => (scope, false),
+        Some(_) => return oauth_error(
+            400,
+            "unsupported_grant_type",
+            "supported: client_credentials, refresh_token, password, jwt-bearer, token-exchange",
+        ),
     };
 
     let mut body = Map::new();
     body.insert("access_token".into(), state.new_access_token().into());
-    body.insert("token_type".into(), "Bearer".into());
+    // RFC 8693 §2.2.1: "N_A" for a token that is not an access token.
+    let token_type = match &issued_token_type {
+        Some(issued) if issued != crate::exchange::ACCESS_TOKEN_TYPE => "N_A",
+        _ => "Bearer",
+    };
+    body.insert("token_type".into(), token_type.into());
+    if let Some(issued) = issued_token_type {
+        body.insert("issued_token_type".into(), issued.into());
+    }
     if let Some(expires_in) = state.expires_in.clone() {
         body.insert("expires_in".into(), expires_in);
     }
