@@ -170,10 +170,14 @@ pub mod manager;
 pub mod middleware;
 pub mod oauth2;
 pub mod source;
+mod time;
 pub mod token;
 
+use std::future::Future;
+use std::pin::Pin;
+
 pub use backoff::Backoff;
-pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
@@ -185,3 +189,7 @@ pub use token::{
     AccessToken, ClientId, ClientSecret, IdToken, InvalidToken, LifetimePolicy, RefreshToken,
     Token, TokenStatus,
 };
+
+/// A boxed, sendable future, as returned by the object-safe async traits
+/// here ([`TokenSource`], [`Clock`], [`cache::TokenCache`], the HTTP client).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::entry::OtherKeyNotice;
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 use crate::token::Token;
 
 /// A cache in memory. Clones share the token and the lease, so managers in

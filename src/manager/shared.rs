@@ -149,7 +149,7 @@ impl Shared {
     pub(crate) fn published(&self, token: &Token) -> Published {
         self.read_slot(|slot| match slot.token.as_ref() {
             Some(current) if **current == *token => Published::This(slot.version),
-            Some(current) if current.is_valid_at(self.clock.now_ms_fast()) => {
+            Some(current) if current.is_valid_at_ms(self.clock.now_ms_fast()) => {
                 Published::Other(Arc::clone(current))
             }
             _ => Published::Neither,
@@ -187,7 +187,7 @@ impl Shared {
         self.invalidate();
         self.update_state(|s| {
             s.running = false;
-            s.next_refresh_ms = None;
+            s.next_refresh_at = None;
         });
         self.changed.notify(usize::MAX);
     }

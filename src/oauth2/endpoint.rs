@@ -491,7 +491,7 @@ fn default_client() -> Option<Arc<dyn HttpClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::BoxFuture;
+    use crate::BoxFuture;
     use crate::oauth2::http::{HttpError, HttpResponse};
 
     struct Never;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::cache::{CacheKey, CacheKeyBuilder};
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
 use crate::oauth2::error::ErrorCode;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use futures_lite::{AsyncReadExt, FutureExt};
 
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
 
 /// A [`HttpClient`] on a [`surf::Client`].

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
 use proxy::{ProxyEnv, Route};
 

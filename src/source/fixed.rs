@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{AccessToken, Token};
@@ -16,10 +16,10 @@ use crate::token::{AccessToken, Token};
 /// use tokenkeeper::{AccessToken, FetchContext, FixedSource, LifetimePolicy, ManualClock, TokenSource};
 ///
 /// let mut source = FixedSource::new(AccessToken::new("key"), Duration::from_secs(3600));
-/// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
+/// let cx = FetchContext::new(ManualClock::default(), LifetimePolicy::default());
 /// let token = futures_lite::future::block_on(source.fetch(cx)).unwrap();
 /// assert_eq!(token.access_token().secret(), "key");
-/// assert_eq!(token.expiry_ms(), 3_600_000);
+/// assert_eq!(token.lifetime(), Duration::from_secs(3600));
 /// ```
 #[derive(Clone)]
 pub struct FixedSource {
