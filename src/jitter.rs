@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn draws_stay_within_bounds_and_cover_them() {
-        let mut jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 1);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 1);
         let (mut lo, mut hi) = (u64::MAX, 0);
         for i in 0..100_000 {
             // Tokens issued a millisecond apart, each with a 45 min fresh period.
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn bounded_by_half_the_fresh_period() {
-        let mut jitter = RandomEarlyJitter::with_key(Duration::from_secs(60), 2);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(60), 2);
         for i in 0..10_000 {
             let at = jitter.draw_ms(i, 2_000 + i) - i;
             assert!((1_000..=2_000).contains(&at), "{at}");
@@ -223,9 +223,9 @@ mod tests {
 
     #[test]
     fn zero_max_and_zero_fresh_period() {
-        let mut none = RandomEarlyJitter::new(Duration::ZERO);
+        let none = RandomEarlyJitter::new(Duration::ZERO);
         assert_eq!(none.draw_ms(0, 5_000), 5_000);
-        let mut big = RandomEarlyJitter::new(Duration::MAX);
+        let big = RandomEarlyJitter::new(Duration::MAX);
         assert_eq!(big.draw_ms(7, 7), 7);
         assert_eq!(big.draw_ms(u64::MAX, u64::MAX), u64::MAX);
         // A broken input (stale before issue) stays at stale, no underflow.
@@ -234,9 +234,9 @@ mod tests {
 
     #[test]
     fn the_same_token_gets_the_same_instant_everywhere() {
-        let mut a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
-        let mut b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
-        let mut other_key = RandomEarlyJitter::new(Duration::from_secs(10));
+        let a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let other_key = RandomEarlyJitter::new(Duration::from_secs(10));
         let mut differs = 0;
         for issued in 0..1_000 {
             let stale = issued + 2_700_000;
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn mean_is_near_the_middle() {
-        let mut jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 3);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 3);
         let n = 20_000u64;
         let sum: u64 = (0..n)
             .map(|i| 100_000 + i - jitter.draw_ms(i, 100_000 + i))

@@ -147,8 +147,8 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn token(issued_ms: u64, lifetime: Duration) -> Token {
-        Token::new(
-            AccessToken::new_ms("t"),
+        Token::new_ms(
+            AccessToken::new("t"),
             issued_ms,
             lifetime,
             &LifetimePolicy::default(),

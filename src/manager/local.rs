@@ -171,7 +171,7 @@ mod tests {
 
     fn manager() -> Arc<Shared> {
         Arc::new(Shared::new(
-            Arc::new(ManualClock::new(0)),
+            Arc::new(ManualClock::default()),
             Duration::from_secs(1),
         ))
     }

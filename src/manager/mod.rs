@@ -542,7 +542,7 @@ mod tests {
             (0, u64::MAX, u64::MAX - 1, u64::MAX), // saturates
         ];
         for (issued, expiry, now, gap) in cases {
-            let token = Token::from_parts(AccessToken::new("t"), issued, issued, expiry).unwrap();
+            let token = Token::from_parts_ms(AccessToken::new("t"), issued, issued, expiry).unwrap();
             assert_eq!(
                 earliest_refresh_ms(&token, now),
                 now.saturating_add(gap),

@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_newest_rejected_publication_is_kept() {
-        let shared = Shared::new(Arc::new(ManualClock::new(0)), Duration::from_secs(1));
+        let shared = Shared::new(Arc::new(ManualClock::default()), Duration::from_secs(1));
         assert_eq!(shared.rejected(), 0);
         shared.report_rejection(1);
         assert_eq!(shared.rejected(), 1);
