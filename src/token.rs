@@ -600,9 +600,11 @@ impl LifetimePolicy {
         self
     }
 
-    /// The lifetime assumed for a token that comes without one.
-    pub(crate) fn default_lifetime_value(&self) -> Duration {
-        self.default_lifetime
+    test_support! {
+        /// The lifetime assumed for a token that comes without one.
+        fn default_lifetime_value(&self) -> Duration {
+            self.default_lifetime
+        }
     }
 
     /// The stale window for a token living `lifetime_ms`; never more than

@@ -89,7 +89,7 @@ impl TokenSource for ScriptedSource {
             if !latency.is_zero() {
                 let clock = cx.clock().clone();
                 clock
-                    .sleep_until(clock.now_ms() + latency.as_millis() as u64)
+                    .sleep_until(clock.now() + latency)
                     .await;
             }
             match mode {
@@ -130,7 +130,7 @@ impl Bench {
         configure: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
         wrap: impl FnOnce(ScriptedSource) -> S,
     ) -> Bench {
-        let clock = ManualClock::new(START_MS);
+        let clock = ManualClock::at_ms(START_MS);
         let builder = TokenManager::builder(wrap(source.clone()))
             .clock(clock.clone())
             .jitter(NoJitter)
