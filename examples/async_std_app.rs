@@ -33,9 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_std::task;
 use local_authority::LocalAuthority;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::{
-    ClientId, ClientSecret, RandomEarlyJitter, TokenHandle, TokenManager,
-};
+use tokenkeeper::{ClientId, ClientSecret, RandomEarlyJitter, TokenHandle, TokenManager};
 
 /// How long each token lives (stale after half of it).
 const LIFETIME: Duration = Duration::from_secs(4);

@@ -38,8 +38,7 @@ use local_authority::{Fault, LocalAuthority};
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{
-    Backoff, ClientId, ClientSecret, RandomEarlyJitter, Token, TokenHandle,
-    TokenManager,
+    Backoff, ClientId, ClientSecret, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// How long each token lives. Stale after half of it (the default policy's
@@ -334,7 +333,11 @@ async fn monitor(handle: TokenHandle, labels: Arc<Labels>, usage: Arc<Usage>) {
                 "{} ({:?}, age {:.1} s, expires in {:.1} s)",
                 labels.label(&token),
                 token.status(),
-                token.issued_at().elapsed().unwrap_or_default().as_secs_f64(),
+                token
+                    .issued_at()
+                    .elapsed()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
                 token.expires_in().as_secs_f64()
             ),
             None => "no valid token".to_owned(),

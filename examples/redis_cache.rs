@@ -41,8 +41,7 @@ use tokenkeeper::cache::{MemoryCache, RedisCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
-    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle,
-    TokenManager,
+    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// How long each token lives (stale after half of it).

@@ -39,8 +39,7 @@ use tokenkeeper::cache::{FileCache, MemoryCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::source::Chain;
 use tokenkeeper::{
-    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle,
-    TokenManager,
+    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// Where the child process finds the client secret.
@@ -336,11 +335,7 @@ fn child(args: &[String]) -> ExitCode {
         handle.shutdown().await;
         driver.await;
         printer.await;
-        println!(
-            "{} {DONE} {}",
-            at(start, "child"),
-            handle.state().refreshes
-        );
+        println!("{} {DONE} {}", at(start, "child"), handle.state().refreshes);
         ExitCode::SUCCESS
     })
 }

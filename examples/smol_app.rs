@@ -37,9 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::{
-    ClientId, ClientSecret, RandomEarlyJitter, TokenHandle, TokenManager,
-};
+use tokenkeeper::{ClientId, ClientSecret, RandomEarlyJitter, TokenHandle, TokenManager};
 
 /// How long each token lives (stale after half of it).
 const LIFETIME: Duration = Duration::from_secs(4);

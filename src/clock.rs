@@ -18,7 +18,7 @@
 //! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::{Clock, ManualClock};
 //!
-//! let start = SystemTime::now();
+//! let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 //! let clock = ManualClock::new(start);
 //! let sleep = clock.sleep_until(start + Duration::from_secs(5));
 //! clock.advance(Duration::from_secs(5));
@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use crate::time::{duration_ms, from_ms, test_support, to_ms, to_ms_ceil, Utc};
+use crate::time::{at_since_epoch, from_ms, since_epoch, test_support, to_ms, Utc};
 use crate::BoxFuture;
 
 /// A source of wall-clock time and timers.
@@ -159,10 +159,8 @@ fn timespec_ms(t: rustix::time::Timespec) -> u64 {
 /// A virtual clock for tests; cloning it shares the same time.
 ///
 /// Time moves only when [`advance`](ManualClock::advance),
-/// [`set`](ManualClock::set) or [`jump`](ManualClock::jump) is called. It
-/// counts whole milliseconds: an instant given with more precision is
-/// rounded down (a sleep's deadline up). [`ManualClock::default`] starts at
-/// the Unix epoch.
+/// [`set`](ManualClock::set) or [`jump`](ManualClock::jump) is called.
+/// [`ManualClock::default`] starts at the Unix epoch.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -170,7 +168,7 @@ fn timespec_ms(t: rustix::time::Timespec) -> u64 {
 ///
 /// use futures_lite::future::{block_on, poll_once};
 ///
-/// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let start = SystemTime::now();
 /// let clock = ManualClock::new(start);
 /// let mut sleep = clock.sleep_until(start + Duration::from_secs(60));
 /// assert!(block_on(poll_once(&mut sleep)).is_none()); // registers the sleeper
@@ -189,11 +187,13 @@ pub struct ManualClock {
 
 #[derive(Default)]
 struct ManualInner {
-    wall_ms: u64,
-    mono_ms: u64,
+    /// The wall clock, as the time since the Unix epoch.
+    wall: Duration,
+    /// Monotonic time, from the clock's creation.
+    mono: Duration,
     next_id: u64,
     /// Sleepers keyed by (monotonic deadline, id); the id keeps keys unique.
-    sleepers: BTreeMap<(u64, u64), Waker>,
+    sleepers: BTreeMap<(Duration, u64), Waker>,
     wakeups: u64,
 }
 
@@ -201,7 +201,7 @@ impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.lock();
         f.debug_struct("ManualClock")
-            .field("now", &Utc(from_ms(inner.wall_ms)))
+            .field("now", &Utc(at_since_epoch(inner.wall)))
             .field("sleepers", &inner.sleepers.len())
             .finish()
     }
@@ -210,26 +210,20 @@ impl fmt::Debug for ManualClock {
 impl ManualClock {
     /// A clock that reads `start` until moved.
     pub fn new(start: SystemTime) -> ManualClock {
-        ManualClock::at_ms(to_ms(start))
+        let clock = ManualClock::default();
+        clock.lock().wall = since_epoch(start);
+        clock
     }
 
     test_support! {
         /// A clock that reads `now_ms` (ms since the Unix epoch) until moved.
         fn at_ms(now_ms: u64) -> ManualClock {
-            let clock = ManualClock::default();
-            clock.lock().wall_ms = now_ms;
-            clock
+            ManualClock::new(from_ms(now_ms))
         }
 
         /// [`ManualClock::set`] with `now_ms` in ms since the Unix epoch.
         fn set_ms(&self, now_ms: u64) {
-            let mut inner = self.lock();
-            if now_ms > inner.wall_ms {
-                let by = now_ms - inner.wall_ms;
-                inner.mono_ms = inner.mono_ms.saturating_add(by);
-            }
-            inner.wall_ms = now_ms;
-            wake_due(inner);
+            self.set(from_ms(now_ms));
         }
     }
 
@@ -240,16 +234,15 @@ impl ManualClock {
     /// The time the clock reads, as [`Clock::now`] (without importing the
     /// trait).
     pub fn now(&self) -> SystemTime {
-        from_ms(self.lock().wall_ms)
+        at_since_epoch(self.lock().wall)
     }
 
     /// Moves both wall and monotonic time forward by `by` and wakes every
     /// sleeper that is now due.
     pub fn advance(&self, by: Duration) {
-        let by = duration_ms(by);
         let mut inner = self.lock();
-        inner.wall_ms = inner.wall_ms.saturating_add(by);
-        inner.mono_ms = inner.mono_ms.saturating_add(by);
+        inner.wall = inner.wall.saturating_add(by);
+        inner.mono = inner.mono.saturating_add(by);
         wake_due(inner);
     }
 
@@ -257,14 +250,20 @@ impl ManualClock {
     /// time and wakes due sleepers, like [`advance`](Self::advance); moving
     /// back steps the wall clock alone, as an NTP correction would.
     pub fn set(&self, now: SystemTime) {
-        self.set_ms(to_ms(now));
+        let now = since_epoch(now);
+        let mut inner = self.lock();
+        if let Some(by) = now.checked_sub(inner.wall) {
+            inner.mono = inner.mono.saturating_add(by);
+        }
+        inner.wall = now;
+        wake_due(inner);
     }
 
     /// Moves only the wall clock forward, as a suspended machine sees on
     /// resume: sleepers are not woken and still wait their monotonic time.
     pub fn jump(&self, by: Duration) {
         let mut inner = self.lock();
-        inner.wall_ms = inner.wall_ms.saturating_add(duration_ms(by));
+        inner.wall = inner.wall.saturating_add(by);
     }
 
     /// How many sleeps are pending.
@@ -279,7 +278,8 @@ impl ManualClock {
 }
 
 fn wake_due(mut inner: MutexGuard<'_, ManualInner>) {
-    let first_later = (inner.mono_ms.saturating_add(1), 0);
+    // Ids count up from 0 and never reach u64::MAX.
+    let first_later = (inner.mono, u64::MAX);
     let later = inner.sleepers.split_off(&first_later);
     let due = std::mem::replace(&mut inner.sleepers, later);
     inner.wakeups += due.len() as u64;
@@ -295,12 +295,14 @@ impl Clock for ManualClock {
         ManualClock::now(self)
     }
 
+    /// A deadline at the end of time (see [`Token`](crate::Token)) is never
+    /// due.
     fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
-        let deadline_ms = to_ms_ceil(deadline);
+        let deadline = since_epoch(deadline);
         let mut inner = self.lock();
         let mono_deadline = inner
-            .mono_ms
-            .saturating_add(deadline_ms.saturating_sub(inner.wall_ms));
+            .mono
+            .saturating_add(deadline.saturating_sub(inner.wall));
         let id = inner.next_id;
         inner.next_id += 1;
         drop(inner);
@@ -311,14 +313,14 @@ impl Clock for ManualClock {
     }
 
     fn now_ms(&self) -> u64 {
-        self.lock().wall_ms
+        to_ms(ManualClock::now(self))
     }
 }
 
 /// A pending sleep on a [`ManualClock`].
 struct ManualSleep {
     clock: ManualClock,
-    key: (u64, u64),
+    key: (Duration, u64),
 }
 
 impl Future for ManualSleep {
@@ -326,7 +328,7 @@ impl Future for ManualSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.clock.lock();
-        if inner.mono_ms >= self.key.0 {
+        if inner.mono >= self.key.0 {
             inner.sleepers.remove(&self.key);
             Poll::Ready(())
         } else {
@@ -393,6 +395,30 @@ mod tests {
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
         clock.advance(Duration::from_millis(1));
         assert!(future::block_on(future::poll_once(&mut sleep)).is_some());
+    }
+
+    #[test]
+    fn the_manual_clock_keeps_the_precision_it_is_given() {
+        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        assert_eq!(clock.now_ms(), 1_700_000_000_123);
+        let mut sleep = clock.sleep_until(start + Duration::from_secs(5));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_secs(5));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_some());
+        assert_eq!(clock.now(), start + Duration::from_secs(5));
+        clock.set(UNIX_EPOCH - Duration::from_secs(1)); // before the epoch: the epoch
+        assert_eq!(clock.now(), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn a_deadline_at_the_end_of_time_is_never_due() {
+        let clock = ManualClock::default();
+        let mut sleep = clock.sleep_until(ms(u64::MAX));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_secs(1_000_000_000_000));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
     }
 
     #[test]

@@ -241,8 +241,7 @@ mod tests {
         for issued in 0..1_000 {
             let stale = issued + 2_700_000;
             assert_eq!(a.draw_ms(issued, stale), b.draw_ms(issued, stale));
-            differs +=
-                usize::from(a.draw_ms(issued, stale) != other_key.draw_ms(issued, stale));
+            differs += usize::from(a.draw_ms(issued, stale) != other_key.draw_ms(issued, stale));
         }
         assert!(differs > 990, "{differs}");
     }

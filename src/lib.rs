@@ -75,6 +75,8 @@
 //!     let worker = handle.clone(); // cheap: clone one into each worker
 //!     let token = worker.token().await.expect("a token");
 //!     assert_eq!(token.access_token().secret(), "token-from-somewhere");
+//!     // Its instants are `SystemTime`s, the time left a `Duration`.
+//!     assert!(token.expires_in() <= Duration::from_secs(3600));
 //!     // On the hot path: no message, no wait.
 //!     assert!(worker.current().is_some());
 //! });

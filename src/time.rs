@@ -36,17 +36,21 @@ pub(crate) fn to_ms(t: SystemTime) -> u64 {
     end_of_time(t.duration_since(UNIX_EPOCH).map_or(0, duration_ms))
 }
 
-/// Like [`to_ms`], rounded up: the first millisecond at or after `t`, for
-/// a deadline that must not come early.
-pub(crate) fn to_ms_ceil(t: SystemTime) -> u64 {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let ms = duration_ms(since);
-    let ceil = if since > Duration::from_millis(ms) {
-        ms.saturating_add(1)
+/// `t` as the time since the Unix epoch: zero for an earlier instant, and
+/// `Duration::MAX` (the end of time) from the last millisecond of the year
+/// 9999 on.
+pub(crate) fn since_epoch(t: SystemTime) -> Duration {
+    if t >= from_ms(END_MS) {
+        Duration::MAX
     } else {
-        ms
-    };
-    end_of_time(ceil)
+        t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// [`since_epoch`] back to an instant, the end of time read as the last
+/// millisecond of the year 9999.
+pub(crate) fn at_since_epoch(d: Duration) -> SystemTime {
+    UNIX_EPOCH + d.min(Duration::from_millis(END_MS))
 }
 
 fn end_of_time(ms: u64) -> u64 {
@@ -152,15 +156,21 @@ mod tests {
         assert_eq!(to_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
         for ms in [0, 1, 1_700_000_000_123, END_MS - 1, u64::MAX] {
             assert_eq!(to_ms(from_ms(ms)), ms, "{ms}");
-            assert_eq!(to_ms_ceil(from_ms(ms)), ms, "{ms}");
         }
+        assert_eq!(
+            since_epoch(UNIX_EPOCH - Duration::from_secs(1)),
+            Duration::ZERO
+        );
+        assert_eq!(since_epoch(end), Duration::MAX);
+        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        assert_eq!(at_since_epoch(since_epoch(t)), t);
+        assert_eq!(at_since_epoch(Duration::MAX), end);
     }
 
     #[test]
-    fn sub_millisecond_instants_round_down_or_up() {
+    fn sub_millisecond_instants_round_down() {
         let t = UNIX_EPOCH + Duration::from_micros(1_500);
         assert_eq!(to_ms(t), 1);
-        assert_eq!(to_ms_ceil(t), 2);
         assert_eq!(until(5, 3), Duration::ZERO);
         assert_eq!(until(3, 5), Duration::from_millis(2));
     }

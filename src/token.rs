@@ -735,10 +735,18 @@ mod tests {
         // Issued in 2023: long expired on the system clock.
         assert_eq!(t.status(), TokenStatus::Expired);
         assert!(!t.is_valid());
-        assert_eq!((t.expires_in(), t.stale_in()), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            (t.expires_in(), t.stale_in()),
+            (Duration::ZERO, Duration::ZERO)
+        );
 
         let now = SystemTime::now();
-        let live = Token::new(AccessToken::new("t"), now, Duration::from_secs(3600), &LifetimePolicy::default());
+        let live = Token::new(
+            AccessToken::new("t"),
+            now,
+            Duration::from_secs(3600),
+            &LifetimePolicy::default(),
+        );
         assert_eq!(live.status(), TokenStatus::Fresh);
         assert!(live.is_valid());
         let (expires_in, stale_in) = (live.expires_in(), live.stale_in());
@@ -746,7 +754,10 @@ mod tests {
         assert!(stale_in <= Duration::from_secs(2700) && stale_in > Duration::from_secs(2600));
 
         let parts = Token::from_parts(AccessToken::new("t"), at(0), at(50), at(60)).unwrap();
-        assert_eq!((parts.issued_ms(), parts.stale_ms(), parts.expiry_ms()), (1_700_000_000_000, 1_700_000_050_000, 1_700_000_060_000));
+        assert_eq!(
+            (parts.issued_ms(), parts.stale_ms(), parts.expiry_ms()),
+            (1_700_000_000_000, 1_700_000_050_000, 1_700_000_060_000)
+        );
         assert_eq!(
             Token::from_parts(AccessToken::new("t"), at(0), at(61), at(60)),
             Err(BAD_TIMES)
@@ -757,16 +768,32 @@ mod tests {
     fn instants_saturate_before_the_epoch_and_after_the_year_9999() {
         use std::time::UNIX_EPOCH;
         let before = UNIX_EPOCH - Duration::from_secs(60);
-        let t = Token::new(AccessToken::new("t"), before, Duration::from_secs(100), &LifetimePolicy::default());
+        let t = Token::new(
+            AccessToken::new("t"),
+            before,
+            Duration::from_secs(100),
+            &LifetimePolicy::default(),
+        );
         assert_eq!(t.issued_at(), UNIX_EPOCH);
         assert_eq!(t.expires_at(), UNIX_EPOCH + Duration::from_secs(100));
-        let forever = Token::new(AccessToken::new("t"), SystemTime::now(), Duration::MAX, &LifetimePolicy::default());
+        let forever = Token::new(
+            AccessToken::new("t"),
+            SystemTime::now(),
+            Duration::MAX,
+            &LifetimePolicy::default(),
+        );
         let end = UNIX_EPOCH + Duration::from_millis(crate::time::END_MS);
         assert_eq!(forever.expires_at(), end);
         assert_eq!(forever.expiry_ms(), u64::MAX);
         assert_eq!(forever.status(), TokenStatus::Fresh);
         // The end of time read back is the end of time again.
-        let again = Token::from_parts(AccessToken::new("t"), forever.issued_at(), forever.stale_at(), end).unwrap();
+        let again = Token::from_parts(
+            AccessToken::new("t"),
+            forever.issued_at(),
+            forever.stale_at(),
+            end,
+        )
+        .unwrap();
         assert_eq!(again.expiry_ms(), u64::MAX);
     }
 
@@ -774,10 +801,22 @@ mod tests {
     fn debug_shows_instants_in_utc_and_no_secret() {
         let t = token(1_796_649_969_123, 60_000).with_refresh_token(RefreshToken::new("s3cr3t"));
         let debug = format!("{t:?}");
-        assert!(debug.contains("issued_at: 2026-12-07T13:26:09.123Z"), "{debug}");
-        assert!(debug.contains("stale_at: 2026-12-07T13:26:39.123Z"), "{debug}");
-        assert!(debug.contains("expires_at: 2026-12-07T13:27:09.123Z"), "{debug}");
-        assert!(!debug.contains("s3cr3t") && !debug.contains("_ms"), "{debug}");
+        assert!(
+            debug.contains("issued_at: 2026-12-07T13:26:09.123Z"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("stale_at: 2026-12-07T13:26:39.123Z"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("expires_at: 2026-12-07T13:27:09.123Z"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("_ms"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -64,9 +64,7 @@ impl TokenCache for SlowCache {
         Box::pin(async move {
             match delay {
                 Some(delay) => {
-                    clock
-                        .sleep_until(clock.now() + delay)
-                        .await;
+                    clock.sleep_until(clock.now() + delay).await;
                     Ok(None)
                 }
                 None => std::future::pending().await,

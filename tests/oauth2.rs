@@ -447,7 +447,11 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
         authority.push_fault(case.fault);
         let requests = handle.state().source_requests;
         // Move to the planned attempt; it runs over real HTTP.
-        clock.set_ms(clock.now_ms().max(handle.state().next_refresh_ms().unwrap()));
+        clock.set_ms(
+            clock
+                .now_ms()
+                .max(handle.state().next_refresh_ms().unwrap()),
+        );
         run_until(&ex, case.name, || {
             let s = handle.state();
             s.source_requests > requests && s.consecutive_failures as usize == n + 1

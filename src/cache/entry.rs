@@ -99,7 +99,6 @@ pub(crate) fn open(bytes: &[u8], key: CacheKey, now_ms: u64) -> Result<Found, Ca
     Ok(Found::Token(token))
 }
 
-
 /// What is wrong with a JSON entry, without quoting it: serde's messages
 /// for syntax errors name positions only, but its messages for data of the
 /// wrong type quote the data, which may be a token.

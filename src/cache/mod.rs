@@ -47,8 +47,8 @@ pub use file::FileCache;
 pub use key::{CacheKey, CacheKeyBuilder};
 pub use memory::MemoryCache;
 
-use crate::BoxFuture;
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// A place a token can be read from and written to.
 ///

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::cache::entry::{self, Found, OtherKeyNotice};
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::BoxFuture;
 use crate::time::{duration_ms, system_now_ms};
 use crate::token::Token;
+use crate::BoxFuture;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
 

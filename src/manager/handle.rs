@@ -216,7 +216,8 @@ impl TokenHandle {
             waited: shared.wait_timeout,
             last_error: shared.state().last_error,
         };
-        let mut own_timer = (!shared.is_driven()).then(|| shared.clock.sleep_until(from_ms(deadline_ms)));
+        let mut own_timer =
+            (!shared.is_driven()).then(|| shared.clock.sleep_until(from_ms(deadline_ms)));
         // Callers looked for a token just before, so the first turn starts
         // by listening.
         loop {

@@ -74,12 +74,12 @@ pub use subscription::Subscription;
 
 use crate::backoff::Backoff;
 use crate::clock::Clock;
-use crate::BoxFuture;
 use crate::error::{RequestTimedOut, SourceError};
 use crate::jitter::Jitter;
 use crate::source::{FetchContext, FetchReason, TokenSource};
 use crate::time::{duration_ms, from_ms, to_ms, Utc};
 use crate::token::{LifetimePolicy, Token};
+use crate::BoxFuture;
 use shared::Shared;
 
 /// The longest the actor sleeps without re-reading the wall clock.
@@ -381,9 +381,7 @@ impl TokenManager {
             );
             return;
         }
-        let jittered = self
-            .jitter
-            .refresh_at(token.issued_at(), token.stale_at());
+        let jittered = self.jitter.refresh_at(token.issued_at(), token.stale_at());
         let refresh_at = to_ms(jittered)
             .clamp(token.issued_ms(), token.stale_ms())
             // A token stale at issue or on arrival would be refreshed at once.
@@ -469,9 +467,9 @@ impl TokenManager {
         self.withdrawn = true;
         self.shared.invalidate();
         self.shared.update_state(|s| s.rejections += 1);
-        self.shared.events.push(ManagerEvent::Withdrawn {
-            at: from_ms(now),
-        });
+        self.shared
+            .events
+            .push(ManagerEvent::Withdrawn { at: from_ms(now) });
         log::info!(target: LOG, "a server rejected the current token; withdrawing it");
         // A fetch in flight brings the replacement; during backoff the retry
         // already planned is the earliest allowed.
@@ -487,7 +485,8 @@ impl TokenManager {
             self.next_reason = FetchReason::Rejected;
             // Due now, the fetch starts in this turn and says so itself.
             if at > now {
-                self.shared.update_state(|s| s.next_refresh_at = Some(from_ms(at)));
+                self.shared
+                    .update_state(|s| s.next_refresh_at = Some(from_ms(at)));
             }
         }
     }
@@ -542,7 +541,8 @@ mod tests {
             (0, u64::MAX, u64::MAX - 1, u64::MAX), // saturates
         ];
         for (issued, expiry, now, gap) in cases {
-            let token = Token::from_parts_ms(AccessToken::new("t"), issued, issued, expiry).unwrap();
+            let token =
+                Token::from_parts_ms(AccessToken::new("t"), issued, issued, expiry).unwrap();
             assert_eq!(
                 earliest_refresh_ms(&token, now),
                 now.saturating_add(gap),

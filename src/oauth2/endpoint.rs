@@ -491,8 +491,8 @@ fn default_client() -> Option<Arc<dyn HttpClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BoxFuture;
     use crate::oauth2::http::{HttpError, HttpResponse};
+    use crate::BoxFuture;
 
     struct Never;
 

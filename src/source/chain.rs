@@ -6,11 +6,11 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::time::{duration_ms, from_ms};
 use crate::token::Token;
+use crate::BoxFuture;
 use health::Health;
 
 const LOG: &str = "tokenkeeper::cache";

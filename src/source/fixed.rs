@@ -1,10 +1,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{AccessToken, Token};
+use crate::BoxFuture;
 
 /// A source that hands out the same access token on every fetch, issued at
 /// the time of the fetch with a fixed lifetime.

@@ -1,10 +1,10 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// A source made from an async closure; see [`from_fn`].
 pub struct FnSource<F> {

@@ -39,10 +39,10 @@ pub use token_file::{TokenFile, TokenFileError, TokenFileProblem, MAX_TOKEN_FILE
 
 use crate::cache::CacheKey;
 use crate::clock::Clock;
-use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::time::{from_ms, test_support, utc_opt, Utc};
 use crate::token::{AccessToken, LifetimePolicy, Token};
+use crate::BoxFuture;
 
 /// Fetches a token on the manager's request.
 ///

@@ -12,11 +12,11 @@ use base64::engine::{DecodePaddingMode, Engine as _};
 use serde_json::Value;
 
 use crate::cache::CacheKey;
-use crate::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::time::duration_ms;
 use crate::token::{AccessToken, Token};
+use crate::BoxFuture;
 
 const LOG: &str = "tokenkeeper::source";
 

@@ -88,9 +88,7 @@ impl TokenSource for ScriptedSource {
         Box::pin(async move {
             if !latency.is_zero() {
                 let clock = cx.clock().clone();
-                clock
-                    .sleep_until(clock.now() + latency)
-                    .await;
+                clock.sleep_until(clock.now() + latency).await;
             }
             match mode {
                 Mode::Succeed(lifetime) => {
