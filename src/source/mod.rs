@@ -258,10 +258,10 @@ impl FetchContext {
     /// use std::time::{Duration, SystemTime};
     /// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock};
     ///
-    /// let start = SystemTime::now();
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     /// let cx = FetchContext::new(ManualClock::new(start), LifetimePolicy::default());
     /// let token = cx.token(AccessToken::new("a"), None);
-    /// assert_eq!(token.issued_at(), cx.now());
+    /// assert_eq!(token.issued_at(), start);
     /// assert_eq!(token.lifetime(), Duration::from_secs(300)); // the policy's default
     /// ```
     pub fn token(&self, access_token: AccessToken, expires_in: Option<Duration>) -> Token {
