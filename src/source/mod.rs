@@ -269,3 +269,31 @@ impl FetchContext {
         Token::new_ms(access_token, self.now_ms(), lifetime, &self.policy)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    #[test]
+    fn instants_are_typed_and_debug_prints_them_in_utc() {
+        let cx = FetchContext::new(
+            ManualClock::at_ms(1_796_649_969_123),
+            LifetimePolicy::default(),
+        );
+        assert_eq!(cx.now(), crate::time::from_ms(1_796_649_969_123));
+        assert_eq!(cx.deadline(), None);
+        let debug = format!("{cx:?}");
+        assert!(debug.contains("now: 2026-12-07T13:26:09.123Z"), "{debug}");
+        assert!(debug.contains("deadline: None"), "{debug}");
+
+        let cx = cx.with_deadline_ms(1_796_649_999_123);
+        assert_eq!(cx.deadline(), Some(crate::time::from_ms(1_796_649_999_123)));
+        let debug = format!("{cx:?}");
+        assert!(
+            debug.contains("deadline: Some(2026-12-07T13:26:39.123Z)"),
+            "{debug}"
+        );
+        assert!(!debug.contains("_ms"), "{debug}");
+    }
+}
