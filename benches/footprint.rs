@@ -109,7 +109,7 @@ fn sizes() {
     );
 
     let ex = LocalExecutor::new();
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let handle = virtual_manager(&ex, &clock, Duration::from_secs(3600));
     let mut clones: Vec<TokenHandle> = Vec::with_capacity(10_000);
     let clone_before = live();
@@ -162,7 +162,7 @@ fn refresh_cycles(checkpoints: &[u64]) {
     let total = *checkpoints.last().expect("a checkpoint");
     println!("\n== heap over {total} refresh cycles on virtual time ==");
     let ex = LocalExecutor::new();
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     // 2 s tokens turn stale after 1 s: one refresh per virtual second.
     let handle = virtual_manager(&ex, &clock, Duration::from_secs(2));
     let seen = std::rc::Rc::new(std::cell::Cell::new(0u64));
@@ -219,7 +219,7 @@ fn refresh_cycles(checkpoints: &[u64]) {
 /// Row 8: wake-ups of a manager holding a fresh token for a virtual day.
 fn idle_wakeups(lifetime: Duration, fresh_only: bool) {
     let ex = LocalExecutor::new();
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let handle = virtual_manager(&ex, &clock, lifetime);
     let day = 86_400u64;
     let before = clock.wakeups();

@@ -70,7 +70,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atomic_waker::AtomicWaker;
 use base64::Engine as _;
@@ -346,6 +346,10 @@ impl<C: Clock> Skipping<C> {
         }
     }
 
+    fn skipped(&self) -> Duration {
+        Duration::from_millis(self.skipped_ms.load(Ordering::SeqCst))
+    }
+
     fn skip(&self, by: Duration) {
         self.skipped_ms
             .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
@@ -353,21 +357,22 @@ impl<C: Clock> Skipping<C> {
 }
 
 impl<C: Clock> Clock for Skipping<C> {
-    fn now_ms(&self) -> u64 {
-        self.inner.now_ms() + self.skipped_ms.load(Ordering::SeqCst)
+    fn now(&self) -> SystemTime {
+        self.inner.now() + self.skipped()
     }
 
+    // The read path's coarse clock stays in the measurement.
     fn now_ms_fast(&self) -> u64 {
         self.inner.now_ms_fast() + self.skipped_ms.load(Ordering::SeqCst)
     }
 
-    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
-        let skipped = self.skipped_ms.load(Ordering::SeqCst);
-        let timer = self.inner.sleep_until(deadline_ms.saturating_sub(skipped));
+    fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
+        let inner_deadline = deadline.checked_sub(self.skipped()).unwrap_or(UNIX_EPOCH);
+        let timer = self.inner.sleep_until(inner_deadline);
         let clock = self.clone();
         Box::pin(future::or(timer, async move {
             future::poll_fn(|_| {
-                if clock.now_ms() >= deadline_ms {
+                if clock.now() >= deadline {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
@@ -474,7 +479,7 @@ fn main() {
     let (handle, driver) = manager(&authority, &http, SystemClock);
     spawn_local(driver);
     let (no_timers, no_timers_driver) =
-        manager(&authority, &http, ManualClock::new(SystemClock.now_ms()));
+        manager(&authority, &http, ManualClock::new(SystemTime::now()));
     spawn_local(no_timers_driver);
     let mut variants = vec![
         direct(DIRECT, &authority, &http),
@@ -638,14 +643,14 @@ fn count_child(spec: &str) {
     let authority = LocalAuthority::start().expect("start the authority");
     let local = LocalExecutor::new();
     let http = UreqClient::new();
-    let (handle, driver) = manager(&authority, &http, ManualClock::new(SystemClock.now_ms()));
+    let (handle, driver) = manager(&authority, &http, ManualClock::new(SystemTime::now()));
     local.spawn(driver).detach();
     let mut variants = [
         direct(DIRECT, &authority, &http),
         source(&authority, &http),
         least_actor(&authority, &http, |actor| local.spawn(actor).detach()),
         forced_refresh(MANAGER_NO_TIMERS, Target::None, handle),
-        scheduled_refresh(&authority, &http, ManualClock::new(SystemClock.now_ms())),
+        scheduled_refresh(&authority, &http, ManualClock::new(SystemTime::now())),
     ];
     let variant = variants
         .iter_mut()

@@ -32,14 +32,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use local_authority::{Fault, LocalAuthority};
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{
-    Backoff, ClientId, ClientSecret, Clock, RandomEarlyJitter, SystemClock, Token, TokenHandle,
-    TokenManager,
+    Backoff, ClientId, ClientSecret, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// How long each token lives. Stale after half of it (the default policy's
@@ -72,21 +71,23 @@ fn at() -> String {
     format!("[{:5.2}s]", start.elapsed().as_secs_f64())
 }
 
-/// Milliseconds from now until `ms` (negative when it has passed), in seconds.
-fn secs_until(ms: u64) -> f64 {
-    (ms as f64 - SystemClock.now_ms() as f64) / 1000.0
+/// Seconds from now until `t` (zero once it has passed).
+fn secs_until(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Names tokens by number without printing them: the n-th token seen
 /// (tokens are told apart by their issue time).
 #[derive(Default)]
-struct Labels(Mutex<BTreeMap<u64, u64>>);
+struct Labels(Mutex<BTreeMap<SystemTime, u64>>);
 
 impl Labels {
     fn label(&self, token: &Token) -> String {
         let mut labels = self.0.lock().unwrap();
         let next = labels.len() as u64 + 1;
-        let n = *labels.entry(token.issued_ms()).or_insert(next);
+        let n = *labels.entry(token.issued_at()).or_insert(next);
         format!("token #{n}")
     }
 }
@@ -100,7 +101,7 @@ struct Usage {
     rejected_reads: AtomicU64,
     max_age_ms: AtomicU64,
     /// Issue times of the tokens the workers used.
-    seen: Mutex<BTreeSet<u64>>,
+    seen: Mutex<BTreeSet<SystemTime>>,
 }
 
 async fn demo() {
@@ -232,8 +233,8 @@ async fn subscriber(handle: TokenHandle, labels: Arc<Labels>) {
             token.access_token().secret().len(),
             token.token_type(),
             token.scope().unwrap_or("-"),
-            secs_until(token.stale_ms()),
-            secs_until(token.expiry_ms()),
+            token.stale_in().as_secs_f64(),
+            token.expires_in().as_secs_f64(),
         );
     }
     println!("{} subscriber: stream ended (manager stopped)", at());
@@ -269,10 +270,12 @@ async fn worker(
                 if !authority.is_valid_access_token(token.access_token().secret()) {
                     usage.rejected_reads.fetch_add(1, Ordering::Relaxed);
                 }
-                let age = SystemClock.now_ms().saturating_sub(token.issued_ms());
+                let age = token.issued_at().elapsed().unwrap_or_default();
                 usage.reads.fetch_add(1, Ordering::Relaxed);
-                usage.max_age_ms.fetch_max(age, Ordering::Relaxed);
-                usage.seen.lock().unwrap().insert(token.issued_ms());
+                usage
+                    .max_age_ms
+                    .fetch_max(age.as_millis() as u64, Ordering::Relaxed);
+                usage.seen.lock().unwrap().insert(token.issued_at());
             }
             None => {
                 usage.failed_reads.fetch_add(1, Ordering::Relaxed);
@@ -289,15 +292,17 @@ async fn outage(handle: TokenHandle, authority: Arc<LocalAuthority>) {
     let due = loop {
         let state = handle.state();
         if state.refreshes >= OUTAGE_AT_TOKEN {
-            if let Some(due) = state.next_refresh_ms {
+            if let Some(due) = state.next_refresh_at {
                 break due;
             }
         }
         Timer::after(Duration::from_millis(20)).await;
     };
     let lead = Duration::from_millis(100);
-    let wait_ms = due.saturating_sub(SystemClock.now_ms() + lead.as_millis() as u64);
-    Timer::after(Duration::from_millis(wait_ms)).await;
+    let wait = due
+        .duration_since(SystemTime::now() + lead)
+        .unwrap_or_default();
+    Timer::after(wait).await;
     authority.set_outage(Some(Fault::oauth_error(
         503,
         "temporarily_unavailable",
@@ -321,16 +326,17 @@ async fn monitor(handle: TokenHandle, labels: Arc<Labels>, usage: Arc<Usage>) {
     while !handle.is_stopped() {
         let state = handle.state();
         let serving = match handle.current() {
-            Some(token) => {
-                let now = SystemClock.now_ms();
-                format!(
-                    "{} ({:?}, age {:.1} s, expires in {:.1} s)",
-                    labels.label(&token),
-                    token.status(now),
-                    now.saturating_sub(token.issued_ms()) as f64 / 1000.0,
-                    secs_until(token.expiry_ms())
-                )
-            }
+            Some(token) => format!(
+                "{} ({:?}, age {:.1} s, expires in {:.1} s)",
+                labels.label(&token),
+                token.status(),
+                token
+                    .issued_at()
+                    .elapsed()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+                token.expires_in().as_secs_f64()
+            ),
             None => "no valid token".to_owned(),
         };
         if state.consecutive_failures > failures {
@@ -338,9 +344,9 @@ async fn monitor(handle: TokenHandle, labels: Arc<Labels>, usage: Arc<Usage>) {
                 .last_error
                 .as_ref()
                 .map_or_else(String::new, ToString::to_string);
-            let retry = state.next_refresh_ms.map_or_else(
+            let retry = state.next_refresh_at.map_or_else(
                 || "now".to_owned(),
-                |ms| format!("in {:.2} s", secs_until(ms)),
+                |t| format!("in {:.2} s", secs_until(t)),
             );
             println!(
                 "{} refresh failed ({} in a row): {error}; backoff: retry {retry}",

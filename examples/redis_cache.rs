@@ -33,15 +33,14 @@
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::cache::{Chain, MemoryCache, RedisCache, TokenCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{
-    ClientId, ClientSecret, Clock, Driver, RandomEarlyJitter, SystemClock, Token, TokenHandle,
-    TokenManager,
+    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// How long each token lives (stale after half of it).
@@ -151,7 +150,7 @@ fn ping(url: &str) -> redis::RedisResult<()> {
 }
 
 async fn run(redis: &Redis) -> ExitCode {
-    let start_ms = SystemClock.now_ms();
+    let start = SystemTime::now();
     let authority = LocalAuthority::start().expect("start the local authority");
     authority.set_expires_in(Some(serde_json::json!(LIFETIME.as_secs())));
     // Keys of their own, so a shared server's other data is left alone.
@@ -180,7 +179,7 @@ async fn run(redis: &Redis) -> ExitCode {
 
     let (a, driver_a) = manager(&authority, cache());
     let driver_a = smol::spawn(driver_a);
-    let printer_a = smol::spawn(print_tokens(a.clone(), "A", start_ms));
+    let printer_a = smol::spawn(print_tokens(a.clone(), "A", start));
     let token = match a.token().await {
         Ok(token) => token,
         Err(error) => {
@@ -190,8 +189,8 @@ async fn run(redis: &Redis) -> ExitCode {
     };
     println!(
         "{} first token: {} from the authority (authority requests: {}), now in Redis",
-        at(start_ms, "A"),
-        label(&token, start_ms),
+        at(start, "A"),
+        label(&token, start),
         authority.token_requests()
     );
 
@@ -214,13 +213,15 @@ async fn run(redis: &Redis) -> ExitCode {
     };
     println!(
         "{} first token: {} {verdict} (authority requests: {now})",
-        at(start_ms, "B"),
-        label(&token, start_ms)
+        at(start, "B"),
+        label(&token, start)
     );
-    let printer_b = smol::spawn(print_tokens(b.clone(), "B", start_ms));
+    let printer_b = smol::spawn(print_tokens(b.clone(), "B", start));
 
-    let wait_ms = (start_ms + RUN_FOR.as_millis() as u64).saturating_sub(SystemClock.now_ms());
-    Timer::after(Duration::from_millis(wait_ms)).await;
+    let wait = (start + RUN_FOR)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Timer::after(wait).await;
     for (handle, driver, printer) in [(&a, driver_a, printer_a), (&b, driver_b, printer_b)] {
         handle.shutdown().await;
         driver.await;
@@ -272,26 +273,30 @@ fn manager(authority: &LocalAuthority, redis: RedisCache) -> (TokenHandle, Drive
 }
 
 /// A log prefix: seconds since the example started, and which manager.
-fn at(start_ms: u64, who: &str) -> String {
-    let secs = SystemClock.now_ms().saturating_sub(start_ms) as f64 / 1000.0;
+fn at(start: SystemTime, who: &str) -> String {
+    let secs = start.elapsed().unwrap_or_default().as_secs_f64();
     format!("[T+{secs:.2} {who}]")
 }
 
 /// A token's name: when it was issued.
-fn label(token: &Token, start_ms: u64) -> String {
-    let secs = token.issued_ms().saturating_sub(start_ms) as f64 / 1000.0;
+fn label(token: &Token, start: SystemTime) -> String {
+    let secs = token
+        .issued_at()
+        .duration_since(start)
+        .unwrap_or_default()
+        .as_secs_f64();
     format!("token T+{secs:.2}")
 }
 
 /// Prints each token the manager starts using; ends when it stops.
-async fn print_tokens(handle: TokenHandle, who: &'static str, start_ms: u64) {
+async fn print_tokens(handle: TokenHandle, who: &'static str, start: SystemTime) {
     let mut tokens = handle.subscribe();
     while let Some(token) = tokens.next().await {
         println!(
             "{} now using {} (expires in {:.1} s)",
-            at(start_ms, who),
-            label(&token, start_ms),
-            token.expiry_ms().saturating_sub(SystemClock.now_ms()) as f64 / 1000.0
+            at(start, who),
+            label(&token, start),
+            token.expires_in().as_secs_f64()
         );
     }
 }

@@ -31,15 +31,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::cache::{Chain, FileCache, MemoryCache};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{
-    ClientId, ClientSecret, Clock, Driver, RandomEarlyJitter, SystemClock, Token, TokenHandle,
-    TokenManager,
+    ClientId, ClientSecret, Driver, RandomEarlyJitter, Token, TokenHandle, TokenManager,
 };
 
 /// Where the child process finds the client secret.
@@ -84,32 +83,36 @@ fn manager(token_url: &str, secret: String, path: &Path) -> (TokenHandle, Driver
 }
 
 /// A log prefix: seconds since the example started, and who speaks.
-fn at(start_ms: u64, who: &str) -> String {
-    let secs = SystemClock.now_ms().saturating_sub(start_ms) as f64 / 1000.0;
+fn at(start: SystemTime, who: &str) -> String {
+    let secs = start.elapsed().unwrap_or_default().as_secs_f64();
     format!("[T+{secs:.2} {who:<6}]")
 }
 
 /// A token's name: when it was issued.
-fn label(token: &Token, start_ms: u64) -> String {
-    let secs = token.issued_ms().saturating_sub(start_ms) as f64 / 1000.0;
+fn label(token: &Token, start: SystemTime) -> String {
+    let secs = token
+        .issued_at()
+        .duration_since(start)
+        .unwrap_or_default()
+        .as_secs_f64();
     format!("token T+{secs:.2}")
 }
 
 /// Prints each token the manager starts using; ends when it stops.
-async fn print_tokens(handle: TokenHandle, who: &'static str, start_ms: u64) {
+async fn print_tokens(handle: TokenHandle, who: &'static str, start: SystemTime) {
     let mut tokens = handle.subscribe();
     while let Some(token) = tokens.next().await {
         println!(
             "{} now using {} (expires in {:.1} s)",
-            at(start_ms, who),
-            label(&token, start_ms),
-            token.expiry_ms().saturating_sub(SystemClock.now_ms()) as f64 / 1000.0
+            at(start, who),
+            label(&token, start),
+            token.expires_in().as_secs_f64()
         );
     }
 }
 
 fn parent() -> ExitCode {
-    let start_ms = SystemClock.now_ms();
+    let start = SystemTime::now();
     let authority = Arc::new(LocalAuthority::start().expect("start the local authority"));
     authority.set_expires_in(Some(serde_json::json!(LIFETIME.as_secs())));
     let dir = std::env::temp_dir().join(format!(
@@ -127,15 +130,15 @@ fn parent() -> ExitCode {
     println!("  authority: {}", authority.token_url());
     println!("  tokens are named by their issue time (T+seconds); values are never printed\n");
 
-    let code = smol::block_on(run_parent(start_ms, Arc::clone(&authority), &path));
+    let code = smol::block_on(run_parent(start, Arc::clone(&authority), &path));
     let _ = std::fs::remove_dir_all(&dir);
     code
 }
 
-async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) -> ExitCode {
+async fn run_parent(start: SystemTime, authority: Arc<LocalAuthority>, path: &Path) -> ExitCode {
     let (handle, driver) = manager(&authority.token_url(), CLIENT_SECRET.to_owned(), path);
     let driver = smol::spawn(driver);
-    let printer = smol::spawn(print_tokens(handle.clone(), "parent", start_ms));
+    let printer = smol::spawn(print_tokens(handle.clone(), "parent", start));
     let token = match handle.token().await {
         Ok(token) => token,
         Err(error) => {
@@ -145,21 +148,21 @@ async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) 
     };
     println!(
         "{} first token: {} from the authority (authority requests: {}), now in the file{}",
-        at(start_ms, "parent"),
-        label(&token, start_ms),
+        at(start, "parent"),
+        label(&token, start),
         authority.token_requests(),
         file_mode(path)
     );
 
     // The second process: this program again, in child mode.
-    let end_ms = start_ms + RUN_FOR.as_millis() as u64;
+    let end = start + RUN_FOR;
     let exe = std::env::current_exe().expect("the path of this program");
     let mut child = Command::new(exe)
         .arg("--child")
         .arg(authority.token_url())
         .arg(path)
-        .arg(start_ms.to_string())
-        .arg(end_ms.to_string())
+        .arg(epoch_ms(start).to_string())
+        .arg(epoch_ms(end).to_string())
         .env(SECRET_ENV, CLIENT_SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -167,7 +170,7 @@ async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) 
         .expect("start the child process");
     println!(
         "{} started the child process (pid {})",
-        at(start_ms, "parent"),
+        at(start, "parent"),
         child.id()
     );
     // Relays the child's lines; after its first token, says whether the
@@ -190,7 +193,7 @@ async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) 
                     };
                     println!(
                         "{} authority requests: {now} ({verdict})",
-                        at(start_ms, "parent")
+                        at(start, "parent")
                     );
                 }
                 if let Some(n) = line.split(DONE).nth(1) {
@@ -201,8 +204,7 @@ async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) 
         }
     });
 
-    let wait_ms = end_ms.saturating_sub(SystemClock.now_ms());
-    Timer::after(Duration::from_millis(wait_ms)).await;
+    Timer::after(until(end)).await;
     let child_ok = wait_for(&mut child, Duration::from_secs(10));
     let child_published = relay.join().unwrap_or(None);
     handle.shutdown().await;
@@ -232,6 +234,17 @@ async fn run_parent(start_ms: u64, authority: Arc<LocalAuthority>, path: &Path) 
         eprintln!("the child process failed");
         ExitCode::FAILURE
     }
+}
+
+/// `t` in whole milliseconds since the Unix epoch, as the child's arguments
+/// carry it.
+fn epoch_ms(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+/// The time left until `t`, zero once it has passed.
+fn until(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 /// Waits for the child to exit, killing it after `limit`; whether it
@@ -276,15 +289,17 @@ fn child(args: &[String]) -> ExitCode {
         eprintln!("start and end are milliseconds since the Unix epoch");
         return ExitCode::from(2);
     };
+    let start = UNIX_EPOCH + Duration::from_millis(start_ms);
+    let end = UNIX_EPOCH + Duration::from_millis(end_ms);
     let Ok(secret) = std::env::var(SECRET_ENV) else {
         eprintln!("the client secret comes from the environment variable {SECRET_ENV}");
         return ExitCode::from(2);
     };
     let path = PathBuf::from(path);
-    let started_ms = SystemClock.now_ms();
+    let started = SystemTime::now();
     println!(
         "{} started (pid {}), same file, empty memory cache",
-        at(start_ms, "child"),
+        at(start, "child"),
         std::process::id()
     );
     smol::block_on(async {
@@ -298,30 +313,25 @@ fn child(args: &[String]) -> ExitCode {
             }
         };
         // A token this process fetched was issued after it started.
-        let source = if token.issued_ms() <= started_ms {
+        let source = if let Ok(before) = started.duration_since(token.issued_at()) {
             format!(
                 "from the file (issued {} ms before this process started)",
-                started_ms - token.issued_ms()
+                before.as_millis()
             )
         } else {
             "from the authority".to_owned()
         };
         println!(
             "{} {FIRST_TOKEN} {} {source}",
-            at(start_ms, "child"),
-            label(&token, start_ms)
+            at(start, "child"),
+            label(&token, start)
         );
-        let printer = smol::spawn(print_tokens(handle.clone(), "child", start_ms));
-        let wait_ms = end_ms.saturating_sub(SystemClock.now_ms());
-        Timer::after(Duration::from_millis(wait_ms)).await;
+        let printer = smol::spawn(print_tokens(handle.clone(), "child", start));
+        Timer::after(until(end)).await;
         handle.shutdown().await;
         driver.await;
         printer.await;
-        println!(
-            "{} {DONE} {}",
-            at(start_ms, "child"),
-            handle.state().refreshes
-        );
+        println!("{} {DONE} {}", at(start, "child"), handle.state().refreshes);
         ExitCode::SUCCESS
     })
 }

@@ -32,14 +32,12 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use local_authority::LocalAuthority;
 use smol::Timer;
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
-use tokenkeeper::{
-    ClientId, ClientSecret, Clock, RandomEarlyJitter, SystemClock, TokenHandle, TokenManager,
-};
+use tokenkeeper::{ClientId, ClientSecret, RandomEarlyJitter, TokenHandle, TokenManager};
 
 /// How long each token lives (stale after half of it).
 const LIFETIME: Duration = Duration::from_secs(4);
@@ -127,10 +125,6 @@ fn at() -> String {
     format!("[{:5.2}s]", start.elapsed().as_secs_f64())
 }
 
-fn secs_until(ms: u64) -> f64 {
-    (ms as f64 - SystemClock.now_ms() as f64) / 1000.0
-}
-
 /// Prints each published token; the stream ends when the manager stops.
 async fn subscriber(handle: TokenHandle) {
     let mut tokens = handle.subscribe();
@@ -142,8 +136,8 @@ async fn subscriber(handle: TokenHandle) {
             at(),
             token.access_token().secret().len(),
             token.token_type(),
-            secs_until(token.stale_ms()),
-            secs_until(token.expiry_ms()),
+            token.stale_in().as_secs_f64(),
+            token.expires_in().as_secs_f64(),
         );
     }
     println!("{} subscriber: stream ended (manager stopped)", at());
@@ -156,7 +150,7 @@ struct Calls {
     waits: u64,
     rejected: u64,
     /// Issue times of the tokens used.
-    tokens: BTreeSet<u64>,
+    tokens: BTreeSet<SystemTime>,
 }
 
 /// Builds the header of an outgoing call every `READ_EVERY`.
@@ -173,7 +167,7 @@ async fn worker(
             header.clear();
             header.push_str("Bearer ");
             header.push_str(token.access_token().secret());
-            token.issued_ms()
+            token.issued_at()
         });
         let Some(issued) = issued else {
             // No valid token yet: wait for one (the workers share one

@@ -148,8 +148,9 @@
 //! {"event":"error","error":"temporarily_unavailable","kind":"transient","description":"try later (HTTP 503)","consecutive_failures":1,"at_ms":1767225625000,"retry_in_ms":412}
 //! ```
 //!
-//! - `token`: each published token (times in ms since the Unix epoch, at
-//!   most 2^53 - 1 so that readers parsing numbers as doubles read them
+//! - `token`: each published token (times in ms since the Unix epoch, no
+//!   later than the end of the year 9999, where a token with an absurd
+//!   lifetime expires, so that readers parsing numbers as doubles read them
 //!   exactly; the token value is never printed). `scope` is null when the
 //!   authority sent none.
 //! - `error`: each failed attempt. `error` is the OAuth2 code, or one of
@@ -816,9 +817,9 @@ fn print_token_event(
     let token_type = scrub.line(token.token_type());
     let scope = token.scope().map(|s| scrub.line(s));
     print_event(&Event::Token {
-        expires_at_ms: json_ms(token.expiry_ms()),
-        issued_at_ms: json_ms(token.issued_ms()),
-        stale_at_ms: json_ms(token.stale_ms()),
+        expires_at_ms: epoch_ms(token.expires_at()),
+        issued_at_ms: epoch_ms(token.issued_at()),
+        stale_at_ms: epoch_ms(token.stale_at()),
         token_type: &token_type,
         scope: scope.as_deref(),
     })?;
@@ -840,9 +841,6 @@ fn print_failure_event(
 ) -> io::Result<()> {
     let failure = Failure::of(error);
     let description = scrub.line(&failure.description);
-    let at_ms = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     print_event(&Event::Error {
         error: &failure.code,
         kind: match error.kind() {
@@ -851,18 +849,24 @@ fn print_failure_event(
         },
         description: &description,
         consecutive_failures,
-        at_ms: json_ms(at_ms),
-        retry_in_ms: json_ms(u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX)),
+        at_ms: epoch_ms(at),
+        retry_in_ms: json_ms(retry_in),
     })
 }
 
-/// `ms` as printed in `--watch` output: at most [`MAX_SAFE_INTEGER`]. An
-/// authority may send an `expires_in` of centuries, which the library
-/// saturates to `u64::MAX` ms; a reader that parses numbers as doubles
-/// (every JavaScript reader, jq) would silently round that. 2^53 ms is
-/// some 285,000 years away, so clamping changes no real instant.
-fn json_ms(ms: u64) -> u64 {
-    ms.min(MAX_SAFE_INTEGER)
+/// An instant as printed in `--watch` output: ms since the Unix epoch.
+fn epoch_ms(t: SystemTime) -> u64 {
+    json_ms(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+/// A duration as printed in `--watch` output: whole ms, at most
+/// [`MAX_SAFE_INTEGER`], so that a reader that parses numbers as doubles
+/// (every JavaScript reader, jq) never silently rounds one. The library
+/// reads an instant no later than the end of the year 9999 (where a token
+/// with an `expires_in` of centuries expires), well below 2^53 ms since
+/// the epoch; a duration has no such bound.
+fn json_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).map_or(MAX_SAFE_INTEGER, |ms| ms.min(MAX_SAFE_INTEGER))
 }
 
 fn print_event(event: &Event<'_>) -> io::Result<()> {

@@ -27,7 +27,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::ErrorKind;
-use crate::token::duration_ms;
+use crate::time::duration_ms;
 
 /// The longest retry-after hint that is honoured; a larger one (or a hostile
 /// one) is cut to this.

@@ -8,20 +8,22 @@
 //! sleepers that are due, so a day of refreshes runs in milliseconds and the
 //! same way every time.
 //!
-//! A clock has two notions of time, as a real machine does. `now_ms` is the
-//! wall clock, which can jump (suspend and resume, an NTP step). Timers run on
-//! monotonic time, which does not see those jumps. [`ManualClock::jump`]
-//! moves only the wall clock, to test that the manager notices.
+//! A clock has two notions of time, as a real machine does. [`Clock::now`]
+//! is the wall clock, which can jump (suspend and resume, an NTP step).
+//! Timers run on monotonic time, which does not see those jumps.
+//! [`ManualClock::jump`] moves only the wall clock, to test that the manager
+//! notices.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::{Clock, ManualClock};
 //!
-//! let clock = ManualClock::new(1_000);
-//! let sleep = clock.sleep_until(6_000);
+//! let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let clock = ManualClock::new(start);
+//! let sleep = clock.sleep_until(start + Duration::from_secs(5));
 //! clock.advance(Duration::from_secs(5));
 //! futures_lite::future::block_on(sleep); // due: returns at once
-//! assert_eq!(clock.now_ms(), 6_000);
+//! assert_eq!(clock.now().duration_since(start).unwrap(), Duration::from_secs(5));
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,41 +32,64 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::token::duration_ms;
-
-/// A boxed, sendable future, as returned by object-safe async traits here.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::time::{at_since_epoch, from_ms, since_epoch, test_support, to_ms, Utc};
+use crate::BoxFuture;
 
 /// A source of wall-clock time and timers.
 ///
 /// Implement it to run tokenkeeper on another notion of time; most users
-/// pick [`SystemClock`] (the default) or [`ManualClock`] in tests.
+/// pick [`SystemClock`] (the default) or [`ManualClock`] in tests. An
+/// implementation provides [`now`](Clock::now) and
+/// [`sleep_until`](Clock::sleep_until) only; the other methods are the
+/// crate's own and keep their defaults.
 ///
 /// ```
-/// use tokenkeeper::{Clock, SystemClock};
-/// let now = SystemClock.now_ms();
-/// assert!(now > 1_600_000_000_000); // after September 2020
+/// use std::time::{Duration, SystemTime};
+/// use tokenkeeper::{BoxFuture, Clock, SystemClock};
+///
+/// /// The system clock, an hour ahead.
+/// struct Ahead;
+///
+/// impl Clock for Ahead {
+///     fn now(&self) -> SystemTime {
+///         SystemClock.now() + Duration::from_secs(3600)
+///     }
+///
+///     fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
+///         SystemClock.sleep_until(deadline - Duration::from_secs(3600))
+///     }
+/// }
+///
+/// assert!(Ahead.now() > SystemTime::now() + Duration::from_secs(3599));
 /// ```
 pub trait Clock: Send + Sync + 'static {
-    /// Wall-clock time in milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
+    /// The wall-clock time now.
+    fn now(&self) -> SystemTime;
+
+    /// A future that completes once the wall clock reads `deadline` or
+    /// later, as far as the timer can tell. The wall clock may jump while it
+    /// sleeps; callers that care re-read [`now`](Clock::now) regularly.
+    fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()>;
+
+    /// [`now`](Clock::now) in ms since the Unix epoch, the crate's inner
+    /// frame of time. Not for implementors to override.
+    #[doc(hidden)]
+    fn now_ms(&self) -> u64 {
+        to_ms(self.now())
+    }
 
     /// A cheap reading of the wall clock that is never earlier than
     /// [`now_ms`](Clock::now_ms) would be, and at most some 15 ms later
     /// ([`SystemClock`]'s). The read path checks expiry with it (see
     /// [`TokenHandle::current`](crate::TokenHandle::current)), so a token
-    /// counts as expired up to that much early, never late. The default is
-    /// `now_ms()`.
+    /// counts as expired up to that much early, never late. Not for
+    /// implementors to override.
+    #[doc(hidden)]
     fn now_ms_fast(&self) -> u64 {
         self.now_ms()
     }
-
-    /// A future that completes once the wall clock reads `deadline_ms` or
-    /// later, as far as the timer can tell. The wall clock may jump while it
-    /// sleeps; callers that care re-read [`now_ms`](Clock::now_ms) regularly.
-    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()>;
 }
 
 /// The system's wall clock with `async-io` timers.
@@ -74,25 +99,32 @@ pub trait Clock: Send + Sync + 'static {
 /// use tokenkeeper::{Clock, SystemClock};
 ///
 /// futures_lite::future::block_on(async {
-///     let start = SystemClock.now_ms();
-///     SystemClock.sleep_until(start + 10).await;
-///     assert!(SystemClock.now_ms() >= start + 10);
+///     let start = SystemClock.now();
+///     SystemClock.sleep_until(start + Duration::from_millis(10)).await;
+///     assert!(SystemClock.now() >= start + Duration::from_millis(10));
 /// });
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
+    fn now(&self) -> SystemTime {
         SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(duration_ms)
-            .unwrap_or(0)
     }
 
-    /// On Linux the coarse real-time clock (read without a system call in
-    /// a few ns) plus a margin of three of its ticks and 1 ms; elsewhere
-    /// `now_ms()`.
+    fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
+        let wait = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        Box::pin(async move {
+            // Timer::after never fires when the instant would overflow, which
+            // is the right answer for a deadline at the end of time.
+            async_io::Timer::after(wait).await;
+        })
+    }
+
+    /// On Linux the coarse real-time clock (read without a system call)
+    /// plus a margin of three of its ticks and 1 ms; elsewhere `now_ms()`.
     ///
     /// The coarse clock is set once per tick to the time of the last whole
     /// tick the kernel accounted, so it runs up to two ticks behind
@@ -113,15 +145,6 @@ impl Clock for SystemClock {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         self.now_ms()
     }
-
-    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
-        let wait = Duration::from_millis(deadline_ms.saturating_sub(self.now_ms()));
-        Box::pin(async move {
-            // Timer::after never fires when the instant would overflow, which
-            // is the right answer for a deadline at the end of time.
-            async_io::Timer::after(wait).await;
-        })
-    }
 }
 
 /// Milliseconds in a timespec, rounded up; negative times count as 0.
@@ -137,19 +160,21 @@ fn timespec_ms(t: rustix::time::Timespec) -> u64 {
 ///
 /// Time moves only when [`advance`](ManualClock::advance),
 /// [`set`](ManualClock::set) or [`jump`](ManualClock::jump) is called.
+/// [`ManualClock::default`] starts at the Unix epoch.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::{Clock, ManualClock};
 ///
 /// use futures_lite::future::{block_on, poll_once};
 ///
-/// let clock = ManualClock::new(0);
-/// let mut sleep = clock.sleep_until(60_000);
+/// let start = SystemTime::now();
+/// let clock = ManualClock::new(start);
+/// let mut sleep = clock.sleep_until(start + Duration::from_secs(60));
 /// assert!(block_on(poll_once(&mut sleep)).is_none()); // registers the sleeper
 /// assert_eq!(clock.sleepers(), 1);
 /// clock.jump(Duration::from_secs(3600)); // suspend: wall clock only
-/// assert_eq!(clock.now_ms(), 3_600_000);
+/// assert_eq!(clock.now(), start + Duration::from_secs(3600));
 /// assert_eq!(clock.sleepers(), 1); // the timer did not see it
 /// clock.advance(Duration::from_secs(60));
 /// assert_eq!(clock.sleepers(), 0);
@@ -162,11 +187,13 @@ pub struct ManualClock {
 
 #[derive(Default)]
 struct ManualInner {
-    wall_ms: u64,
-    mono_ms: u64,
+    /// The wall clock, as the time since the Unix epoch.
+    wall: Duration,
+    /// Monotonic time, from the clock's creation.
+    mono: Duration,
     next_id: u64,
     /// Sleepers keyed by (monotonic deadline, id); the id keeps keys unique.
-    sleepers: BTreeMap<(u64, u64), Waker>,
+    sleepers: BTreeMap<(Duration, u64), Waker>,
     wakeups: u64,
 }
 
@@ -174,44 +201,61 @@ impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.lock();
         f.debug_struct("ManualClock")
-            .field("now_ms", &inner.wall_ms)
+            .field("now", &Utc(at_since_epoch(inner.wall)))
             .field("sleepers", &inner.sleepers.len())
             .finish()
     }
 }
 
 impl ManualClock {
-    /// A clock that reads `now_ms` until moved.
-    pub fn new(now_ms: u64) -> ManualClock {
+    /// A clock that reads `start` until moved.
+    pub fn new(start: SystemTime) -> ManualClock {
         let clock = ManualClock::default();
-        clock.lock().wall_ms = now_ms;
+        clock.lock().wall = since_epoch(start);
         clock
+    }
+
+    test_support! {
+        /// A clock that reads `now_ms` (ms since the Unix epoch) until moved.
+        fn at_ms(now_ms: u64) -> ManualClock {
+            ManualClock::new(from_ms(now_ms))
+        }
+
+        /// [`ManualClock::set`] with `now_ms` in ms since the Unix epoch.
+        fn set_ms(&self, now_ms: u64) {
+            self.set(from_ms(now_ms));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ManualInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The time the clock reads, as [`Clock::now`] (without importing the
+    /// trait).
+    pub fn now(&self) -> SystemTime {
+        at_since_epoch(self.lock().wall)
+    }
+
     /// Moves both wall and monotonic time forward by `by` and wakes every
     /// sleeper that is now due.
     pub fn advance(&self, by: Duration) {
-        let by = duration_ms(by);
         let mut inner = self.lock();
-        inner.wall_ms = inner.wall_ms.saturating_add(by);
-        inner.mono_ms = inner.mono_ms.saturating_add(by);
+        inner.wall = inner.wall.saturating_add(by);
+        inner.mono = inner.mono.saturating_add(by);
         wake_due(inner);
     }
 
-    /// Sets the wall clock to `now_ms`. Moving forward also moves monotonic
+    /// Sets the wall clock to `now`. Moving forward also moves monotonic
     /// time and wakes due sleepers, like [`advance`](Self::advance); moving
     /// back steps the wall clock alone, as an NTP correction would.
-    pub fn set(&self, now_ms: u64) {
+    pub fn set(&self, now: SystemTime) {
+        let now = since_epoch(now);
         let mut inner = self.lock();
-        if now_ms > inner.wall_ms {
-            let by = now_ms - inner.wall_ms;
-            inner.mono_ms = inner.mono_ms.saturating_add(by);
+        if let Some(by) = now.checked_sub(inner.wall) {
+            inner.mono = inner.mono.saturating_add(by);
         }
-        inner.wall_ms = now_ms;
+        inner.wall = now;
         wake_due(inner);
     }
 
@@ -219,7 +263,7 @@ impl ManualClock {
     /// resume: sleepers are not woken and still wait their monotonic time.
     pub fn jump(&self, by: Duration) {
         let mut inner = self.lock();
-        inner.wall_ms = inner.wall_ms.saturating_add(duration_ms(by));
+        inner.wall = inner.wall.saturating_add(by);
     }
 
     /// How many sleeps are pending.
@@ -234,7 +278,8 @@ impl ManualClock {
 }
 
 fn wake_due(mut inner: MutexGuard<'_, ManualInner>) {
-    let first_later = (inner.mono_ms.saturating_add(1), 0);
+    // Ids count up from 0 and never reach u64::MAX.
+    let first_later = (inner.mono, u64::MAX);
     let later = inner.sleepers.split_off(&first_later);
     let due = std::mem::replace(&mut inner.sleepers, later);
     inner.wakeups += due.len() as u64;
@@ -246,15 +291,18 @@ fn wake_due(mut inner: MutexGuard<'_, ManualInner>) {
 }
 
 impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.lock().wall_ms
+    fn now(&self) -> SystemTime {
+        ManualClock::now(self)
     }
 
-    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+    /// A deadline at the end of time (see [`Token`](crate::Token)) is never
+    /// due.
+    fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
+        let deadline = since_epoch(deadline);
         let mut inner = self.lock();
         let mono_deadline = inner
-            .mono_ms
-            .saturating_add(deadline_ms.saturating_sub(inner.wall_ms));
+            .mono
+            .saturating_add(deadline.saturating_sub(inner.wall));
         let id = inner.next_id;
         inner.next_id += 1;
         drop(inner);
@@ -263,12 +311,16 @@ impl Clock for ManualClock {
             key: (mono_deadline, id),
         })
     }
+
+    fn now_ms(&self) -> u64 {
+        to_ms(ManualClock::now(self))
+    }
 }
 
 /// A pending sleep on a [`ManualClock`].
 struct ManualSleep {
     clock: ManualClock,
-    key: (u64, u64),
+    key: (Duration, u64),
 }
 
 impl Future for ManualSleep {
@@ -276,7 +328,7 @@ impl Future for ManualSleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.clock.lock();
-        if inner.mono_ms >= self.key.0 {
+        if inner.mono >= self.key.0 {
             inner.sleepers.remove(&self.key);
             Poll::Ready(())
         } else {
@@ -296,12 +348,17 @@ impl Drop for ManualSleep {
 mod tests {
     use super::*;
     use futures_lite::future;
+    use std::time::UNIX_EPOCH;
+
+    fn ms(ms: u64) -> SystemTime {
+        from_ms(ms)
+    }
 
     #[test]
     fn advance_wakes_exactly_the_due_sleepers() {
-        let clock = ManualClock::new(0);
-        let mut early = clock.sleep_until(10);
-        let mut late = clock.sleep_until(20);
+        let clock = ManualClock::default();
+        let mut early = clock.sleep_until(ms(10));
+        let mut late = clock.sleep_until(ms(20));
         assert!(future::block_on(future::poll_once(&mut early)).is_none());
         assert!(future::block_on(future::poll_once(&mut late)).is_none());
         assert_eq!(clock.sleepers(), 2);
@@ -309,20 +366,20 @@ mod tests {
         assert_eq!(clock.sleepers(), 1);
         assert!(future::block_on(future::poll_once(&mut early)).is_some());
         assert!(future::block_on(future::poll_once(&mut late)).is_none());
-        clock.set(25);
+        clock.set(ms(25));
         assert!(future::block_on(future::poll_once(&mut late)).is_some());
         assert_eq!(clock.wakeups(), 2);
     }
 
     #[test]
     fn jump_does_not_wake_and_backward_set_keeps_timers() {
-        let clock = ManualClock::new(1_000);
-        let mut sleep = clock.sleep_until(2_000);
+        let clock = ManualClock::new(ms(1_000));
+        let mut sleep = clock.sleep_until(ms(2_000));
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
         clock.jump(Duration::from_secs(10));
-        assert_eq!(clock.now_ms(), 11_000);
+        assert_eq!(clock.now(), ms(11_000));
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
-        clock.set(0);
+        clock.set(ms(0));
         assert_eq!(clock.now_ms(), 0);
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
         clock.advance(Duration::from_secs(1));
@@ -330,9 +387,44 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_between_milliseconds_is_not_met_early() {
+        let clock = ManualClock::default();
+        let mut sleep = clock.sleep_until(UNIX_EPOCH + Duration::from_micros(1_500));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_millis(1));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_millis(1));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_some());
+    }
+
+    #[test]
+    fn the_manual_clock_keeps_the_precision_it_is_given() {
+        let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let clock = ManualClock::new(start);
+        assert_eq!(clock.now(), start);
+        assert_eq!(clock.now_ms(), 1_700_000_000_123);
+        let mut sleep = clock.sleep_until(start + Duration::from_secs(5));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_secs(5));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_some());
+        assert_eq!(clock.now(), start + Duration::from_secs(5));
+        clock.set(UNIX_EPOCH - Duration::from_secs(1)); // before the epoch: the epoch
+        assert_eq!(clock.now(), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn a_deadline_at_the_end_of_time_is_never_due() {
+        let clock = ManualClock::default();
+        let mut sleep = clock.sleep_until(ms(u64::MAX));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+        clock.advance(Duration::from_secs(1_000_000_000_000));
+        assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
+    }
+
+    #[test]
     fn dropping_a_sleep_unregisters_it() {
-        let clock = ManualClock::new(0);
-        let mut sleep = clock.sleep_until(10);
+        let clock = ManualClock::default();
+        let mut sleep = clock.sleep_until(ms(10));
         assert!(future::block_on(future::poll_once(&mut sleep)).is_none());
         drop(sleep);
         assert_eq!(clock.sleepers(), 0);
@@ -352,15 +444,34 @@ mod tests {
             assert!(fast_after - exact < 100, "fast clock too far ahead");
             std::thread::sleep(Duration::from_micros(700));
         }
-        let clock = ManualClock::new(42);
+        let clock = ManualClock::new(ms(42));
         assert_eq!(clock.now_ms_fast(), 42);
     }
 
     #[test]
+    fn the_system_clock_reads_the_system_time() {
+        let before = SystemTime::now();
+        let now = SystemClock.now();
+        assert!(now >= before && now <= SystemTime::now());
+        let ms = SystemClock.now_ms();
+        assert!(ms >= to_ms(before) && ms <= to_ms(SystemTime::now()));
+    }
+
+    #[test]
     fn past_deadline_is_ready_and_end_of_time_saturates() {
-        let clock = ManualClock::new(u64::MAX - 1);
-        future::block_on(clock.sleep_until(5));
+        let clock = ManualClock::at_ms(u64::MAX - 1);
+        future::block_on(clock.sleep_until(ms(5)));
         clock.advance(Duration::MAX);
         assert_eq!(clock.now_ms(), u64::MAX);
+        assert_eq!(clock.now(), ms(crate::time::END_MS));
+    }
+
+    #[test]
+    fn debug_shows_the_time_in_utc() {
+        let clock = ManualClock::new(ms(1_796_649_969_123));
+        assert_eq!(
+            format!("{clock:?}"),
+            "ManualClock { now: 2026-12-07T13:26:09.123Z, sleepers: 0 }"
+        );
     }
 }

@@ -23,56 +23,85 @@
 //! [`TokenSource::coordinates_refreshes`]: crate::TokenSource::coordinates_refreshes
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::{Jitter, RandomEarlyJitter};
 //!
 //! // A 4 s token turns stale after 2 s; with a 60 s jitter it is refreshed
 //! // between 1 s and 2 s after issue.
+//! let issued = SystemTime::now();
 //! let mut jitter = RandomEarlyJitter::new(Duration::from_secs(60));
-//! let at = jitter.refresh_at(0, 2_000);
-//! assert!((1_000..=2_000).contains(&at));
+//! let at = jitter.refresh_at(issued, issued + Duration::from_secs(2));
+//! let after = at.duration_since(issued).unwrap();
+//! assert!(after >= Duration::from_secs(1) && after <= Duration::from_secs(2));
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use crate::token::duration_ms;
+use crate::time::{duration_ms, from_ms, to_ms};
 
 /// Picks the instant to refresh a token, given when it was issued and when
-/// it turns stale (ms since the Unix epoch).
+/// it turns stale.
 ///
-/// The result must lie in `[issued_ms, stale_ms]`; the manager clamps it.
+/// The result must lie in `[issued, stale]`; the manager clamps it, to the
+/// millisecond.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tokenkeeper::Jitter;
+///
+/// /// Refreshes halfway through the fresh period.
+/// struct Halfway;
+///
+/// impl Jitter for Halfway {
+///     fn refresh_at(&mut self, issued: SystemTime, stale: SystemTime) -> SystemTime {
+///         issued + stale.duration_since(issued).unwrap_or_default() / 2
+///     }
+/// }
+///
+/// let issued = SystemTime::now();
+/// assert_eq!(Halfway.refresh_at(issued, issued + Duration::from_secs(60)), issued + Duration::from_secs(30));
+/// ```
 pub trait Jitter: Send + 'static {
-    /// The refresh instant for a token issued at `issued_ms` that turns stale
-    /// at `stale_ms`.
-    fn refresh_at(&mut self, issued_ms: u64, stale_ms: u64) -> u64;
+    /// The refresh instant for a token issued at `issued` that turns stale
+    /// at `stale`.
+    fn refresh_at(&mut self, issued: SystemTime, stale: SystemTime) -> SystemTime;
 }
 
 /// Refresh exactly at the stale instant. For tests and single instances.
 ///
 /// ```
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::{Jitter, NoJitter};
-/// assert_eq!(NoJitter.refresh_at(0, 750), 750);
+///
+/// let issued = SystemTime::now();
+/// let stale = issued + Duration::from_secs(45);
+/// assert_eq!(NoJitter.refresh_at(issued, stale), stale);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoJitter;
 
 impl Jitter for NoJitter {
-    fn refresh_at(&mut self, _issued_ms: u64, stale_ms: u64) -> u64 {
-        stale_ms
+    fn refresh_at(&mut self, _issued: SystemTime, stale: SystemTime) -> SystemTime {
+        stale
     }
 }
 
 /// Refresh at a uniformly random instant up to `max` before the stale
 /// instant, and never before half the fresh period.
 ///
+/// The draw is a function of the token's instants (to the millisecond) and
+/// the jitter's key: the same key draws the same instant for the same token.
+///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::{Jitter, RandomEarlyJitter};
 ///
-/// let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 42);
-/// let at = jitter.refresh_at(0, 2_700_000);
-/// assert!((2_690_000..=2_700_000).contains(&at));
+/// let issued = SystemTime::now();
+/// let stale = issued + Duration::from_secs(2700);
+/// let mut jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 42);
+/// let at = jitter.refresh_at(issued, stale);
+/// assert!(at <= stale && at >= stale - Duration::from_secs(10));
 /// ```
 pub struct RandomEarlyJitter {
     max_ms: u64,
@@ -87,31 +116,49 @@ impl RandomEarlyJitter {
     /// Jitter of up to `max` (zero means none), drawn independently by each
     /// instance.
     pub fn new(max: Duration) -> RandomEarlyJitter {
-        RandomEarlyJitter::with_seed(max, fastrand::u64(..))
+        RandomEarlyJitter::with_key(max, fastrand::u64(..))
     }
 
     /// Jitter of up to `max` on which every instance agrees for the same
     /// token: for fleets that share a cache with a refresh lease.
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use tokenkeeper::{Jitter, RandomEarlyJitter};
     ///
+    /// let (issued, stale) = (SystemTime::now(), SystemTime::now() + Duration::from_secs(2700));
     /// let mut a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
     /// let mut b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
-    /// assert_eq!(a.refresh_at(0, 2_700_000), b.refresh_at(0, 2_700_000));
+    /// assert_eq!(a.refresh_at(issued, stale), b.refresh_at(issued, stale));
     /// ```
     pub fn coordinated(max: Duration) -> RandomEarlyJitter {
-        RandomEarlyJitter::with_seed(max, DEFAULT_KEY)
+        RandomEarlyJitter::with_key(max, DEFAULT_KEY)
     }
 
-    /// Jitter of up to `max` with the key `seed`: instances with the same key
+    /// Jitter of up to `max` drawn with `key`: instances with the same key
     /// draw the same instant for the same token, others differ.
-    pub fn with_seed(max: Duration, seed: u64) -> RandomEarlyJitter {
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tokenkeeper::{Jitter, RandomEarlyJitter};
+    ///
+    /// let (issued, stale) = (SystemTime::now(), SystemTime::now() + Duration::from_secs(2700));
+    /// let draw = |key| RandomEarlyJitter::with_key(Duration::from_secs(10), key).refresh_at(issued, stale);
+    /// assert_eq!(draw(7), draw(7));
+    /// ```
+    pub fn with_key(max: Duration, key: u64) -> RandomEarlyJitter {
         RandomEarlyJitter {
             max_ms: duration_ms(max),
-            key: seed,
+            key,
         }
+    }
+
+    /// The draw in ms since the Unix epoch, the frame the key mixes.
+    fn draw_ms(&self, issued_ms: u64, stale_ms: u64) -> u64 {
+        let fresh = stale_ms.saturating_sub(issued_ms);
+        let early = self.max_ms.min(fresh / 2);
+        let seed = mix(mix(self.key ^ issued_ms) ^ stale_ms);
+        stale_ms - fastrand::Rng::with_seed(seed).u64(0..=early)
     }
 }
 
@@ -125,18 +172,16 @@ impl Default for RandomEarlyJitter {
 
 impl fmt::Debug for RandomEarlyJitter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key stays out: it is not a secret, but nothing needs it.
         f.debug_struct("RandomEarlyJitter")
-            .field("max_ms", &self.max_ms)
+            .field("max", &Duration::from_millis(self.max_ms))
             .finish()
     }
 }
 
 impl Jitter for RandomEarlyJitter {
-    fn refresh_at(&mut self, issued_ms: u64, stale_ms: u64) -> u64 {
-        let fresh = stale_ms.saturating_sub(issued_ms);
-        let early = self.max_ms.min(fresh / 2);
-        let seed = mix(mix(self.key ^ issued_ms) ^ stale_ms);
-        stale_ms - fastrand::Rng::with_seed(seed).u64(0..=early)
+    fn refresh_at(&mut self, issued: SystemTime, stale: SystemTime) -> SystemTime {
+        from_ms(self.draw_ms(to_ms(issued), to_ms(stale)))
     }
 }
 
@@ -154,11 +199,11 @@ mod tests {
 
     #[test]
     fn draws_stay_within_bounds_and_cover_them() {
-        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 1);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 1);
         let (mut lo, mut hi) = (u64::MAX, 0);
         for i in 0..100_000 {
             // Tokens issued a millisecond apart, each with a 45 min fresh period.
-            let at = jitter.refresh_at(1_000_000 + i, 3_700_000 + i) - i;
+            let at = jitter.draw_ms(1_000_000 + i, 3_700_000 + i) - i;
             assert!((3_690_000..=3_700_000).contains(&at), "{at}");
             lo = lo.min(at);
             hi = hi.max(at);
@@ -169,45 +214,58 @@ mod tests {
 
     #[test]
     fn bounded_by_half_the_fresh_period() {
-        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(60), 2);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(60), 2);
         for i in 0..10_000 {
-            let at = jitter.refresh_at(i, 2_000 + i) - i;
+            let at = jitter.draw_ms(i, 2_000 + i) - i;
             assert!((1_000..=2_000).contains(&at), "{at}");
         }
     }
 
     #[test]
     fn zero_max_and_zero_fresh_period() {
-        let mut none = RandomEarlyJitter::new(Duration::ZERO);
-        assert_eq!(none.refresh_at(0, 5_000), 5_000);
-        let mut big = RandomEarlyJitter::new(Duration::MAX);
-        assert_eq!(big.refresh_at(7, 7), 7);
-        assert_eq!(big.refresh_at(u64::MAX, u64::MAX), u64::MAX);
+        let none = RandomEarlyJitter::new(Duration::ZERO);
+        assert_eq!(none.draw_ms(0, 5_000), 5_000);
+        let big = RandomEarlyJitter::new(Duration::MAX);
+        assert_eq!(big.draw_ms(7, 7), 7);
+        assert_eq!(big.draw_ms(u64::MAX, u64::MAX), u64::MAX);
         // A broken input (stale before issue) stays at stale, no underflow.
-        assert_eq!(big.refresh_at(10, 5), 5);
+        assert_eq!(big.draw_ms(10, 5), 5);
     }
 
     #[test]
     fn the_same_token_gets_the_same_instant_everywhere() {
-        let mut a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
-        let mut b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
-        let mut other_key = RandomEarlyJitter::new(Duration::from_secs(10));
+        let a = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let b = RandomEarlyJitter::coordinated(Duration::from_secs(10));
+        let other_key = RandomEarlyJitter::new(Duration::from_secs(10));
         let mut differs = 0;
         for issued in 0..1_000 {
             let stale = issued + 2_700_000;
-            assert_eq!(a.refresh_at(issued, stale), b.refresh_at(issued, stale));
-            differs +=
-                usize::from(a.refresh_at(issued, stale) != other_key.refresh_at(issued, stale));
+            assert_eq!(a.draw_ms(issued, stale), b.draw_ms(issued, stale));
+            differs += usize::from(a.draw_ms(issued, stale) != other_key.draw_ms(issued, stale));
         }
         assert!(differs > 990, "{differs}");
     }
 
     #[test]
+    fn typed_draws_are_the_millisecond_draws() {
+        let mut jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 4);
+        for i in 0..1_000 {
+            let (issued, stale) = (1_700_000_000_000 + i, 1_700_002_700_000 + i);
+            let at = jitter.refresh_at(from_ms(issued), from_ms(stale));
+            assert_eq!(to_ms(at), jitter.draw_ms(issued, stale));
+        }
+        let t = from_ms(1_000);
+        assert_eq!(NoJitter.refresh_at(from_ms(0), t), t);
+        let debug = format!("{jitter:?}");
+        assert_eq!(debug, "RandomEarlyJitter { max: 10s }");
+    }
+
+    #[test]
     fn mean_is_near_the_middle() {
-        let mut jitter = RandomEarlyJitter::with_seed(Duration::from_secs(10), 3);
+        let jitter = RandomEarlyJitter::with_key(Duration::from_secs(10), 3);
         let n = 20_000u64;
         let sum: u64 = (0..n)
-            .map(|i| 100_000 + i - jitter.refresh_at(i, 100_000 + i))
+            .map(|i| 100_000 + i - jitter.draw_ms(i, 100_000 + i))
             .sum();
         let mean = sum / n;
         assert!((4_800..=5_200).contains(&mean), "{mean}");

@@ -75,6 +75,8 @@
 //!     let worker = handle.clone(); // cheap: clone one into each worker
 //!     let token = worker.token().await.expect("a token");
 //!     assert_eq!(token.access_token().secret(), "token-from-somewhere");
+//!     // Its instants are `SystemTime`s, the time left a `Duration`.
+//!     assert!(token.expires_in() <= Duration::from_secs(3600));
 //!     // On the hot path: no message, no wait.
 //!     assert!(worker.current().is_some());
 //! });
@@ -175,10 +177,14 @@ pub mod manager;
 pub mod middleware;
 pub mod oauth2;
 pub mod source;
+mod time;
 pub mod token;
 
+use std::future::Future;
+use std::pin::Pin;
+
 pub use backoff::Backoff;
-pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
@@ -190,3 +196,7 @@ pub use token::{
     AccessToken, ClientId, ClientSecret, IdToken, InvalidToken, LifetimePolicy, RefreshToken,
     Token, TokenStatus,
 };
+
+/// A boxed, sendable future, as returned by the object-safe async traits
+/// here ([`TokenSource`], [`Clock`], [`cache::TokenCache`], the HTTP client).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,8 +1,7 @@
 //! Tokens, the secret strings inside them, and when a token turns stale.
 //!
 //! A [`Token`] carries an [`AccessToken`] (and optionally a [`RefreshToken`]
-//! and an [`IdToken`]) together with three instants in milliseconds since the
-//! Unix epoch:
+//! and an [`IdToken`]) together with three instants:
 //!
 //! ```text
 //!  issued            stale            expiry
@@ -20,21 +19,25 @@
 //! `secret()` call.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::{AccessToken, LifetimePolicy, Token, TokenStatus};
 //!
 //! let policy = LifetimePolicy::default();
-//! let token = Token::new(AccessToken::new("abc"), 1_000_000, Duration::from_secs(3600), &policy);
-//! assert_eq!(token.stale_ms() - token.issued_ms(), 2_700_000); // 75% of an hour
-//! assert_eq!(token.status(1_000_000), TokenStatus::Fresh);
+//! let token = Token::new(AccessToken::new("abc"), SystemTime::now(), Duration::from_secs(3600), &policy);
+//! let fresh_for = token.stale_at().duration_since(token.issued_at()).unwrap();
+//! assert_eq!(fresh_for, Duration::from_secs(2700)); // 75% of an hour
+//! assert_eq!(token.status(), TokenStatus::Fresh);
+//! assert!(token.expires_in() <= Duration::from_secs(3600));
 //! assert_eq!(format!("{:?}", token.access_token()), "AccessToken(<redacted>)");
 //! assert_eq!(token.access_token().secret(), "abc");
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::time::{duration_ms, from_ms, system_now_ms, test_support, to_ms, until, Utc};
 
 macro_rules! secret_string {
     ($(#[$doc:meta])* $name:ident) => {
@@ -176,13 +179,14 @@ secret_string!(
 /// Where a token is in its life at a given instant.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::{AccessToken, LifetimePolicy, Token, TokenStatus};
 ///
-/// let t = Token::new(AccessToken::new("a"), 0, Duration::from_secs(100), &LifetimePolicy::default());
-/// assert_eq!(t.status(0), TokenStatus::Fresh);
-/// assert_eq!(t.status(75_000), TokenStatus::Stale);
-/// assert_eq!(t.status(100_000), TokenStatus::Expired);
+/// let issued = SystemTime::now();
+/// let t = Token::new(AccessToken::new("a"), issued, Duration::from_secs(100), &LifetimePolicy::default());
+/// assert_eq!(t.status_at(issued), TokenStatus::Fresh);
+/// assert_eq!(t.status_at(issued + Duration::from_secs(75)), TokenStatus::Stale);
+/// assert_eq!(t.status_at(issued + Duration::from_secs(100)), TokenStatus::Expired);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenStatus {
@@ -196,20 +200,32 @@ pub enum TokenStatus {
 
 /// An access token and the instants that govern its refresh.
 ///
-/// Times are milliseconds since the Unix epoch. The invariant
-/// `issued <= stale <= expiry` always holds, for deserialized tokens too.
+/// The invariant `issued <= stale <= expiry` always holds, for deserialized
+/// tokens too. Instants are kept to the millisecond (an instant given with
+/// more precision is rounded down), an instant before the Unix epoch counts
+/// as the epoch, and one after the year 9999 as the end of time, which reads
+/// back as the last millisecond of that year: a token from an authority that
+/// grants an absurd lifetime never expires rather than overflowing.
+///
+/// The durations ([`expires_in`](Token::expires_in),
+/// [`stale_in`](Token::stale_in)) and [`status`](Token::status) read the
+/// system clock; their `_at` forms take the instant to judge at, for a
+/// manager on another [`Clock`](crate::Clock).
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::{AccessToken, LifetimePolicy, RefreshToken, Token};
 ///
-/// let token = Token::new(AccessToken::new("a"), 5_000, Duration::from_secs(60), &LifetimePolicy::default())
+/// let issued = SystemTime::now();
+/// let token = Token::new(AccessToken::new("a"), issued, Duration::from_secs(60), &LifetimePolicy::default())
 ///     .with_refresh_token(RefreshToken::new("r"));
-/// assert_eq!(token.expiry_ms(), 65_000);
-/// assert_eq!(token.stale_ms(), 35_000); // 30 s stale window beats 25% of 60 s
+/// assert_eq!(token.lifetime(), Duration::from_secs(60));
+/// // A 30 s stale window beats 25% of 60 s.
+/// assert_eq!(token.expires_at().duration_since(token.stale_at()).unwrap(), Duration::from_secs(30));
+/// assert!(token.stale_in() <= Duration::from_secs(30));
 /// assert_eq!(token.refresh_token().map(|r| r.secret()), Some("r"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "TokenRepr")]
 pub struct Token {
     access_token: AccessToken,
@@ -222,9 +238,26 @@ pub struct Token {
     scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_token_type: Option<String>,
+    // Milliseconds since the Unix epoch, the crate's inner frame of time
+    // and the cache entry format.
     issued_ms: u64,
     stale_ms: u64,
     expiry_ms: u64,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("id_token", &self.id_token)
+            .field("token_type", &self.token_type)
+            .field("scope", &self.scope)
+            .field("issued_at", &Utc(self.issued_at()))
+            .field("stale_at", &Utc(self.stale_at()))
+            .field("expires_at", &Utc(self.expires_at()))
+            .finish()
+    }
 }
 
 /// The unchecked shape of a serialized token; `Token` validates it.
@@ -278,7 +311,7 @@ impl TryFrom<TokenRepr> for Token {
                 reason: "the access token is empty or has characters not allowed in an HTTP header",
             });
         }
-        let token = Token::from_parts(r.access_token, r.issued_ms, r.stale_ms, r.expiry_ms)?;
+        let token = Token::from_parts_ms(r.access_token, r.issued_ms, r.stale_ms, r.expiry_ms)?;
         Ok(Token {
             refresh_token: r.refresh_token,
             id_token: r.id_token,
@@ -291,20 +324,45 @@ impl TryFrom<TokenRepr> for Token {
 }
 
 impl Token {
-    /// Makes a token issued at `issued_ms` that lives for `lifetime`, with its
-    /// stale instant placed by `policy`.
+    /// Makes a token issued at `issued_at` that lives for `lifetime`, with
+    /// its stale instant placed by `policy`.
     pub fn new(
         access_token: AccessToken,
-        issued_ms: u64,
+        issued_at: SystemTime,
         lifetime: Duration,
         policy: &LifetimePolicy,
     ) -> Token {
-        let lifetime_ms = duration_ms(lifetime);
-        let expiry_ms = issued_ms.saturating_add(lifetime_ms);
-        // Saturation may shorten the lifetime at the end of time; the window
-        // is taken from what is left so the invariant still holds.
-        let stale_ms = expiry_ms - policy.stale_window_ms(expiry_ms - issued_ms);
-        Token::unchecked(access_token, issued_ms, stale_ms, expiry_ms)
+        Token::new_ms(access_token, to_ms(issued_at), lifetime, policy)
+    }
+
+    test_support! {
+        /// [`Token::new`] with the issue instant in ms since the Unix epoch.
+        fn new_ms(
+            access_token: AccessToken,
+            issued_ms: u64,
+            lifetime: Duration,
+            policy: &LifetimePolicy,
+        ) -> Token {
+            let expiry_ms = issued_ms.saturating_add(duration_ms(lifetime));
+            // Saturation may shorten the lifetime at the end of time; the window
+            // is taken from what is left so the invariant still holds.
+            let stale_ms = expiry_ms - policy.stale_window_ms(expiry_ms - issued_ms);
+            Token::unchecked(access_token, issued_ms, stale_ms, expiry_ms)
+        }
+
+        /// [`Token::from_parts`] with instants in ms since the Unix epoch.
+        fn from_parts_ms(
+            access_token: AccessToken,
+            issued_ms: u64,
+            stale_ms: u64,
+            expiry_ms: u64,
+        ) -> Result<Token, InvalidToken> {
+            if issued_ms <= stale_ms && stale_ms <= expiry_ms {
+                Ok(Token::unchecked(access_token, issued_ms, stale_ms, expiry_ms))
+            } else {
+                Err(BAD_TIMES)
+            }
+        }
     }
 
     /// A token with the given instants, which the caller has checked.
@@ -330,26 +388,26 @@ impl Token {
     /// Makes a token from explicit instants, checking `issued <= stale <= expiry`.
     ///
     /// ```
+    /// use std::time::{Duration, SystemTime};
     /// use tokenkeeper::{AccessToken, Token};
-    /// assert!(Token::from_parts(AccessToken::new("a"), 0, 5, 10).is_ok());
-    /// assert!(Token::from_parts(AccessToken::new("a"), 0, 11, 10).is_err());
+    ///
+    /// let now = SystemTime::now();
+    /// let (stale, expiry) = (now + Duration::from_secs(45), now + Duration::from_secs(60));
+    /// assert!(Token::from_parts(AccessToken::new("a"), now, stale, expiry).is_ok());
+    /// assert!(Token::from_parts(AccessToken::new("a"), now, expiry, stale).is_err());
     /// ```
     pub fn from_parts(
         access_token: AccessToken,
-        issued_ms: u64,
-        stale_ms: u64,
-        expiry_ms: u64,
+        issued_at: SystemTime,
+        stale_at: SystemTime,
+        expires_at: SystemTime,
     ) -> Result<Token, InvalidToken> {
-        if issued_ms <= stale_ms && stale_ms <= expiry_ms {
-            Ok(Token::unchecked(
-                access_token,
-                issued_ms,
-                stale_ms,
-                expiry_ms,
-            ))
-        } else {
-            Err(BAD_TIMES)
-        }
+        Token::from_parts_ms(
+            access_token,
+            to_ms(issued_at),
+            to_ms(stale_at),
+            to_ms(expires_at),
+        )
     }
 
     /// Attaches a refresh token.
@@ -388,10 +446,10 @@ impl Token {
     /// `urn:ietf:params:oauth:token-type:jwt`; `None` for other grants.
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use tokenkeeper::{AccessToken, LifetimePolicy, Token};
     ///
-    /// let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default())
+    /// let token = Token::new(AccessToken::new("t"), SystemTime::now(), Duration::from_secs(60), &LifetimePolicy::default())
     ///     .with_issued_token_type("urn:ietf:params:oauth:token-type:jwt");
     /// assert_eq!(token.issued_token_type(), Some("urn:ietf:params:oauth:token-type:jwt"));
     /// ```
@@ -424,35 +482,90 @@ impl Token {
         self.id_token.as_ref()
     }
 
-    /// When the token was received, in ms since the Unix epoch.
-    pub fn issued_ms(&self) -> u64 {
-        self.issued_ms
+    /// When the token was received.
+    pub fn issued_at(&self) -> SystemTime {
+        from_ms(self.issued_ms)
     }
 
     /// When the token turns stale and should be refreshed.
-    pub fn stale_ms(&self) -> u64 {
-        self.stale_ms
+    pub fn stale_at(&self) -> SystemTime {
+        from_ms(self.stale_ms)
     }
 
     /// When the token expires and must no longer be used.
-    pub fn expiry_ms(&self) -> u64 {
-        self.expiry_ms
+    pub fn expires_at(&self) -> SystemTime {
+        from_ms(self.expiry_ms)
     }
 
-    /// The status of the token at `now_ms`.
-    pub fn status(&self, now_ms: u64) -> TokenStatus {
-        if now_ms < self.stale_ms {
-            TokenStatus::Fresh
-        } else if now_ms < self.expiry_ms {
-            TokenStatus::Stale
-        } else {
-            TokenStatus::Expired
+    /// How long the token lives, from issue to expiry.
+    pub fn lifetime(&self) -> Duration {
+        until(self.issued_ms, self.expiry_ms)
+    }
+
+    /// The time left until the token expires, on the system clock; zero once
+    /// it has expired.
+    pub fn expires_in(&self) -> Duration {
+        until(system_now_ms(), self.expiry_ms)
+    }
+
+    /// The time left until the token turns stale (and a refresh is due), on
+    /// the system clock; zero once it is stale.
+    pub fn stale_in(&self) -> Duration {
+        until(system_now_ms(), self.stale_ms)
+    }
+
+    /// The status of the token now, on the system clock.
+    pub fn status(&self) -> TokenStatus {
+        self.status_at_ms(system_now_ms())
+    }
+
+    /// The status of the token at `now`.
+    pub fn status_at(&self, now: SystemTime) -> TokenStatus {
+        self.status_at_ms(to_ms(now))
+    }
+
+    /// Whether the token may still be used now, on the system clock (fresh
+    /// or stale).
+    pub fn is_valid(&self) -> bool {
+        self.is_valid_at_ms(system_now_ms())
+    }
+
+    /// Whether the token may still be used at `now` (fresh or stale).
+    pub fn is_valid_at(&self, now: SystemTime) -> bool {
+        self.is_valid_at_ms(to_ms(now))
+    }
+
+    test_support! {
+        /// When the token was received, in ms since the Unix epoch.
+        fn issued_ms(&self) -> u64 {
+            self.issued_ms
         }
-    }
 
-    /// Whether the token may still be used at `now_ms` (fresh or stale).
-    pub fn is_valid_at(&self, now_ms: u64) -> bool {
-        now_ms < self.expiry_ms
+        /// When the token turns stale, in ms since the Unix epoch.
+        fn stale_ms(&self) -> u64 {
+            self.stale_ms
+        }
+
+        /// When the token expires, in ms since the Unix epoch.
+        fn expiry_ms(&self) -> u64 {
+            self.expiry_ms
+        }
+
+        /// [`Token::status_at`] with `now_ms` in ms since the Unix epoch.
+        fn status_at_ms(&self, now_ms: u64) -> TokenStatus {
+            if now_ms < self.stale_ms {
+                TokenStatus::Fresh
+            } else if now_ms < self.expiry_ms {
+                TokenStatus::Stale
+            } else {
+                TokenStatus::Expired
+            }
+        }
+
+        /// [`Token::is_valid_at`] with `now_ms` in ms since the Unix epoch.
+        fn is_valid_at_ms(&self, now_ms: u64) -> bool {
+            now_ms < self.expiry_ms
+        }
     }
 }
 
@@ -463,14 +576,18 @@ impl Token {
 /// lifetime / 2)`, and never longer than the lifetime.
 ///
 /// ```
-/// use std::time::Duration;
-/// use tokenkeeper::LifetimePolicy;
+/// use std::time::{Duration, SystemTime};
+/// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock, Token};
 ///
 /// let policy = LifetimePolicy::default()
 ///     .stale_percent(50)
 ///     .default_lifetime(Duration::from_secs(120));
-/// assert_eq!(policy.stale_window_ms(100_000), 50_000);
-/// assert_eq!(policy.default_lifetime_value(), Duration::from_secs(120));
+/// let token = Token::new(AccessToken::new("a"), SystemTime::now(), Duration::from_secs(100), &policy);
+/// assert_eq!(token.expires_at().duration_since(token.stale_at()).unwrap(), Duration::from_secs(50));
+///
+/// // A token that comes without a lifetime gets the default one.
+/// let cx = FetchContext::new(ManualClock::default(), policy);
+/// assert_eq!(cx.token(AccessToken::new("b"), None).lifetime(), Duration::from_secs(120));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifetimePolicy {
@@ -512,14 +629,16 @@ impl LifetimePolicy {
         self
     }
 
-    /// The lifetime assumed for a token that comes without one.
-    pub fn default_lifetime_value(&self) -> Duration {
-        self.default_lifetime
+    test_support! {
+        /// The lifetime assumed for a token that comes without one.
+        fn default_lifetime_value(&self) -> Duration {
+            self.default_lifetime
+        }
     }
 
     /// The stale window for a token living `lifetime_ms`; never more than
     /// `lifetime_ms`.
-    pub fn stale_window_ms(&self, lifetime_ms: u64) -> u64 {
+    pub(crate) fn stale_window_ms(&self, lifetime_ms: u64) -> u64 {
         let by_percent = mul_div(lifetime_ms, u64::from(100 - self.stale_percent), 100);
         let floor = duration_ms(self.min_stale_window).min(lifetime_ms / 2);
         by_percent.max(floor).min(lifetime_ms)
@@ -535,17 +654,12 @@ fn mul_div(value: u64, num: u64, den: u64) -> u64 {
     (u128::from(value) * u128::from(num) / u128::from(den)) as u64
 }
 
-/// A duration in whole milliseconds, saturating at `u64::MAX`.
-pub(crate) fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn token(issued: u64, lifetime_ms: u64) -> Token {
-        Token::new(
+        Token::new_ms(
             AccessToken::new("t"),
             issued,
             Duration::from_millis(lifetime_ms),
@@ -578,12 +692,12 @@ mod tests {
     fn zero_lifetime_is_expired_at_issue() {
         let t = token(7, 0);
         assert_eq!((t.issued_ms(), t.stale_ms(), t.expiry_ms()), (7, 7, 7));
-        assert_eq!(t.status(7), TokenStatus::Expired);
+        assert_eq!(t.status_at_ms(7), TokenStatus::Expired);
     }
 
     #[test]
     fn arithmetic_saturates_at_the_end_of_time() {
-        let t = Token::new(
+        let t = Token::new_ms(
             AccessToken::new("t"),
             u64::MAX - 10,
             Duration::MAX,
@@ -604,7 +718,7 @@ mod tests {
                 0 => rng.u64(..),
                 _ => rng.u64(..100_000),
             };
-            let t = Token::new(
+            let t = Token::new_ms(
                 AccessToken::new("t"),
                 rng.u64(..),
                 Duration::from_millis(lifetime),
@@ -617,11 +731,121 @@ mod tests {
     #[test]
     fn status_boundaries() {
         let t = token(0, 100_000);
-        assert_eq!(t.status(69_999), TokenStatus::Fresh);
-        assert_eq!(t.status(70_000), TokenStatus::Stale);
-        assert_eq!(t.status(99_999), TokenStatus::Stale);
-        assert_eq!(t.status(100_000), TokenStatus::Expired);
-        assert!(t.is_valid_at(99_999) && !t.is_valid_at(100_000));
+        assert_eq!(t.status_at_ms(69_999), TokenStatus::Fresh);
+        assert_eq!(t.status_at_ms(70_000), TokenStatus::Stale);
+        assert_eq!(t.status_at_ms(99_999), TokenStatus::Stale);
+        assert_eq!(t.status_at_ms(100_000), TokenStatus::Expired);
+        assert!(t.is_valid_at_ms(99_999) && !t.is_valid_at_ms(100_000));
+    }
+
+    #[test]
+    fn typed_instants_and_durations() {
+        use std::time::UNIX_EPOCH;
+        let issued = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let t = Token::new(
+            AccessToken::new("t"),
+            issued + Duration::from_micros(999), // below a millisecond: dropped
+            Duration::from_secs(100),
+            &LifetimePolicy::default(),
+        );
+        assert_eq!(t.issued_at(), issued);
+        assert_eq!(t.stale_at(), issued + Duration::from_secs(70));
+        assert_eq!(t.expires_at(), issued + Duration::from_secs(100));
+        assert_eq!(t.lifetime(), Duration::from_secs(100));
+        let at = |secs| issued + Duration::from_secs(secs);
+        assert_eq!(t.status_at(at(69)), TokenStatus::Fresh);
+        assert_eq!(
+            t.status_at(at(70) - Duration::from_micros(1)),
+            TokenStatus::Fresh
+        );
+        assert_eq!(t.status_at(at(70)), TokenStatus::Stale);
+        assert_eq!(t.status_at(at(100)), TokenStatus::Expired);
+        assert!(t.is_valid_at(at(99)) && !t.is_valid_at(at(100)));
+        // Issued in 2023: long expired on the system clock.
+        assert_eq!(t.status(), TokenStatus::Expired);
+        assert!(!t.is_valid());
+        assert_eq!(
+            (t.expires_in(), t.stale_in()),
+            (Duration::ZERO, Duration::ZERO)
+        );
+
+        let now = SystemTime::now();
+        let live = Token::new(
+            AccessToken::new("t"),
+            now,
+            Duration::from_secs(3600),
+            &LifetimePolicy::default(),
+        );
+        assert_eq!(live.status(), TokenStatus::Fresh);
+        assert!(live.is_valid());
+        let (expires_in, stale_in) = (live.expires_in(), live.stale_in());
+        assert!(expires_in <= Duration::from_secs(3600) && expires_in > Duration::from_secs(3500));
+        assert!(stale_in <= Duration::from_secs(2700) && stale_in > Duration::from_secs(2600));
+
+        let parts = Token::from_parts(AccessToken::new("t"), at(0), at(50), at(60)).unwrap();
+        assert_eq!(
+            (parts.issued_ms(), parts.stale_ms(), parts.expiry_ms()),
+            (1_700_000_000_000, 1_700_000_050_000, 1_700_000_060_000)
+        );
+        assert_eq!(
+            Token::from_parts(AccessToken::new("t"), at(0), at(61), at(60)),
+            Err(BAD_TIMES)
+        );
+    }
+
+    #[test]
+    fn instants_saturate_before_the_epoch_and_after_the_year_9999() {
+        use std::time::UNIX_EPOCH;
+        let before = UNIX_EPOCH - Duration::from_secs(60);
+        let t = Token::new(
+            AccessToken::new("t"),
+            before,
+            Duration::from_secs(100),
+            &LifetimePolicy::default(),
+        );
+        assert_eq!(t.issued_at(), UNIX_EPOCH);
+        assert_eq!(t.expires_at(), UNIX_EPOCH + Duration::from_secs(100));
+        let forever = Token::new(
+            AccessToken::new("t"),
+            SystemTime::now(),
+            Duration::MAX,
+            &LifetimePolicy::default(),
+        );
+        let end = UNIX_EPOCH + Duration::from_millis(crate::time::END_MS);
+        assert_eq!(forever.expires_at(), end);
+        assert_eq!(forever.expiry_ms(), u64::MAX);
+        assert_eq!(forever.status(), TokenStatus::Fresh);
+        // The end of time read back is the end of time again.
+        let again = Token::from_parts(
+            AccessToken::new("t"),
+            forever.issued_at(),
+            forever.stale_at(),
+            end,
+        )
+        .unwrap();
+        assert_eq!(again.expiry_ms(), u64::MAX);
+    }
+
+    #[test]
+    fn debug_shows_instants_in_utc_and_no_secret() {
+        let t = token(1_796_649_969_123, 60_000).with_refresh_token(RefreshToken::new("s3cr3t"));
+        let debug = format!("{t:?}");
+        assert!(
+            debug.contains("issued_at: 2026-12-07T13:26:09.123Z"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("stale_at: 2026-12-07T13:26:39.123Z"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("expires_at: 2026-12-07T13:27:09.123Z"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("_ms"),
+            "{debug}"
+        );
     }
 
     #[test]

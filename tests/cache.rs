@@ -16,7 +16,7 @@ use tokenkeeper::{
 };
 
 fn token(value: &str, issued_ms: u64, lifetime: Duration) -> Token {
-    Token::new(
+    Token::new_ms(
         AccessToken::new(value),
         issued_ms,
         lifetime,
@@ -37,7 +37,7 @@ fn read(cache: &impl TokenCache) -> Option<Token> {
 
 #[test]
 fn a_token_found_at_link_i_is_written_to_every_earlier_link_only() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let caches = [MemoryCache::new(), MemoryCache::new(), MemoryCache::new()];
     let cached = token("from-third", START_MS, secs(3600));
     block_on(caches[2].write(UNKEYED, &cached)).unwrap();
@@ -67,7 +67,7 @@ fn a_token_found_at_link_i_is_written_to_every_earlier_link_only() {
 
 #[test]
 fn a_token_from_the_source_is_written_to_all_links() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let caches = [MemoryCache::new(), MemoryCache::new(), MemoryCache::new()];
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
@@ -89,12 +89,12 @@ fn a_chain_with_a_lease_gets_coordinated_jitter_by_default() {
         (0..4)
             .map(|_| {
                 let (handle, driver) = TokenManager::builder(make())
-                    .clock(ManualClock::new(START_MS))
+                    .clock(ManualClock::at_ms(START_MS))
                     .build();
                 let ex = smol::LocalExecutor::new();
                 ex.spawn(driver).detach();
                 while ex.try_tick() {}
-                handle.state().next_refresh_ms.unwrap()
+                handle.state().next_refresh_ms().unwrap()
             })
             .collect()
     }
@@ -113,7 +113,7 @@ fn a_chain_with_a_lease_gets_coordinated_jitter_by_default() {
 
 #[test]
 fn cached_tokens_must_be_newer_and_valid_long_enough() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let cache = MemoryCache::new();
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
@@ -175,7 +175,7 @@ impl TokenCache for Broken {
 
 #[test]
 fn a_failing_cache_is_skipped_not_fatal() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let after = MemoryCache::new();
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
@@ -209,7 +209,7 @@ fn start_up_from_a_cache_makes_no_source_request() {
 
 #[test]
 fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let shared = MemoryCache::new();
     // For each authority request: the token the requester held.
     let replaced: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
@@ -224,7 +224,7 @@ fn a_fleet_sharing_a_cache_makes_one_request_per_refresh() {
             async move {
                 // The authority takes 300 virtual ms to answer.
                 let c = cx.clock().clone();
-                c.sleep_until(c.now_ms() + 300).await;
+                c.sleep_until(c.now() + Duration::from_millis(300)).await;
                 Ok(cx.token(AccessToken::new(format!("a{n}")), Some(secs(60))))
             }
         });
@@ -388,7 +388,7 @@ fn the_file_lease_is_exclusive_across_handles() {
 
 #[test]
 fn the_lease_holder_rereads_the_cache_and_uses_the_newest_refresh_token() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let shared = MemoryCache::new();
     // Another process refreshed and rotated, but its token is now expired.
     let theirs = token("theirs", START_MS - 7_200_000, secs(3600))
@@ -412,7 +412,7 @@ fn the_lease_holder_rereads_the_cache_and_uses_the_newest_refresh_token() {
 
 #[test]
 fn waiters_take_the_token_the_lease_holder_wrote() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let shared = MemoryCache::new();
     let holder = block_on(shared.try_lease(secs(30))).unwrap().unwrap();
     let source = ScriptedSource::new(secs(3600));

@@ -303,7 +303,7 @@ fn a_refused_assertion_is_a_permanent_invalid_client() {
             .build()
             .unwrap(),
     );
-    let late = ManualClock::new((now_s() - 120) * 1000);
+    let late = ManualClock::at_ms((now_s() - 120) * 1000);
     let e = block_on(source.fetch(FetchContext::new(late, LifetimePolicy::default()))).unwrap_err();
     assert!(
         e.oauth2_error()

@@ -516,7 +516,7 @@ fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_ag
         .expect("a client-credentials source has a key");
     // Yesterday's token, expired for an hour: what B reads first.
     let now = SystemClock.now_ms();
-    let expired = Token::new(
+    let expired = Token::new_ms(
         AccessToken::new("expired"),
         now - 7_200_000,
         Duration::from_secs(3600),

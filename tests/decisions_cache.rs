@@ -63,9 +63,7 @@ impl TokenCache for SlowCache {
         Box::pin(async move {
             match delay {
                 Some(delay) => {
-                    clock
-                        .sleep_until(clock.now_ms() + delay.as_millis() as u64)
-                        .await;
+                    clock.sleep_until(clock.now() + delay).await;
                     Ok(None)
                 }
                 None => std::future::pending().await,
@@ -85,7 +83,7 @@ impl TokenCache for SlowCache {
 
 #[test]
 fn a_cache_read_cut_short_by_the_fetchs_own_time_is_no_failure_of_the_cache() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     // The first cache takes 1 s to miss; the second never answers a read,
     // and has 10 s of its own: the fetch's preparation time (half of its
     // 4 s) ends first, at 2 s.
@@ -119,7 +117,7 @@ fn a_cache_read_cut_short_by_the_fetchs_own_time_is_no_failure_of_the_cache() {
 
 #[test]
 fn the_lease_is_taken_from_a_cache_that_has_one_not_from_the_last_cache() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     // The shared cache has a lease, held by another process; the cache
     // after it has none.
     let shared = MemoryCache::new();
@@ -186,7 +184,7 @@ impl TokenCache for WatchedCache {
 #[test]
 fn while_another_process_holds_the_lease_the_cache_is_read_every_half_to_one_and_a_half_polls() {
     fastrand::seed(7);
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let shared = WatchedCache {
         inner: MemoryCache::new(),
         clock: clock.clone(),
@@ -231,14 +229,14 @@ fn a_chain_whose_caches_have_no_lease_does_not_coordinate_its_jitter() {
     // the refreshes.
     let plans: Vec<u64> = (0..4)
         .map(|_| {
-            let clock = ManualClock::new(START_MS);
+            let clock = ManualClock::at_ms(START_MS);
             let chain = Chain::new(ScriptedSource::new(secs(3600)))
                 .cache(SlowCache::new(&clock, Some(Duration::ZERO)));
             let (handle, driver) = TokenManager::builder(chain).clock(clock).build();
             let ex = smol::LocalExecutor::new();
             ex.spawn(driver).detach();
             while ex.try_tick() {}
-            handle.state().next_refresh_ms.unwrap()
+            handle.state().next_refresh_ms().unwrap()
         })
         .collect();
     assert!(plans.windows(2).any(|w| w[0] != w[1]), "{plans:?}");
@@ -294,7 +292,7 @@ impl TokenCache for Failing {
 
 #[test]
 fn a_failed_cache_is_tried_again_exactly_when_its_cool_down_ends() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let failing = Failing::default();
     let calls = || failing.calls.load(Ordering::SeqCst);
     let mut chain = Chain::new(ScriptedSource::new(secs(3600)))
@@ -317,7 +315,7 @@ fn a_failed_cache_is_tried_again_exactly_when_its_cool_down_ends() {
 
 #[test]
 fn a_cache_that_answers_again_starts_afresh_after_its_next_failure() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let failing = Failing::default();
     let calls = || failing.calls.load(Ordering::SeqCst);
     let mut chain = Chain::new(ScriptedSource::new(secs(3600)))
@@ -352,7 +350,7 @@ fn a_memory_lease_with_a_ttl_beyond_the_clocks_range_is_held() {
 
 #[test]
 fn a_cache_that_answered_is_not_cooling_down_after_the_wall_clock_steps_back() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let failing = Failing::default();
     let calls = || failing.calls.load(Ordering::SeqCst);
     let mut chain = Chain::new(ScriptedSource::new(secs(3600)))
@@ -365,7 +363,7 @@ fn a_cache_that_answered_is_not_cooling_down_after_the_wall_clock_steps_back() {
     block_on(chain.fetch(cx())).unwrap();
     assert_eq!(calls(), 3);
     // An NTP step back into the old cool-down: the cache has answered since.
-    clock.set(START_MS + 10_000);
+    clock.set_ms(START_MS + 10_000);
     block_on(chain.fetch(cx())).unwrap();
     assert_eq!(calls(), 5, "read and written as usual");
 }

@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use common::*;
 use smol::{LocalExecutor, Task};
@@ -52,7 +53,7 @@ struct CountingClock {
 impl CountingClock {
     fn new() -> CountingClock {
         CountingClock {
-            inner: ManualClock::new(START_MS),
+            inner: ManualClock::at_ms(START_MS),
             sleeps: Arc::new(AtomicUsize::new(0)),
             readings: Arc::new(AtomicUsize::new(0)),
         }
@@ -68,14 +69,14 @@ impl CountingClock {
 }
 
 impl Clock for CountingClock {
-    fn now_ms(&self) -> u64 {
+    fn now(&self) -> SystemTime {
         self.readings.fetch_add(1, Ordering::SeqCst);
-        self.inner.now_ms()
+        self.inner.now()
     }
 
-    fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
+    fn sleep_until(&self, deadline: SystemTime) -> BoxFuture<'static, ()> {
         self.sleeps.fetch_add(1, Ordering::SeqCst);
-        self.inner.sleep_until(deadline_ms)
+        self.inner.sleep_until(deadline)
     }
 }
 
@@ -141,7 +142,7 @@ fn a_token_with_a_second_left_after_its_refresh_instant_is_read_without_the_cloc
     let handle = manager_on(&clock, &source, Backoff::default(), &ex);
     let token = handle.current().unwrap();
     assert_eq!(
-        token.expiry_ms() - handle.state().next_refresh_ms.unwrap(),
+        token.expiry_ms() - handle.state().next_refresh_ms().unwrap(),
         1_000
     );
     let before = clock.readings();
@@ -206,7 +207,7 @@ fn a_rate_limited_forced_refresh_is_reported_as_the_next_refresh() {
         "the interval holds the second one back"
     );
     assert_eq!(
-        b.handle.state().next_refresh_ms,
+        b.handle.state().next_refresh_ms(),
         Some(forced_at + 5_000),
         "the state says when the forced refresh comes"
     );
@@ -218,7 +219,7 @@ fn a_rejection_at_the_scheduled_refresh_instant_does_not_count_as_forced() {
     let first = b.handle.current().unwrap();
     // The report and the refresh instant reach the actor in one turn.
     let r1 = reject(&b, &first);
-    b.clock.set(first.stale_ms());
+    b.clock.set_ms(first.stale_ms());
     b.settle();
     assert_eq!(b.source.calls(), 2);
     assert_eq!(b.source.reasons()[1], FetchReason::Scheduled);

@@ -170,7 +170,7 @@ fn failures_that_may_pass_are_retried_after_the_backoff_on_the_clock() {
             Fault::oauth_error(503, "temporarily_unavailable", "").with_header("Retry-After", "5"),
         );
     }
-    let clock = ManualClock::new(1_700_000_000_000);
+    let clock = ManualClock::at_ms(1_700_000_000_000);
     let discovery = Discovery::new(authority.issuer())
         .clock(clock.clone())
         .backoff(Backoff::new(Duration::ZERO, 2.0, Duration::from_secs(60)));
@@ -203,7 +203,7 @@ fn max_attempts_bounds_the_retries() {
     }
     let error = block_on(
         Discovery::new(authority.issuer())
-            .clock(ManualClock::new(0))
+            .clock(ManualClock::at_ms(0))
             .backoff(Backoff::new(Duration::ZERO, 1.0, Duration::ZERO))
             .max_attempts(3)
             .fetch(),

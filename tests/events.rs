@@ -117,7 +117,7 @@ fn a_failure_carries_the_error_the_count_the_reason_and_the_backoff_chosen() {
     // The delay is the one the manager waits: the retry comes then, not
     // a millisecond earlier.
     let retry_at = stale + retry_in.as_millis() as u64;
-    assert_eq!(bench.handle.state().next_refresh_ms, Some(retry_at));
+    assert_eq!(bench.handle.state().next_refresh_ms(), Some(retry_at));
     let calls = bench.source.calls();
     bench.advance_to(retry_at - 1);
     assert_eq!(bench.source.calls(), calls);
@@ -139,7 +139,7 @@ fn a_failure_carries_the_error_the_count_the_reason_and_the_backoff_chosen() {
     assert_eq!(*reason, FetchReason::Retry);
     assert_eq!(*consecutive_failures, 2);
     assert_eq!(
-        bench.handle.state().next_refresh_ms,
+        bench.handle.state().next_refresh_ms(),
         Some(retry_at + retry_in.as_millis() as u64)
     );
 
@@ -224,9 +224,9 @@ fn events_come_in_the_order_the_manager_acted_end_with_stopped_and_hold_no_token
         .source
         .set_mode(Mode::Fail(SourceError::transient("down")));
     bench.advance_to(bench.handle.current().unwrap().stale_ms());
-    bench.advance_to(bench.handle.state().next_refresh_ms.unwrap());
+    bench.advance_to(bench.handle.state().next_refresh_ms().unwrap());
     bench.source.set_mode(Mode::Succeed(Some(secs(100))));
-    bench.advance_to(bench.handle.state().next_refresh_ms.unwrap());
+    bench.advance_to(bench.handle.state().next_refresh_ms().unwrap());
     let token = bench.handle.current().unwrap();
     let handle = bench.handle.clone();
     finished(bench.spawn(async move { handle.refresh_rejected(&token).await })).unwrap();

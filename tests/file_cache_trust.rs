@@ -215,7 +215,7 @@ fn an_entry_for_another_key_is_logged_once_not_on_every_read() {
     let theirs = CacheKey::builder().field("client_id", "theirs").build();
     let mine = CacheKey::builder().field("client_id", "mine").build();
     let cache = FileCache::new(&path);
-    let t = Token::new(
+    let t = Token::new_ms(
         AccessToken::new("theirs"),
         SystemClock.now_ms(),
         Duration::from_secs(60),
@@ -263,7 +263,7 @@ fn now_ms() -> u64 {
 }
 
 fn valid_token(value: &str) -> Token {
-    Token::new(
+    Token::new_ms(
         AccessToken::new(value),
         now_ms(),
         Duration::from_secs(3600),
@@ -624,7 +624,7 @@ fn an_entry_issued_in_the_future_is_corrupt() {
     let path = dir.join("token.json");
     let cache = FileCache::new(&path);
     let at = |issued_ms: u64| {
-        Token::new(
+        Token::new_ms(
             AccessToken::new("from-the-future"),
             issued_ms,
             Duration::from_secs(3600),
@@ -648,7 +648,7 @@ fn an_entry_expiring_absurdly_far_away_is_corrupt() {
     let path = dir.join("token.json");
     let cache = FileCache::new(&path);
     let living = |lifetime: Duration| {
-        Token::new(
+        Token::new_ms(
             AccessToken::new("forever"),
             now_ms(),
             lifetime,

@@ -164,7 +164,7 @@ fn every_regression_input_is_replayed_and_every_known_open_one_exists() {
 /// back as the token it wrote; set `FUZZ_WRITE_SEEDS=1` to write it anew.
 #[test]
 fn file_cache_seed_is_what_file_cache_writes() {
-    let token = Token::new(
+    let token = Token::new_ms(
         AccessToken::new("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzZWVkIn0.c2lnbmF0dXJl"),
         1_700_000_000_000,
         Duration::from_secs(3600),

@@ -35,7 +35,7 @@ fn cx(clock: &ManualClock) -> FetchContext {
 }
 
 fn token(value: &str, issued_ms: u64, lifetime: Duration) -> Token {
-    Token::new(
+    Token::new_ms(
         AccessToken::new(value),
         issued_ms,
         lifetime,
@@ -94,7 +94,7 @@ impl TokenCache for Logged {
     ) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             if !self.write_takes.is_zero() {
-                let until = self.clock.now_ms() + self.write_takes.as_millis() as u64;
+                let until = self.clock.now() + self.write_takes;
                 self.clock.sleep_until(until).await;
             }
             self.note(&format!("write {}", token.access_token().secret()));
@@ -148,7 +148,7 @@ fn fetch(chain: &mut Chain, clock: &ManualClock) -> Token {
 
 #[test]
 fn the_lease_holder_takes_a_token_written_after_its_first_read() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let log = Log::default();
     let shared = MemoryCache::new();
     // The cache holds an expired token, so the first read finds nothing
@@ -172,7 +172,7 @@ fn the_lease_holder_takes_a_token_written_after_its_first_read() {
 
 #[test]
 fn the_lease_is_given_back_only_after_the_token_is_in_every_cache() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let log = Log::default();
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
@@ -199,7 +199,7 @@ fn the_lease_is_given_back_only_after_the_token_is_in_every_cache() {
 /// ask the source again.
 #[test]
 fn an_instance_waiting_for_the_lease_gets_the_token_not_a_second_request() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let log = Log::default();
     let shared = MemoryCache::new();
     let source = ScriptedSource::new(secs(3600));
@@ -268,7 +268,7 @@ impl TokenCache for Forgetful {
 /// the source.
 #[test]
 fn the_lease_is_taken_from_the_last_cache_that_has_one() {
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let log = Log::default();
     let shared = MemoryCache::new();
     let source = ScriptedSource::new(secs(3600));
@@ -332,7 +332,7 @@ fn a_file_cache_lock_held_elsewhere_is_waited_for_before_the_source_is_asked() {
     .unwrap();
     held.try_lock().expect("hold the lock");
 
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     let source = ScriptedSource::new(secs(3600));
     let mut chain = Chain::new(source.clone())
         .cache(tokenkeeper::cache::FileCache::new(&path))

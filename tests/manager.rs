@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use tokenkeeper::{
@@ -34,7 +34,7 @@ fn fetches_at_start_and_refreshes_exactly_at_stale() {
         let first = b.handle.current().expect("first token published");
         assert_eq!(first.issued_ms(), START_MS);
         assert_eq!(first.stale_ms(), START_MS + stale.as_millis() as u64);
-        assert_eq!(b.handle.state().next_refresh_ms, Some(first.stale_ms()));
+        assert_eq!(b.handle.state().next_refresh_ms(), Some(first.stale_ms()));
 
         b.advance_to(first.stale_ms() - 1);
         assert_eq!(b.source.calls(), 1, "{lifetime:?}: no refresh before stale");
@@ -82,12 +82,12 @@ fn missing_lifetime_uses_the_policy_default() {
 #[test]
 fn jittered_refreshes_stay_within_bounds() {
     let b = Bench::with(secs(3600), |m| {
-        m.jitter(RandomEarlyJitter::with_seed(secs(60), 11))
+        m.jitter(RandomEarlyJitter::with_key(secs(60), 11))
     });
     let mut earliest_seen = u64::MAX;
     for _ in 0..200 {
         let token = b.handle.current().unwrap();
-        let at = b.handle.state().next_refresh_ms.unwrap();
+        let at = b.handle.state().next_refresh_ms().unwrap();
         assert!(
             at <= token.stale_ms() && at + 60_000 >= token.stale_ms(),
             "{at}"
@@ -198,7 +198,7 @@ fn backoff_grows_within_bounds_and_resets_on_success() {
             for (n, largest) in largest.iter_mut().enumerate() {
                 let state = b.handle.state();
                 assert_eq!(state.consecutive_failures, n as u32 + 1, "seed {seed}");
-                let delay = state.next_refresh_ms.unwrap() - b.now();
+                let delay = state.next_refresh_ms().unwrap() - b.now();
                 // A draw below 100 ms waits 100 ms (no immediate retry).
                 assert!(
                     (100..=ceiling(n).max(100)).contains(&delay),
@@ -218,12 +218,12 @@ fn backoff_grows_within_bounds_and_resets_on_success() {
                 break;
             }
             b.source.set_mode(Mode::Succeed(Some(secs(3600))));
-            let delay = b.handle.state().next_refresh_ms.unwrap() - b.now();
+            let delay = b.handle.state().next_refresh_ms().unwrap() - b.now();
             b.advance(Duration::from_millis(delay));
             let state = b.handle.state();
             assert_eq!(state.consecutive_failures, 0);
             let token = b.handle.current().unwrap();
-            assert_eq!(state.next_refresh_ms, Some(token.stale_ms()));
+            assert_eq!(state.next_refresh_ms(), Some(token.stale_ms()));
             b.source.set_mode(Mode::Fail(SourceError::transient("503")));
             b.advance_to(token.stale_ms());
         }
@@ -384,7 +384,7 @@ fn permanent_errors_wait_the_cap_and_retry_after_is_honoured() {
     b.source
         .set_mode(Mode::Fail(SourceError::permanent("invalid_client")));
     b.advance_to(first.stale_ms());
-    assert_eq!(b.handle.state().next_refresh_ms, Some(b.now() + 60_000));
+    assert_eq!(b.handle.state().next_refresh_ms(), Some(b.now() + 60_000));
     assert!(b.handle.state().last_error.unwrap().is_permanent());
 
     b.source.set_mode(Mode::Fail(
@@ -392,7 +392,7 @@ fn permanent_errors_wait_the_cap_and_retry_after_is_honoured() {
     ));
     b.advance(secs(60));
     assert_eq!(b.source.calls(), 3);
-    let wait = b.handle.state().next_refresh_ms.unwrap() - b.now();
+    let wait = b.handle.state().next_refresh_ms().unwrap() - b.now();
     assert!(wait >= 42_000, "{wait}");
 }
 
@@ -400,7 +400,7 @@ fn permanent_errors_wait_the_cap_and_retry_after_is_honoured() {
 fn a_failed_first_fetch_is_retried_not_fatal() {
     let source = ScriptedSource::new(secs(60));
     source.set_mode(Mode::Fail(SourceError::transient("not yet")));
-    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let clock = tokenkeeper::ManualClock::at_ms(START_MS);
     let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
         .clock(clock.clone())
         // Seeded: the first draw is not 0 ms (an immediate retry).
@@ -426,7 +426,7 @@ fn a_failed_first_fetch_is_retried_not_fatal() {
 
 #[test]
 fn ten_thousand_cold_start_waiters_share_one_fetch() {
-    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let clock = tokenkeeper::ManualClock::at_ms(START_MS);
     let source = ScriptedSource::new(secs(3600));
     source.set_latency(ms(200));
     let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
@@ -491,7 +491,7 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
     assert_eq!(b.source.calls(), 2);
     assert_eq!(b.handle.current().as_ref(), Some(&second), "not withdrawn");
     assert_eq!(b.handle.state().rejections, 1);
-    assert_eq!(b.handle.state().next_refresh_ms, Some(second.stale_ms()));
+    assert_eq!(b.handle.state().next_refresh_ms(), Some(second.stale_ms()));
 
     // A thousand late reports that reach the actor only after a newer
     // publish: made while `second` was current and its scheduled refresh
@@ -514,7 +514,7 @@ fn a_thousand_rejections_of_one_token_cause_one_fetch() {
     }
     assert_eq!(b.source.calls(), 3, "no fetch for the late reports");
     assert_eq!(b.handle.state().rejections, 1, "nothing withdrawn");
-    assert_eq!(b.handle.state().next_refresh_ms, Some(third.stale_ms()));
+    assert_eq!(b.handle.state().next_refresh_ms(), Some(third.stale_ms()));
 }
 
 #[test]
@@ -539,7 +539,7 @@ fn rejecting_a_token_already_replaced_keeps_the_replacement_and_fetches_nothing(
     assert_eq!(b.handle.current().as_ref(), Some(&t2), "t2 not withdrawn");
     let after = b.handle.state();
     assert_eq!(after.rejections, before.rejections);
-    assert_eq!(after.next_refresh_ms, Some(t2.stale_ms()));
+    assert_eq!(after.next_refresh_ms(), Some(t2.stale_ms()));
     // Nothing was planned early either: the next fetch is t2's refresh.
     b.advance_to(t2.stale_ms() - 1);
     assert_eq!(b.source.calls(), 2);
@@ -566,7 +566,7 @@ fn a_rejection_the_actor_takes_after_a_newer_publish_changes_nothing() {
     assert_eq!(b.source.calls(), 2, "no fetch");
     let state = b.handle.state();
     assert_eq!(state.rejections, 0);
-    assert_eq!(state.next_refresh_ms, Some(t2.stale_ms()));
+    assert_eq!(state.next_refresh_ms(), Some(t2.stale_ms()));
     b.advance_to(t2.stale_ms() - 1);
     assert_eq!(b.source.calls(), 2);
 }
@@ -627,14 +627,14 @@ fn rejection_during_backoff_keeps_the_backoff_schedule() {
         .set_mode(Mode::Fail(SourceError::transient("down")));
     b.advance_to(first.stale_ms());
     assert_eq!(b.source.calls(), 2);
-    let next = b.handle.state().next_refresh_ms.unwrap();
+    let next = b.handle.state().next_refresh_ms().unwrap();
     let _r = b.spawn({
         let h = b.handle.clone();
         async move { h.refresh_rejected(&first).await }
     });
     assert!(b.handle.current().is_none(), "withdrawn even while failing");
     assert_eq!(b.source.calls(), 2, "no extra fetch during backoff");
-    assert_eq!(b.handle.state().next_refresh_ms, Some(next));
+    assert_eq!(b.handle.state().next_refresh_ms(), Some(next));
 }
 
 #[test]
@@ -680,7 +680,7 @@ fn subscribers_all_see_a_refresh_and_a_stalled_one_skips_to_the_newest() {
 fn subscription_yields_nothing_before_the_first_token_and_ends_on_stop() {
     let source = ScriptedSource::new(secs(60));
     source.set_mode(Mode::Hang);
-    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let clock = tokenkeeper::ManualClock::at_ms(START_MS);
     let (handle, driver) = tokenkeeper::TokenManager::builder(source.clone())
         .clock(clock)
         .build();
@@ -782,7 +782,7 @@ fn shutdown_fails_pending_waiters_with_stopped() {
 fn dropping_the_driver_stops_the_manager() {
     let source = ScriptedSource::new(secs(60));
     let (handle, driver) = tokenkeeper::TokenManager::builder(source)
-        .clock(tokenkeeper::ManualClock::new(START_MS))
+        .clock(tokenkeeper::ManualClock::at_ms(START_MS))
         .build();
     drop(driver);
     assert!(handle.is_stopped());
@@ -830,7 +830,7 @@ fn a_waiter_after_a_jump_triggers_the_refresh_at_once() {
     assert_eq!(b.source.calls(), 2);
     let token = futures_lite::future::block_on(waiter).unwrap();
     assert!(
-        token.is_valid_at(b.now()),
+        token.is_valid_at_ms(b.now()),
         "token() returned an expired token"
     );
     assert_ne!(token, first);
@@ -852,7 +852,7 @@ fn refresh_rejected_after_a_jump_returns_a_valid_token() {
     let waiter = b.spawn(async move { h.refresh_rejected(&first).await });
     let token = finished(waiter).unwrap();
     assert!(
-        token.is_valid_at(b.now()),
+        token.is_valid_at_ms(b.now()),
         "refresh_rejected returned an expired token"
     );
     assert_eq!(token.access_token().secret(), "token-3");
@@ -862,7 +862,7 @@ fn refresh_rejected_after_a_jump_returns_a_valid_token() {
 fn a_backward_clock_step_keeps_the_heartbeat() {
     let b = Bench::new(secs(3600));
     let wakeups = b.clock.wakeups();
-    b.clock.set(START_MS - 86_400_000);
+    b.clock.set_ms(START_MS - 86_400_000);
     b.settle();
     b.advance_in_steps(secs(30), secs(1));
     assert!(
@@ -910,8 +910,8 @@ fn state_reports_counts_and_times() {
     assert!(state.running);
     assert_eq!(state.source_requests, 1);
     assert_eq!(state.refreshes, 1);
-    assert_eq!(state.last_success_ms, Some(START_MS));
-    assert_eq!(state.expiry_ms, Some(START_MS + 100_000));
+    assert_eq!(state.last_success_ms(), Some(START_MS));
+    assert_eq!(state.expiry_ms(), Some(START_MS + 100_000));
     let debug = format!("{:?}", b.handle);
     assert!(!debug.contains("token-1"), "{debug}");
 }
@@ -960,7 +960,7 @@ fn a_permanent_failure_without_a_valid_token_fails_waiters_at_once() {
     // And a waiter that was already waiting is woken by a permanent failure.
     b.source
         .set_mode(Mode::Fail(SourceError::permanent("invalid_grant")));
-    let next = b.handle.state().next_refresh_ms.unwrap();
+    let next = b.handle.state().next_refresh_ms().unwrap();
     b.advance_to(next);
     assert!(matches!(finished(waiter), Err(Error::Source(_))));
     assert!(b.handle.state().failures >= 3);
@@ -1040,11 +1040,11 @@ fn a_thread_copy_expires_with_the_token() {
     // failed to replace it): from then on every read checks the clock.
     b.advance_to(first.stale_ms());
     assert!(b.source.calls() >= 2);
-    b.clock.set(first.expiry_ms() - 1);
+    b.clock.set_ms(first.expiry_ms() - 1);
     assert!(b.handle.current().is_some());
     // Expiry alone (the actor does not run) changes nothing the copy is
     // checked against but the clock.
-    b.clock.set(first.expiry_ms());
+    b.clock.set_ms(first.expiry_ms());
     assert!(b.handle.current().is_none());
     assert!(b.handle.with_current(|_| ()).is_none());
     let handle = b.handle.clone();
@@ -1058,7 +1058,7 @@ fn a_fresh_token_read_checks_the_clock_periodically() {
     // The actor never runs after the first token: as a starved executor.
     let b = Bench::new(secs(100));
     let first = b.handle.current().unwrap();
-    b.clock.set(first.expiry_ms());
+    b.clock.set_ms(first.expiry_ms());
     let served = served_reads_until_expiry_is_seen(&b.handle);
     assert!(served <= UNCHECKED_READS, "{served} expired reads");
     // Once seen, never served again on this thread, by either read.
@@ -1080,7 +1080,7 @@ fn a_token_with_little_room_after_its_refresh_instant_is_checked_on_every_read()
     // expiry, so the actor gives readers no unchecked reads.
     let b = Bench::new(Duration::from_millis(1_200));
     let first = b.handle.current().unwrap();
-    b.clock.set(first.expiry_ms());
+    b.clock.set_ms(first.expiry_ms());
     assert!(b.handle.current().is_none());
 }
 
@@ -1144,7 +1144,7 @@ fn waiters_time_out_on_the_actors_timer_at_their_own_deadlines() {
 
 #[test]
 fn a_waiter_keeps_its_own_time_until_the_driver_starts() {
-    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let clock = tokenkeeper::ManualClock::at_ms(START_MS);
     let (handle, driver) = tokenkeeper::TokenManager::builder(ScriptedSource::new(secs(60)))
         .clock(clock.clone())
         .wait_timeout(secs(5))
@@ -1223,7 +1223,7 @@ fn reshaped_bench(
 
 /// The token's value with other instants.
 fn with_times(token: &Token, issued: u64, stale: u64, expiry: u64) -> Token {
-    Token::from_parts(token.access_token().clone(), issued, stale, expiry).unwrap()
+    Token::from_parts_ms(token.access_token().clone(), issued, stale, expiry).unwrap()
 }
 
 /// Offsets from the start, in whole seconds, of the fetches at `times`.
@@ -1359,7 +1359,7 @@ fn instant_stale_source_driver(
 
 #[test]
 fn one_poll_of_the_driver_starts_at_most_one_fetch() {
-    let clock = tokenkeeper::ManualClock::new(START_MS);
+    let clock = tokenkeeper::ManualClock::at_ms(START_MS);
     let (handle, mut driver, times) = instant_stale_source_driver(clock.clone());
     let mut poll = || futures_lite::future::block_on(futures_lite::future::poll_once(&mut driver));
     assert!(poll().is_none());
@@ -1387,21 +1387,21 @@ impl RacingClock {
 }
 
 impl tokenkeeper::Clock for RacingClock {
-    fn now_ms(&self) -> u64 {
+    fn now(&self) -> SystemTime {
         self.tick();
-        self.inner.now_ms()
+        self.inner.now()
     }
 
-    fn sleep_until(&self, deadline_ms: u64) -> tokenkeeper::BoxFuture<'static, ()> {
+    fn sleep_until(&self, deadline: SystemTime) -> tokenkeeper::BoxFuture<'static, ()> {
         self.tick();
-        self.inner.sleep_until(deadline_ms)
+        self.inner.sleep_until(deadline)
     }
 }
 
 #[test]
 fn the_driver_yields_between_fetches_even_when_every_timer_is_already_due() {
     let clock = RacingClock {
-        inner: tokenkeeper::ManualClock::new(START_MS),
+        inner: tokenkeeper::ManualClock::at_ms(START_MS),
         ticks: AtomicU32::new(LOOP_LIMIT as u32),
     };
     let (handle, mut driver, times) = instant_stale_source_driver(clock);

@@ -417,7 +417,7 @@ fn run_until(ex: &smol::LocalExecutor<'_>, what: &str, cond: impl Fn() -> bool) 
 fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
     let authority = LocalAuthority::start().unwrap();
     authority.set_expires_in(Some(json!(3600)));
-    let clock = ManualClock::new(1_700_000_000_000);
+    let clock = ManualClock::at_ms(1_700_000_000_000);
     let (handle, driver) = TokenManager::builder(client_credentials(&authority))
         .clock(clock.clone())
         .jitter(tokenkeeper::NoJitter)
@@ -430,13 +430,17 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
     ex.spawn(driver).detach();
     run_until(&ex, "the first token", || handle.current().is_some());
     let first = handle.current().unwrap();
-    clock.set(first.stale_ms());
+    clock.set_ms(first.stale_ms());
 
     for (n, case) in cases().into_iter().enumerate() {
         authority.push_fault(case.fault);
         let requests = handle.state().source_requests;
         // Move to the planned attempt; it runs over real HTTP.
-        clock.set(clock.now_ms().max(handle.state().next_refresh_ms.unwrap()));
+        clock.set_ms(
+            clock
+                .now_ms()
+                .max(handle.state().next_refresh_ms().unwrap()),
+        );
         run_until(&ex, case.name, || {
             let s = handle.state();
             s.source_requests > requests && s.consecutive_failures as usize == n + 1
@@ -444,7 +448,7 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
         let state = handle.state();
         let error = state.last_error.as_ref().unwrap();
         assert!((case.check)(request_error(error)), "{}", case.name);
-        let next = state.next_refresh_ms.expect("no attempt in flight");
+        let next = state.next_refresh_ms().expect("no attempt in flight");
         assert!(
             next > clock.now_ms(),
             "{}: the next attempt is in the future",
@@ -479,7 +483,7 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
     // A hanging authority: the manager's own timeout on its clock ends it.
     authority.push_fault(Fault::Hang);
     let received = authority.token_requests();
-    clock.set(handle.state().next_refresh_ms.unwrap());
+    clock.set_ms(handle.state().next_refresh_ms().unwrap());
     // Wait until the authority holds the request, not just until the
     // manager started it: a timeout before that would cancel it unsent.
     run_until(&ex, "the hanging request to arrive", || {
@@ -499,7 +503,7 @@ fn the_manager_serves_the_last_token_through_every_fault_and_backs_off() {
     assert_eq!(handle.current().as_ref(), Some(&first));
 
     // Recovery.
-    clock.set(handle.state().next_refresh_ms.unwrap());
+    clock.set_ms(handle.state().next_refresh_ms().unwrap());
     run_until(&ex, "recovery", || handle.state().consecutive_failures == 0);
     assert_ne!(handle.current().unwrap(), first);
 }

@@ -114,7 +114,7 @@ fn now_ms() -> u64 {
 }
 
 fn token(name: &str, lifetime: Duration) -> Token {
-    Token::new(
+    Token::new_ms(
         AccessToken::new(name),
         now_ms(),
         lifetime,
@@ -180,7 +180,7 @@ fn entry_lives_until_the_token_expires() {
         );
 
         // An expired token is not written, and the entry before it stays.
-        let expired = Token::new(
+        let expired = Token::new_ms(
             AccessToken::new("old"),
             now_ms() - 120_000,
             Duration::from_secs(60),
@@ -213,7 +213,7 @@ fn an_entry_for_another_cache_key_or_implausible_times_is_a_miss() {
         cache.write(theirs, &t).await.unwrap();
         assert_eq!(cache.read(mine).await.unwrap(), None);
         assert_eq!(cache.read(theirs).await.unwrap(), Some(t));
-        let future = Token::new(
+        let future = Token::new_ms(
             AccessToken::new("future"),
             now_ms() + 3_600_000,
             Duration::from_secs(60),
@@ -435,9 +435,9 @@ async fn keep_reading(
     let deadline = Instant::now() + period;
     while Instant::now() < deadline {
         let current = handle.current().expect("a current token");
-        assert!(current.is_valid_at(now_ms()));
+        assert!(current.is_valid_at_ms(now_ms()));
         let token = handle.token().await.expect("token() succeeds");
-        assert!(token.is_valid_at(now_ms()));
+        assert!(token.is_valid_at_ms(now_ms()));
         if until() {
             return true;
         }
@@ -669,7 +669,7 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     use tokenkeeper::Clock as _;
     init_log();
     let server = RedisServer::spawn();
-    let clock = tokenkeeper::ManualClock::new(now_ms());
+    let clock = tokenkeeper::ManualClock::at_ms(now_ms());
     let cache = server.cache().op_timeout(Duration::from_secs(60));
     let describe = cache.describe();
     let calls = Arc::new(AtomicU32::new(0));
@@ -694,8 +694,8 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     assert_eq!(fetched.load(Ordering::SeqCst), 1);
 
     server.pause();
-    let refresh_at = |h: &TokenHandle| h.state().next_refresh_ms.expect("a refresh planned");
-    clock.set(refresh_at(&handle));
+    let refresh_at = |h: &TokenHandle| h.state().next_refresh_ms().expect("a refresh planned");
+    clock.set_ms(refresh_at(&handle));
     run_until(&ex, "the read of the stopped server", || {
         calls.load(Ordering::SeqCst) == 5
     });
@@ -711,7 +711,7 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     // Refreshes within the 30 s cool-down: no call to Redis, no delay.
     while refresh_at(&handle) < stalled_at + 30_000 {
         let before = fetched.load(Ordering::SeqCst);
-        clock.set(refresh_at(&handle));
+        clock.set_ms(refresh_at(&handle));
         run_until(&ex, "a refresh in the cool-down", || {
             fetched.load(Ordering::SeqCst) == before + 1
         });
@@ -729,7 +729,7 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
 
     // Running again: the first refresh after the cool-down uses it.
     server.resume();
-    clock.set(refresh_at(&handle));
+    clock.set_ms(refresh_at(&handle));
     let mut redis = server.inspect();
     let key = "tokenkeeper:token";
     run_until(&ex, "the token written to Redis again", || {

@@ -107,7 +107,7 @@ fn a_newly_issued_refresh_token_wins_over_the_cache_of_the_old_one() {
     authority.set_rotate_refresh_tokens(true);
     let dir = temp_dir("re-login");
     let cache = FileCache::new(dir.join("token.json"));
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
 
     // The service runs with the first refresh token; the authority rotates
     // it, and the cache keeps the rotated one.

@@ -314,7 +314,7 @@ fn a_token_without_expires_in_lives_the_policys_default_lifetime() {
     let authority = LocalAuthority::start().unwrap();
     let subject = issued_token(&authority);
     authority.set_expires_in(None);
-    let clock = ManualClock::new(now_ms());
+    let clock = ManualClock::at_ms(now_ms());
     let policy = LifetimePolicy::default().default_lifetime(Duration::from_secs(90));
     let cx = FetchContext::new(clock.clone(), policy);
     let mut grant = TokenExchange::new(basic(&authority), PresentedToken::value(&subject));
@@ -441,7 +441,7 @@ fn a_handle_subject_is_the_upstreams_current_token_after_each_refresh() {
     let authority = LocalAuthority::start().unwrap();
     // Virtual time for both managers; the authority checks its own tokens
     // on real time, where they stay valid.
-    let clock = ManualClock::new(now_ms());
+    let clock = ManualClock::at_ms(now_ms());
     let build = |source: Box<dyn TokenSource>| {
         let (handle, driver) = TokenManager::builder(source)
             .clock(clock.clone())

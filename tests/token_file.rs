@@ -52,7 +52,7 @@ fn failure(path: &Path, content: &str, lifetime: Option<Duration>) -> String {
     if let Some(lifetime) = lifetime {
         source = source.lifetime(lifetime);
     }
-    let err = fetch(&mut source, &ManualClock::new(START_MS)).unwrap_err();
+    let err = fetch(&mut source, &ManualClock::at_ms(START_MS)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     let text = format!("{err} {err:?}");
     assert!(
@@ -75,7 +75,7 @@ fn an_opaque_token_lives_the_configured_lifetime_from_the_read() {
     let dir = temp_dir("opaque");
     let path = dir.join("token");
     std::fs::write(&path, "  sidecar-token-1 \r\n").unwrap();
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
 
     // Its Debug shows where it reads, and its cache key is the path's.
     let source = TokenFile::new(&path);
@@ -108,7 +108,7 @@ fn a_jwt_expires_at_its_exp_and_was_issued_at_its_iat() {
     let dir = temp_dir("jwt");
     let path = dir.join("token");
     let now_s = START_MS / 1000;
-    let clock = ManualClock::new(START_MS);
+    let clock = ManualClock::at_ms(START_MS);
     // The configured lifetime is for tokens without `exp`: `exp` wins.
     let mut source = TokenFile::new(&path).lifetime(secs(5));
 
@@ -179,7 +179,7 @@ fn empty_missing_oversized_and_binary_files_are_refused() {
     let path = dir.join("token");
 
     assert!(failure(&path, "", None).starts_with("Unreadable"));
-    let err = fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).unwrap_err();
+    let err = fetch(&mut TokenFile::new(&path), &ManualClock::at_ms(START_MS)).unwrap_err();
     let cause = err
         .cause()
         .unwrap()
@@ -212,9 +212,9 @@ fn empty_missing_oversized_and_binary_files_are_refused() {
     // is fine.
     assert_eq!(MAX_TOKEN_FILE_BYTES, 64 * 1024);
     std::fs::write(&path, "b".repeat(16 * 1024)).unwrap();
-    assert!(fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).is_ok());
+    assert!(fetch(&mut TokenFile::new(&path), &ManualClock::at_ms(START_MS)).is_ok());
     std::fs::write(&path, "a".repeat(limit)).unwrap();
-    let token = fetch(&mut TokenFile::new(&path), &ManualClock::new(START_MS)).unwrap();
+    let token = fetch(&mut TokenFile::new(&path), &ManualClock::at_ms(START_MS)).unwrap();
     assert_eq!(token.access_token().secret().len(), limit);
 
     assert_eq!(failure(&dir, "", None), "NotAFile");
@@ -231,7 +231,7 @@ fn a_symlink_is_followed() {
     std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
     let token = fetch(
         &mut TokenFile::new(dir.join("token")),
-        &ManualClock::new(START_MS),
+        &ManualClock::at_ms(START_MS),
     )
     .unwrap();
     assert_eq!(token.access_token().secret(), "linked-token");
@@ -256,7 +256,7 @@ fn a_fifo_at_the_path_does_not_block() {
     std::thread::spawn(move || {
         let result = fetch(
             &mut TokenFile::new(&thread_path),
-            &ManualClock::new(START_MS),
+            &ManualClock::at_ms(START_MS),
         );
         let _ = tx.send(result.map(|_| ()));
     });
@@ -300,7 +300,7 @@ struct Managed {
 
 impl Managed {
     fn new(source: TokenFile) -> Managed {
-        let clock = ManualClock::new(START_MS);
+        let clock = ManualClock::at_ms(START_MS);
         let fetches = Arc::new(AtomicU32::new(0));
         let (handle, driver) = TokenManager::builder(Counted {
             inner: source,

@@ -228,7 +228,7 @@ fn check_success(status: u16, r: &TokenResponse) {
     for policy in &policies {
         let lifetime = r.expires_in.unwrap_or(policy.default_lifetime_value());
         for issued in ISSUED_AT_MS {
-            let mut t = Token::new(r.access_token.clone(), issued, lifetime, policy)
+            let mut t = Token::new_ms(r.access_token.clone(), issued, lifetime, policy)
                 .with_token_type(r.token_type.clone());
             if let Some(scope) = &r.scope {
                 t = t.with_scope(scope.clone());

@@ -6,10 +6,11 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
-use crate::token::{duration_ms, Token};
+use crate::time::{duration_ms, from_ms};
+use crate::token::Token;
+use crate::BoxFuture;
 use health::Health;
 
 const LOG: &str = "tokenkeeper::cache";
@@ -313,7 +314,7 @@ impl Links {
         }
         let clock = cx.clock().clone();
         let answer = future::or(async { Some(call(cache).await) }, async move {
-            clock.sleep_until(deadline).await;
+            clock.sleep_until(from_ms(deadline)).await;
             None
         })
         .await;
@@ -498,7 +499,7 @@ impl Links {
             let pause = fastrand::u64(poll / 2..=poll.saturating_add(poll / 2));
             let clock = cx.clock().clone();
             clock
-                .sleep_until(now.saturating_add(pause).min(wait_end))
+                .sleep_until(from_ms(now.saturating_add(pause).min(wait_end)))
                 .await;
             let found = self.read(leased, prep_end, cx).await;
             if let Some(token) = found.filter(|t| self.usable(t, cx)) {

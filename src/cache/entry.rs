@@ -6,7 +6,6 @@
 //! write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,14 +99,6 @@ pub(crate) fn open(bytes: &[u8], key: CacheKey, now_ms: u64) -> Result<Found, Ca
     Ok(Found::Token(token))
 }
 
-/// The system's wall clock, in ms since the Unix epoch: shared caches are
-/// shared by wall clock, whatever clock a manager runs on.
-pub(crate) fn system_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// What is wrong with a JSON entry, without quoting it: serde's messages
 /// for syntax errors name positions only, but its messages for data of the
 /// wrong type quote the data, which may be a token.
@@ -155,7 +146,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn token(issued_ms: u64, lifetime: Duration) -> Token {
-        Token::new(
+        Token::new_ms(
             AccessToken::new("t"),
             issued_ms,
             lifetime,

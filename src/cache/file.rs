@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::cache::entry::{self, Found, OtherKeyNotice};
 use crate::cache::trust::{self, MAX_FILE_BYTES};
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::clock::BoxFuture;
+use crate::time::system_now_ms;
 use crate::token::Token;
+use crate::BoxFuture;
 
 const LOG: &str = "tokenkeeper::cache";
 
@@ -64,7 +65,7 @@ const LOG: &str = "tokenkeeper::cache";
 /// (with one warning) by an empty private one before it is locked.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::cache::{CacheKey, FileCache, TokenCache};
 /// use tokenkeeper::{AccessToken, LifetimePolicy, Token};
 ///
@@ -72,7 +73,7 @@ const LOG: &str = "tokenkeeper::cache";
 /// let cache = FileCache::new(dir.join("token.json"));
 /// let key = CacheKey::builder().field("client_id", "svc").build();
 /// futures_lite::future::block_on(async {
-///     let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default());
+///     let token = Token::new(AccessToken::new("t"), SystemTime::now(), Duration::from_secs(60), &LifetimePolicy::default());
 ///     cache.write(key, &token).await.unwrap();
 ///     assert_eq!(cache.read(key).await.unwrap(), Some(token));
 /// });
@@ -130,7 +131,9 @@ impl FileInner {
         let Some(bytes) = self.read_trusted() else {
             return Ok(None);
         };
-        match entry::open(&bytes, key, entry::system_now_ms()) {
+        // Shared caches are shared by wall clock, whatever clock a manager
+        // runs on.
+        match entry::open(&bytes, key, system_now_ms()) {
             Ok(Found::Token(token)) => {
                 self.reported.store(false, Ordering::Relaxed);
                 self.other_key.clear();

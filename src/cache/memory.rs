@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use crate::cache::entry::OtherKeyNotice;
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::clock::BoxFuture;
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// A cache in memory. Clones share the token and the lease, so managers in
 /// one process can cooperate through it (and tests can model a fleet).

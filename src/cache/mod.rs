@@ -13,7 +13,7 @@
 //! token.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::cache::{CacheKey, MemoryCache, TokenCache};
 //! use tokenkeeper::{AccessToken, LifetimePolicy, Token};
 //!
@@ -21,7 +21,7 @@
 //!     let cache = MemoryCache::new();
 //!     let key = CacheKey::builder().field("client_id", "svc").build();
 //!     assert!(cache.read(key).await.unwrap().is_none());
-//!     let token = Token::new(AccessToken::new("t"), 0, Duration::from_secs(60), &LifetimePolicy::default());
+//!     let token = Token::new(AccessToken::new("t"), SystemTime::now(), Duration::from_secs(60), &LifetimePolicy::default());
 //!     cache.write(key, &token).await.unwrap();
 //!     assert_eq!(cache.read(key).await.unwrap(), Some(token));
 //!     assert!(cache.read(CacheKey::unkeyed()).await.unwrap().is_none());
@@ -49,8 +49,8 @@ pub use file::FileCache;
 pub use key::{CacheKey, CacheKeyBuilder};
 pub use memory::MemoryCache;
 
-use crate::clock::BoxFuture;
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// A place a token can be read from and written to.
 ///

@@ -2,12 +2,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::cache::entry::{self, Found, OtherKeyNotice};
 use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
-use crate::clock::BoxFuture;
-use crate::token::{duration_ms, Token};
+use crate::time::{duration_ms, system_now_ms};
+use crate::token::Token;
+use crate::BoxFuture;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
 
@@ -483,12 +484,4 @@ async fn with_timeout<T>(timeout: Duration, future: impl Future<Output = T>) -> 
         None
     })
     .await
-}
-
-/// The wall clock in ms since the Unix epoch, the frame of token instants.
-fn system_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(duration_ms)
-        .unwrap_or(0)
 }

@@ -43,7 +43,7 @@ use crate::token::LifetimePolicy;
 /// use tokenkeeper::{AccessToken, Backoff, FixedSource, LifetimePolicy, ManualClock, RandomEarlyJitter, TokenManager};
 ///
 /// let (handle, driver) = TokenManager::builder(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
-///     .clock(ManualClock::new(0))
+///     .clock(ManualClock::default())
 ///     .jitter(RandomEarlyJitter::new(Duration::from_secs(5)))
 ///     .backoff(Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30)))
 ///     .lifetime(LifetimePolicy::default().stale_percent(80))
@@ -117,20 +117,21 @@ impl TokenManagerBuilder {
     /// [`TokenManagerBuilder`].
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use futures_lite::future::{block_on, poll_once};
     /// use tokenkeeper::{AccessToken, FixedSource, LifetimePolicy, ManualClock, NoJitter, TokenManager};
     ///
     /// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
     /// let (handle, mut driver) = TokenManager::builder(source)
-    ///     .clock(ManualClock::new(0))
+    ///     .clock(ManualClock::new(SystemTime::now()))
     ///     .jitter(NoJitter)
     ///     .lifetime(LifetimePolicy::default().stale_percent(0))
     ///     .build();
     /// assert!(block_on(poll_once(&mut driver)).is_none());
-    /// assert_eq!(handle.current().unwrap().stale_ms(), 0); // stale at issue
+    /// let token = handle.current().unwrap();
+    /// assert_eq!(token.stale_at(), token.issued_at()); // stale at issue
     /// // The next refresh comes 5 % of an hour later, not at once.
-    /// assert_eq!(handle.state().next_refresh_ms, Some(180_000));
+    /// assert_eq!(handle.state().next_refresh_at, Some(token.issued_at() + Duration::from_secs(180)));
     /// assert_eq!(handle.state().source_requests, 1);
     /// ```
     pub fn lifetime(mut self, policy: LifetimePolicy) -> Self {

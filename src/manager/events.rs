@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use event_listener::{Event, EventListener};
 use futures_core::Stream;
@@ -24,19 +24,6 @@ use crate::source::FetchReason;
 
 /// How many of the latest events the manager keeps for its subscribers.
 const CAPACITY: usize = 64;
-
-/// The last millisecond of the year 9999 (UTC), in ms since the Unix epoch.
-///
-/// `SystemTime`'s range depends on the platform (on Windows it ends in the
-/// year 30828); every platform reaches this instant.
-const LATEST_MS: u64 = 253_402_300_799_999;
-
-/// `ms` since the Unix epoch as a `SystemTime`. Instants after the year 9999
-/// (an authority's absurd `expires_in`, saturated) read as its last
-/// millisecond.
-pub(crate) fn system_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.min(LATEST_MS))
-}
 
 /// Something the manager did, from [`Events`].
 ///
@@ -297,22 +284,5 @@ impl Stream for Events {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_past_the_year_9999_read_as_its_end() {
-        assert_eq!(system_time(0), UNIX_EPOCH);
-        assert_eq!(
-            system_time(1_700_000_000_123),
-            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
-        );
-        let end = UNIX_EPOCH + Duration::from_millis(LATEST_MS);
-        assert_eq!(system_time(LATEST_MS), end);
-        assert_eq!(system_time(u64::MAX), end);
     }
 }

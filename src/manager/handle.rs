@@ -10,7 +10,8 @@ use crate::manager::shared::{Published, Shared};
 use crate::manager::state::ManagerState;
 use crate::manager::subscription::Subscription;
 use crate::manager::thread_copy;
-use crate::token::{duration_ms, Token};
+use crate::time::{duration_ms, from_ms};
+use crate::token::Token;
 
 /// A cheap, cloneable handle to a running [`TokenManager`](crate::TokenManager).
 ///
@@ -222,7 +223,8 @@ impl TokenHandle {
             waited: shared.wait_timeout,
             last_error: shared.state().last_error,
         };
-        let mut own_timer = (!shared.is_driven()).then(|| shared.clock.sleep_until(deadline_ms));
+        let mut own_timer =
+            (!shared.is_driven()).then(|| shared.clock.sleep_until(from_ms(deadline_ms)));
         // Callers looked for a token just before, so the first turn starts
         // by listening.
         loop {

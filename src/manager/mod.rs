@@ -73,12 +73,13 @@ pub use state::ManagerState;
 pub use subscription::Subscription;
 
 use crate::backoff::Backoff;
-use crate::clock::{BoxFuture, Clock};
+use crate::clock::Clock;
 use crate::error::{RequestTimedOut, SourceError};
 use crate::jitter::Jitter;
 use crate::source::{FetchContext, FetchReason, TokenSource};
-use crate::token::{duration_ms, LifetimePolicy, Token};
-use events::system_time;
+use crate::time::{duration_ms, from_ms, to_ms, Utc};
+use crate::token::{LifetimePolicy, Token};
+use crate::BoxFuture;
 use shared::Shared;
 
 /// The longest the actor sleeps without re-reading the wall clock (the
@@ -312,7 +313,7 @@ impl TokenManager {
         // the reactor a wake-up.
         match &self.timer {
             Some((at, _)) if *at <= wake_ms => self.heartbeat_ms = self.heartbeat_ms.min(*at),
-            _ => self.timer = Some((wake_ms, self.clock.sleep_until(wake_ms))),
+            _ => self.timer = Some((wake_ms, self.clock.sleep_until(from_ms(wake_ms)))),
         }
         future::poll_fn(|cx| {
             if let Some(fetch) = &mut self.fetch {
@@ -358,7 +359,7 @@ impl TokenManager {
         log::debug!(target: LOG, "fetching a token ({reason:?})");
         self.shared.update_state(|s| {
             s.source_requests += 1;
-            s.next_refresh_ms = None;
+            s.next_refresh_at = None;
         });
         // The deadline rides on the actor's own timer; at the deadline the
         // actor fires `cancel`, and the fetch ends with the source handed back.
@@ -380,16 +381,15 @@ impl TokenManager {
     }
 
     fn on_token(&mut self, token: Arc<Token>, now: u64) {
-        if !token.is_valid_at(now) {
+        if !token.is_valid_at_ms(now) {
             self.on_error(
                 SourceError::transient("the source returned a token that had already expired"),
                 now,
             );
             return;
         }
-        let refresh_at = self
-            .jitter
-            .refresh_at(token.issued_ms(), token.stale_ms())
+        let jittered = self.jitter.refresh_at(token.issued_at(), token.stale_at());
+        let refresh_at = to_ms(jittered)
             .clamp(token.issued_ms(), token.stale_ms())
             // A token stale at issue or on arrival would be refreshed at once.
             .max(earliest_refresh_ms(&token, now));
@@ -400,16 +400,16 @@ impl TokenManager {
         self.withdrawn = false;
         log::info!(
             target: LOG,
-            "published a token expiring at {} ms; next refresh at {} ms",
-            token.expiry_ms(),
-            refresh_at
+            "published a token expiring at {}; next refresh at {}",
+            Utc(token.expires_at()),
+            Utc(from_ms(refresh_at))
         );
         self.shared.update_state(|s| {
-            s.last_success_ms = Some(now);
+            s.last_success_at = Some(from_ms(now));
             s.consecutive_failures = 0;
-            s.next_refresh_ms = Some(refresh_at);
+            s.next_refresh_at = Some(from_ms(refresh_at));
             s.refreshes += 1;
-            s.expiry_ms = Some(token.expiry_ms());
+            s.expires_at = Some(token.expires_at());
         });
         // Readers skip the clock until the refresh instant, when the actor
         // marks the token late; a token that expires soon after it gives
@@ -418,9 +418,9 @@ impl TokenManager {
         let expiry_ms = token.expiry_ms();
         self.version = self.shared.publish(token, late);
         self.shared.events.push(ManagerEvent::Published {
-            at: system_time(now),
-            expires_at: system_time(expiry_ms),
-            next_refresh_at: system_time(refresh_at),
+            at: from_ms(now),
+            expires_at: from_ms(expiry_ms),
+            next_refresh_at: from_ms(refresh_at),
         });
     }
 
@@ -445,7 +445,7 @@ impl TokenManager {
         let next = self.next_attempt_ms;
         let permanent = error.is_permanent();
         let event = ManagerEvent::FetchFailed {
-            at: system_time(now),
+            at: from_ms(now),
             error: error.clone(),
             reason,
             consecutive_failures: failures,
@@ -453,10 +453,10 @@ impl TokenManager {
         };
         self.shared.update_state(|s| {
             s.last_error = Some(error);
-            s.last_error_ms = Some(now);
+            s.last_error_at = Some(from_ms(now));
             s.consecutive_failures = failures;
             s.failures += 1;
-            s.next_refresh_ms = Some(next);
+            s.next_refresh_at = Some(from_ms(next));
         });
         self.shared.events.push(event);
         if permanent {
@@ -474,9 +474,9 @@ impl TokenManager {
         self.withdrawn = true;
         self.shared.invalidate();
         self.shared.update_state(|s| s.rejections += 1);
-        self.shared.events.push(ManagerEvent::Withdrawn {
-            at: system_time(now),
-        });
+        self.shared
+            .events
+            .push(ManagerEvent::Withdrawn { at: from_ms(now) });
         log::info!(target: LOG, "a server rejected the current token; withdrawing it");
         // A fetch in flight brings the replacement; during backoff the retry
         // already planned is the earliest allowed.
@@ -492,7 +492,8 @@ impl TokenManager {
             self.next_reason = FetchReason::Rejected;
             // Due now, the fetch starts in this turn and says so itself.
             if at > now {
-                self.shared.update_state(|s| s.next_refresh_ms = Some(at));
+                self.shared
+                    .update_state(|s| s.next_refresh_at = Some(from_ms(at)));
             }
         }
     }
@@ -547,7 +548,8 @@ mod tests {
             (0, u64::MAX, u64::MAX - 1, u64::MAX), // saturates
         ];
         for (issued, expiry, now, gap) in cases {
-            let token = Token::from_parts(AccessToken::new("t"), issued, issued, expiry).unwrap();
+            let token =
+                Token::from_parts_ms(AccessToken::new("t"), issued, issued, expiry).unwrap();
             assert_eq!(
                 earliest_refresh_ms(&token, now),
                 now.saturating_add(gap),

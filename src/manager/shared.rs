@@ -154,7 +154,7 @@ impl Shared {
     pub(crate) fn published(&self, token: &Token) -> Published {
         self.read_slot(|slot| match slot.token.as_ref() {
             Some(current) if **current == *token => Published::This(slot.version),
-            Some(current) if current.is_valid_at(self.clock.now_ms_fast()) => {
+            Some(current) if current.is_valid_at_ms(self.clock.now_ms_fast()) => {
                 Published::Other(Arc::clone(current))
             }
             _ => Published::Neither,
@@ -192,7 +192,7 @@ impl Shared {
         self.invalidate();
         self.update_state(|s| {
             s.running = false;
-            s.next_refresh_ms = None;
+            s.next_refresh_at = None;
         });
         self.changed.notify(usize::MAX);
     }
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_newest_rejected_publication_is_kept() {
-        let shared = Shared::new(Arc::new(ManualClock::new(0)), Duration::from_secs(1));
+        let shared = Shared::new(Arc::new(ManualClock::default()), Duration::from_secs(1));
         assert_eq!(shared.rejected(), 0);
         shared.report_rejection(1);
         assert_eq!(shared.rejected(), 1);

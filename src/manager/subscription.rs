@@ -81,7 +81,7 @@ impl Subscription {
     fn take_new(&mut self) -> Option<Arc<Token>> {
         let now = self.shared.clock.now_ms();
         let (version, token) = self.shared.read_slot(|slot| {
-            let valid = slot.token.as_ref().filter(|t| t.is_valid_at(now));
+            let valid = slot.token.as_ref().filter(|t| t.is_valid_at_ms(now));
             (slot.version, valid.cloned())
         });
         if version == self.seen {

@@ -70,7 +70,7 @@ impl TokenCopy {
     #[cold]
     fn check_clock(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
         let token = self.token.as_ref()?;
-        if !token.is_valid_at(shared.clock.now_ms_fast()) {
+        if !token.is_valid_at_ms(shared.clock.now_ms_fast()) {
             // A checked read may come with unchecked reads left.
             self.late = true;
             self.unchecked_reads = 0;
@@ -129,7 +129,7 @@ fn with_token<const CHECKED: bool, R>(
         (Ok(Some(result)), _) => result,
         (_, Some(f)) => {
             let now = shared.clock.now_ms_fast();
-            f(shared.token().filter(|t| t.is_valid_at(now)).as_ref())
+            f(shared.token().filter(|t| t.is_valid_at_ms(now)).as_ref())
         }
         // `f` is taken only after every fallible step, and its result is
         // returned at once: a taken `f` always yields `Ok(Some)`.
@@ -171,7 +171,7 @@ mod tests {
 
     fn manager() -> Arc<Shared> {
         Arc::new(Shared::new(
-            Arc::new(ManualClock::new(0)),
+            Arc::new(ManualClock::default()),
             Duration::from_secs(1),
         ))
     }

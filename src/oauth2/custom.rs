@@ -3,12 +3,12 @@
 use std::fmt;
 
 use crate::cache::CacheKey;
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
 use crate::oauth2::grant::{key_builder, CREDENTIAL_PARAMS};
 use crate::source::{FetchContext, TokenSource};
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// Parameters the grant or the endpoint sets itself; given with
 /// [`CustomGrant::param`] they are ignored.

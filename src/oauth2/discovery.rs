@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::ErrorKind;
 use crate::oauth2::client_auth::AuthMethod;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest};
-use crate::token::duration_ms;
+use crate::time::{duration_ms, from_ms};
 
 const LOG: &str = "tokenkeeper::oauth2";
 
@@ -378,10 +378,8 @@ impl Discovery {
                 "discovery of {} failed (attempt {attempts}): {error}; retrying in {delay:?}",
                 self.issuer
             );
-            let now = self.clock.now_ms();
-            self.clock
-                .sleep_until(now.saturating_add(duration_ms(delay)))
-                .await;
+            let wake_ms = self.clock.now_ms().saturating_add(duration_ms(delay));
+            self.clock.sleep_until(from_ms(wake_ms)).await;
         }
     }
 

@@ -736,8 +736,8 @@ pub(crate) fn default_client() -> Option<Arc<dyn HttpClient>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::BoxFuture;
     use crate::oauth2::http::{HttpError, HttpResponse};
+    use crate::BoxFuture;
 
     struct Never;
 

@@ -3,12 +3,12 @@
 use std::fmt;
 
 use crate::cache::{CacheKey, CacheKeyBuilder};
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::endpoint::TokenEndpoint;
 use crate::oauth2::error::ErrorCode;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{RefreshToken, Token};
+use crate::BoxFuture;
 
 const LOG: &str = "tokenkeeper::oauth2";
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::clock::BoxFuture;
+use crate::BoxFuture;
 
 /// Sends the token endpoint's POSTs, with the headers given (the
 /// `Content-Type` among them) and the body as it is; and the GETs of

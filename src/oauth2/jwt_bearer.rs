@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::cache::CacheKey;
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::oauth2::client_auth::ClientAuth;
 use crate::oauth2::endpoint::{TokenEndpoint, TokenEndpointBuilder};
@@ -15,6 +14,7 @@ use crate::oauth2::grant::{credential_values, key_builder};
 use crate::oauth2::jwt::{AssertionClaims, JwtSigner, KeyError, PrivateKey};
 use crate::source::{FetchContext, TokenSource};
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// The `grant_type` of the JWT bearer grant.
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use crate::oauth2::error::{ErrorCode, OAuth2Error, TokenRequestError};
 use crate::oauth2::scrub::Secrets;
-use crate::token::{duration_ms, AccessToken, IdToken, RefreshToken};
+use crate::time::duration_ms;
+use crate::token::{AccessToken, IdToken, RefreshToken};
 
 /// The longest server-provided text kept in an error.
 const MAX_TEXT: usize = 200;

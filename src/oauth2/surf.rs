@@ -4,8 +4,8 @@ use std::fmt;
 
 use futures_lite::{AsyncReadExt, FutureExt};
 
-use crate::clock::BoxFuture;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
+use crate::BoxFuture;
 
 /// A [`HttpClient`] on a [`surf::Client`].
 ///

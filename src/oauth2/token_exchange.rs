@@ -6,7 +6,6 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::cache::CacheKey;
-use crate::clock::BoxFuture;
 use crate::error::{Error, ErrorKind, SourceError};
 use crate::manager::TokenHandle;
 use crate::oauth2::client_auth::read_credential_file;
@@ -14,6 +13,7 @@ use crate::oauth2::endpoint::TokenEndpoint;
 use crate::oauth2::grant::{credential_values, key_builder};
 use crate::source::{FetchContext, TokenSource};
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// The `grant_type` of token exchange.
 const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -8,8 +8,8 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::BoxFuture;
 use crate::oauth2::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
+use crate::BoxFuture;
 use proxy::{ProxyEnv, Route};
 
 /// A [`HttpClient`] on a [`ureq::Agent`], with rustls for TLS.

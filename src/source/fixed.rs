@@ -1,10 +1,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::{AccessToken, Token};
+use crate::BoxFuture;
 
 /// A source that hands out the same access token on every fetch, issued at
 /// the time of the fetch with a fixed lifetime.
@@ -16,10 +16,10 @@ use crate::token::{AccessToken, Token};
 /// use tokenkeeper::{AccessToken, FetchContext, FixedSource, LifetimePolicy, ManualClock, TokenSource};
 ///
 /// let mut source = FixedSource::new(AccessToken::new("key"), Duration::from_secs(3600));
-/// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
+/// let cx = FetchContext::new(ManualClock::default(), LifetimePolicy::default());
 /// let token = futures_lite::future::block_on(source.fetch(cx)).unwrap();
 /// assert_eq!(token.access_token().secret(), "key");
-/// assert_eq!(token.expiry_ms(), 3_600_000);
+/// assert_eq!(token.lifetime(), Duration::from_secs(3600));
 /// ```
 #[derive(Clone)]
 pub struct FixedSource {

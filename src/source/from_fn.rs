@@ -1,10 +1,10 @@
 use std::fmt;
 use std::future::Future;
 
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
 use crate::token::Token;
+use crate::BoxFuture;
 
 /// A source made from an async closure; see [`from_fn`].
 pub struct FnSource<F> {
@@ -39,7 +39,7 @@ impl<F> fmt::Debug for FnSource<F> {
 ///         Ok(cx.token(AccessToken::new(format!("t{n}")), Some(Duration::from_secs(60))))
 ///     }
 /// });
-/// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
+/// let cx = FetchContext::new(ManualClock::default(), LifetimePolicy::default());
 /// assert!(futures_lite::future::block_on(source.fetch(cx.clone())).is_err());
 /// assert!(futures_lite::future::block_on(source.fetch(cx)).is_ok());
 /// assert_eq!(calls.load(Ordering::SeqCst), 2);

@@ -13,7 +13,7 @@
 //! source, so anything can be plugged in today.
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tokenkeeper::{source, AccessToken, FetchContext, SourceError};
 //!
 //! let source = source::from_fn(|cx: FetchContext| async move {
@@ -30,7 +30,7 @@ mod token_file;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use fixed::FixedSource;
 pub use from_fn::{from_fn, FnSource};
@@ -39,9 +39,11 @@ pub use token_file::{TokenFile, TokenFileError, TokenFileProblem, MAX_TOKEN_FILE
 pub(crate) use token_file::{jwt_claims, numeric_date_ms, read_token};
 
 use crate::cache::CacheKey;
-use crate::clock::{BoxFuture, Clock};
+use crate::clock::Clock;
 use crate::error::SourceError;
+use crate::time::{from_ms, test_support, utc_opt, Utc};
 use crate::token::{AccessToken, LifetimePolicy, Token};
+use crate::BoxFuture;
 
 /// Fetches a token on the manager's request.
 ///
@@ -151,11 +153,11 @@ pub struct FetchContext {
 impl fmt::Debug for FetchContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FetchContext")
-            .field("now_ms", &self.now_ms())
+            .field("now", &Utc(self.now()))
             .field("policy", &self.policy)
             .field("current", &self.current)
             .field("reason", &self.reason)
-            .field("deadline_ms", &self.deadline_ms)
+            .field("deadline", &utc_opt(self.deadline()))
             .finish()
     }
 }
@@ -165,9 +167,12 @@ impl FetchContext {
     /// manager (tests, tools).
     ///
     /// ```
+    /// use std::time::SystemTime;
     /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock};
-    /// let cx = FetchContext::new(ManualClock::new(5), LifetimePolicy::default());
-    /// assert_eq!(cx.now_ms(), 5);
+    ///
+    /// let cx = FetchContext::new(ManualClock::new(SystemTime::UNIX_EPOCH), LifetimePolicy::default());
+    /// assert_eq!(cx.now(), SystemTime::UNIX_EPOCH);
+    /// assert_eq!(cx.deadline(), None); // no manager to abandon it
     /// ```
     pub fn new(clock: impl Clock, policy: LifetimePolicy) -> FetchContext {
         FetchContext {
@@ -189,46 +194,43 @@ impl FetchContext {
         }
     }
 
-    /// Sets the instant the fetch is abandoned, as the manager does from its
-    /// request timeout.
-    pub fn with_deadline_ms(mut self, deadline_ms: u64) -> FetchContext {
-        self.deadline_ms = Some(deadline_ms);
-        self
+    /// When the manager will abandon this fetch, on its clock, if it will
+    /// (its request timeout after the fetch started). A source that talks
+    /// to a server should give up on its own a little before, so that an
+    /// answer that arrives is never thrown away (a rotated refresh token in
+    /// it would be lost).
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.deadline_ms.map(from_ms)
     }
 
-    /// When the manager will abandon this fetch (ms since the Unix epoch on
-    /// its clock), if it will. A source that talks to a server should give
-    /// up on its own a little before, so that an answer that arrives is
-    /// never thrown away (a rotated refresh token in it would be lost).
-    ///
-    /// ```
-    /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock};
-    /// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default()).with_deadline_ms(20_000);
-    /// assert_eq!(cx.deadline_ms(), Some(20_000));
-    /// ```
-    pub fn deadline_ms(&self) -> Option<u64> {
-        self.deadline_ms
+    /// The manager's wall clock now.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
-    /// Sets the current token, as the manager does before each fetch.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock};
-    ///
-    /// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
-    /// let token = cx.token(AccessToken::new("a"), Some(Duration::from_secs(60)));
-    /// let cx = cx.with_current(token);
-    /// assert!(cx.current().is_some());
-    /// ```
-    pub fn with_current(mut self, token: Token) -> FetchContext {
-        self.current = Some(Arc::new(token));
-        self
-    }
+    test_support! {
+        /// Sets the instant the fetch is abandoned (ms since the Unix
+        /// epoch), as the manager does from its request timeout.
+        fn with_deadline_ms(mut self, deadline_ms: u64) -> FetchContext {
+            self.deadline_ms = Some(deadline_ms);
+            self
+        }
 
-    /// The manager's wall clock now, in ms since the Unix epoch.
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        /// [`FetchContext::deadline`] in ms since the Unix epoch.
+        fn deadline_ms(&self) -> Option<u64> {
+            self.deadline_ms
+        }
+
+        /// Sets the current token, as the manager does before each fetch.
+        fn with_current(mut self, token: Token) -> FetchContext {
+            self.current = Some(Arc::new(token));
+            self
+        }
+
+        /// [`FetchContext::now`] in ms since the Unix epoch.
+        fn now_ms(&self) -> u64 {
+            self.clock.now_ms()
+        }
     }
 
     /// The manager's clock, for sources that keep their own deadlines.
@@ -255,15 +257,45 @@ impl FetchContext {
     /// default lifetime when the authority gave none.
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use tokenkeeper::{AccessToken, FetchContext, LifetimePolicy, ManualClock};
     ///
-    /// let cx = FetchContext::new(ManualClock::new(1_000), LifetimePolicy::default());
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let cx = FetchContext::new(ManualClock::new(start), LifetimePolicy::default());
     /// let token = cx.token(AccessToken::new("a"), None);
-    /// assert_eq!(token.expiry_ms(), 1_000 + 300_000);
+    /// assert_eq!(token.issued_at(), start);
+    /// assert_eq!(token.lifetime(), Duration::from_secs(300)); // the policy's default
     /// ```
     pub fn token(&self, access_token: AccessToken, expires_in: Option<Duration>) -> Token {
         let lifetime = expires_in.unwrap_or(self.policy.default_lifetime_value());
-        Token::new(access_token, self.now_ms(), lifetime, &self.policy)
+        Token::new_ms(access_token, self.now_ms(), lifetime, &self.policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    #[test]
+    fn instants_are_typed_and_debug_prints_them_in_utc() {
+        let cx = FetchContext::new(
+            ManualClock::at_ms(1_796_649_969_123),
+            LifetimePolicy::default(),
+        );
+        assert_eq!(cx.now(), crate::time::from_ms(1_796_649_969_123));
+        assert_eq!(cx.deadline(), None);
+        let debug = format!("{cx:?}");
+        assert!(debug.contains("now: 2026-12-07T13:26:09.123Z"), "{debug}");
+        assert!(debug.contains("deadline: None"), "{debug}");
+
+        let cx = cx.with_deadline_ms(1_796_649_999_123);
+        assert_eq!(cx.deadline(), Some(crate::time::from_ms(1_796_649_999_123)));
+        let debug = format!("{cx:?}");
+        assert!(
+            debug.contains("deadline: Some(2026-12-07T13:26:39.123Z)"),
+            "{debug}"
+        );
+        assert!(!debug.contains("_ms"), "{debug}");
     }
 }

@@ -12,10 +12,11 @@ use base64::engine::{DecodePaddingMode, Engine as _};
 use serde_json::Value;
 
 use crate::cache::CacheKey;
-use crate::clock::BoxFuture;
 use crate::error::SourceError;
 use crate::source::{FetchContext, TokenSource};
-use crate::token::{duration_ms, AccessToken, Token};
+use crate::time::duration_ms;
+use crate::token::{AccessToken, Token};
+use crate::BoxFuture;
 
 const LOG: &str = "tokenkeeper::source";
 
@@ -61,7 +62,7 @@ pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 /// cause is a [`TokenFileError`] naming the path, never the content.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use tokenkeeper::source::TokenFile;
 /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock, TokenSource};
 ///
@@ -69,10 +70,10 @@ pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 /// std::fs::write(&path, "opaque-token-from-a-sidecar\n")?;
 ///
 /// let mut source = TokenFile::new(&path).lifetime(Duration::from_secs(600));
-/// let cx = FetchContext::new(ManualClock::new(1_000), LifetimePolicy::default());
+/// let cx = FetchContext::new(ManualClock::new(SystemTime::now()), LifetimePolicy::default());
 /// let token = futures_lite::future::block_on(source.fetch(cx)).unwrap();
 /// assert_eq!(token.access_token().secret(), "opaque-token-from-a-sidecar");
-/// assert_eq!(token.expiry_ms(), 1_000 + 600_000);
+/// assert_eq!(token.lifetime(), Duration::from_secs(600));
 /// # std::fs::remove_file(&path)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -226,7 +227,7 @@ fn token_from(
         .filter(|&iat| iat <= now)
         .unwrap_or(now);
     let lifetime = Duration::from_millis(expiry - issued);
-    Ok(Token::new(
+    Ok(Token::new_ms(
         AccessToken::new(value),
         issued,
         lifetime,
@@ -302,7 +303,7 @@ pub enum TokenFileProblem {
 /// use tokenkeeper::{FetchContext, LifetimePolicy, ManualClock, TokenSource};
 ///
 /// let mut source = TokenFile::new("/nonexistent/token");
-/// let cx = FetchContext::new(ManualClock::new(0), LifetimePolicy::default());
+/// let cx = FetchContext::new(ManualClock::default(), LifetimePolicy::default());
 /// let err = futures_lite::future::block_on(source.fetch(cx)).unwrap_err();
 /// let cause = err.cause().unwrap().downcast_ref::<TokenFileError>().unwrap();
 /// assert!(matches!(cause.problem(), TokenFileProblem::Unreadable(_)));

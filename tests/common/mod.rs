@@ -97,9 +97,7 @@ impl TokenSource for ScriptedSource {
         Box::pin(async move {
             if !latency.is_zero() {
                 let clock = cx.clock().clone();
-                clock
-                    .sleep_until(clock.now_ms() + latency.as_millis() as u64)
-                    .await;
+                clock.sleep_until(clock.now() + latency).await;
             }
             match mode {
                 Mode::Succeed(lifetime) => {
@@ -139,7 +137,7 @@ impl Bench {
         configure: impl FnOnce(TokenManagerBuilder) -> TokenManagerBuilder,
         wrap: impl FnOnce(ScriptedSource) -> S,
     ) -> Bench {
-        let clock = ManualClock::new(START_MS);
+        let clock = ManualClock::at_ms(START_MS);
         let builder = TokenManager::builder(wrap(source.clone()))
             .clock(clock.clone())
             .jitter(NoJitter)

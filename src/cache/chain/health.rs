@@ -5,7 +5,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::token::duration_ms;
+use crate::time::duration_ms;
 
 /// A cool-down grows by this factor after each failed probe...
 const GROWTH: u64 = 2;
