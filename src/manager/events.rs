@@ -21,6 +21,7 @@ use futures_lite::future;
 use crate::error::SourceError;
 use crate::manager::shared::Shared;
 use crate::source::FetchReason;
+use crate::time::Utc;
 
 /// How many of the latest events the manager keeps for its subscribers.
 const CAPACITY: usize = 64;
@@ -50,7 +51,7 @@ const CAPACITY: usize = 64;
 /// }
 /// # assert_eq!(describe(&ManagerEvent::Stopped), "stopped");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum ManagerEvent {
     /// A new token was published: readers get it from now on.
@@ -97,6 +98,46 @@ pub enum ManagerEvent {
     },
     /// The manager stopped. Always the last event: the stream ends after it.
     Stopped,
+}
+
+/// Instants print in UTC (`2026-12-07T13:26:09.123Z`), as in
+/// [`ManagerState`](crate::ManagerState)'s `Debug`.
+impl fmt::Debug for ManagerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerEvent::Published {
+                at,
+                expires_at,
+                next_refresh_at,
+            } => f
+                .debug_struct("Published")
+                .field("at", &Utc(*at))
+                .field("expires_at", &Utc(*expires_at))
+                .field("next_refresh_at", &Utc(*next_refresh_at))
+                .finish(),
+            ManagerEvent::FetchFailed {
+                at,
+                error,
+                reason,
+                consecutive_failures,
+                retry_in,
+            } => f
+                .debug_struct("FetchFailed")
+                .field("at", &Utc(*at))
+                .field("error", error)
+                .field("reason", reason)
+                .field("consecutive_failures", consecutive_failures)
+                .field("retry_in", retry_in)
+                .finish(),
+            ManagerEvent::Withdrawn { at } => {
+                f.debug_struct("Withdrawn").field("at", &Utc(*at)).finish()
+            }
+            ManagerEvent::Lagged { missed } => {
+                f.debug_struct("Lagged").field("missed", missed).finish()
+            }
+            ManagerEvent::Stopped => f.write_str("Stopped"),
+        }
+    }
 }
 
 /// What a subscriber finds at its place in the log.
@@ -284,5 +325,37 @@ impl Stream for Events {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::from_ms;
+
+    #[test]
+    fn debug_prints_instants_in_utc() {
+        let published = ManagerEvent::Published {
+            at: from_ms(1_796_649_969_123),
+            expires_at: from_ms(1_796_653_569_123),
+            next_refresh_at: from_ms(1_796_652_669_123),
+        };
+        assert_eq!(
+            format!("{published:?}"),
+            "Published { at: 2026-12-07T13:26:09.123Z, expires_at: 2026-12-07T14:26:09.123Z, \
+             next_refresh_at: 2026-12-07T14:11:09.123Z }"
+        );
+        let withdrawn = ManagerEvent::Withdrawn {
+            at: from_ms(1_796_649_969_123),
+        };
+        assert_eq!(
+            format!("{withdrawn:?}"),
+            "Withdrawn { at: 2026-12-07T13:26:09.123Z }"
+        );
+        assert_eq!(
+            format!("{:?}", ManagerEvent::Lagged { missed: 3 }),
+            "Lagged { missed: 3 }"
+        );
+        assert_eq!(format!("{:?}", ManagerEvent::Stopped), "Stopped");
     }
 }
