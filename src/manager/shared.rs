@@ -12,6 +12,7 @@ use crate::cache::CacheKey;
 use crate::clock::Clock;
 use crate::manager::events::EventLog;
 use crate::manager::state::ManagerState;
+use crate::manager::thread_copy::CopyIndex;
 use crate::token::Token;
 
 /// The latest published token and its publication number.
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     /// Bumped after every change of the slot (publish, withdraw, stop), so
     /// readers can tell their copy is current with one atomic load.
     pub(crate) changes: AtomicU64,
+    /// Where each thread keeps its copy of the token, read with `changes`.
+    pub(crate) copy_index: CopyIndex,
     /// Whether the latest fetch failed with a permanent error.
     failing_permanently: AtomicBool,
     /// The actor's waker, registered on every poll of its wait.
@@ -89,6 +92,7 @@ impl Shared {
                 late: true,
             }),
             changes: AtomicU64::new(0),
+            copy_index: CopyIndex::new(),
             failing_permanently: AtomicBool::new(false),
             actor: AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
