@@ -94,6 +94,11 @@ fn read(h: &TokenHandle) -> u8 {
         .unwrap_or(0)
 }
 
+/// The least of five timings: the machine's noise only adds.
+fn best_of_5(mut time: impl FnMut() -> f64) -> f64 {
+    (0..5).map(|_| time()).fold(f64::INFINITY, f64::min)
+}
+
 /// Nanoseconds per read over `order`, an index into `handles` per read.
 fn reads_ns(handles: &[TokenHandle], order: &[u32]) -> f64 {
     let start = Instant::now();
@@ -167,17 +172,15 @@ fn scale(n: usize, reads: usize, watch: Duration) {
         );
         settle(&single_ex);
         read(&h[0]);
-        // Warm, then measured.
-        reads_ns(&h, &vec![0; reads]);
-        reads_ns(&h, &vec![0; reads])
+        let zeros = vec![0; reads];
+        best_of_5(|| reads_ns(&h, &zeros))
     };
-    reads_ns(&handles, &one);
-    let warm = reads_ns(&handles, &one);
-    let cold = reads_ns(&handles, &random);
+    let warm = best_of_5(|| reads_ns(&handles, &one));
+    let cold = best_of_5(|| reads_ns(&handles, &random));
     let blocks: Vec<Box<[u8]>> = (0..n)
         .map(|i| vec![i as u8; idle as usize].into_boxed_slice())
         .collect();
-    let control = control_ns(&blocks, &random);
+    let control = best_of_5(|| control_ns(&blocks, &random));
     drop(blocks);
     println!(
         "read (with_current): single manager {single:.1} ns; one handle of {n} {warm:.1} ns; \

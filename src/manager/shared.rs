@@ -54,7 +54,9 @@ pub(crate) struct Shared {
     /// How many `TokenHandle`s exist; the manager stops when the last goes.
     /// Written on every clone and drop of a handle, so it keeps a cache
     /// line of its own, away from what every read loads.
-    handles: Padded<AtomicUsize>,
+    /// In an allocation of its own, so that `Shared` itself needs no
+    /// 128-byte alignment (which would pad every manager's allocation).
+    handles: Box<Padded<AtomicUsize>>,
     /// Whether the manager was told to stop (`TokenHandle::shutdown`, or the
     /// last handle dropped).
     closed: AtomicBool,
@@ -96,7 +98,7 @@ impl Shared {
             failing_permanently: AtomicBool::new(false),
             actor: AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
-            handles: Padded(AtomicUsize::new(1)),
+            handles: Box::new(Padded(AtomicUsize::new(1))),
             closed: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             wait_deadline_ms: AtomicU64::new(u64::MAX),
