@@ -199,7 +199,7 @@ impl TokenManagerBuilder {
             cancel: Arc::default(),
         };
         let driver = Driver {
-            inner: Box::pin(manager.run()),
+            inner: Box::pin(Box::new(manager).run()),
         };
         (TokenHandle { shared }, driver)
     }

@@ -252,7 +252,9 @@ impl TokenManager {
         TokenManagerBuilder::new(Box::new(source))
     }
 
-    async fn run(mut self) {
+    // Boxed: an async fn keeps its argument twice, once as given and once
+    // as a local, and the actor is most of the driver's size.
+    async fn run(mut self: Box<Self>) {
         let mut now = self.clock.now_ms();
         self.heartbeat_ms = now.saturating_add(first_heartbeat_ms());
         self.shared.update_state(|s| s.running = true);
