@@ -195,10 +195,11 @@ impl TokenManagerBuilder {
             heartbeat_ms: 0,
             timer: None,
             fetch_deadline_ms: u64::MAX,
+            fetched_in_this_poll: false,
             cancel: Arc::default(),
         };
         let driver = Driver {
-            inner: Box::pin(manager.run()),
+            inner: Box::pin(Box::new(manager).run()),
         };
         (TokenHandle { shared }, driver)
     }

@@ -155,6 +155,9 @@ struct Log {
     first: u64,
     /// Whether `Stopped` was logged: nothing follows it.
     closed: bool,
+    /// How many [`Events`] exist: with none, no event is kept but
+    /// `Stopped`, since a new subscriber starts after the latest event.
+    readers: usize,
 }
 
 /// The latest events, shared by every [`Events`] of one manager.
@@ -168,9 +171,11 @@ impl EventLog {
     pub(crate) fn new() -> EventLog {
         EventLog {
             log: Mutex::new(Log {
-                events: VecDeque::with_capacity(CAPACITY),
+                // Grown as subscribers need it: most managers have none.
+                events: VecDeque::new(),
                 first: 0,
                 closed: false,
+                readers: 0,
             }),
             added: Event::new(),
         }
@@ -185,12 +190,23 @@ impl EventLog {
                 return;
             }
             log.closed = matches!(event, ManagerEvent::Stopped);
-            log.events.push_back(event);
-            if log.events.len() > CAPACITY {
-                log.first += 1;
-                log.events.pop_front()
+            if log.readers == 0 {
+                let unread = std::mem::take(&mut log.events);
+                log.first += unread.len() as u64;
+                if log.closed {
+                    log.events.push_back(event);
+                } else {
+                    log.first += 1;
+                }
+                (None, unread)
             } else {
-                None
+                log.events.push_back(event);
+                if log.events.len() > CAPACITY {
+                    log.first += 1;
+                    (log.events.pop_front(), VecDeque::new())
+                } else {
+                    (None, VecDeque::new())
+                }
             }
         };
         // Freed outside the lock.
@@ -202,13 +218,22 @@ impl EventLog {
     /// `Stopped` once the manager has stopped, so that every stream ends
     /// with it.
     fn start(&self) -> u64 {
-        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.readers += 1;
         let end = log.first + log.events.len() as u64;
         if log.closed {
             end - 1
         } else {
             end
         }
+    }
+
+    /// Called by each [`Events`] as it goes.
+    fn leave(&self) {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .readers -= 1;
     }
 
     /// The event at `*next`, moving `*next` past it; `Lagged` if it is no
@@ -276,6 +301,12 @@ pub struct Events {
 impl fmt::Debug for Events {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events").field("next", &self.next).finish()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.shared.events.leave();
     }
 }
 
@@ -357,5 +388,39 @@ mod tests {
             "Lagged { missed: 3 }"
         );
         assert_eq!(format!("{:?}", ManagerEvent::Stopped), "Stopped");
+    }
+
+    fn withdrawn() -> ManagerEvent {
+        ManagerEvent::Withdrawn {
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn kept(log: &EventLog) -> usize {
+        log.log.lock().unwrap().events.len()
+    }
+
+    #[test]
+    fn events_are_kept_only_while_a_subscriber_may_read_them() {
+        let log = EventLog::new();
+        (0..10).for_each(|_| log.push(withdrawn()));
+        assert_eq!(kept(&log), 0, "no subscriber: nothing kept");
+        let mut next = log.start();
+        (0..3).for_each(|_| log.push(withdrawn()));
+        assert_eq!(kept(&log), 3);
+        assert!(matches!(
+            log.read(&mut next),
+            Read::Event(ManagerEvent::Withdrawn { .. })
+        ));
+        log.leave();
+        log.push(withdrawn());
+        assert_eq!(kept(&log), 0, "the last subscriber gone: nothing kept");
+        log.push(ManagerEvent::Stopped);
+        let mut next = log.start();
+        assert!(matches!(
+            log.read(&mut next),
+            Read::Event(ManagerEvent::Stopped)
+        ));
+        assert!(matches!(log.read(&mut next), Read::End));
     }
 }

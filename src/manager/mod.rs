@@ -59,7 +59,7 @@ mod thread_copy;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -149,6 +149,9 @@ type Fetch = BoxFuture<'static, (Box<dyn TokenSource>, Result<Arc<Token>, Source
 /// while a machine sleeps, so a suspend and resume (or a step of the wall
 /// clock) is noticed within 30 s, and a token that expired meanwhile is
 /// refreshed then.
+///
+/// Managers started together do not keep these wake-ups in step: each
+/// starts its beat at its own point of the first 30 s.
 pub struct TokenManager {
     shared: Arc<Shared>,
     /// `None` while a fetch owns it.
@@ -175,6 +178,9 @@ pub struct TokenManager {
     timer: Option<(u64, BoxFuture<'static, ()>)>,
     /// When the fetch in flight is abandoned, and how.
     fetch_deadline_ms: u64,
+    /// Whether a fetch ended since the driver last returned `Pending`: the
+    /// next fetch waits for the executor to have had a turn.
+    fetched_in_this_poll: bool,
     cancel: Arc<Cancel>,
 }
 
@@ -246,9 +252,11 @@ impl TokenManager {
         TokenManagerBuilder::new(Box::new(source))
     }
 
-    async fn run(mut self) {
+    // Boxed: an async fn keeps its argument twice, once as given and once
+    // as a local, and the actor is most of the driver's size.
+    async fn run(mut self: Box<Self>) {
         let mut now = self.clock.now_ms();
-        self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
+        self.heartbeat_ms = now.saturating_add(first_heartbeat_ms());
         self.shared.update_state(|s| s.running = true);
         self.shared.set_driven();
         log::debug!(target: LOG, "token manager started");
@@ -264,6 +272,13 @@ impl TokenManager {
                 self.on_rejected(rejected, now);
             }
             if self.fetch.is_none() && now >= self.next_attempt_ms {
+                // A source that answers at once must not keep the actor in
+                // one poll: the executor gets a turn before the next fetch
+                // starts, whatever the clock and timers say.
+                if self.fetched_in_this_poll {
+                    self.fetched_in_this_poll = false;
+                    future::yield_now().await;
+                }
                 // A withdrawn token is read by no one.
                 if !self.withdrawn {
                     self.shared.mark_late();
@@ -278,22 +293,25 @@ impl TokenManager {
             match wakeup {
                 Wakeup::Fetched(source, result) => {
                     self.source = Some(source);
+                    self.fetched_in_this_poll = true;
+                    // Left armed, the deadline's timer would wake the actor
+                    // once more for nothing before the next refresh.
+                    if matches!(self.timer, Some((at, _)) if at == self.fetch_deadline_ms) {
+                        self.timer = None;
+                    }
+                    self.fetch_deadline_ms = u64::MAX;
                     match result {
                         Ok(token) => self.on_token(token, now),
                         Err(error) => self.on_error(error, now),
                     }
-                    // A source that answers at once must not keep the actor
-                    // in one poll: the executor gets a turn before the next
-                    // fetch can start, whatever the clock and timers say.
-                    future::yield_now().await;
                 }
                 // The next turn reads the shared state.
                 Wakeup::Handle => {}
                 Wakeup::Closed => break,
+                // Whatever it was for, the wake-up read the wall clock: a
+                // refresh every 30 s or less needs no beat of its own.
                 Wakeup::Timer => {
-                    if now >= self.heartbeat_ms {
-                        self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
-                    }
+                    self.heartbeat_ms = now.saturating_add(duration_ms(HEARTBEAT));
                 }
             }
         }
@@ -333,6 +351,8 @@ impl TokenManager {
                     return Poll::Ready(Wakeup::Timer);
                 }
             }
+            // The executor gets its turn now.
+            self.fetched_in_this_poll = false;
             Poll::Pending
         })
         .await
@@ -497,6 +517,22 @@ impl TokenManager {
             }
         }
     }
+}
+
+/// The delay of a manager's first heartbeat, between 1 ms and
+/// [`HEARTBEAT`]; each beat after comes a full period after the one before.
+///
+/// Managers started together would otherwise keep waking together, every
+/// period, in one burst that grows with their number. Delays follow the
+/// golden-ratio sequence over the period, so any run of managers started
+/// one after another spreads evenly, with no luck of a draw.
+fn first_heartbeat_ms() -> u64 {
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    // n × (golden ratio − 1), as a fraction of 2^64.
+    let fraction = u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let period = duration_ms(HEARTBEAT);
+    1 + ((fraction * u128::from(period - 1)) >> 64) as u64
 }
 
 /// The earliest instant for the refresh after `token`, published at `now`.

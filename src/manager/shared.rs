@@ -12,6 +12,7 @@ use crate::cache::CacheKey;
 use crate::clock::Clock;
 use crate::manager::events::EventLog;
 use crate::manager::state::ManagerState;
+use crate::manager::thread_copy::CopyIndex;
 use crate::token::Token;
 
 /// The latest published token and its publication number.
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     /// Bumped after every change of the slot (publish, withdraw, stop), so
     /// readers can tell their copy is current with one atomic load.
     pub(crate) changes: AtomicU64,
+    /// Where each thread keeps its copy of the token, read with `changes`.
+    pub(crate) copy_index: CopyIndex,
     /// Whether the latest fetch failed with a permanent error.
     failing_permanently: AtomicBool,
     /// The actor's waker, registered on every poll of its wait.
@@ -51,7 +54,9 @@ pub(crate) struct Shared {
     /// How many `TokenHandle`s exist; the manager stops when the last goes.
     /// Written on every clone and drop of a handle, so it keeps a cache
     /// line of its own, away from what every read loads.
-    handles: Padded<AtomicUsize>,
+    /// In an allocation of its own, so that `Shared` itself needs no
+    /// 128-byte alignment (which would pad every manager's allocation).
+    handles: Box<Padded<AtomicUsize>>,
     /// Whether the manager was told to stop (`TokenHandle::shutdown`, or the
     /// last handle dropped).
     closed: AtomicBool,
@@ -89,10 +94,11 @@ impl Shared {
                 late: true,
             }),
             changes: AtomicU64::new(0),
+            copy_index: CopyIndex::new(),
             failing_permanently: AtomicBool::new(false),
             actor: AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
-            handles: Padded(AtomicUsize::new(1)),
+            handles: Box::new(Padded(AtomicUsize::new(1))),
             closed: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             wait_deadline_ms: AtomicU64::new(u64::MAX),
