@@ -138,7 +138,11 @@ async fn keep_fresh(
             }
             Step::Event(_) => {}
             Step::Signal(signal) => {
-                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
                 say(&format!("agent: {name}; stopping, sinks left in place"));
                 break ExitCode::SUCCESS;
             }

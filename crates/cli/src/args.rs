@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "tokenkeeper",
+    // Not argv[0]: a copy or link under another name is the same tool.
+    bin_name = "tokenkeeper",
     version,
     about = "OAuth2 access tokens for scripts and services: print one, or keep one fresh in files",
     long_about = None,
@@ -42,6 +44,7 @@ pub enum Command {
 #[derive(Debug, Parser)]
 #[command(
     name = "token",
+    bin_name = "token",
     about = "Print an OAuth2 access token alone on stdout (or watch the manager keep one fresh)"
 )]
 pub struct TokenCli {

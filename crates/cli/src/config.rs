@@ -11,7 +11,8 @@ use tokenkeeper::oauth2::AuthMethod;
 use super::args::{AgentArgs, SourceArgs, TokenArgs};
 
 /// What an `--auth` that is not a method gets.
-pub const AUTH_VALUES: &str = "--auth takes basic, post, client_secret_jwt, private_key_jwt or none";
+pub const AUTH_VALUES: &str =
+    "--auth takes basic, post, client_secret_jwt, private_key_jwt or none";
 
 /// Where the token comes from, checked.
 #[derive(Debug)]
@@ -222,10 +223,18 @@ fn merge_source(source: &mut SourceArgs, file: &mut FileConfig) {
     );
     // A repeatable flag on the command line replaces the file's list.
     if source.audience.is_empty() {
-        source.audience = file.audience.take().map(OneOrMany::into_vec).unwrap_or_default();
+        source.audience = file
+            .audience
+            .take()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default();
     }
     if source.resource.is_empty() {
-        source.resource = file.resource.take().map(OneOrMany::into_vec).unwrap_or_default();
+        source.resource = file
+            .resource
+            .take()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default();
     }
 }
 
@@ -243,8 +252,9 @@ impl TokenConfig {
         let mut file = file_of(&args.source)?;
         merge_source(&mut args.source, &mut file);
         if file.sink.is_some() || file.sink_format.is_some() {
-            return Err("--config: the keys sink and sink-format go with `tokenkeeper agent`"
-                .to_owned());
+            return Err(
+                "--config: the keys sink and sink-format go with `tokenkeeper agent`".to_owned(),
+            );
         }
         let watch = match (args.watch, file.watch) {
             (Some(text), _) | (None, Some(WatchValue::Text(text))) => Some(watch_secs(&text)?),
@@ -442,9 +452,11 @@ impl Auth {
         Ok(match (method, private_key_file, assertion_file) {
             (None, None, Some(file)) => Auth::AssertionFile(file),
             (_, _, Some(_)) => {
-                return Err("--client-assertion-file is a client authentication of its own: \
+                return Err(
+                    "--client-assertion-file is a client authentication of its own: \
                             give it without --auth and --private-key-file"
-                    .to_owned())
+                        .to_owned(),
+                )
             }
             (None | Some(AuthMethod::PrivateKeyJwt), Some(file), None) => Auth::PrivateKey {
                 file,

@@ -52,7 +52,8 @@ const TOKEN_USAGE: &str =
     "usage: tokenkeeper token (--token-url URL | --issuer URL) --client-id ID [options]; see --help";
 const EXAMPLE_USAGE: &str =
     "usage: token (--token-url URL | --issuer URL) --client-id ID [options]; see --help";
-const AGENT_USAGE: &str = "usage: tokenkeeper agent (--token-url URL | --issuer URL) --client-id ID \
+const AGENT_USAGE: &str =
+    "usage: tokenkeeper agent (--token-url URL | --issuer URL) --client-id ID \
                            --sink FILE [options]; see --help";
 const USAGE: &str = "usage: tokenkeeper <token|agent|completions|man> [options]; see --help";
 

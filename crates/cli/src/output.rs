@@ -79,7 +79,11 @@ enum Outcome {
     NoAnswer,
 }
 
-pub async fn print_token(source: impl TokenSource, scrub: &Scrubber, asked: Option<&str>) -> ExitCode {
+pub async fn print_token(
+    source: impl TokenSource,
+    scrub: &Scrubber,
+    asked: Option<&str>,
+) -> ExitCode {
     let (handle, driver) = TokenManager::builder(source)
         .backoff(Backoff::new(
             Duration::from_millis(250),
@@ -119,7 +123,10 @@ pub async fn print_token(source: impl TokenSource, scrub: &Scrubber, asked: Opti
                 // says it was not delivered; a message would be noise.
                 Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
                 Err(error) => {
-                    say(&format!("{}: error: cannot write to stdout: {error}", name()));
+                    say(&format!(
+                        "{}: error: cannot write to stdout: {error}",
+                        name()
+                    ));
                     ExitCode::FAILURE
                 }
             }
@@ -239,7 +246,10 @@ pub async fn watch(
         // The reader went away (`token --watch 60 | head -1`): not an error.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            say(&format!("{}: error: cannot write to stdout: {error}", name()));
+            say(&format!(
+                "{}: error: cannot write to stdout: {error}",
+                name()
+            ));
             ExitCode::FAILURE
         }
     }
@@ -563,4 +573,3 @@ impl Scrubber {
         forms
     }
 }
-

@@ -360,9 +360,8 @@ fn client_auth(config: &Config) -> Result<(ClientAuth, Option<String>), String> 
 fn read_secret(file: Option<&Path>) -> Result<String, String> {
     let secret = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read --client-secret-file {}: {e}", path.display())
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --client-secret-file {}: {e}", path.display()))?;
             // Editors and `echo` add a final newline; it is not the secret's.
             let text = text.strip_suffix('\n').unwrap_or(&text);
             text.strip_suffix('\r').unwrap_or(text).to_owned()
