@@ -117,7 +117,7 @@ fn a_sink_stays_valid_across_refreshes_and_an_outage_until_sigterm() {
 
     let stop = AtomicBool::new(false);
     let mut seen = Vec::new();
-    let (reads, invalid, tokens, inodes) = thread::scope(|scope| {
+    let (reads, invalid, mut tokens, inodes) = thread::scope(|scope| {
         // A reader, as a program using the sink would be: every read while
         // the agent runs must be a whole, valid token.
         let reader = scope.spawn(|| {
@@ -159,6 +159,8 @@ fn a_sink_stays_valid_across_refreshes_and_an_outage_until_sigterm() {
     // Still valid right before the signal, then left in place by it.
     let last = std::fs::read_to_string(&sink).expect("the sink");
     assert!(authority.is_valid_access_token(&last));
+    // The reader may have stopped before reading the last one.
+    tokens.insert(last.clone());
     signal(&child, "TERM");
     let status = process::wait(&mut child, start, RUN_LIMIT, WHAT);
     seen.extend(lines.iter());
