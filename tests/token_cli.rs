@@ -261,8 +261,13 @@ fn a_secret_on_the_command_line_is_refused() {
 fn bad_usage_exits_2_with_a_message() {
     let authority = LocalAuthority::start().unwrap();
     let url = authority.token_url();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&[], "--token-url (or --issuer) is required"),
+        (
+            &["--client-id", "", "--token-url", &url],
+            "--client-id needs a value",
+        ),
+        (&["--scope=", "--token-url", &url], "--scope needs a value"),
         (&["--token-url", &url], "--client-id is required"),
         (
             &["--token-url", &url, "--client-id", CLIENT_ID],

@@ -188,10 +188,35 @@ pub enum Parsed<T> {
 
 /// Parses `args` (the program name first) into `T`.
 pub fn parse<T: Parser>(args: impl IntoIterator<Item = OsString>) -> Parsed<T> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(flag) = empty_value(&args) {
+        return Parsed::Usage(format!("{flag} needs a value"));
+    }
     match T::try_parse_from(args) {
         Ok(parsed) => Parsed::Run(parsed),
         Err(error) => from_clap(&error),
     }
+}
+
+/// The flag given an empty value (`--scope ""`, `--scope=`), which clap
+/// would take: every flag here takes a value, and an empty one is a
+/// mistake (an unset variable in a script, say).
+fn empty_value(args: &[OsString]) -> Option<String> {
+    let flag = |arg: &OsString| {
+        arg.to_str()
+            .filter(|a| a.starts_with("--"))
+            .map(str::to_owned)
+    };
+    for (i, arg) in args.iter().enumerate().skip(1) {
+        let Some(arg) = flag(arg) else { continue };
+        match arg.split_once('=') {
+            Some((name, "")) => return Some(name.to_owned()),
+            Some(_) => {}
+            None if args.get(i + 1).is_some_and(|next| next.is_empty()) => return Some(arg),
+            None => {}
+        }
+    }
+    None
 }
 
 /// clap's error as this tool says it: clap quotes values ("invalid value
