@@ -23,7 +23,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::logs::{capture_logs, logged_lines};
 use common::process::{run, TempDir};
-use common::token_example::{token_bin_without_redis as token_bin, SECRET_ENV};
+use common::token_example::{token_cli_without_redis, SECRET_ENV};
 use echo_secrets::{assert_clean, encodings, printed};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority, RecordedRequest};
@@ -789,7 +789,7 @@ const WHAT: &str = "the token example";
 /// The CLI for `client` at `authority` with `args`, no secret in the
 /// environment.
 fn token_cmd(authority: &LocalAuthority, client: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(token_bin());
+    let mut cmd = token_cli_without_redis();
     cmd.args(["--token-url", &authority.token_url(), "--client-id", client])
         .args(args)
         .env_remove(SECRET_ENV)

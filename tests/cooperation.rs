@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::harness::{add_tests, Harness};
 use common::process::{assert_no_access_token, check_token_event, Finished, Running, TempDir};
-use common::token_example::{token_bin, REDIS_URL_ENV, SECRET_ENV};
+use common::token_example::{token_bin, token_cli, REDIS_URL_ENV, SECRET_ENV};
 #[cfg(feature = "redis")]
 use common::{harness::Needs, process::RedisServer};
 use futures_lite::future::block_on;
@@ -159,7 +159,7 @@ impl Proc {
 /// The example against `authority`'s default client, with `extra`
 /// arguments; the secret is in the environment, stdout and stderr piped.
 fn token_cmd(authority: &LocalAuthority, extra: &[String]) -> Command {
-    let mut cmd = Command::new(token_bin());
+    let mut cmd = token_cli();
     cmd.args([
         "--token-url",
         &authority.token_url(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::logs::{capture_logs, logged_lines};
 use common::process::Running;
-use common::token_example::{token_bin_without_redis, SECRET_ENV};
+use common::token_example::{token_cli_without_redis, SECRET_ENV};
 use echo_secrets::{encodings, printed, SHAPES};
 use futures_lite::future::block_on;
 use local_authority::{EchoPart, EchoShape, Fault, LocalAuthority};
@@ -315,7 +315,7 @@ const WHAT: &str = "the token example";
 
 fn token_cmd(authority: &LocalAuthority, auth: &str, extra: &[&str]) -> Command {
     let url = authority.token_url();
-    let mut cmd = Command::new(token_bin_without_redis());
+    let mut cmd = token_cli_without_redis();
     cmd.args([
         "--token-url",
         &url,

@@ -26,8 +26,10 @@ use common::process::{
     self, assert_no_access_token, check_token_event, read_all, Finished, TempDir,
 };
 #[cfg(feature = "redis")]
-use common::token_example::token_bin;
-use common::token_example::{token_bin_without_redis, REDIS_URL_ENV, SECRET_ENV};
+use common::token_example::token_cli;
+use common::token_example::{
+    token_bin_without_redis, token_cli_without_redis, token_example, REDIS_URL_ENV, SECRET_ENV,
+};
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
 
@@ -40,6 +42,8 @@ fn main() {
         secret_from_a_file_with_its_trailing_newline_trimmed,
         a_secret_on_the_command_line_is_refused,
         bad_usage_exits_2_with_a_message,
+        the_binary_lists_its_subcommands,
+        the_example_is_the_same_tool,
         a_wrong_secret_fails_fast_with_one_line_naming_invalid_client,
         a_transient_failure_is_retried,
         watch_prints_token_events_and_never_a_token,
@@ -76,7 +80,7 @@ const WHAT: &str = "the token example";
 
 /// The CLI with `args`, the secret variable unset.
 fn token_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(token_bin_without_redis());
+    let mut cmd = token_cli_without_redis();
     cmd.args(args)
         .env_remove(SECRET_ENV)
         .env_remove(REDIS_URL_ENV)
@@ -257,8 +261,13 @@ fn a_secret_on_the_command_line_is_refused() {
 fn bad_usage_exits_2_with_a_message() {
     let authority = LocalAuthority::start().unwrap();
     let url = authority.token_url();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&[], "--token-url (or --issuer) is required"),
+        (
+            &["--client-id", "", "--token-url", &url],
+            "--client-id needs a value",
+        ),
+        (&["--scope=", "--token-url", &url], "--scope needs a value"),
         (&["--token-url", &url], "--client-id is required"),
         (
             &["--token-url", &url, "--client-id", CLIENT_ID],
@@ -288,8 +297,82 @@ fn bad_usage_exits_2_with_a_message() {
 
     let help = run(token_cmd(&["--help"]));
     assert!(help.status.success());
-    assert!(help.stdout.starts_with("usage: token"), "{}", help.stdout);
+    assert!(
+        help.stdout.contains("Usage: tokenkeeper token [OPTIONS]"),
+        "{}",
+        help.stdout
+    );
+    assert!(
+        help.stdout.contains("--client-secret-file"),
+        "{}",
+        help.stdout
+    );
     assert_eq!(authority.token_requests(), 0);
+}
+
+/// `tokenkeeper --help` names the subcommands; `tokenkeeper` alone is bad
+/// usage.
+fn the_binary_lists_its_subcommands() {
+    let binary = || {
+        let mut cmd = Command::new(token_bin_without_redis());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let mut help = binary();
+    help.arg("--help");
+    let help = run(help);
+    assert!(help.status.success(), "{}", help.stderr);
+    for subcommand in ["token", "agent", "completions", "man"] {
+        assert!(
+            help.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(subcommand)),
+            "{subcommand}: {}",
+            help.stdout
+        );
+    }
+    let bare = run(binary());
+    assert_eq!(bare.status.code(), Some(2), "{}", bare.stderr);
+    assert!(bare.stderr.contains("subcommand"), "{}", bare.stderr);
+}
+
+/// The `token` example runs the same code as `tokenkeeper token`, under
+/// its own name.
+fn the_example_is_the_same_tool() {
+    let authority = LocalAuthority::start().unwrap();
+    let mut cmd = token_example();
+    cmd.args(strs(&base_args(&authority)))
+        .env(SECRET_ENV, SECRET)
+        .env_remove(REDIS_URL_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run(cmd);
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert!(authority.is_valid_access_token(out.stdout.trim_end()));
+
+    let mut cmd = token_example();
+    cmd.args([
+        "--token-url",
+        &authority.token_url(),
+        "--client-id",
+        CLIENT_ID,
+        "--auth",
+        "digest",
+    ])
+    .env(SECRET_ENV, SECRET)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("token: --auth takes"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("usage: token "), "{}", out.stderr);
 }
 
 fn a_wrong_secret_fails_fast_with_one_line_naming_invalid_client() {
@@ -780,7 +863,7 @@ fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
     let authority = LocalAuthority::start().unwrap();
     let password = "wrong-password-9c2e";
     let url = format!("redis://:{password}@127.0.0.1:{}/0", server.port);
-    let mut cmd = Command::new(token_bin());
+    let mut cmd = token_cli();
     cmd.args(strs(&base_args(&authority)))
         .env(SECRET_ENV, SECRET)
         .env(REDIS_URL_ENV, &url)

@@ -73,6 +73,49 @@ pub fn build_examples(names: &[&str], features: &[&str]) -> PathBuf {
     profile_dir.join("examples")
 }
 
+/// Builds the `tokenkeeper` binary of crates/cli with its `features`
+/// (`jwt`, `redis`), with this test's profile and target directory, and
+/// returns its path, `<target>/<profile>/tokenkeeper`.
+pub fn build_cli(features: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("<target>/<profile>/deps/<test>-<hash>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "tokenkeeper-cli",
+            "--bin",
+            "tokenkeeper",
+        ])
+        .args(["--profile", profile])
+        .args(["--no-default-features", "--features", &features.join(",")])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if let Some(target_dir) = profile_dir.parent() {
+        cargo.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let output = cargo
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build -p tokenkeeper-cli: {e:?}"));
+    assert!(
+        output.status.success(),
+        "cargo build -p tokenkeeper-cli failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bin = profile_dir.join(format!("tokenkeeper{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "no binary at {}", bin.display());
+    bin
+}
+
 /// Example `name` in `examples` (as `build_examples` returns it), which must
 /// exist.
 pub fn example_bin(examples: &Path, name: &str) -> PathBuf {
