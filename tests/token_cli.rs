@@ -64,7 +64,8 @@ fn main() {
     {
         let redis_server = Needs::redis_server();
         add_tests!(harness needing redis_server;
-            a_redis_that_refuses_our_password_is_a_warning_on_stderr
+            a_redis_that_refuses_our_password_is_a_warning_on_stderr,
+            token_exchange_and_an_issuer_share_their_tokens_through_redis
         );
     }
     harness.run()
@@ -884,6 +885,64 @@ fn a_redis_that_refuses_our_password_is_a_warning_on_stderr() {
     assert!(!out.stderr.contains(password), "{}", out.stderr);
     assert!(!out.stderr.contains("redis://"), "{}", out.stderr);
     assert_no_access_token(&out.stderr);
+}
+
+/// The token exchange and discovery (issue 17) with `--redis-url`: a second
+/// run of each finds the first run's token in Redis and asks nothing of
+/// the authority but, for `--issuer`, its metadata.
+#[cfg(feature = "redis")]
+fn token_exchange_and_an_issuer_share_their_tokens_through_redis() {
+    use tokenkeeper::oauth2::token_type;
+
+    let password = "redis-password-7d3b";
+    let server = PasswordRedis::start(password);
+    let url = format!("redis://:{password}@127.0.0.1:{}/0", server.port);
+    let authority = LocalAuthority::start().unwrap();
+    let dir = TempDir::new("cli-exchange-redis");
+    let subject = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ3b3JrbG9hZCJ9.cmVkaXMtc3ViamVjdA";
+    authority.add_subject_token(subject, token_type::JWT);
+    let subject_file = dir.path().join("subject.jwt");
+    std::fs::write(&subject_file, subject).unwrap();
+    let token_url = authority.token_url();
+    let issuer = authority.issuer();
+    let subject_path = subject_file.display().to_string();
+    let exchange: [&str; 6] = [
+        "--token-url",
+        &token_url,
+        "--grant",
+        "token-exchange",
+        "--subject-token-file",
+        &subject_path,
+    ];
+    let discovered: [&str; 2] = ["--issuer", &issuer];
+    for args in [&exchange[..], &discovered[..]] {
+        let run_once = || {
+            let mut cmd = token_cli();
+            cmd.args(args)
+                .args(["--client-id", CLIENT_ID])
+                .env(SECRET_ENV, SECRET)
+                .env(REDIS_URL_ENV, &url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            run(cmd)
+        };
+        let token_requests = || {
+            let requests = authority.requests();
+            requests.iter().filter(|r| r.path == "/token").count()
+        };
+        let before = token_requests();
+        let first = run_once();
+        assert!(first.status.success(), "{args:?}: {}", first.stderr);
+        assert_eq!(first.stderr, "", "{args:?}");
+        assert!(authority.is_valid_access_token(first.stdout.trim()));
+        let second = run_once();
+        assert!(second.status.success(), "{args:?}: {}", second.stderr);
+        assert_eq!(second.stdout, first.stdout, "{args:?}: not from Redis");
+        assert_eq!(token_requests(), before + 1, "{args:?}");
+        assert!(!first.stderr.contains(subject) && !second.stdout.contains(subject));
+    }
+    assert_eq!(authority.exchanges().len(), 1);
 }
 
 // ---------------------------------------------------------------------------
