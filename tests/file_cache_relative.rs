@@ -54,7 +54,10 @@ fn in_the_working_directory() {
         cache.write(key, &token).await.unwrap();
         assert_eq!(cache.read(key).await.unwrap(), Some(token.clone()));
         let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
-        assert!(lease.is_some(), "no lease on {NAME}.lock in the working directory");
+        assert!(
+            lease.is_some(),
+            "no lease on {NAME}.lock in the working directory"
+        );
     });
     assert!(here.join(NAME).is_file());
     assert!(here.join(format!("{NAME}.lock")).is_file());
@@ -65,7 +68,10 @@ fn in_the_working_directory() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(here.join(NAME)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(here.join(NAME))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
@@ -95,7 +101,10 @@ fn a_cache_named_by_a_bare_file_name_lives_in_the_working_directory() {
         stdout.contains("1 passed"),
         "the child ran no test:\n{stdout}\n{stderr}"
     );
-    assert!(out.status.success(), "the child failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the child failed:\n{stdout}\n{stderr}"
+    );
     assert!(dir.join(NAME).is_file(), "no {NAME} in the child's folder");
     std::fs::remove_dir_all(&dir).unwrap();
 }

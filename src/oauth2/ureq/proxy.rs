@@ -533,7 +533,10 @@ mod tests {
     fn a_socks_proxy_is_refused_as_such() {
         let env = env(&[("https_proxy", "socks5h://proxy.example:1080")]);
         let routed = route(&env, "https://auth.example/token");
-        assert!(routed.contains("SOCKS proxies are not supported"), "{routed}");
+        assert!(
+            routed.contains("SOCKS proxies are not supported"),
+            "{routed}"
+        );
     }
 
     #[test]
