@@ -664,6 +664,6 @@ fn a_cached_refresh_token_failing_otherwise_than_invalid_grant_is_not_replaced()
             .iter()
             .filter_map(|r| r.form_value("refresh_token"))
             .collect();
-        assert_eq!(sent, [cached.clone()], "{what}");
+        assert_eq!(sent, std::slice::from_ref(&cached), "{what}");
     }
 }
