@@ -62,6 +62,9 @@ fn main() {
         token_survives_a_restart_through_redis,
         redis_stopped_and_restarted_mid_run,
         a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh,
+        a_long_lived_token_lives_in_redis_as_long_up_to_ten_years,
+        a_server_error_other_than_wrongtype_on_read_is_an_error,
+        a_connection_broken_since_its_last_use_is_replaced_within_the_operation,
     );
     // These talk to no server, or to a listener of their own.
     add_tests!(harness;
@@ -744,4 +747,65 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     );
     drop(handle);
     run_until(&ex, "the driver to stop", || !ex.try_tick());
+}
+
+/// The entry's TTL is the token's time left, capped at ten years (Redis
+/// refuses expiry times that overflow its clock).
+fn a_long_lived_token_lives_in_redis_as_long_up_to_ten_years() {
+    const DAY_MS: i64 = 86_400_000;
+    let server = RedisServer::spawn();
+    let cache = server.cache();
+    let mut redis = server.inspect();
+    smol::block_on(async {
+        let t = token("a", Duration::from_secs(300 * 86_400));
+        cache.write(KEY, &t).await.unwrap();
+        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        assert!(pttl > 299 * DAY_MS && pttl <= 300 * DAY_MS, "PTTL {pttl}");
+
+        let t = token("b", Duration::from_secs(20 * 365 * 86_400));
+        cache.write(KEY, &t).await.unwrap();
+        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        assert!(
+            pttl > 10 * 365 * DAY_MS - 60_000 && pttl <= 10 * 365 * DAY_MS,
+            "PTTL {pttl}"
+        );
+    });
+}
+
+/// Only a key of another Redis type is read as a miss: any other error the
+/// server answers (here: the user may no longer run GET) is the caller's.
+fn a_server_error_other_than_wrongtype_on_read_is_an_error() {
+    let server = RedisServer::spawn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-get")
+        .query(&mut server.inspect())
+        .unwrap();
+    let e = smol::block_on(server.cache().read(KEY)).unwrap_err();
+    assert!(e.to_string().to_ascii_lowercase().contains("perm"), "{e}");
+}
+
+/// A server restarted between two operations breaks the cache's connection:
+/// the next operation notices, connects again and succeeds, without the
+/// server counting as down (which would skip it and the next ones for a
+/// second).
+fn a_connection_broken_since_its_last_use_is_replaced_within_the_operation() {
+    init_log();
+    let mut server = RedisServer::spawn();
+    let port = server.port.to_string();
+    let cache = server.cache();
+    smol::block_on(async {
+        cache
+            .write(KEY, &token("before", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        server.kill();
+        server.restart();
+        let after = token("after", Duration::from_secs(60));
+        cache.write(KEY, &after).await.unwrap();
+        assert_eq!(cache.read(KEY).await.unwrap(), Some(after));
+    });
+    let down = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
+    assert!(down.is_empty(), "{down:?}");
 }

@@ -400,3 +400,43 @@ fn an_unchanged_file_with_a_stale_token_is_not_read_in_a_loop() {
     assert_eq!(managed.value(), new);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A JWT's stale instant follows the manager's lifetime policy, as the
+/// context hands it over; behind a `Box` the source keeps its cache key.
+#[test]
+fn a_jwt_token_is_placed_by_the_managers_policy_and_boxed_keeps_its_key() {
+    let dir = temp_dir("policy");
+    let path = dir.join("token");
+    let issued_s = START_MS / 1_000;
+    let value = jwt(&format!(
+        r#"{{"iat":{issued_s},"exp":{}}}"#,
+        issued_s + 1_000
+    ));
+    std::fs::write(&path, &value).unwrap();
+    let policy = LifetimePolicy::default().stale_percent(50);
+    let cx = FetchContext::new(ManualClock::new(START_MS), policy);
+    assert_eq!(*cx.policy(), policy);
+    let token = block_on(TokenFile::new(&path).fetch(cx)).unwrap();
+    let expected = Token::new(
+        tokenkeeper::AccessToken::new(value),
+        START_MS,
+        Duration::from_secs(1_000),
+        &policy,
+    );
+    assert_eq!(token.stale_ms(), expected.stale_ms());
+    assert_ne!(
+        token.stale_ms(),
+        Token::new(
+            tokenkeeper::AccessToken::new("x"),
+            START_MS,
+            Duration::from_secs(1_000),
+            &LifetimePolicy::default(),
+        )
+        .stale_ms()
+    );
+
+    let boxed: Box<dyn TokenSource> = Box::new(TokenFile::new(&path));
+    assert!(boxed.cache_key().is_some());
+    assert_eq!(boxed.cache_key(), TokenFile::new(&path).cache_key());
+    std::fs::remove_dir_all(dir).unwrap();
+}

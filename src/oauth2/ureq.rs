@@ -250,9 +250,19 @@ fn io_error_ref(e: &io::Error) -> HttpError {
         | io::ErrorKind::HostUnreachable
         | io::ErrorKind::NetworkUnreachable => HttpErrorKind::Connect,
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HttpErrorKind::Timeout,
+        _ if is_lookup_failure(e) => HttpErrorKind::Connect,
         _ => HttpErrorKind::Io,
     };
     HttpError::new(kind, e.to_string())
+}
+
+/// Whether `e` is the standard library's failure to resolve a host name,
+/// which ureq passes on as an I/O error (its `HostNotFound` is only for a
+/// name that resolves to no address). The error has no kind of its own
+/// (`Uncategorized`, which cannot be matched), only this text.
+fn is_lookup_failure(e: &io::Error) -> bool {
+    e.to_string()
+        .starts_with("failed to lookup address information")
 }
 
 fn io_error(e: io::Error) -> HttpError {

@@ -528,4 +528,21 @@ mod tests {
         let env2 = env(&[("HTTPS_PROXY", "proxy.example:3128"), ("NO_PROXY", "*")]);
         assert_eq!(route(&env2, "https://auth.example/token"), "direct");
     }
+
+    #[test]
+    fn a_socks_proxy_is_refused_as_such() {
+        let env = env(&[("https_proxy", "socks5h://proxy.example:1080")]);
+        let routed = route(&env, "https://auth.example/token");
+        assert!(
+            routed.contains("SOCKS proxies are not supported"),
+            "{routed}"
+        );
+    }
+
+    #[test]
+    fn a_bracketed_ipv6_no_proxy_entry_without_a_port_matches_every_port() {
+        assert!(direct("[fd00::1]", "https://[fd00::1]/token"));
+        assert!(direct("[fd00::1]", "http://[fd00::1]:8080/token"));
+        assert!(!direct("[fd00::1]", "https://[fd00::2]/token"));
+    }
 }
