@@ -44,7 +44,7 @@ fn in_the_working_directory() {
     let abandoned = leftover(&here, Duration::from_secs(11 * 60));
     let cache = FileCache::new(NAME);
     let key = CacheKey::builder().field("client_id", "relative").build();
-    let token = Token::new(
+    let token = Token::new_ms(
         AccessToken::new("relative-token"),
         1_000,
         Duration::from_secs(60),

@@ -53,16 +53,13 @@ impl HttpClient for NotingTimeouts {
 fn the_request_timeout_leaves_a_tenth_of_the_time_left_at_least_200_ms() {
     let authority = LocalAuthority::start().unwrap();
     let http = NotingTimeouts::new();
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .http_client(http.clone())
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .http_client(http.clone())
+        .build()
+        .unwrap();
     let mut source = ClientCredentials::new(endpoint);
-    let cx = FetchContext::new(ManualClock::new(NOW_MS), LifetimePolicy::default());
+    let cx = FetchContext::new(ManualClock::at_ms(NOW_MS), LifetimePolicy::default());
     for left_ms in [10_000, 2_000, 1_000, 0] {
         let cx = cx.clone().with_deadline_ms(NOW_MS + left_ms);
         // A timeout of 0 or 1 ms may or may not beat the authority.
@@ -83,20 +80,18 @@ fn a_token_url_with_a_user_name_or_a_password_alone_is_refused() {
         "https://:pw@auth.example/token",
         "https://user:pw@auth.example/token",
     ] {
-        let built =
-            TokenEndpoint::builder(url, ClientId::new("id"), ClientSecret::new("secret")).build();
+        let built = TokenEndpoint::builder(url, ClientId::new("id"))
+            .client_secret(ClientSecret::new("secret"))
+            .build();
         assert_eq!(built.unwrap_err(), ConfigError::CredentialsInUrl, "{url}");
     }
 }
 
 fn endpoint(authority: &LocalAuthority) -> TokenEndpoint {
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-a"),
-        ClientSecret::new("secret-a"),
-    )
-    .build()
-    .unwrap()
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+        .client_secret(ClientSecret::new("secret-a"))
+        .build()
+        .unwrap()
 }
 
 fn fetch(source: &mut impl TokenSource) -> Result<tokenkeeper::Token, SourceError> {
@@ -319,14 +314,11 @@ fn a_scrubbed_http_error_keeps_the_text_of_its_cause_and_the_causes_sources() {
     const SECRET: &str = "s3cr3t-for-the-gateway";
     let authority = LocalAuthority::start().unwrap();
     authority.add_client("client-b", SECRET);
-    let endpoint = TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-b"),
-        ClientSecret::new(SECRET),
-    )
-    .http_client(ErrorsForStatus(UreqClient::new()))
-    .build()
-    .unwrap();
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-b"))
+        .client_secret(ClientSecret::new(SECRET))
+        .http_client(ErrorsForStatus(UreqClient::new()))
+        .build()
+        .unwrap();
     let mut source = ClientCredentials::new(endpoint);
     fetch(&mut source).unwrap();
 
@@ -428,13 +420,10 @@ fn a_secret_echoed_json_escaped_twice_is_scrubbed() {
 /// An endpoint of the authority for the client `client-b` with `secret`.
 fn endpoint_with_secret(authority: &LocalAuthority, secret: &str) -> TokenEndpoint {
     authority.add_client("client-b", secret);
-    TokenEndpoint::builder(
-        authority.token_url(),
-        ClientId::new("client-b"),
-        ClientSecret::new(secret),
-    )
-    .build()
-    .unwrap()
+    TokenEndpoint::builder(authority.token_url(), ClientId::new("client-b"))
+        .client_secret(ClientSecret::new(secret))
+        .build()
+        .unwrap()
 }
 
 /// The excerpt of the error the endpoint returns for a 500 with `body`.
@@ -514,15 +503,12 @@ fn sized_endpoint(
     max: usize,
 ) -> ClientCredentials {
     ClientCredentials::new(
-        TokenEndpoint::builder(
-            authority.token_url(),
-            ClientId::new("client-a"),
-            ClientSecret::new("secret-a"),
-        )
-        .http_client(http)
-        .max_body(max)
-        .build()
-        .unwrap(),
+        TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
+            .client_secret(ClientSecret::new("secret-a"))
+            .http_client(http)
+            .max_body(max)
+            .build()
+            .unwrap(),
     )
 }
 
@@ -552,7 +538,8 @@ fn ureq_reads_a_body_of_exactly_max_body_bytes() {
 
 /// Fails the fetch with the kind of network error that `url` gives.
 fn http_error_kind(url: &str, http: impl HttpClient) -> HttpErrorKind {
-    let endpoint = TokenEndpoint::builder(url, ClientId::new("id"), ClientSecret::new("secret"))
+    let endpoint = TokenEndpoint::builder(url, ClientId::new("id"))
+        .client_secret(ClientSecret::new("secret"))
         .http_client(http)
         .build()
         .unwrap();

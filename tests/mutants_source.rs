@@ -53,7 +53,7 @@ fn a_cache_behind_an_arc_forwards_everything() {
     assert_eq!(leaseless.describe(), "leaseless");
 
     let key = CacheKey::builder().field("client_id", "arc").build();
-    let token = tokenkeeper::Token::new(
+    let token = tokenkeeper::Token::new_ms(
         tokenkeeper::AccessToken::new("through-the-arc"),
         1_000,
         Duration::from_secs(60),
@@ -90,7 +90,7 @@ fn a_cache_error_keeps_its_cause() {
     std::fs::write(dir.join("not-a-folder"), b"").unwrap();
     let cache = FileCache::new(dir.join("not-a-folder").join("token.json"));
     let key = CacheKey::builder().field("client_id", "cause").build();
-    let token = Token::new(
+    let token = Token::new_ms(
         tokenkeeper::AccessToken::new("t"),
         1_000,
         Duration::from_secs(60),

@@ -414,10 +414,10 @@ fn a_jwt_token_is_placed_by_the_managers_policy_and_boxed_keeps_its_key() {
     ));
     std::fs::write(&path, &value).unwrap();
     let policy = LifetimePolicy::default().stale_percent(50);
-    let cx = FetchContext::new(ManualClock::new(START_MS), policy);
+    let cx = FetchContext::new(ManualClock::at_ms(START_MS), policy);
     assert_eq!(*cx.policy(), policy);
     let token = block_on(TokenFile::new(&path).fetch(cx)).unwrap();
-    let expected = Token::new(
+    let expected = Token::new_ms(
         tokenkeeper::AccessToken::new(value),
         START_MS,
         Duration::from_secs(1_000),
@@ -426,7 +426,7 @@ fn a_jwt_token_is_placed_by_the_managers_policy_and_boxed_keeps_its_key() {
     assert_eq!(token.stale_ms(), expected.stale_ms());
     assert_ne!(
         token.stale_ms(),
-        Token::new(
+        Token::new_ms(
             tokenkeeper::AccessToken::new("x"),
             START_MS,
             Duration::from_secs(1_000),
