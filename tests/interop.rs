@@ -1,7 +1,7 @@
 //! Interop against real OAuth2 servers from npm (pinned in
 //! `interop/package.json`), started on 127.0.0.1 and spoken to over real
-//! HTTP with the default `UreqClient` (and with `SurfClient` when the `surf`
-//! feature is on): `oauth2-mock-server`, started by `interop/server.js`, for
+//! HTTP with the default `UreqClient` (`SurfClient` is checked against the
+//! in-process authority, in crates/surf-tests): `oauth2-mock-server`, started by `interop/server.js`, for
 //! secrets and refresh tokens; and the OpenID provider `oidc-provider`,
 //! started by `interop/oidc-provider.js`, which verifies client assertions
 //! itself (`private_key_jwt` with ES256 and RS256, `client_secret_jwt`), for
@@ -76,8 +76,6 @@ fn main() {
         client_credentials_with_client_secret_basic_and_scope,
         client_credentials_with_client_secret_post_and_scope,
         a_wrong_secret_is_a_permanent_invalid_client,
-        #[cfg(feature = "surf")]
-        client_credentials_through_surf,
         refresh_token_grant_follows_rotation,
         refresh_token_grant_with_post_auth_and_scope,
         the_manager_publishes_the_servers_tokens,
@@ -405,31 +403,6 @@ fn a_wrong_secret_is_a_permanent_invalid_client() {
         assert_eq!(oauth2_code(&error), ErrorCode::InvalidClient, "{auth:?}");
         assert_eq!(error.kind(), ErrorKind::Permanent, "{auth:?}");
         assert!(!error.to_string().contains("not the secret"), "{error}");
-    }
-}
-
-#[cfg(feature = "surf")]
-fn client_credentials_through_surf() {
-    use tokenkeeper::oauth2::SurfClient;
-
-    let server = Server::start();
-    for (auth, wire_name) in [
-        (AuthMethod::ClientSecretBasic, "client_secret_basic"),
-        (AuthMethod::ClientSecretPost, "client_secret_post"),
-    ] {
-        let endpoint =
-            TokenEndpoint::builder(server.token_endpoint.as_str(), ClientId::new(CLIENT_ID))
-                .client_auth(
-                    ClientAuth::with_secret(auth, ClientSecret::new(CLIENT_SECRET)).unwrap(),
-                )
-                .http_client(SurfClient::new(surf::Client::new()))
-                .build()
-                .unwrap();
-        let mut source = ClientCredentials::new(endpoint).scope("orders:read");
-        let token = fetch(&mut source).expect("a token through surf");
-        let claims = check_access_token(&server, &token);
-        assert_eq!(claims["client_auth"], wire_name, "{claims}");
-        assert_eq!(token.scope(), Some("orders:read"));
     }
 }
 
