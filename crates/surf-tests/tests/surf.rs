@@ -124,8 +124,8 @@ fn surf_discovers_too() {
 }
 
 /// Both ways of sending a client secret, with a secret that Basic must
-/// form-urlencode before base64 (RFC 6749 §2.3.1), as the interop tests
-/// check with the default client against oauth2-mock-server.
+/// form-urlencode before base64 (RFC 6749 §2.3.1): tests/interop.rs checks
+/// the same against oauth2-mock-server, where Node.js is installed.
 #[test]
 fn surf_sends_a_secret_that_needs_encoding_by_basic_and_by_post() {
     const ID: &str = "surf client";
