@@ -2,8 +2,8 @@
 //! `interop/package.json`), started on 127.0.0.1 and spoken to over real
 //! HTTP with the default `UreqClient` (crates/surf-tests/tests/interop.rs
 //! does the same with `SurfClient`, on the servers of
-//! `common/interop_servers.rs`): `oauth2-mock-server`, started by `interop/server.js`, for
-//! secrets and refresh tokens; and the OpenID provider `oidc-provider`,
+//! `common/interop_servers.rs`): `oauth2-mock-server`, started by
+//! `interop/server.js`, for secrets and refresh tokens; and the OpenID provider `oidc-provider`,
 //! started by `interop/oidc-provider.js`, which verifies client assertions
 //! itself (`private_key_jwt` with ES256 and RS256, `client_secret_jwt`), for
 //! those and for discovery.
