@@ -1,7 +1,7 @@
 //! Runs the tests of crates/surf-tests, the package of everything that needs
 //! a surf backend (`SurfClient`, the `BearerAuth` middleware, the
 //! `surf_middleware` example): `cargo test --locked` on its manifest, with
-//! the cargo that runs this test.
+//! the cargo that built this test (`common::process::cargo`).
 //!
 //! That package is outside the workspace because surf's backend there,
 //! `curl-client`, builds curl-sys and links OpenSSL, which needs
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::harness::{add_tests, Harness, Needs};
+use common::process;
 
 const MANIFEST: &str = "crates/surf-tests/Cargo.toml";
 
@@ -57,9 +58,6 @@ fn target_dir() -> PathBuf {
 }
 
 fn surf_package_tests_pass() {
-    // The cargo that runs this test (cargo sets CARGO for the tests it
-    // runs), else the one that built it.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(MANIFEST);
     let target = target_dir().join("surf-tests");
     let what = format!(
@@ -67,7 +65,7 @@ fn surf_package_tests_pass() {
         target.display(),
         manifest.display()
     );
-    let output = Command::new(&cargo)
+    let output = process::cargo()
         .args(["test", "--locked", "--manifest-path"])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", &target)
