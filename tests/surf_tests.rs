@@ -8,7 +8,8 @@
 //! `pkg-config` and the OpenSSL headers; the workspace's own tests need
 //! only Rust and a C compiler. Where `pkg-config --exists openssl` is false
 //! the test is reported as ignored, with the reason, except under CI
-//! (`CI=true`), where that is a failure (the harness is `common::harness`).
+//! (`CI=true`), where that is a failure (the harness is `common::harness`;
+//! the `surf` feature is required in Cargo.toml).
 //!
 //! Its target directory is `<this target directory>/surf-tests`: a
 //! directory of its own, as the cargo running this test may still hold the
