@@ -185,10 +185,10 @@ use std::pin::Pin;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
+pub use error::{DpopError, Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
-    Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
+    Authorization, Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
     TokenManagerBuilder,
 };
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};

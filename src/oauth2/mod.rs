@@ -11,6 +11,10 @@
 //! manager; [`CustomGrant`] sends any other grant type through the same
 //! endpoint.
 //!
+//! DPoP (RFC 9449, feature `jwt`): [`TokenEndpointBuilder::dpop`] binds
+//! every token to a [`DpopKey`] the client holds; see the module `dpop`
+//! below [`DpopKey`] for the whole story, resource requests included.
+//!
 //! [`Discovery`] reads an authority's metadata from its issuer identifier
 //! (RFC 8414, then OpenID Connect Discovery), once, and
 //! [`TokenEndpoint::from_metadata`] (or [`TokenEndpoint::discover`]) makes an
@@ -45,6 +49,8 @@
 mod client_auth;
 mod custom;
 mod discovery;
+#[cfg(feature = "jwt")]
+pub(crate) mod dpop;
 mod endpoint;
 mod error;
 mod grant;
@@ -68,6 +74,9 @@ mod ureq;
 pub use client_auth::{AuthMethod, ClientAuth, UnknownAuthMethod};
 pub use custom::CustomGrant;
 pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use dpop::DpopKey;
 pub use endpoint::{
     ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };
