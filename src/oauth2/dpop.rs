@@ -1,53 +1,6 @@
-//! DPoP (RFC 9449): tokens bound to a key the client holds.
-//!
-//! A bearer token that leaks can be replayed by anyone; a DPoP-bound token
-//! is useless without the private key it is bound to. The client proves
-//! it holds the key with a *proof*, a short JWT signed with it, on every
-//! token request and on every resource request.
-//!
-//! One call turns it on: [`TokenEndpointBuilder::dpop`] with a
-//! [`DpopKey`]. Then every token request through that endpoint (every
-//! grant) carries a fresh proof in a `DPoP` header; an authority's
-//! `use_dpop_nonce` challenge is answered once with the nonce it gave, and
-//! the latest `DPoP-Nonce` it sent is kept for the next request; an answer
-//! that is not a DPoP-bound token is an error unless
-//! [`dpop_allow_bearer`](TokenEndpointBuilder::dpop_allow_bearer) allows it;
-//! and the grant's [cache key](crate::TokenSource::cache_key) covers the
-//! key's thumbprint, so a cache shares a bound token only with holders of
-//! the same key.
-//!
-//! For resource requests, [`TokenHandle::authorization`](crate::TokenHandle::authorization)
-//! returns both header values for a method and URL: `Authorization: DPoP
-//! <token>` and a proof carrying `ath` (the hash of the token) and the
-//! resource server's nonce, when it gave one
-//! ([`TokenHandle::remember_dpop_nonce`](crate::TokenHandle::remember_dpop_nonce)).
-//!
-//! ```
-//! use std::time::Duration;
-//! use tokenkeeper::oauth2::{ClientCredentials, DpopKey, TokenEndpoint};
-//! use tokenkeeper::{ClientSecret, TokenManager};
-//! # let authority = local_authority::LocalAuthority::start().unwrap();
-//! # authority.push_fault(local_authority::Fault::json(200,
-//! #     r#"{"access_token":"bound-token","token_type":"DPoP","expires_in":3600}"#));
-//! # let token_url = authority.token_url();
-//!
-//! let key = DpopKey::generate()?; // ES256; or DpopKey::load_or_create(path) to keep it
-//! let endpoint = TokenEndpoint::builder(token_url, "client-a")
-//!     .client_secret(ClientSecret::new("secret-a"))
-//!     .dpop(key.clone())
-//!     .build()?;
-//! let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
-//! futures_lite::future::block_on(futures_lite::future::or(driver, async move {
-//!     let headers = handle.authorization("GET", "https://api.example.com/orders?page=2").await?;
-//!     assert!(headers.is_dpop());
-//!     assert_eq!(headers.authorization(), "DPoP bound-token");
-//!     let proof = headers.dpop().unwrap(); // the `DPoP` header's value
-//!     assert_eq!(proof.split('.').count(), 3);
-//!     handle.shutdown().await;
-//!     Ok::<_, Box<dyn std::error::Error>>(())
-//! }))?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! DPoP (RFC 9449): the key, its proofs, and what an endpoint and a
+//! manager keep for it (the authority's nonce, resource servers' nonces).
+//! The whole story, with an example, is in the `oauth2` module's docs.
 
 use std::collections::HashMap;
 use std::fmt;
