@@ -12,6 +12,17 @@
 // - `pkjwt-rs256`: private_key_jwt, RS256, the public JWK in INTEROP_RS256_JWK
 // - `csjwt`:       client_secret_jwt, HS256, the secret INTEROP_CLIENT_SECRET
 // - `basic`:       client_secret_basic, the same secret
+// - `dpop`:        client_secret_basic, the same secret, and
+//                  `dpop_bound_access_tokens`: every token request must
+//                  carry a DPoP proof (RFC 9449), and its access token is
+//                  bound to the proof's key (`token_type` DPoP, `cnf.jkt`)
+// - `dpop-nonce`:  as `dpop`, and its proofs must carry a server nonce: the
+//                  first request is answered 400 `use_dpop_nonce` with a
+//                  `DPoP-Nonce` header
+//
+// DPoP is on for every client (a proof is checked and binds the token
+// whenever one is sent), with proofs signed ES256, EdDSA, RS256 or PS256;
+// `node dpop-check.js` checks this set-up by hand.
 //
 // Resource indicators (RFC 8707) are on, as client_credentials access tokens
 // for an API need them: a request without `resource` gets the default one,
@@ -77,10 +88,13 @@ const provider = new Provider(issuer, {
     client('pkjwt-rs256', 'private_key_jwt', 'RS256', { jwks: { keys: [publicJwk('INTEROP_RS256_JWK')] } }),
     client('csjwt', 'client_secret_jwt', 'HS256', { client_secret: SECRET }),
     client('basic', 'client_secret_basic', undefined, { client_secret: SECRET }),
+    client('dpop', 'client_secret_basic', undefined, { client_secret: SECRET, dpop_bound_access_tokens: true }),
+    client('dpop-nonce', 'client_secret_basic', undefined, { client_secret: SECRET, dpop_bound_access_tokens: true }),
   ],
   clientAuthMethods: ['client_secret_basic', 'client_secret_jwt', 'private_key_jwt'],
   enabledJWA: {
     clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256', 'EdDSA'],
+    dPoPSigningAlgValues: ['ES256', 'EdDSA', 'RS256', 'PS256'],
   },
   scopes: ['api:read', 'api:write'],
   jwks: { keys: [{ ...signing, kid: 'interop', alg: 'RS256', use: 'sig' }] },
@@ -88,6 +102,12 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: randomBytes(32),
+      // The client is authenticated before the grant checks the proof.
+      requireNonce: (ctx) => ctx.oidc.client?.clientId === 'dpop-nonce',
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => RESOURCE,

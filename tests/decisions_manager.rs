@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -251,4 +252,83 @@ fn a_late_rejection_of_a_replaced_token_leaves_the_replacement_published() {
     assert_eq!(b.handle.state().rejections, 1);
     b.advance(secs(10));
     assert_eq!(b.source.calls(), 2);
+}
+
+/// A manager whose driver counts its polls, on virtual time, run by `ex`.
+fn manager_counting_polls(
+    source: &ScriptedSource,
+    ex: &LocalExecutor<'static>,
+) -> (TokenHandle, ManualClock, Arc<AtomicUsize>) {
+    let clock = ManualClock::at_ms(START_MS);
+    let (handle, driver) = TokenManager::builder(source.clone())
+        .clock(clock.clone())
+        .jitter(NoJitter)
+        .build();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&polls);
+    let mut driver = Box::pin(driver);
+    ex.spawn(std::future::poll_fn(move |cx| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        driver.as_mut().poll(cx)
+    }))
+    .detach();
+    settle(ex);
+    (handle, clock, polls)
+}
+
+#[test]
+fn a_late_rejection_of_a_replaced_token_does_not_wake_the_actor() {
+    let source = ScriptedSource::new(secs(3600));
+    let ex = LocalExecutor::new();
+    let (handle, _clock, polls) = manager_counting_polls(&source, &ex);
+    let first = handle.current().unwrap();
+    let report = {
+        let h = handle.clone();
+        let t = first.clone();
+        ex.spawn(async move { h.refresh_rejected(&t).await })
+    };
+    settle(&ex);
+    let second = finished(report).unwrap();
+    let before = polls.load(Ordering::SeqCst);
+    // Callers still holding `first` get the replacement straight away:
+    // nothing for the actor to do, so it is not woken.
+    for _ in 0..100 {
+        let late = {
+            let h = handle.clone();
+            let t = first.clone();
+            ex.spawn(async move { h.refresh_rejected(&t).await })
+        };
+        settle(&ex);
+        assert_eq!(finished(late).unwrap(), second);
+    }
+    assert_eq!(polls.load(Ordering::SeqCst), before);
+    assert_eq!(source.calls(), 2);
+}
+
+#[test]
+fn a_caller_waiting_until_an_instant_already_recorded_does_not_wake_the_actor() {
+    let source = ScriptedSource::new(secs(3600));
+    let ex = LocalExecutor::new();
+    let (handle, _clock, polls) = manager_counting_polls(&source, &ex);
+    let first = handle.current().unwrap();
+    source.set_mode(Mode::Hang);
+    let report = || {
+        let h = handle.clone();
+        let t = first.clone();
+        let task = ex.spawn(async move { h.refresh_rejected(&t).await });
+        settle(&ex);
+        task
+    };
+    // The first report withdraws the token; its replacement hangs.
+    let before = polls.load(Ordering::SeqCst);
+    let reported = report();
+    assert!(polls.load(Ordering::SeqCst) > before);
+    assert_eq!(source.calls(), 2);
+    assert!(handle.current().is_none());
+    // On a clock that has not moved, later callers wait until the same
+    // instant: the actor's timer already covers them.
+    let before = polls.load(Ordering::SeqCst);
+    let waiting: Vec<_> = (0..10).map(|_| report()).collect();
+    assert_eq!(polls.load(Ordering::SeqCst), before);
+    drop((reported, waiting));
 }

@@ -512,11 +512,9 @@ impl TokenManager {
         if at < self.next_attempt_ms {
             self.next_attempt_ms = at;
             self.next_reason = FetchReason::Rejected;
-            // Due now, the fetch starts in this turn and says so itself.
-            if at > now {
-                self.shared
-                    .update_state(|s| s.next_refresh_at = Some(from_ms(at)));
-            }
+            // Due now, the fetch starts in this turn and clears it again.
+            self.shared
+                .update_state(|s| s.next_refresh_at = Some(from_ms(at)));
         }
     }
 }
@@ -530,7 +528,12 @@ impl TokenManager {
 /// one after another spreads evenly, with no luck of a draw.
 fn first_heartbeat_ms() -> u64 {
     static STARTED: AtomicU64 = AtomicU64::new(0);
-    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    heartbeat_phase_ms(STARTED.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The first heartbeat's delay for the `n`th manager started in this
+/// process: at least 1 ms and less than [`HEARTBEAT`].
+fn heartbeat_phase_ms(n: u64) -> u64 {
     // n × (golden ratio − 1), as a fraction of 2^64.
     let fraction = u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let period = duration_ms(HEARTBEAT);
@@ -594,5 +597,22 @@ mod tests {
                 "issued {issued}, expiry {expiry}, now {now}"
             );
         }
+    }
+
+    #[test]
+    fn first_heartbeats_fall_inside_the_period_and_spread_evenly() {
+        let period = duration_ms(HEARTBEAT);
+        assert_eq!(heartbeat_phase_ms(0), 1, "never at once");
+        let phases: Vec<u64> = (0..100_000).map(heartbeat_phase_ms).collect();
+        let (low, high) = (phases.iter().min(), phases.iter().max());
+        // The sequence comes within a few milliseconds of either end.
+        assert_eq!(low, Some(&1));
+        assert_eq!(high, Some(&(period - 1)), "never a full period late");
+        // Any 1,000 managers started in a row leave no gap of more than
+        // three times the even share between their beats.
+        let mut first: Vec<u64> = phases[5_000..6_000].to_vec();
+        first.sort_unstable();
+        let widest = first.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        assert!(widest <= 3 * period / 1_000, "a gap of {widest} ms");
     }
 }

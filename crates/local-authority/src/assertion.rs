@@ -34,6 +34,11 @@ impl PublicKey {
     /// Reads a public JWK: `EC` on `P-256`, `RSA`, or `OKP` on `Ed25519`.
     pub(crate) fn from_jwk(jwk: &str) -> Result<PublicKey, String> {
         let jwk: Value = serde_json::from_str(jwk).map_err(|e| format!("not JSON: {e}"))?;
+        PublicKey::from_jwk_value(&jwk)
+    }
+
+    /// [`from_jwk`](Self::from_jwk) for a JWK already parsed.
+    pub(crate) fn from_jwk_value(jwk: &Value) -> Result<PublicKey, String> {
         let member = |name: &str| -> Result<Vec<u8>, String> {
             let text = jwk[name]
                 .as_str()
@@ -56,7 +61,7 @@ impl PublicKey {
     }
 
     /// Whether `signature` is `alg`'s signature of `input` with this key.
-    fn verifies(&self, alg: &str, input: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, alg: &str, input: &[u8], signature: &[u8]) -> bool {
         match (self, alg) {
             (PublicKey::Ec(point), "ES256") => {
                 UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
@@ -82,10 +87,54 @@ impl PublicKey {
 }
 
 /// Seconds since the Unix epoch, now.
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A compact JWS taken apart; nothing verified yet.
+pub(crate) struct Jws<'a> {
+    /// The protected header.
+    pub(crate) header: Map<String, Value>,
+    /// The payload, a JSON object.
+    pub(crate) claims: Map<String, Value>,
+    /// The signature, decoded.
+    pub(crate) signature: Vec<u8>,
+    /// What the signature signs: `header.payload` as sent.
+    pub(crate) input: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// Splits and decodes `jws`, or says why it is not a JWT (to follow
+    /// "the assertion" or "the proof").
+    pub(crate) fn decode(jws: &'a str) -> Result<Jws<'a>, &'static str> {
+        let mut parts = jws.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("is not a compact JWS");
+        };
+        let object = |part: &str| -> Option<Map<String, Value>> {
+            match serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => None,
+            }
+        };
+        let (Some(header), Some(claims), Ok(signature)) = (
+            object(header),
+            object(payload),
+            URL_SAFE_NO_PAD.decode(signature),
+        ) else {
+            return Err("is not a well-formed JWT");
+        };
+        Ok(Jws {
+            header,
+            claims,
+            signature,
+            input: &jws[..jws.rfind('.').unwrap_or(0)],
+        })
+    }
 }
 
 /// The claims of `assertion` once everything but its `jti` checks out:
@@ -97,31 +146,17 @@ pub(crate) fn verify(
     assertion: &str,
     token_url: &str,
 ) -> Result<Map<String, Value>, String> {
-    let mut parts = assertion.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("the assertion is not a compact JWS".to_owned());
-    };
-    let object = |part: &str| -> Option<Map<String, Value>> {
-        match serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?) {
-            Ok(Value::Object(map)) => Some(map),
-            _ => None,
-        }
-    };
-    let (Some(header), Some(claims), Ok(signature)) = (
-        object(header),
-        object(payload),
-        URL_SAFE_NO_PAD.decode(signature),
-    ) else {
-        return Err("the assertion is not a well-formed JWT".to_owned());
-    };
+    let Jws {
+        header,
+        claims,
+        signature,
+        input,
+    } = Jws::decode(assertion).map_err(|why| format!("the assertion {why}"))?;
 
     let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
         return Err("the assertion has no iss".to_owned());
     };
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
-    let input = &assertion[..assertion.rfind('.').unwrap_or(0)];
     let signed = if alg == "HS256" {
         let Some(secret) = state.clients.get(iss) else {
             return Err("unknown client, or no secret for HS256".to_owned());

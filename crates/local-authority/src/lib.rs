@@ -33,6 +33,20 @@
 //!   token URL, or one allowed with
 //!   [`LocalAuthority::accept_assertion_audience`]), `exp`, `nbf`, `iat`,
 //!   and a `jti` never seen before; anything else is `invalid_client`;
+//! - DPoP (RFC 9449) for every grant: a request with a `DPoP` proof gets
+//!   it checked for real (one header, `typ` `dpop+jwt`, an asymmetric
+//!   `alg`, a public `jwk` whose signature verifies, `htm`, `htu`, `iat`
+//!   within 60 s, a `jti` never seen before, and the nonce when one is
+//!   demanded: [`LocalAuthority::require_dpop_nonce`]) and a token of
+//!   `token_type` `DPoP` bound to the key's thumbprint
+//!   ([`LocalAuthority::access_token_jkt`]); a refresh token issued so is
+//!   bound to that key too. A bad proof is 400 `invalid_dpop_proof`, a
+//!   missing nonce 400 `use_dpop_nonce` with a `DPoP-Nonce` header; each
+//!   refusal is recorded ([`LocalAuthority::dpop_refusals`]). The resource
+//!   ([`LocalAuthority::resource_url`]) checks the proofs of bound tokens;
+//!   [`LocalAuthority::require_dpop`] and
+//!   [`LocalAuthority::set_dpop_downgrade`] test what a client does with a
+//!   server that demands DPoP or ignores it;
 //! - RFC 6749 §5.2 error responses;
 //! - discovery: `GET /.well-known/oauth-authorization-server` (RFC 8414) and
 //!   `GET /.well-known/openid-configuration`, for the issuer
@@ -73,6 +87,7 @@
 #![warn(missing_docs)]
 
 mod assertion;
+mod dpop;
 mod echo;
 mod exchange;
 mod form;
@@ -257,7 +272,7 @@ impl LocalAuthority {
     /// Mints a refresh token for `client_id` without a request, as if an
     /// earlier grant had returned it.
     pub fn issue_refresh_token(&self, client_id: &str) -> String {
-        self.shared.lock().new_refresh_token(client_id, None)
+        self.shared.lock().new_refresh_token(client_id, None, None)
     }
 
     /// Answers requests of `grant_type` (a custom or extension grant, such
@@ -340,6 +355,16 @@ impl LocalAuthority {
     /// body) to a valid bearer token that was not revoked, and 401 with a
     /// `WWW-Authenticate: Bearer` challenge (`error="invalid_token"` when a
     /// token was sent) otherwise.
+    ///
+    /// A DPoP-bound token (RFC 9449 §7) must come as
+    /// `Authorization: DPoP <token>` with a `DPoP` proof for this request
+    /// (`htm`, `htu`), its hash in `ath`, signed by the key the token is
+    /// bound to, with a `jti` never seen before, and the nonce when
+    /// [`require_resource_dpop_nonce`](Self::require_resource_dpop_nonce)
+    /// says so; anything else is a 401 with a `WWW-Authenticate: DPoP`
+    /// challenge (`invalid_dpop_proof`, `use_dpop_nonce` or
+    /// `invalid_token`), recorded in
+    /// [`dpop_refusals`](Self::dpop_refusals).
     pub fn resource_url(&self) -> String {
         format!("http://{}/resource", self.addr)
     }
@@ -348,6 +373,95 @@ impl LocalAuthority {
     /// revoked it would.
     pub fn revoke_access_token(&self, token: &str) {
         self.shared.lock().revoked.insert(token.to_owned());
+    }
+
+    /// Whether `/token` refuses a request without a DPoP proof (RFC 9449)
+    /// with 400 `invalid_dpop_proof` (`true`), or answers it with a Bearer
+    /// token (`false`, the default). A request with a proof is checked and
+    /// answered with a bound token either way.
+    ///
+    /// ```
+    /// let authority = local_authority::LocalAuthority::start()?;
+    /// authority.require_dpop(true);
+    /// let body = "grant_type=client_credentials&client_id=client-a&client_secret=secret-a";
+    /// let response = post_token(&authority, body);
+    /// assert!(response.starts_with("HTTP/1.1 400 "));
+    /// assert!(response.contains(r#""error":"invalid_dpop_proof""#));
+    /// assert_eq!(authority.dpop_refusals(), ["token: invalid_dpop_proof: a DPoP proof is required"]);
+    /// # fn post_token(authority: &local_authority::LocalAuthority, body: &str) -> String {
+    /// #     use std::io::{Read, Write};
+    /// #     let mut stream = std::net::TcpStream::connect(authority.addr()).unwrap();
+    /// #     write!(stream, "POST /token HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+    /// #         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+    /// #         authority.addr(), body.len()).unwrap();
+    /// #     let mut response = String::new();
+    /// #     stream.read_to_string(&mut response).unwrap();
+    /// #     response
+    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn require_dpop(&self, require: bool) {
+        self.shared.lock().require_dpop = require;
+    }
+
+    /// Whether a DPoP proof sent to `/token` must carry the current nonce
+    /// ([`dpop_nonce`](Self::dpop_nonce)); one without it (or with an old
+    /// one) is answered 400 `use_dpop_nonce` (RFC 9449 §8). While this is
+    /// on, every answer of `/token` carries the nonce in a `DPoP-Nonce`
+    /// header. Off by default.
+    pub fn require_dpop_nonce(&self, require: bool) {
+        self.shared.lock().require_dpop_nonce = require;
+    }
+
+    /// As [`require_dpop_nonce`](Self::require_dpop_nonce), for the proofs
+    /// sent to the resource ([`resource_url`](Self::resource_url)) with a
+    /// DPoP-bound token: one without the nonce is answered 401 with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` (RFC 9449 §9), and
+    /// every answer of the resource carries `DPoP-Nonce`. Off by default.
+    pub fn require_resource_dpop_nonce(&self, require: bool) {
+        self.shared.lock().require_resource_dpop_nonce = require;
+    }
+
+    /// The DPoP nonce both endpoints demand when told to: the token
+    /// endpoint and the resource share it.
+    pub fn dpop_nonce(&self) -> String {
+        self.shared.lock().dpop_nonce.clone()
+    }
+
+    /// Replaces the DPoP nonce with a new one and returns it, as a server
+    /// does from time to time: a proof with the old one is then answered
+    /// `use_dpop_nonce`.
+    pub fn rotate_dpop_nonce(&self) -> String {
+        let mut state = self.shared.lock();
+        state.dpop_nonce = dpop::new_nonce();
+        state.dpop_nonce.clone()
+    }
+
+    /// Whether `/token` ignores DPoP proofs, as a server that does not
+    /// know DPoP does (`true`): a request with a proof is answered with
+    /// `"token_type": "Bearer"` and an unbound token, the proof unchecked
+    /// (and [`require_dpop`](Self::require_dpop) has no effect). For
+    /// testing that a client refuses such a downgrade. Off by default.
+    pub fn set_dpop_downgrade(&self, downgrade: bool) {
+        self.shared.lock().dpop_downgrade = downgrade;
+    }
+
+    /// Every DPoP refusal, in order, at `/token` and at the resource, as
+    /// `ENDPOINT: CODE: why` where `ENDPOINT` is `token` or `resource` and
+    /// `CODE` is `invalid_dpop_proof`, `use_dpop_nonce`, `invalid_token`
+    /// (a bound token sent without its scheme or an unbound one with it)
+    /// or `invalid_grant` (a bound refresh token without its key). A
+    /// nonce challenge is a refusal too: a client that answers it leaves
+    /// one `use_dpop_nonce` entry.
+    pub fn dpop_refusals(&self) -> Vec<String> {
+        self.shared.lock().dpop_refusals.clone()
+    }
+
+    /// The JWK SHA-256 thumbprint (RFC 7638) of the key the access token
+    /// `token` is bound to (its `cnf.jkt`), or `None` for a token issued
+    /// without DPoP or not issued here.
+    pub fn access_token_jkt(&self, token: &str) -> Option<String> {
+        self.shared.lock().access_token_jkt.get(token).cloned()
     }
 
     /// How many requests the resource received.
@@ -628,6 +742,14 @@ impl Shared {
                 rotate: true,
                 refresh_tokens: HashMap::new(),
                 access_tokens: HashMap::new(),
+                access_token_jkt: HashMap::new(),
+                require_dpop: false,
+                require_dpop_nonce: false,
+                require_resource_dpop_nonce: false,
+                dpop_nonce: dpop::new_nonce(),
+                dpop_downgrade: false,
+                dpop_jti: Default::default(),
+                dpop_refusals: Vec::new(),
                 revoked: Default::default(),
                 faults: VecDeque::new(),
                 outage: None,
@@ -650,6 +772,9 @@ impl Shared {
 struct RefreshGrant {
     client_id: String,
     scope: Option<String>,
+    /// The thumbprint of the DPoP key it is bound to, if it was issued
+    /// under DPoP.
+    jkt: Option<String>,
 }
 
 struct State {
@@ -685,6 +810,22 @@ struct State {
     refresh_tokens: HashMap<String, RefreshGrant>,
     /// Access token → expiry (`None`: never).
     access_tokens: HashMap<String, Option<Instant>>,
+    /// DPoP-bound access token → the thumbprint of its key.
+    access_token_jkt: HashMap<String, String>,
+    /// Whether token requests without a DPoP proof are refused.
+    require_dpop: bool,
+    /// Whether proofs sent to the token endpoint must carry `dpop_nonce`.
+    require_dpop_nonce: bool,
+    /// Whether proofs sent to the resource must carry `dpop_nonce`.
+    require_resource_dpop_nonce: bool,
+    /// The nonce demanded, by both endpoints.
+    dpop_nonce: String,
+    /// Whether the token endpoint ignores DPoP proofs.
+    dpop_downgrade: bool,
+    /// Every accepted proof's `jti`: none is accepted twice.
+    dpop_jti: std::collections::HashSet<String>,
+    /// Every refused proof: endpoint, error code and why.
+    dpop_refusals: Vec<String>,
     /// Access tokens the resource rejects.
     revoked: std::collections::HashSet<String>,
     faults: VecDeque<Fault>,
@@ -756,6 +897,7 @@ impl State {
             "token_endpoint_auth_signing_alg_values_supported": [
                 "HS256", "ES256", "RS256", "PS256", "EdDSA",
             ],
+            "dpop_signing_alg_values_supported": dpop::ALGS,
             "grant_types_supported": [
                 "client_credentials",
                 "refresh_token",
@@ -781,13 +923,19 @@ impl State {
         id
     }
 
-    fn new_refresh_token(&mut self, client_id: &str, scope: Option<String>) -> String {
+    fn new_refresh_token(
+        &mut self,
+        client_id: &str,
+        scope: Option<String>,
+        jkt: Option<String>,
+    ) -> String {
         let token = format!("rt-{}-{:016x}", self.next_id(), fastrand::u64(..));
         self.refresh_tokens.insert(
             token.clone(),
             RefreshGrant {
                 client_id: client_id.to_string(),
                 scope,
+                jkt,
             },
         );
         token

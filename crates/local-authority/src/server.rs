@@ -10,8 +10,8 @@ use futures_lite::FutureExt;
 use serde_json::{Map, Value};
 
 use crate::http::{BodyError, Conn, Head, ReadError};
-use crate::{assertion, form};
-use crate::{json_headers, Fault, MetadataKind, RecordedRequest, Shared, State};
+use crate::{assertion, dpop, form};
+use crate::{json_headers, Fault, MetadataKind, RecordedRequest, RefreshGrant, Shared, State};
 
 /// Serves until `stop` closes (its sender is dropped), then drops every
 /// connection task with the executor.
@@ -229,29 +229,116 @@ async fn huge(conn: &mut Conn, len: usize) {
     }
 }
 
-/// An RFC 6749 §5.2 error body; the description is omitted when empty.
 /// A protected resource (RFC 6750): 200 for a valid bearer token, 401 with
-/// a Bearer challenge otherwise. The body of a 200 echoes the request body.
+/// a Bearer challenge otherwise; a DPoP-bound token only with its proof
+/// (RFC 9449 §7), and the current nonce on every answer while the resource
+/// demands one. The body of a 200 echoes the request body.
 fn resource_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
-    let token = request
-        .header("authorization")
+    let mut state = shared.lock();
+    let mut response = resource_response(&mut state, request);
+    if state.require_resource_dpop_nonce {
+        response
+            .headers
+            .push(("DPoP-Nonce".into(), state.dpop_nonce.clone()));
+    }
+    response
+}
+
+fn resource_response(state: &mut State, request: &RecordedRequest) -> Response {
+    let authorization = request.header("authorization");
+    let bearer = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
-    let valid = {
-        let state = shared.lock();
-        token.is_some_and(|t| state.token_is_valid(t) && !state.revoked.contains(t))
-    };
-    if valid {
-        return Response {
-            status: 200,
-            headers: vec![("Content-Type".into(), "text/plain".into())],
-            body: format!("ok: {}", request.body).into_bytes(),
-        };
+    let dpop_token = authorization
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("DPoP"))
+        .map(|(_, token)| token.trim());
+    let usable =
+        |state: &State, token: &str| state.token_is_valid(token) && !state.revoked.contains(token);
+    if let Some(token) = dpop_token {
+        return dpop_resource(state, request, token, usable(state, token));
     }
-    let challenge = match token {
+    if bearer.is_some_and(|t| state.access_token_jkt.contains_key(t)) {
+        return refuse_resource(
+            state,
+            "invalid_token",
+            "a DPoP-bound token sent as a Bearer token",
+        );
+    }
+    if bearer.is_some_and(|t| usable(state, t)) {
+        return resource_ok(request);
+    }
+    let challenge = match bearer {
         None => r#"Bearer realm="local-authority""#.to_owned(),
         Some(_) => r#"Bearer realm="local-authority", error="invalid_token", error_description="the access token is invalid""#.to_owned(),
     };
+    unauthorized(challenge)
+}
+
+/// A resource request with `Authorization: DPoP token`.
+fn dpop_resource(
+    state: &mut State,
+    request: &RecordedRequest,
+    token: &str,
+    usable: bool,
+) -> Response {
+    let Some(jkt) = state.access_token_jkt.get(token).cloned() else {
+        if usable {
+            return refuse_resource(state, "invalid_token", "the access token is not DPoP-bound");
+        }
+        return unauthorized(dpop_challenge(
+            "invalid_token",
+            "the access token is invalid",
+        ));
+    };
+    if !usable {
+        return unauthorized(dpop_challenge(
+            "invalid_token",
+            "the access token is invalid",
+        ));
+    }
+    let proof = match dpop::header(request) {
+        Ok(Some(proof)) => proof,
+        Ok(None) => return refuse_resource(state, "invalid_dpop_proof", "no DPoP proof"),
+        Err(refusal) => return refuse_resource(state, refusal.code(), refusal.reason()),
+    };
+    let expect = dpop::Expect {
+        access_token: Some(token),
+        jkt: Some(&jkt),
+        nonce: state.require_resource_dpop_nonce,
+    };
+    match dpop::verify(state, request, proof, expect) {
+        Ok(_) => resource_ok(request),
+        Err(refusal) => refuse_resource(state, refusal.code(), refusal.reason()),
+    }
+}
+
+fn resource_ok(request: &RecordedRequest) -> Response {
+    Response {
+        status: 200,
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: format!("ok: {}", request.body).into_bytes(),
+    }
+}
+
+/// A 401 with a DPoP challenge, recorded.
+fn refuse_resource(state: &mut State, code: &str, why: &str) -> Response {
+    record_refusal(state, "resource", code, why);
+    unauthorized(dpop_challenge(code, why))
+}
+
+/// A DPoP challenge (RFC 9449 §7.1) with an error.
+fn dpop_challenge(code: &str, why: &str) -> String {
+    // A quoted-string cannot hold `"` or `\` unescaped; the reasons quote
+    // URLs with Rust's `{:?}`.
+    let why = why.replace(['"', '\\'], "'");
+    format!(
+        r#"DPoP algs="{}", error="{code}", error_description="{why}""#,
+        dpop::ALGS.join(" ")
+    )
+}
+
+fn unauthorized(challenge: String) -> Response {
     Response {
         status: 401,
         headers: vec![
@@ -286,6 +373,7 @@ fn metadata_endpoint(shared: &Shared, request: &RecordedRequest, kind: MetadataK
     }
 }
 
+/// An RFC 6749 §5.2 error body; the description is omitted when empty.
 pub(crate) fn error_body(code: &str, description: &str) -> String {
     let mut body = Map::new();
     body.insert("error".into(), code.into());
@@ -348,8 +436,56 @@ const SINGLE_PARAMS: [&str; 15] = [
     "password",
 ];
 
-/// `POST /token` without a fault (RFC 6749).
+/// `POST /token` without a fault (RFC 6749), with the current DPoP nonce
+/// on every answer while nonces are demanded (RFC 9449 §8).
 fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
+    let mut response = token_response(shared, request);
+    let state = shared.lock();
+    if state.require_dpop_nonce {
+        response
+            .headers
+            .push(("DPoP-Nonce".into(), state.dpop_nonce.clone()));
+    }
+    response
+}
+
+/// The DPoP proof of a token request checked (RFC 9449 §4.3): the
+/// thumbprint of its key, `None` without a proof (or when proofs are
+/// ignored), or the refusal to send.
+fn token_proof(state: &mut State, request: &RecordedRequest) -> Result<Option<String>, Response> {
+    if state.dpop_downgrade {
+        return Ok(None);
+    }
+    let checked = match dpop::header(request) {
+        Ok(Some(proof)) => {
+            let expect = dpop::Expect {
+                access_token: None,
+                jkt: None,
+                nonce: state.require_dpop_nonce,
+            };
+            dpop::verify(state, request, proof, expect).map(Some)
+        }
+        Ok(None) if state.require_dpop => Err(dpop::Refusal::Invalid(
+            "a DPoP proof is required".to_owned(),
+        )),
+        Ok(None) => Ok(None),
+        Err(refusal) => Err(refusal),
+    };
+    checked.map_err(|refusal| {
+        record_refusal(state, "token", refusal.code(), refusal.reason());
+        oauth_error(400, refusal.code(), refusal.reason())
+    })
+}
+
+/// Records a DPoP refusal for [`LocalAuthority::dpop_refusals`](crate::LocalAuthority::dpop_refusals).
+fn record_refusal(state: &mut State, endpoint: &str, code: &str, why: &str) {
+    state
+        .dpop_refusals
+        .push(format!("{endpoint}: {code}: {why}"));
+}
+
+/// The answer of `POST /token`, before the DPoP nonce is added.
+fn token_response(shared: &Shared, request: &RecordedRequest) -> Response {
     if request.method != "POST" {
         let mut response = invalid_request("the token endpoint accepts POST only");
         response.status = 405;
@@ -390,6 +526,12 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let mut state = shared.lock();
+    // Before client authentication, so that a nonce challenge does not use
+    // up a client assertion.
+    let jkt = match token_proof(&mut state, request) {
+        Ok(jkt) => jkt,
+        Err(response) => return response,
+    };
     let by_assertion =
         param("client_assertion_type").is_some() || param("client_assertion").is_some();
     let authenticates = by_assertion
@@ -439,6 +581,19 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
                 return invalid_request("missing refresh_token");
             };
             let granted = match state.refresh_tokens.get(token) {
+                Some(RefreshGrant {
+                    client_id: owner,
+                    jkt: Some(bound),
+                    ..
+                }) if *owner == client_id && jkt.as_ref() != Some(bound) => {
+                    let why = if jkt.is_some() {
+                        "the refresh token is bound to another DPoP key"
+                    } else {
+                        "the refresh token is DPoP-bound: a proof with its key is required"
+                    };
+                    record_refusal(&mut state, "token", "invalid_grant", why);
+                    return oauth_error(400, "invalid_grant", why);
+                }
                 Some(grant) if grant.client_id == client_id => grant.scope.clone(),
                 _ => {
                     return oauth_error(
@@ -486,10 +641,17 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
     };
 
     let mut body = Map::new();
-    body.insert("access_token".into(), state.new_access_token().into());
+    let access_token = state.new_access_token();
+    if let Some(jkt) = &jkt {
+        state
+            .access_token_jkt
+            .insert(access_token.clone(), jkt.clone());
+    }
+    body.insert("access_token".into(), access_token.into());
     // RFC 8693 §2.2.1: "N_A" for a token that is not an access token.
     let token_type = match &issued_token_type {
         Some(issued) if issued != crate::exchange::ACCESS_TOKEN_TYPE => "N_A",
+        _ if jkt.is_some() => "DPoP",
         _ => "Bearer",
     };
     body.insert("token_type".into(), token_type.into());
@@ -500,7 +662,7 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Response {
         body.insert("expires_in".into(), expires_in);
     }
     if with_refresh {
-        let refresh = state.new_refresh_token(&client_id, scope.clone());
+        let refresh = state.new_refresh_token(&client_id, scope.clone(), jkt);
         body.insert("refresh_token".into(), refresh.into());
     }
     if let Some(scope) = scope {

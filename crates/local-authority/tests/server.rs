@@ -1,115 +1,15 @@
 //! The local authority over real TCP, with a hand-written HTTP/1.1 client.
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use common::*;
 
 use local_authority::{Fault, LocalAuthority};
 use serde_json::{json, Value};
-
-const FORM: &str = "application/x-www-form-urlencoded";
-
-/// A response as read off the wire.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&self.body));
-        })
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap().to_string()
-    }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
-fn request_bytes(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut out = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    out.into_bytes()
-}
-
-/// Reads one response; `None` if the connection closed before any byte.
-fn read_response(stream: &mut TcpStream) -> Option<Response> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(0) if buf.is_empty() => return None,
-            Ok(0) => panic!("closed inside a head: {:?}", String::from_utf8_lossy(&buf)),
-            Ok(_) => buf.push(byte[0]),
-            Err(e) if buf.is_empty() && e.kind() == ErrorKind::ConnectionReset => return None,
-            Err(e) => panic!("read failed: {e}"),
-        }
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let mut lines = head.trim_end().split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.to_string(), v.trim().to_string())
-        })
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap();
-    let mut body = vec![0; len];
-    stream.read_exact(&mut body).unwrap();
-    Some(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// One request on a fresh connection.
-fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
-    let mut stream = connect(addr);
-    stream
-        .write_all(&request_bytes(path, headers, body))
-        .unwrap();
-    read_response(&mut stream).expect("a response")
-}
-
-/// A `/token` request with `client_secret_post` as `client-a`.
-fn token_post(authority: &LocalAuthority, params: &str) -> Response {
-    let body = format!("client_id=client-a&client_secret=secret-a&{params}");
-    post(authority.addr(), "/token", &[("Content-Type", FORM)], &body)
-}
 
 fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -866,19 +766,8 @@ fn allowed_grant_types_are_answered_like_client_credentials() {
 
 mod assertions {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    use ring::rand::SystemRandom;
-    use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 
     const JWT_BEARER: &str = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
-
-    fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
 
     /// Claims that pass for `client` at `authority`; a new `jti` each time.
     fn claims(authority: &LocalAuthority, client: &str) -> Value {
@@ -888,55 +777,11 @@ mod assertions {
         })
     }
 
-    fn jwt(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = sign(input.as_bytes());
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-
     fn hs256(secret: &str, claims: &Value) -> String {
         jwt(&json!({"alg": "HS256"}), claims, |input| {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
             ring::hmac::sign(&key, input).as_ref().to_vec()
         })
-    }
-
-    struct EcKey(EcdsaKeyPair);
-
-    impl EcKey {
-        fn generate() -> EcKey {
-            let rng = SystemRandom::new();
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-            EcKey(
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                    .unwrap(),
-            )
-        }
-
-        fn jwk(&self) -> String {
-            let point = self.0.public_key().as_ref();
-            json!({
-                "kty": "EC", "crv": "P-256",
-                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-            })
-            .to_string()
-        }
-
-        fn sign(&self, alg: &str, claims: &Value) -> String {
-            jwt(&json!({"alg": alg}), claims, |input| {
-                self.0
-                    .sign(&SystemRandom::new(), input)
-                    .unwrap()
-                    .as_ref()
-                    .to_vec()
-            })
-        }
     }
 
     /// A client-credentials request authenticated by `assertion` alone.
@@ -991,15 +836,15 @@ mod assertions {
     #[test]
     fn an_es256_assertion_verifies_with_the_registered_key_only() {
         let authority = LocalAuthority::start().unwrap();
-        let key = EcKey::generate();
-        authority.add_client_key("svc", &key.jwk());
+        let key = TestKey::es256();
+        authority.add_client_key("svc", &key.jwk().to_string());
         let ok = with_assertion(
             &authority,
             &key.sign("ES256", &claims(&authority, "svc")),
             "",
         );
         assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
-        let other = EcKey::generate();
+        let other = TestKey::es256();
         refused(
             &with_assertion(
                 &authority,
@@ -1030,8 +875,8 @@ mod assertions {
     #[test]
     fn the_jwt_bearer_grant_takes_an_assertion_once_without_client_authentication() {
         let authority = LocalAuthority::start().unwrap();
-        let key = EcKey::generate();
-        authority.add_client_key("https://issuer.example", &key.jwk());
+        let key = TestKey::es256();
+        authority.add_client_key("https://issuer.example", &key.jwk().to_string());
         let mut about_user = claims(&authority, "https://issuer.example");
         about_user["sub"] = json!("user-42");
         about_user["scope"] = json!("read");
@@ -1047,7 +892,7 @@ mod assertions {
         assert_eq!(replayed.status, 400);
         assert_eq!(replayed.error(), "invalid_grant");
         // Signed by a key the issuer did not register.
-        let other = EcKey::generate().sign("ES256", &claims(&authority, "https://issuer.example"));
+        let other = TestKey::es256().sign("ES256", &claims(&authority, "https://issuer.example"));
         let body = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={other}"
         );
