@@ -42,8 +42,8 @@ fn fetch(source: &mut dyn TokenSource) -> Result<Token, SourceError> {
     block_on(source.fetch(FetchContext::new(SystemClock, LifetimePolicy::default())))
 }
 
-/// A token response with a DPoP-bound token (the authority of this
-/// branch answers Bearer; the bound answer is scripted).
+/// A scripted token response with a DPoP-bound token, for the tests that
+/// script the authority's answers.
 fn bound(access_token: &str) -> Fault {
     Fault::json(
         200,
@@ -330,7 +330,12 @@ fn the_retry_after_a_nonce_challenge_signs_a_new_client_assertion() {
 fn a_token_that_is_not_bound_is_refused_unless_allowed() {
     let authority = LocalAuthority::start().unwrap();
     let key = DpopKey::generate().unwrap();
-    // This branch's authority answers Bearer whatever it is sent.
+    // The authority answers Bearer to a client it does not bind (the
+    // scripted downgrade; `end_to_end` has the authority's own).
+    authority.push_fault(Fault::json(
+        200,
+        r#"{"access_token":"unbound","token_type":"Bearer","expires_in":60}"#,
+    ));
     let mut strict = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
     let error = fetch(&mut strict).unwrap_err();
     assert!(error.is_permanent(), "{error}");
@@ -349,6 +354,10 @@ fn a_token_that_is_not_bound_is_refused_unless_allowed() {
             .build()
             .unwrap(),
     );
+    authority.push_fault(Fault::json(
+        200,
+        r#"{"access_token":"unbound","token_type":"Bearer","expires_in":60}"#,
+    ));
     let token = fetch(&mut lenient).unwrap();
     assert_eq!(token.token_type(), "Bearer");
 
@@ -528,6 +537,7 @@ fn a_handle_gives_the_headers_of_a_resource_request_with_ath_and_nonces_by_origi
 #[test]
 fn a_bearer_token_gets_no_proof_even_with_a_key() {
     let authority = LocalAuthority::start().unwrap();
+    authority.set_dpop_downgrade(true);
     let key = DpopKey::generate().unwrap();
     let source = ClientCredentials::new(
         endpoint(&authority, &key)
@@ -700,5 +710,174 @@ mod key_file {
             matches!(&error, KeyError::Untrusted { reason, .. } if reason.contains("another user")),
             "{error}"
         );
+    }
+}
+
+/// Against the authority that verifies proofs for real (RFC 9449 at its
+/// token endpoint and its resource): bound tokens, `ath`, nonces, and not
+/// one refused proof.
+mod end_to_end {
+    use std::io::{Read as _, Write as _};
+
+    use tokenkeeper::{Authorization, TokenHandle};
+
+    use super::*;
+
+    /// A GET of `url` with `headers`, over a new connection: the status and
+    /// the response's headers (names lowercased).
+    fn get(url: &str, headers: &Authorization) -> (u16, Vec<(String, String)>) {
+        let url = url::Url::parse(url).unwrap();
+        let address = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: {}\r\n",
+            url.path(),
+            headers.authorization()
+        );
+        if let Some(proof) = headers.dpop() {
+            head.push_str(&format!("DPoP: {proof}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let mut lines = response.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers)
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Runs `test` with a manager on `source`, its driver beside it.
+    fn with_manager(source: impl TokenSource, test: impl AsyncFnOnce(&TokenHandle)) {
+        let (handle, driver) = TokenManager::builder(source).build();
+        block_on(futures_lite::future::zip(driver, async {
+            test(&handle).await;
+            handle.shutdown().await;
+        }));
+    }
+
+    #[test]
+    fn a_bound_token_and_resource_requests_with_ath() {
+        let authority = LocalAuthority::start().unwrap();
+        authority.require_dpop(true);
+        let key = DpopKey::generate().unwrap();
+        let source = Chain::new(ClientCredentials::new(endpoint(&authority, &key).build().unwrap()));
+        with_manager(source, async |handle| {
+            for _ in 0..3 {
+                let headers = handle.authorization("GET", &authority.resource_url()).await.unwrap();
+                assert!(headers.is_dpop());
+                let token = headers.token().access_token().secret().to_owned();
+                assert_eq!(authority.access_token_jkt(&token).as_deref(), Some(key.thumbprint()));
+                let (status, _) = get(&authority.resource_url(), &headers);
+                assert_eq!(status, 200, "{:?}", authority.dpop_refusals());
+            }
+        });
+        assert_eq!(authority.dpop_refusals(), Vec::<String>::new());
+        assert_eq!(authority.resource_requests(), 3);
+    }
+
+    #[test]
+    fn nonce_challenges_at_the_token_endpoint_and_the_resource_are_answered_once() {
+        let authority = LocalAuthority::start().unwrap();
+        authority.require_dpop(true);
+        authority.require_dpop_nonce(true);
+        authority.require_resource_dpop_nonce(true);
+        let key = DpopKey::generate().unwrap();
+        let source = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
+        with_manager(source, async |handle| {
+            let url = authority.resource_url();
+            let headers = handle.authorization("GET", &url).await.unwrap();
+            // One challenge at the token endpoint, answered.
+            assert_eq!(token_requests(&authority).len(), 2);
+            let (status, answer) = get(&url, &headers);
+            assert_eq!(status, 401);
+            let challenge = header(&answer, "www-authenticate").unwrap();
+            assert!(challenge.contains("use_dpop_nonce"), "{challenge}");
+            handle
+                .remember_dpop_nonce(&url, header(&answer, "dpop-nonce").unwrap())
+                .unwrap();
+            let retry = handle.authorization("GET", &url).await.unwrap();
+            assert_eq!(get(&url, &retry).0, 200, "{:?}", authority.dpop_refusals());
+            // The nonce is kept: the next request needs no challenge.
+            let next = handle.authorization("GET", &url).await.unwrap();
+            assert_eq!(get(&url, &next).0, 200);
+
+            // A new nonce: one challenge more at the token endpoint (the
+            // nonce kept is old), answered.
+            authority.rotate_dpop_nonce();
+            let fresh = handle.refresh_rejected(next.token()).await.unwrap();
+            assert_ne!(fresh.access_token(), next.token().access_token());
+            assert_eq!(token_requests(&authority).len(), 4);
+        });
+        let refusals = authority.dpop_refusals();
+        let codes: Vec<&str> = refusals
+            .iter()
+            .map(|r| r.splitn(3, ": ").take(2).last().unwrap())
+            .collect();
+        assert_eq!(codes, ["use_dpop_nonce"; 3], "{refusals:?}");
+        assert!(refusals[1].starts_with("resource: "), "{refusals:?}");
+    }
+
+    #[test]
+    fn a_downgrade_is_refused_unless_allowed() {
+        let authority = LocalAuthority::start().unwrap();
+        authority.set_dpop_downgrade(true);
+        let key = DpopKey::generate().unwrap();
+        let mut strict = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
+        let error = fetch(&mut strict).unwrap_err();
+        assert!(matches!(
+            request_error(&error),
+            TokenRequestError::NotDpopBound { .. }
+        ));
+        let lenient = ClientCredentials::new(
+            endpoint(&authority, &key).dpop_allow_bearer(true).build().unwrap(),
+        );
+        with_manager(lenient, async |handle| {
+            let headers = handle.authorization("GET", &authority.resource_url()).await.unwrap();
+            assert!(!headers.is_dpop());
+            assert_eq!(get(&authority.resource_url(), &headers).0, 200);
+        });
+        assert_eq!(authority.dpop_refusals(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_grant_gets_a_token_bound_to_the_key() {
+        let authority = LocalAuthority::start().unwrap();
+        authority.require_dpop(true);
+        authority.require_dpop_nonce(true);
+        authority.allow_grant_type("urn:example:custom");
+        let key = DpopKey::generate_ed25519().unwrap();
+        let endpoint = endpoint(&authority, &key).build().unwrap();
+        let grant_key = PrivateKey::from_pem(ED25519).unwrap();
+        authority.add_client_key("issuer-x", &grant_key.public_jwk());
+        authority.add_subject_token("subject-1", token_type::ACCESS_TOKEN);
+        let mut grants: Vec<Box<dyn TokenSource>> = vec![
+            Box::new(ClientCredentials::new(endpoint.clone())),
+            Box::new(RefreshTokenGrant::new(
+                endpoint.clone(),
+                RefreshToken::new(authority.issue_refresh_token("client-a")),
+            )),
+            Box::new(JwtBearerGrant::new(endpoint.clone(), grant_key, "issuer-x").subject("client-a")),
+            Box::new(TokenExchange::new(endpoint.clone(), PresentedToken::value("subject-1"))),
+            Box::new(CustomGrant::new(endpoint, "urn:example:custom")),
+        ];
+        for grant in &mut grants {
+            let token = fetch(&mut **grant).unwrap();
+            assert_eq!(token.token_type(), "DPoP");
+            assert_eq!(
+                authority.access_token_jkt(token.access_token().secret()).as_deref(),
+                Some(key.thumbprint())
+            );
+        }
+        // The nonce was demanded once, then kept for every grant.
+        assert_eq!(authority.dpop_refusals().len(), 1, "{:?}", authority.dpop_refusals());
     }
 }
