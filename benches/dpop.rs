@@ -16,7 +16,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::Criterion;
 use tokenkeeper::oauth2::DpopKey;
 use tokenkeeper::{
     AccessToken, FetchContext, SourceError, Token, TokenHandle, TokenManager, TokenSource,
@@ -32,9 +31,15 @@ struct Bound {
 }
 
 impl TokenSource for Bound {
-    fn fetch(&mut self, cx: FetchContext) -> tokenkeeper::BoxFuture<'_, Result<Token, SourceError>> {
+    fn fetch(
+        &mut self,
+        cx: FetchContext,
+    ) -> tokenkeeper::BoxFuture<'_, Result<Token, SourceError>> {
         let token = cx
-            .token(AccessToken::new(self.token.clone()), Some(Duration::from_secs(3600)))
+            .token(
+                AccessToken::new(self.token.clone()),
+                Some(Duration::from_secs(3600)),
+            )
             .with_token_type(self.token_type);
         Box::pin(async move { Ok(token) })
     }
@@ -45,7 +50,11 @@ impl TokenSource for Bound {
 }
 
 /// A manager holding its first token, its driver on a thread of its own.
-fn manager(token: &str, token_type: &'static str, key: Option<DpopKey>) -> (TokenHandle, Arc<Token>) {
+fn manager(
+    token: &str,
+    token_type: &'static str,
+    key: Option<DpopKey>,
+) -> (TokenHandle, Arc<Token>) {
     let source = Bound {
         token: token.to_owned(),
         token_type,
@@ -66,7 +75,9 @@ fn main() {
         ("EdDSA", DpopKey::generate_ed25519().unwrap()),
     ] {
         let (handle, bound) = manager(&token, "DPoP", Some(key.clone()));
-        handle.remember_dpop_nonce(URL, "nonce-from-the-resource-server").unwrap();
+        handle
+            .remember_dpop_nonce(URL, "nonce-from-the-resource-server")
+            .unwrap();
         group.bench_function(format!("authorization_for {name}"), |b| {
             b.iter(|| {
                 black_box(handle.authorization_for(Arc::clone(&bound), "GET", black_box(URL)))

@@ -192,8 +192,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{DpopError, Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
-    Authorization, Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
-    TokenManagerBuilder,
+    Authorization, Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle,
+    TokenManager, TokenManagerBuilder,
 };
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
 pub use token::{

@@ -52,8 +52,12 @@ fn bound(access_token: &str) -> Fault {
 }
 
 fn use_nonce(status: u16, nonce: &str) -> Fault {
-    Fault::oauth_error(status, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof")
-        .with_header("DPoP-Nonce", nonce)
+    Fault::oauth_error(
+        status,
+        "use_dpop_nonce",
+        "Authorization server requires nonce in DPoP proof",
+    )
+    .with_header("DPoP-Nonce", nonce)
 }
 
 fn token_requests(authority: &LocalAuthority) -> Vec<RecordedRequest> {
@@ -76,7 +80,10 @@ fn token_proof(authority: &LocalAuthority, request: &RecordedRequest, key: &Dpop
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn request_error(e: &SourceError) -> &TokenRequestError {
@@ -107,7 +114,12 @@ fn a_proof_is_a_dpop_jwt_signed_by_the_key_it_carries_for_every_algorithm() {
         let token = AccessToken::new("the-access-token");
         let before = now_s();
         let text = key
-            .proof("GET", "https://api.example.com/orders", Some(&token), Some("n-1"))
+            .proof(
+                "GET",
+                "https://api.example.com/orders",
+                Some(&token),
+                Some("n-1"),
+            )
             .unwrap();
         let proof = verify(&text);
         assert_eq!(proof.header["typ"], "dpop+jwt", "{alg}");
@@ -130,7 +142,10 @@ fn a_proof_is_a_dpop_jwt_signed_by_the_key_it_carries_for_every_algorithm() {
         // 128 random bits at least.
         assert!(proof.claim("jti").unwrap().len() >= 22);
 
-        let bare = verify(&key.proof("POST", "https://a.example/t", None, None).unwrap());
+        let bare = verify(
+            &key.proof("POST", "https://a.example/t", None, None)
+                .unwrap(),
+        );
         assert_eq!(bare.claim("ath"), None);
         assert_eq!(bare.claim("nonce"), None);
     }
@@ -160,17 +175,29 @@ fn htu_is_the_url_without_query_fragment_and_user_normalised() {
             "HTTPS://API.Example.COM:443/a/b?q=1&r=2#frag",
             "https://api.example.com/a/b",
         ),
-        ("http://127.0.0.1:8080/token?x", "http://127.0.0.1:8080/token"),
-        ("https://user:pw@api.example.com/x", "https://api.example.com/x"),
+        (
+            "http://127.0.0.1:8080/token?x",
+            "http://127.0.0.1:8080/token",
+        ),
+        (
+            "https://user:pw@api.example.com/x",
+            "https://api.example.com/x",
+        ),
         ("https://api.example.com", "https://api.example.com/"),
-        ("https://api.example.com/a%2Fb/ü", "https://api.example.com/a%2Fb/%C3%BC"),
+        (
+            "https://api.example.com/a%2Fb/ü",
+            "https://api.example.com/a%2Fb/%C3%BC",
+        ),
     ] {
         let proof = verify(&key.proof("GET", url, None, None).unwrap());
         assert_eq!(proof.claim("htu"), Some(htu), "{url}");
     }
     for url in ["/relative", "ftp://files.example.com/x", "not a url"] {
         assert!(
-            matches!(key.proof("GET", url, None, None), Err(DpopError::InvalidUrl(_))),
+            matches!(
+                key.proof("GET", url, None, None),
+                Err(DpopError::InvalidUrl(_))
+            ),
             "{url}"
         );
     }
@@ -205,7 +232,10 @@ fn a_token_request_carries_a_proof_and_a_bound_token_comes_back() {
     let iat = proof.claims["iat"].as_u64().unwrap();
     assert!(iat >= before && iat <= now_s());
     // The client still authenticates as before.
-    assert!(requests[0].header("authorization").unwrap().starts_with("Basic "));
+    assert!(requests[0]
+        .header("authorization")
+        .unwrap()
+        .starts_with("Basic "));
 }
 
 #[test]
@@ -246,8 +276,14 @@ fn a_nonce_challenge_is_answered_once_with_its_nonce_and_the_nonce_is_kept() {
         fetch(&mut source).unwrap();
         let requests = token_requests(&authority);
         assert_eq!(requests.len(), 4);
-        assert_eq!(token_proof(&authority, &requests[2], &key).claim("nonce"), Some("n1"));
-        assert_eq!(token_proof(&authority, &requests[3], &key).claim("nonce"), Some("n2"));
+        assert_eq!(
+            token_proof(&authority, &requests[2], &key).claim("nonce"),
+            Some("n1")
+        );
+        assert_eq!(
+            token_proof(&authority, &requests[3], &key).claim("nonce"),
+            Some("n2")
+        );
     }
 }
 
@@ -263,7 +299,10 @@ fn a_clone_of_the_endpoint_shares_the_nonce() {
     authority.push_fault(bound("bound-2"));
     fetch(&mut second).unwrap();
     let requests = token_requests(&authority);
-    assert_eq!(token_proof(&authority, &requests[1], &key).claim("nonce"), Some("shared"));
+    assert_eq!(
+        token_proof(&authority, &requests[1], &key).claim("nonce"),
+        Some("shared")
+    );
 }
 
 #[test]
@@ -285,7 +324,10 @@ fn a_second_nonce_challenge_is_an_error_not_a_loop() {
     assert_eq!(error.kind(), ErrorKind::Transient);
     fetch(&mut source).unwrap();
     let requests = token_requests(&authority);
-    assert_eq!(token_proof(&authority, &requests[2], &key).claim("nonce"), Some("n2"));
+    assert_eq!(
+        token_proof(&authority, &requests[2], &key).claim("nonce"),
+        Some("n2")
+    );
 }
 
 #[test]
@@ -323,7 +365,10 @@ fn the_retry_after_a_nonce_challenge_signs_a_new_client_assertion() {
         requests[0].form_value("client_assertion"),
         requests[1].form_value("client_assertion")
     );
-    assert_eq!(token_proof(&authority, &requests[1], &key).claim("nonce"), Some("n1"));
+    assert_eq!(
+        token_proof(&authority, &requests[1], &key).claim("nonce"),
+        Some("n1")
+    );
 }
 
 #[test]
@@ -376,7 +421,10 @@ fn every_grant_sends_a_proof() {
     let endpoint = endpoint(&authority, &key).build().unwrap();
     let grant_key = PrivateKey::from_pem(ED25519).unwrap();
     let mut grants: Vec<(&str, Box<dyn TokenSource>)> = vec![
-        ("client_credentials", Box::new(ClientCredentials::new(endpoint.clone()))),
+        (
+            "client_credentials",
+            Box::new(ClientCredentials::new(endpoint.clone())),
+        ),
         (
             "refresh_token",
             Box::new(RefreshTokenGrant::new(
@@ -405,11 +453,17 @@ fn every_grant_sends_a_proof() {
         let token = fetch(&mut **grant).unwrap();
         assert_eq!(token.token_type(), "DPoP", "{grant_type}");
         assert_eq!(
-            grant.dpop_key().map(|k| k.thumbprint().to_owned()).as_deref(),
+            grant
+                .dpop_key()
+                .map(|k| k.thumbprint().to_owned())
+                .as_deref(),
             Some(key.thumbprint())
         );
         let request = token_requests(&authority).pop().unwrap();
-        assert_eq!(request.form_value("grant_type").as_deref(), Some(*grant_type));
+        assert_eq!(
+            request.form_value("grant_type").as_deref(),
+            Some(*grant_type)
+        );
         token_proof(&authority, &request, &key);
     }
 }
@@ -439,14 +493,19 @@ fn the_cache_key_covers_the_dpop_key() {
             Some(key) => builder.dpop(key.clone()),
             None => builder,
         };
-        ClientCredentials::new(builder.build().unwrap()).cache_key().unwrap()
+        ClientCredentials::new(builder.build().unwrap())
+            .cache_key()
+            .unwrap()
     };
     assert_ne!(key_of(Some(&a)), key_of(Some(&b)));
     assert_ne!(key_of(Some(&a)), key_of(None));
     // The key, not the endpoint: the same key (a clone) gives the same entry.
     assert_eq!(key_of(Some(&a)), key_of(Some(&a.clone())));
     let same = DpopKey::from_pem(ES256).unwrap();
-    assert_eq!(key_of(Some(&same)), key_of(Some(&DpopKey::from_pem(ES256).unwrap())));
+    assert_eq!(
+        key_of(Some(&same)),
+        key_of(Some(&DpopKey::from_pem(ES256).unwrap()))
+    );
     // Every grant keys by it (the refresh token grant here).
     let refresh_key = |key: &DpopKey| {
         RefreshTokenGrant::new(
@@ -457,7 +516,9 @@ fn the_cache_key_covers_the_dpop_key() {
     };
     assert_ne!(refresh_key(&a), refresh_key(&b));
     // A chain keeps the source's key, and forwards its DPoP key.
-    let chain = Chain::new(ClientCredentials::new(endpoint(&authority, &a).build().unwrap()));
+    let chain = Chain::new(ClientCredentials::new(
+        endpoint(&authority, &a).build().unwrap(),
+    ));
     assert_eq!(TokenSource::cache_key(&chain), Some(key_of(Some(&a))));
     assert_eq!(chain.dpop_key().unwrap().thumbprint(), a.thumbprint());
 }
@@ -471,7 +532,9 @@ fn bound_manager(
     clock: ManualClock,
 ) -> (tokenkeeper::TokenHandle, tokenkeeper::Driver) {
     authority.push_fault(bound(access_token));
-    let source = Chain::new(ClientCredentials::new(endpoint(authority, key).build().unwrap()));
+    let source = Chain::new(ClientCredentials::new(
+        endpoint(authority, key).build().unwrap(),
+    ));
     TokenManager::builder(source).clock(clock).build()
 }
 
@@ -511,7 +574,11 @@ fn a_handle_gives_the_headers_of_a_resource_request_with_ath_and_nonces_by_origi
             "https://other.example.com/orders",
         ] {
             let headers = handle.authorization("GET", other).await.unwrap();
-            assert_eq!(verify(headers.dpop().unwrap()).claim("nonce"), None, "{other}");
+            assert_eq!(
+                verify(headers.dpop().unwrap()).claim("nonce"),
+                None,
+                "{other}"
+            );
         }
         handle
             .remember_dpop_nonce("https://API.example.com:443/", "rs-2")
@@ -523,7 +590,10 @@ fn a_handle_gives_the_headers_of_a_resource_request_with_ath_and_nonces_by_origi
         let for_token = handle
             .authorization_for(headers.token().clone(), "DELETE", url)
             .unwrap();
-        assert_eq!(verify(for_token.dpop().unwrap()).claim("htm"), Some("DELETE"));
+        assert_eq!(
+            verify(for_token.dpop().unwrap()).claim("htm"),
+            Some("DELETE")
+        );
 
         assert!(matches!(
             handle.authorization("GET", "/relative").await,
@@ -547,7 +617,10 @@ fn a_bearer_token_gets_no_proof_even_with_a_key() {
     );
     let (handle, driver) = TokenManager::builder(source).build();
     block_on(futures_lite::future::or(driver, async move {
-        let headers = handle.authorization("GET", "https://api.example.com/").await.unwrap();
+        let headers = handle
+            .authorization("GET", "https://api.example.com/")
+            .await
+            .unwrap();
         assert!(!headers.is_dpop());
         assert_eq!(headers.dpop(), None);
         let token = headers.token().access_token().secret().to_owned();
@@ -566,7 +639,10 @@ fn a_bound_token_without_a_key_is_an_error_not_a_bearer_header() {
     });
     let (handle, driver) = TokenManager::builder(source).build();
     block_on(futures_lite::future::or(driver, async move {
-        let error = handle.authorization("GET", "https://api.example.com/").await.unwrap_err();
+        let error = handle
+            .authorization("GET", "https://api.example.com/")
+            .await
+            .unwrap_err();
         assert!(matches!(error, Error::Dpop(DpopError::NoKey)), "{error:?}");
         handle.shutdown().await;
     }));
@@ -581,7 +657,10 @@ fn no_key_token_or_proof_in_debug_or_logs() {
     let debug_key = format!("{key:?}");
     assert_eq!(
         debug_key,
-        format!("DpopKey {{ algorithm: ES256, thumbprint: {:?} }}", key.thumbprint())
+        format!(
+            "DpopKey {{ algorithm: ES256, thumbprint: {:?} }}",
+            key.thumbprint()
+        )
     );
     // The private scalar of the test key, as its PEM holds it.
     let pem_body: String = ES256.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -589,11 +668,22 @@ fn no_key_token_or_proof_in_debug_or_logs() {
     authority.push_fault(use_nonce(400, "nonce-secretless"));
     authority.push_fault(bound("bound-token-xyz"));
     let token = fetch(&mut source).unwrap();
-    let proof = token_requests(&authority)[1].header("dpop").unwrap().to_owned();
+    let proof = token_requests(&authority)[1]
+        .header("dpop")
+        .unwrap()
+        .to_owned();
 
-    let (handle, driver) = bound_manager(&authority, &key, "bound-token-xyz", ManualClock::new(SystemTime::now()));
+    let (handle, driver) = bound_manager(
+        &authority,
+        &key,
+        "bound-token-xyz",
+        ManualClock::new(SystemTime::now()),
+    );
     let ((), headers) = block_on(futures_lite::future::zip(driver, async {
-        let headers = handle.authorization("GET", "https://api.example.com/").await.unwrap();
+        let headers = handle
+            .authorization("GET", "https://api.example.com/")
+            .await
+            .unwrap();
         handle.shutdown().await;
         headers
     }));
@@ -606,7 +696,11 @@ fn no_key_token_or_proof_in_debug_or_logs() {
     // This crate's records (an HTTP client's wire traces are its own).
     let logs: Vec<String> = logged_lines()
         .into_iter()
-        .filter(|l| l.split(' ').nth(1).is_some_and(|t| t.starts_with("tokenkeeper")))
+        .filter(|l| {
+            l.split(' ')
+                .nth(1)
+                .is_some_and(|t| t.starts_with("tokenkeeper"))
+        })
         .collect();
     assert!(logs.iter().any(|l| l.contains("DPoP nonce")), "{logs:?}");
     let logs = logs.join("\n");
@@ -675,7 +769,10 @@ mod key_file {
         for mode in [0o644, 0o640, 0o604, 0o620] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let error = DpopKey::load_or_create(&path).unwrap_err();
-            assert!(matches!(error, KeyError::Untrusted { .. }), "{mode:o}: {error}");
+            assert!(
+                matches!(error, KeyError::Untrusted { .. }),
+                "{mode:o}: {error}"
+            );
             assert!(error.to_string().contains("chmod 600"), "{error}");
         }
         // A link is not followed.
@@ -742,7 +839,14 @@ mod end_to_end {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let mut lines = response.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers = lines
             .take_while(|l| !l.is_empty())
             .filter_map(|l| l.split_once(':'))
@@ -752,7 +856,10 @@ mod end_to_end {
     }
 
     fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Runs `test` with a manager on `source`, its driver beside it.
@@ -769,13 +876,21 @@ mod end_to_end {
         let authority = LocalAuthority::start().unwrap();
         authority.require_dpop(true);
         let key = DpopKey::generate().unwrap();
-        let source = Chain::new(ClientCredentials::new(endpoint(&authority, &key).build().unwrap()));
+        let source = Chain::new(ClientCredentials::new(
+            endpoint(&authority, &key).build().unwrap(),
+        ));
         with_manager(source, async |handle| {
             for _ in 0..3 {
-                let headers = handle.authorization("GET", &authority.resource_url()).await.unwrap();
+                let headers = handle
+                    .authorization("GET", &authority.resource_url())
+                    .await
+                    .unwrap();
                 assert!(headers.is_dpop());
                 let token = headers.token().access_token().secret().to_owned();
-                assert_eq!(authority.access_token_jkt(&token).as_deref(), Some(key.thumbprint()));
+                assert_eq!(
+                    authority.access_token_jkt(&token).as_deref(),
+                    Some(key.thumbprint())
+                );
                 let (status, _) = get(&authority.resource_url(), &headers);
                 assert_eq!(status, 200, "{:?}", authority.dpop_refusals());
             }
@@ -838,10 +953,16 @@ mod end_to_end {
             TokenRequestError::NotDpopBound { .. }
         ));
         let lenient = ClientCredentials::new(
-            endpoint(&authority, &key).dpop_allow_bearer(true).build().unwrap(),
+            endpoint(&authority, &key)
+                .dpop_allow_bearer(true)
+                .build()
+                .unwrap(),
         );
         with_manager(lenient, async |handle| {
-            let headers = handle.authorization("GET", &authority.resource_url()).await.unwrap();
+            let headers = handle
+                .authorization("GET", &authority.resource_url())
+                .await
+                .unwrap();
             assert!(!headers.is_dpop());
             assert_eq!(get(&authority.resource_url(), &headers).0, 200);
         });
@@ -865,19 +986,31 @@ mod end_to_end {
                 endpoint.clone(),
                 RefreshToken::new(authority.issue_refresh_token("client-a")),
             )),
-            Box::new(JwtBearerGrant::new(endpoint.clone(), grant_key, "issuer-x").subject("client-a")),
-            Box::new(TokenExchange::new(endpoint.clone(), PresentedToken::value("subject-1"))),
+            Box::new(
+                JwtBearerGrant::new(endpoint.clone(), grant_key, "issuer-x").subject("client-a"),
+            ),
+            Box::new(TokenExchange::new(
+                endpoint.clone(),
+                PresentedToken::value("subject-1"),
+            )),
             Box::new(CustomGrant::new(endpoint, "urn:example:custom")),
         ];
         for grant in &mut grants {
             let token = fetch(&mut **grant).unwrap();
             assert_eq!(token.token_type(), "DPoP");
             assert_eq!(
-                authority.access_token_jkt(token.access_token().secret()).as_deref(),
+                authority
+                    .access_token_jkt(token.access_token().secret())
+                    .as_deref(),
                 Some(key.thumbprint())
             );
         }
         // The nonce was demanded once, then kept for every grant.
-        assert_eq!(authority.dpop_refusals().len(), 1, "{:?}", authority.dpop_refusals());
+        assert_eq!(
+            authority.dpop_refusals().len(),
+            1,
+            "{:?}",
+            authority.dpop_refusals()
+        );
     }
 }

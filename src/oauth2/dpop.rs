@@ -360,8 +360,7 @@ fn read_private(path: &Path, file: std::fs::File) -> Result<DpopKey, KeyError> {
     };
     let meta = file.metadata().map_err(read_error)?;
     let reason = trust::distrust(&meta).or_else(|| {
-        trust::readable_by_others(&meta)
-            .then(|| "group or others may read it".to_owned())
+        trust::readable_by_others(&meta).then(|| "group or others may read it".to_owned())
     });
     if let Some(reason) = reason {
         return Err(KeyError::Untrusted {
@@ -561,9 +560,6 @@ mod tests {
         }
         assert_eq!(nonces.get("https://a"), None);
         assert_eq!(nonces.get("https://0").as_deref(), Some("x"));
-        assert_eq!(
-            nonces.nonces.lock().unwrap().len(),
-            MAX_RESOURCE_NONCES
-        );
+        assert_eq!(nonces.nonces.lock().unwrap().len(), MAX_RESOURCE_NONCES);
     }
 }

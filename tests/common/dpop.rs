@@ -23,7 +23,9 @@ impl Proof {
 }
 
 fn b64(part: &str) -> Vec<u8> {
-    URL_SAFE_NO_PAD.decode(part).expect("base64url without padding")
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url without padding")
 }
 
 /// Decodes `proof` and checks its signature with the public key in its
