@@ -218,3 +218,33 @@ fn no_secret_reaches_logs_debug_or_errors() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_logger_recording_ureqs_wire_dumps_is_warned_once() {
+    // The capturing logger records every target at TRACE, ureq_proto's
+    // dumps of the bytes on the wire included.
+    capture_logs();
+    let authority = LocalAuthority::start().unwrap();
+    authority.add_client("wire-dump", SECRET);
+    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("wire-dump"))
+        .client_secret(ClientSecret::new(SECRET))
+        .build()
+        .unwrap();
+    let cx = FetchContext::new(SystemClock, LifetimePolicy::default());
+    for _ in 0..2 {
+        block_on(ClientCredentials::new(endpoint.clone()).fetch(cx.clone())).unwrap();
+    }
+    let lines = logged_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("TRACE ureq_proto::util")),
+        "the wire dumps the warning is about are recorded"
+    );
+    let warnings: Vec<String> = lines
+        .into_iter()
+        .filter(|l| l.starts_with("WARN tokenkeeper::oauth2") && l.contains("ureq_proto::util"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("ureq_proto=debug"), "{}", warnings[0]);
+}

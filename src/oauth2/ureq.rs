@@ -5,6 +5,7 @@ mod proxy;
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,15 @@ use proxy::{ProxyEnv, Route};
 /// [`UreqClient::with_agent`] keeps the agent's own proxy settings (ureq's
 /// reading of the environment, by default), except that loopback is never
 /// proxied there either.
+///
+/// # Logging
+///
+/// ureq's protocol crate logs every byte it sends and receives at TRACE
+/// level under the target `ureq_proto::util`, credentials and tokens
+/// included. tokenkeeper's own records never hold a secret, but it cannot
+/// filter another crate's: keep that target at DEBUG or less (for
+/// `env_logger`, `RUST_LOG=trace,ureq_proto=debug`). When the logger would
+/// record those lines, the first request logs a warning saying so.
 ///
 /// ```
 /// use tokenkeeper::oauth2::{TokenEndpoint, UreqClient};
@@ -146,12 +156,36 @@ enum ProxyOverride {
     Set(Option<ureq::Proxy>),
 }
 
+/// Warns once per process when the logger records ureq's wire dumps.
+///
+/// `ureq-proto` logs every byte sent and received at TRACE level (target
+/// `ureq_proto::util`, 16 bytes a line): credentials, assertions, proofs
+/// and tokens included. A library cannot filter another crate's records,
+/// so the application that turned them on is told how to turn them off.
+fn warn_if_wire_dumps_are_logged() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if log::log_enabled!(target: WIRE_DUMP_TARGET, log::Level::Trace)
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        log::warn!(
+            target: "tokenkeeper::oauth2",
+            "the logger records TRACE lines of {WIRE_DUMP_TARGET}, which dump every byte ureq \
+             sends and receives, client credentials and tokens included; set that target to \
+             DEBUG or less (RUST_LOG=...,ureq_proto=debug)"
+        );
+    }
+}
+
+/// Where `ureq-proto` logs the bytes it writes and reads.
+const WIRE_DUMP_TARGET: &str = "ureq_proto::util";
+
 impl HttpClient for UreqClient {
     fn post(
         &self,
         request: HttpRequest,
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        warn_if_wire_dumps_are_logged();
         let agent = self.agent.clone();
         let proxy = self.proxy_for(request.url());
         Box::pin(blocking::unblock(move || {
@@ -166,6 +200,7 @@ impl HttpClient for UreqClient {
         request: HttpRequest,
         max_body: usize,
     ) -> BoxFuture<'_, Result<HttpResponse, HttpError>> {
+        warn_if_wire_dumps_are_logged();
         let agent = self.agent.clone();
         let proxy = self.proxy_for(request.url());
         Box::pin(blocking::unblock(move || {
