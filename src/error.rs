@@ -245,6 +245,9 @@ pub enum Error {
         /// The latest source failure, if the manager had one.
         last_error: Option<SourceError>,
     },
+    /// The headers of a resource request could not be made
+    /// ([`TokenHandle::authorization`](crate::TokenHandle::authorization)).
+    Dpop(DpopError),
 }
 
 impl fmt::Display for Error {
@@ -260,6 +263,7 @@ impl fmt::Display for Error {
                 waited,
                 last_error: Some(e),
             } => write!(f, "no valid token within {waited:?}; last error: {e}"),
+            Error::Dpop(e) => write!(f, "no DPoP proof: {e}"),
         }
     }
 }
@@ -272,7 +276,53 @@ impl StdError for Error {
                 ..
             }
             | Error::Source(e) => Some(e),
+            Error::Dpop(e) => Some(e),
             _ => None,
         }
     }
 }
+
+impl From<DpopError> for Error {
+    fn from(e: DpopError) -> Error {
+        Error::Dpop(e)
+    }
+}
+
+/// Why a DPoP proof (RFC 9449) could not be made. Nothing in it is secret.
+///
+/// ```
+/// use tokenkeeper::DpopError;
+/// let e = DpopError::InvalidUrl("relative URL without a base".into());
+/// assert_eq!(e.to_string(), "the request URL is not an absolute http(s) URL: relative URL without a base");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DpopError {
+    /// The URL of the request does not parse as an absolute `http` or
+    /// `https` URL.
+    InvalidUrl(String),
+    /// The token is DPoP-bound but the manager's source has no DPoP key
+    /// ([`TokenSource::dpop_key`](crate::TokenSource::dpop_key)), so no
+    /// proof can go with it.
+    NoKey,
+    /// The system gave no randomness for the proof's `jti` or signature.
+    NoRandomness,
+}
+
+impl fmt::Display for DpopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DpopError::InvalidUrl(why) => {
+                write!(f, "the request URL is not an absolute http(s) URL: {why}")
+            }
+            DpopError::NoKey => f.write_str(
+                "the token is DPoP-bound but the manager has no DPoP key to prove it holds it",
+            ),
+            DpopError::NoRandomness => {
+                f.write_str("signing the DPoP proof failed (no randomness from the system)")
+            }
+        }
+    }
+}
+
+impl StdError for DpopError {}

@@ -130,7 +130,8 @@
 //! | `tokenkeeper::cache` | debug | cache hit, cache miss, lease taken, lease held elsewhere, token refreshed by another process |
 //! | `tokenkeeper::cache` | info | a lease held elsewhere not obtained within the lease wait; a cache answering again after its cool-down |
 //! | `tokenkeeper::cache` | warn | a cache failed or missed its deadline and is skipped for a cool-down (once), a corrupt entry (once), Redis unreachable (once) |
-//! | `tokenkeeper::oauth2` | debug / warn | each token request; a token type other than Bearer |
+//! | `tokenkeeper::oauth2` | debug / warn | each token request, a DPoP nonce challenge answered; a token type other than Bearer (or DPoP, when asked for), a DPoP request answered with an unbound token that is allowed |
+//! | `tokenkeeper::oauth2` | info | a DPoP key file created (its path and thumbprint) |
 //! | `tokenkeeper::middleware` | info / warn | a 401 that rejected the token, and the refresh after it |
 //!
 //! # Features
@@ -140,9 +141,12 @@
 //!   It compiles no tokio and needs no runtime.
 //! - `jwt` (default): `PrivateKey` in [`oauth2`] and the client
 //!   authentications that sign assertions (`private_key_jwt`,
-//!   `client_secret_jwt`), on the ring and rustls-pki-types that the `ureq`
-//!   client's rustls builds anyway: one crypto stack. An assertion read from
-//!   a file needs no feature.
+//!   `client_secret_jwt`), and DPoP (RFC 9449): `DpopKey` in [`oauth2`],
+//!   the endpoint builder's `dpop`, tokens bound to the key and proofs for
+//!   resource requests from [`TokenHandle::authorization`] (see the
+//!   [`oauth2`] module's DPoP section). On the ring and rustls-pki-types
+//!   that the `ureq` client's rustls builds anyway: one crypto stack. An
+//!   assertion read from a file needs no feature.
 //! - `surf`: `SurfClient` in [`oauth2`], for a `surf::Client` you
 //!   configure, and the `middleware` module's `BearerAuth`, which adds the
 //!   token to surf requests and refreshes it after a 401. surf
@@ -185,11 +189,11 @@ use std::pin::Pin;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, ErrorKind, RequestTimedOut, SourceError};
+pub use error::{DpopError, Error, ErrorKind, RequestTimedOut, SourceError};
 pub use jitter::{Jitter, NoJitter, RandomEarlyJitter};
 pub use manager::{
-    Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle, TokenManager,
-    TokenManagerBuilder,
+    Authorization, Driver, Events, ManagerEvent, ManagerState, Subscription, TokenHandle,
+    TokenManager, TokenManagerBuilder,
 };
 pub use source::{FetchContext, FetchReason, FixedSource, TokenSource};
 pub use token::{

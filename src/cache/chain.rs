@@ -543,4 +543,9 @@ impl TokenSource for Chain {
     fn cache_key(&self) -> Option<CacheKey> {
         self.links.key
     }
+
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.source.dpop_key()
+    }
 }

@@ -35,7 +35,7 @@ mod key;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
-mod trust;
+pub(crate) mod trust;
 
 use std::error::Error as StdError;
 use std::fmt;

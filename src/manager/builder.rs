@@ -166,6 +166,10 @@ impl TokenManagerBuilder {
     pub fn build(self) -> (TokenHandle, Driver) {
         let mut shared = Shared::new(Arc::clone(&self.clock), self.wait_timeout);
         shared.source_key = self.source.cache_key();
+        #[cfg(feature = "jwt")]
+        {
+            shared.dpop_key = self.source.dpop_key();
+        }
         let shared = Arc::new(shared);
         let jitter = self.jitter.unwrap_or_else(|| {
             let max = Duration::from_secs(10);

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use futures_lite::future;
 
-use crate::error::Error;
+use crate::error::{DpopError, Error};
+use crate::manager::authorization::Authorization;
 use crate::manager::events::Events;
 use crate::manager::shared::{Published, Shared};
 use crate::manager::state::ManagerState;
@@ -132,6 +133,137 @@ impl TokenHandle {
         self.shared.register_wait(deadline_ms);
         self.shared.nudge();
         self.wait_for(None, deadline_ms).await
+    }
+
+    /// The headers of a request of `method` to `url` with a valid token,
+    /// got as [`token`](Self::token) gets it (waiting when there is none).
+    ///
+    /// For a DPoP-bound token (its `token_type` is `DPoP`, from an endpoint
+    /// with [`dpop`](crate::oauth2::TokenEndpointBuilder::dpop)):
+    /// `Authorization: DPoP <token>` and a new `DPoP` proof for this
+    /// method and URL, with `ath` (the token's hash), `iat` on the
+    /// manager's clock, and the nonce the URL's origin gave last
+    /// ([`remember_dpop_nonce`](Self::remember_dpop_nonce)). For any other
+    /// token: `Authorization: Bearer <token>` alone. A proof costs one
+    /// signature (see BENCHMARKS.md): make one for every request, never
+    /// reuse one.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokenkeeper::{AccessToken, FixedSource, TokenManager};
+    ///
+    /// let source = FixedSource::new(AccessToken::new("t"), Duration::from_secs(3600));
+    /// let (handle, driver) = TokenManager::builder(source).build();
+    /// futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+    ///     let headers = handle.authorization("GET", "https://api.example.com/orders").await.unwrap();
+    ///     assert_eq!(headers.authorization(), "Bearer t");
+    ///     assert_eq!(headers.dpop(), None); // not DPoP-bound: no proof
+    ///     handle.shutdown().await;
+    /// }));
+    /// ```
+    ///
+    /// A resource server that answers `401` with `WWW-Authenticate: DPoP
+    /// error="use_dpop_nonce"` and a `DPoP-Nonce` header: remember the
+    /// nonce, then ask again for the headers of the retry (the middleware
+    /// does this once per request).
+    ///
+    /// ```no_run
+    /// # async fn send(_: &tokenkeeper::Authorization) -> (u16, Option<String>) { unimplemented!() }
+    /// # async fn run(handle: tokenkeeper::TokenHandle) -> Result<(), tokenkeeper::Error> {
+    /// let url = "https://api.example.com/orders";
+    /// let mut headers = handle.authorization("GET", url).await?;
+    /// let (status, nonce) = send(&headers).await; // the `DPoP-Nonce` header, if any
+    /// if let Some(nonce) = nonce {
+    ///     handle.remember_dpop_nonce(url, &nonce)?;
+    ///     if status == 401 && headers.is_dpop() {
+    ///         headers = handle.authorization("GET", url).await?;
+    ///         send(&headers).await;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`token`](Self::token); and, for a DPoP-bound token,
+    /// [`Error::Dpop`] when `url` is not an absolute `http(s)` URL, when the
+    /// manager's source has no DPoP key
+    /// ([`TokenSource::dpop_key`](crate::TokenSource::dpop_key)), or when
+    /// the system gives no randomness.
+    pub async fn authorization(&self, method: &str, url: &str) -> Result<Authorization, Error> {
+        let token = self.token().await?;
+        self.authorization_for(token, method, url)
+    }
+
+    /// The headers of a request of `method` to `url` with `token`, as
+    /// [`authorization`](Self::authorization) makes them, for a token in
+    /// hand (one [`refresh_rejected`](Self::refresh_rejected) returned).
+    /// It does not wait, nor check that the token is still valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Dpop`], as [`authorization`](Self::authorization).
+    pub fn authorization_for(
+        &self,
+        token: Arc<Token>,
+        method: &str,
+        url: &str,
+    ) -> Result<Authorization, Error> {
+        if !token.token_type().eq_ignore_ascii_case("DPoP") {
+            return Ok(Authorization::bearer(token));
+        }
+        #[cfg(feature = "jwt")]
+        {
+            let key = self.shared.dpop_key.as_ref().ok_or(DpopError::NoKey)?;
+            let htu = crate::oauth2::dpop::htu(url)?;
+            let nonce = self
+                .shared
+                .resource_nonces
+                .get(&htu.origin().ascii_serialization());
+            let proof = key.proof_at(
+                self.shared.clock.now_ms(),
+                method,
+                htu.as_str(),
+                Some(token.access_token()),
+                nonce.as_deref(),
+            )?;
+            Ok(Authorization::bound(token, proof))
+        }
+        #[cfg(not(feature = "jwt"))]
+        {
+            let _ = (method, url);
+            Err(DpopError::NoKey.into())
+        }
+    }
+
+    /// Keeps `nonce`, which a resource server sent in a `DPoP-Nonce`
+    /// header with its answer to a request to `url`: the proofs of the
+    /// next requests to the same origin (scheme, host and port) carry it.
+    /// A server may send one with any answer, a `use_dpop_nonce` challenge
+    /// or a success; the latest wins.
+    ///
+    /// # Errors
+    ///
+    /// [`DpopError::InvalidUrl`] when `url` is not an absolute `http(s)`
+    /// URL.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn remember_dpop_nonce(&self, url: &str, nonce: &str) -> Result<(), DpopError> {
+        let htu = crate::oauth2::dpop::htu(url)?;
+        if !nonce.is_empty() {
+            self.shared
+                .resource_nonces
+                .set(htu.origin().ascii_serialization(), nonce);
+        }
+        Ok(())
+    }
+
+    /// The DPoP key the manager's tokens are bound to, if its source binds
+    /// them ([`TokenSource::dpop_key`](crate::TokenSource::dpop_key)).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_key(&self) -> Option<&crate::oauth2::DpopKey> {
+        self.shared.dpop_key.as_ref()
     }
 
     /// The cache key of the manager's source

@@ -48,6 +48,7 @@
 //! });
 //! ```
 
+mod authorization;
 mod builder;
 mod events;
 mod handle;
@@ -66,6 +67,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+pub use authorization::Authorization;
 pub use builder::TokenManagerBuilder;
 pub use events::{Events, ManagerEvent};
 pub use handle::TokenHandle;

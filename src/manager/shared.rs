@@ -83,6 +83,12 @@ pub(crate) struct Shared {
     /// The source's cache key, for sources downstream of this manager
     /// (a token exchange of its tokens).
     pub(crate) source_key: Option<CacheKey>,
+    /// The source's DPoP key: the manager's one key.
+    #[cfg(feature = "jwt")]
+    pub(crate) dpop_key: Option<crate::oauth2::DpopKey>,
+    /// The nonces resource servers gave, by origin.
+    #[cfg(feature = "jwt")]
+    pub(crate) resource_nonces: crate::oauth2::dpop::ResourceNonces,
 }
 
 impl Shared {
@@ -111,6 +117,10 @@ impl Shared {
             clock,
             wait_timeout,
             source_key: None,
+            #[cfg(feature = "jwt")]
+            dpop_key: None,
+            #[cfg(feature = "jwt")]
+            resource_nonces: Default::default(),
         }
     }
 

@@ -166,6 +166,11 @@ impl TokenSource for CustomGrant {
         })
     }
 
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.endpoint.dpop_key().cloned()
+    }
+
     /// A digest of the token URL, the client id, the grant type, the scope
     /// and the parameters, credentials included (as the refresh-token
     /// grant's key covers its refresh token: a new device code is a new

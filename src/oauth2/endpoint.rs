@@ -20,6 +20,8 @@ use crate::source::FetchContext;
 use crate::token::{ClientId, ClientSecret, Token};
 
 #[cfg(feature = "jwt")]
+use crate::oauth2::dpop::{DpopKey, EndpointDpop};
+#[cfg(feature = "jwt")]
 use crate::oauth2::jwt::PrivateKey;
 
 const LOG: &str = "tokenkeeper::oauth2";
@@ -193,18 +195,24 @@ pub struct TokenEndpoint {
     /// Finds the client secret in every form it is sent in, in server
     /// text; made once, shared by clones.
     scrubber: Arc<Scrubber>,
+    /// The DPoP key and the authority's latest nonce, shared by clones.
+    #[cfg(feature = "jwt")]
+    dpop: Option<Arc<EndpointDpop>>,
 }
 
 impl fmt::Debug for TokenEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenEndpoint")
+        let mut debug = f.debug_struct("TokenEndpoint");
+        debug
             .field("url", &self.url.as_str())
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
             .field("auth", self.credentials.auth())
             .field("body", &self.body)
-            .field("max_body", &self.max_body)
-            .finish()
+            .field("max_body", &self.max_body);
+        #[cfg(feature = "jwt")]
+        debug.field("dpop", &self.dpop);
+        debug.finish()
     }
 }
 
@@ -221,11 +229,16 @@ pub struct TokenEndpointBuilder {
     /// The authority's metadata, when discovered: its issuer and what its
     /// token endpoint supports.
     metadata: Option<Arc<ServerMetadata>>,
+    #[cfg(feature = "jwt")]
+    dpop: Option<DpopKey>,
+    #[cfg(feature = "jwt")]
+    dpop_allow_bearer: bool,
 }
 
 impl fmt::Debug for TokenEndpointBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenEndpointBuilder")
+        let mut debug = f.debug_struct("TokenEndpointBuilder");
+        debug
             .field("url", &self.url)
             .field("client_id", &self.client_id)
             .field("auth", &self.auth)
@@ -233,8 +246,12 @@ impl fmt::Debug for TokenEndpointBuilder {
             .field("body", &self.body)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("max_body", &self.max_body)
-            .field("metadata", &self.metadata)
-            .finish()
+            .field("metadata", &self.metadata);
+        #[cfg(feature = "jwt")]
+        debug
+            .field("dpop", &self.dpop)
+            .field("dpop_allow_bearer", &self.dpop_allow_bearer);
+        debug.finish()
     }
 }
 
@@ -257,6 +274,10 @@ impl TokenEndpoint {
             allow_insecure_http: false,
             max_body: DEFAULT_MAX_BODY,
             metadata: None,
+            #[cfg(feature = "jwt")]
+            dpop: None,
+            #[cfg(feature = "jwt")]
+            dpop_allow_bearer: false,
         }
     }
 
@@ -357,6 +378,14 @@ impl TokenEndpoint {
         self.credentials.auth().method()
     }
 
+    /// The key its tokens are bound to, when DPoP is on
+    /// ([`TokenEndpointBuilder::dpop`]).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_key(&self) -> Option<&DpopKey> {
+        self.dpop.as_deref().map(|dpop| &dpop.key)
+    }
+
     /// POSTs a grant with `params` and turns the answer into a token.
     /// `secrets` are extra values (a refresh token) to scrub from errors.
     pub(crate) async fn request(
@@ -443,7 +472,38 @@ impl TokenEndpoint {
     /// assertion, made here for this request, is added to the form and to
     /// them. `scope` is the scope the form asks for: a granted scope equal
     /// to it is kept without a look.
+    ///
+    /// With DPoP on, every request carries a new proof; an authority's
+    /// `use_dpop_nonce` challenge that brings a new nonce is answered once
+    /// with it (a second one is the error).
     pub(crate) async fn request_form(
+        &self,
+        grant: &str,
+        form: Vec<u8>,
+        secrets: &[&str],
+        scope: Option<&str>,
+        cx: &FetchContext,
+    ) -> Result<Token, SourceError> {
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = &self.dpop {
+            let sent = dpop.nonce();
+            return match self.exchange(grant, form.clone(), secrets, scope, cx).await {
+                Err(e) if demands_nonce(&e) && dpop.nonce() != sent => {
+                    log::debug!(
+                        target: LOG,
+                        "the authority demands a DPoP nonce: asking again with the one it sent"
+                    );
+                    self.exchange(grant, form, secrets, scope, cx).await
+                }
+                other => other,
+            };
+        }
+        self.exchange(grant, form, secrets, scope, cx).await
+    }
+
+    /// One token request: [`request_form`](Self::request_form) without
+    /// the nonce challenge's second try.
+    async fn exchange(
         &self,
         grant: &str,
         form: Vec<u8>,
@@ -462,6 +522,13 @@ impl TokenEndpoint {
             }
         };
         let mut request = self.http_request(form);
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = &self.dpop {
+            let proof = dpop
+                .proof(cx.now_ms(), dpop.nonce().as_deref())
+                .map_err(|e| SourceError::transient(e.to_string()).with_cause(e))?;
+            request = request.header("DPoP", proof);
+        }
         if let Some(deadline) = cx.deadline_ms() {
             // Give up a little before the manager does, so an answer that
             // arrives is read, not dropped with the fetch.
@@ -482,13 +549,38 @@ impl TokenEndpoint {
                 return Err(into_source_error(TokenRequestError::Http(e), None));
             }
         };
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = &self.dpop {
+            dpop.remember(response.header("dpop-nonce"));
+        }
         let parsed = parse(response.status(), response.body(), &secrets, scope).map_err(|e| {
             let hint = response
                 .header("retry-after")
                 .and_then(|v| retry_after(v, cx.now_ms()));
             into_source_error(e, hint)
         })?;
-        if !parsed.token_type.eq_ignore_ascii_case("bearer") {
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = &self.dpop {
+            if !parsed.token_type.eq_ignore_ascii_case("DPoP") {
+                if !dpop.allow_bearer {
+                    return Err(into_source_error(
+                        TokenRequestError::NotDpopBound {
+                            token_type: parsed.token_type,
+                        },
+                        None,
+                    ));
+                }
+                log::warn!(
+                    target: LOG,
+                    "the authority answered a DPoP request with a token of type {:?}: it is not \
+                     bound to the key (allowed by dpop_allow_bearer)",
+                    parsed.token_type
+                );
+            }
+        }
+        if !parsed.token_type.eq_ignore_ascii_case("bearer")
+            && !self.is_dpop_answer(&parsed.token_type)
+        {
             log::warn!(
                 target: LOG,
                 "token endpoint issued a token of type {:?}, not Bearer; recorded on the token",
@@ -514,6 +606,17 @@ impl TokenEndpoint {
     }
 }
 
+impl TokenEndpoint {
+    /// Whether `token_type` is what a DPoP request expects.
+    fn is_dpop_answer(&self, token_type: &str) -> bool {
+        #[cfg(feature = "jwt")]
+        let dpop = self.dpop.is_some();
+        #[cfg(not(feature = "jwt"))]
+        let dpop = false;
+        dpop && token_type.eq_ignore_ascii_case("DPoP")
+    }
+}
+
 /// `params` as one JSON object of strings; a name given more than once
 /// becomes an array of its values, in order.
 fn json_body<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
@@ -531,6 +634,17 @@ fn json_body<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
     }
     // A map of strings always serializes.
     serde_json::to_vec(&Value::Object(object)).unwrap_or_default()
+}
+
+/// Whether `e` is an authority's `use_dpop_nonce` challenge (RFC 9449 §8).
+#[cfg(feature = "jwt")]
+fn demands_nonce(e: &SourceError) -> bool {
+    e.request_error().is_some_and(|e| match e {
+        TokenRequestError::OAuth2(e) => {
+            e.code().as_str() == "use_dpop_nonce" && matches!(e.status(), 400 | 401)
+        }
+        _ => false,
+    })
 }
 
 fn into_source_error(
@@ -622,6 +736,51 @@ impl TokenEndpointBuilder {
         self
     }
 
+    /// Binds every token to `key` (DPoP, RFC 9449): each token request
+    /// through this endpoint, whatever the grant, carries a new proof
+    /// signed with it in a `DPoP` header; an authority's `use_dpop_nonce`
+    /// challenge is answered once with its nonce, and the latest
+    /// `DPoP-Nonce` it sent goes with the next request. A success whose
+    /// `token_type` is not `DPoP` is an error
+    /// ([`TokenRequestError::NotDpopBound`]) unless
+    /// [`dpop_allow_bearer`](Self::dpop_allow_bearer) says otherwise. The
+    /// grants' [cache keys](crate::TokenSource::cache_key) cover the key's
+    /// thumbprint, and a manager on them makes resource proofs with it
+    /// ([`TokenHandle::authorization`](crate::TokenHandle::authorization)).
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::{ClientCredentials, DpopKey, TokenEndpoint};
+    /// use tokenkeeper::{ClientSecret, TokenSource};
+    ///
+    /// let key = DpopKey::generate()?;
+    /// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", "svc")
+    ///     .client_secret(ClientSecret::new("s"))
+    ///     .dpop(key.clone())
+    ///     .build()?;
+    /// assert_eq!(endpoint.dpop_key().map(|k| k.thumbprint()), Some(key.thumbprint()));
+    /// let source = ClientCredentials::new(endpoint);
+    /// assert_eq!(source.dpop_key().map(|k| k.thumbprint().to_owned()), Some(key.thumbprint().to_owned()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// Accepts a token that is not DPoP-bound (`token_type` `Bearer`) from
+    /// an authority asked for a bound one ([`dpop`](Self::dpop)), for an
+    /// authority that binds tokens only for some clients: such a token is
+    /// used as a bearer token, without proofs. `false` by default: the
+    /// answer is then an error, as the token would not be bound.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_allow_bearer(mut self, allow: bool) -> Self {
+        self.dpop_allow_bearer = allow;
+        self
+    }
+
     /// The largest response body accepted, [`DEFAULT_MAX_BODY`] by default.
     pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
@@ -667,7 +826,13 @@ impl TokenEndpointBuilder {
         let credentials = Credentials::new(&self.client_id, auth, audience);
         let mut scrubber = Scrubber::default();
         credentials.add_secrets(&self.client_id, &mut scrubber);
+        #[cfg(feature = "jwt")]
+        let dpop = self
+            .dpop
+            .map(|key| Arc::new(EndpointDpop::new(key, self.dpop_allow_bearer, &url)));
         Ok(TokenEndpoint {
+            #[cfg(feature = "jwt")]
+            dpop,
             url,
             issuer,
             client_id: self.client_id,

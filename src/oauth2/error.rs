@@ -175,6 +175,15 @@ pub enum TokenRequestError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The endpoint asked for a DPoP-bound token
+    /// ([`TokenEndpointBuilder::dpop`](crate::oauth2::TokenEndpointBuilder::dpop))
+    /// and the authority issued one of another type: it would not be bound
+    /// to the key. Permanent: the authority's configuration decides it
+    /// (allow it with `dpop_allow_bearer`).
+    NotDpopBound {
+        /// The `token_type` the authority answered.
+        token_type: String,
+    },
 }
 
 impl TokenRequestError {
@@ -182,9 +191,11 @@ impl TokenRequestError {
     ///
     /// Transient: network failures, timeouts, 5xx, 408, 429, malformed
     /// success responses, `temporarily_unavailable`, `server_error`,
-    /// `slow_down`. Permanent: `invalid_client`, `unauthorized_client`,
+    /// `slow_down`, `use_dpop_nonce` (the nonce it came with goes with the
+    /// next request). Permanent: `invalid_client`, `unauthorized_client`,
     /// `invalid_grant`, `invalid_scope`, `unsupported_grant_type`,
-    /// `invalid_request`, and other 4xx answers.
+    /// `invalid_request`, other 4xx answers, and a token that is not
+    /// DPoP-bound when one was asked for.
     pub fn kind(&self) -> ErrorKind {
         match self {
             TokenRequestError::Http(_) | TokenRequestError::InvalidResponse { .. } => {
@@ -194,7 +205,7 @@ impl TokenRequestError {
                 ErrorCode::Other(code)
                     if matches!(
                         code.as_str(),
-                        "temporarily_unavailable" | "server_error" | "slow_down"
+                        "temporarily_unavailable" | "server_error" | "slow_down" | "use_dpop_nonce"
                     ) =>
                 {
                     ErrorKind::Transient
@@ -203,6 +214,7 @@ impl TokenRequestError {
                 _ => ErrorKind::Permanent,
             },
             TokenRequestError::UnexpectedStatus { status, .. } => status_kind(*status),
+            TokenRequestError::NotDpopBound { .. } => ErrorKind::Permanent,
         }
     }
 
@@ -234,6 +246,11 @@ impl fmt::Display for TokenRequestError {
             TokenRequestError::InvalidResponse { status, reason } => {
                 write!(f, "invalid token response (HTTP {status}): {reason}")
             }
+            TokenRequestError::NotDpopBound { token_type } => write!(
+                f,
+                "the authority issued a token of type {token_type:?}, not DPoP: it would not be \
+                 bound to the DPoP key (dpop_allow_bearer accepts it)"
+            ),
         }
     }
 }

@@ -152,11 +152,18 @@ impl ClientCredentials {
 
 /// The fields every grant's cache key starts with: where and as whom the
 /// token is asked for, and how.
+/// With DPoP on, the key's thumbprint too: a bound token is of use only
+/// to holders of its key.
 pub(super) fn key_builder(endpoint: &TokenEndpoint, grant_type: &str) -> CacheKeyBuilder {
-    CacheKey::builder()
+    let key = CacheKey::builder()
         .field("token_url", endpoint.url().as_str())
         .field("client_id", endpoint.client_id().as_str())
-        .field("grant_type", grant_type)
+        .field("grant_type", grant_type);
+    #[cfg(feature = "jwt")]
+    if let Some(dpop) = endpoint.dpop_key() {
+        return key.field("jkt", dpop.thumbprint());
+    }
+    key
 }
 
 /// Adds the extra parameters the grant sends (not the ignored ones).
@@ -194,6 +201,11 @@ impl TokenSource for ClientCredentials {
                 .request_form("client_credentials", form, &secrets, scope, &cx)
                 .await
         })
+    }
+
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.endpoint.dpop_key().cloned()
     }
 
     /// A digest of the token URL, the client id, the grant type, the
@@ -405,6 +417,11 @@ impl TokenSource for RefreshTokenGrant {
             }
             result
         })
+    }
+
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.endpoint.dpop_key().cloned()
     }
 
     /// A digest of the token URL, the client id, the grant type, the scope,

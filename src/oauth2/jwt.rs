@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroize as _;
 
 /// The largest key file read: an 8192-bit RSA key in PEM is under 7 KiB.
-const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
 /// The smallest RSA modulus accepted, in bits (RFC 7518 §3.3 and §3.5).
 const MIN_RSA_BITS: usize = 2048;
@@ -246,11 +246,20 @@ impl PrivateKey {
             Ok(_) if bytes.len() as u64 > MAX_KEY_FILE_BYTES => Err(read_error(
                 std::io::Error::other("larger than 64 KiB: not a key"),
             )),
-            Ok(_) if bytes.first() == Some(&der::SEQUENCE) => PrivateKey::from_der(&bytes),
-            Ok(_) => PrivateKey::from_pem(&bytes),
+            Ok(_) => PrivateKey::from_key_bytes(&bytes),
         };
         bytes.zeroize();
         key
+    }
+
+    /// A key from the bytes of a key file: DER when they start as DER
+    /// does, else PEM.
+    pub(crate) fn from_key_bytes(bytes: &[u8]) -> Result<PrivateKey, KeyError> {
+        if bytes.first() == Some(&der::SEQUENCE) {
+            PrivateKey::from_der(bytes)
+        } else {
+            PrivateKey::from_pem(bytes)
+        }
     }
 
     /// Signs with `algorithm` instead of the key's own (RS256 by default
@@ -328,8 +337,39 @@ impl PrivateKey {
         jwk.to_string()
     }
 
+    /// The public key's required JWK members alone, in lexicographic
+    /// order and without whitespace: the input of an RFC 7638 thumbprint,
+    /// and the `jwk` a DPoP proof carries.
+    pub(crate) fn canonical_public_jwk(&self) -> String {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        // Every member is base64url or a fixed name: nothing to escape.
+        match &*self.signer {
+            Signer::Ecdsa(key) => {
+                let point = key.public_key().as_ref();
+                let (x, y) = point.get(1..).unwrap_or_default().split_at(32);
+                format!(
+                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                    b64(x),
+                    b64(y)
+                )
+            }
+            Signer::Rsa(key) => {
+                let public = signature::RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+                format!(
+                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                    b64(&public.e),
+                    b64(&public.n)
+                )
+            }
+            Signer::Ed25519(key) => format!(
+                r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+                b64(key.public_key().as_ref())
+            ),
+        }
+    }
+
     /// The signature of `message` (the JWS signing input).
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let rng = SystemRandom::new();
         match &*self.signer {
             Signer::Ecdsa(key) => Ok(key.sign(&rng, message)?.as_ref().to_vec()),
@@ -405,7 +445,7 @@ impl JwtSigner {
 }
 
 /// 16 random bytes in base64url: a `jti` no other assertion shares.
-fn random_jti() -> Result<String, SignError> {
+pub(crate) fn random_jti() -> Result<String, SignError> {
     let bytes: [u8; 16] = ring::rand::generate(&SystemRandom::new())?.expose();
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
@@ -519,6 +559,24 @@ pub enum KeyError {
     },
     /// An algorithm name that is not ES256, RS256, PS256 or EdDSA.
     UnknownAlgorithm(String),
+    /// A key file that is not private to this user
+    /// ([`DpopKey::load_or_create`](crate::oauth2::DpopKey::load_or_create)
+    /// refuses it): another user owns it, group or others may read or
+    /// write it, or it is not a regular file.
+    Untrusted {
+        /// The file.
+        path: PathBuf,
+        /// Why it is not trusted.
+        reason: String,
+    },
+    /// A new key file could not be written, or the system gave no
+    /// randomness to make a key (then `path` is empty).
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -559,6 +617,18 @@ impl fmt::Display for KeyError {
                 f,
                 "unknown signing algorithm {name:?}; expected ES256, RS256, PS256 or EdDSA"
             ),
+            KeyError::Untrusted { path, reason } => write!(
+                f,
+                "refusing the key file {}: {reason}; it must be a regular file of this user \
+                 that only this user may read (chmod 600)",
+                path.display()
+            ),
+            KeyError::Create { path, error } if path.as_os_str().is_empty() => {
+                write!(f, "cannot make a key: {error}")
+            }
+            KeyError::Create { path, error } => {
+                write!(f, "cannot create the key file {}: {error}", path.display())
+            }
         }
     }
 }
@@ -566,7 +636,7 @@ impl fmt::Display for KeyError {
 impl std::error::Error for KeyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            KeyError::Read { error, .. } => Some(error),
+            KeyError::Read { error, .. } | KeyError::Create { error, .. } => Some(error),
             _ => None,
         }
     }

@@ -218,6 +218,11 @@ impl TokenSource for JwtBearerGrant {
         })
     }
 
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.endpoint.dpop_key().cloned()
+    }
+
     /// A digest of the token URL, the client id, the grant type, the
     /// issuer, subject and audience, the scope, the claims and the
     /// parameters; not of the key, so a rotated key keeps the cached token.

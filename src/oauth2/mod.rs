@@ -41,10 +41,63 @@
 //! # let _ = handle;
 //! # Ok::<_, tokenkeeper::oauth2::ConfigError>(())
 //! ```
+//!
+//! # DPoP: sender-constrained tokens (feature `jwt`)
+//!
+//! A bearer token that leaks can be replayed by anyone; a DPoP-bound token
+//! is useless without the private key it is bound to. The client proves
+//! it holds the key with a *proof*, a short JWT signed with it, on every
+//! token request and on every resource request.
+//!
+//! One call turns it on: [`TokenEndpointBuilder::dpop`] with a
+//! [`DpopKey`]. Then every token request through that endpoint (every
+//! grant) carries a fresh proof in a `DPoP` header; an authority's
+//! `use_dpop_nonce` challenge is answered once with the nonce it gave, and
+//! the latest `DPoP-Nonce` it sent is kept for the next request; an answer
+//! that is not a DPoP-bound token is an error unless
+//! [`dpop_allow_bearer`](TokenEndpointBuilder::dpop_allow_bearer) allows it;
+//! and the grant's [cache key](crate::TokenSource::cache_key) covers the
+//! key's thumbprint, so a cache shares a bound token only with holders of
+//! the same key.
+//!
+//! For resource requests, [`TokenHandle::authorization`](crate::TokenHandle::authorization)
+//! returns both header values for a method and URL: `Authorization: DPoP
+//! <token>` and a proof carrying `ath` (the hash of the token) and the
+//! resource server's nonce, when it gave one
+//! ([`TokenHandle::remember_dpop_nonce`](crate::TokenHandle::remember_dpop_nonce)).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokenkeeper::oauth2::{ClientCredentials, DpopKey, TokenEndpoint};
+//! use tokenkeeper::{ClientSecret, TokenManager};
+//! # let authority = local_authority::LocalAuthority::start().unwrap();
+//! # authority.push_fault(local_authority::Fault::json(200,
+//! #     r#"{"access_token":"bound-token","token_type":"DPoP","expires_in":3600}"#));
+//! # let token_url = authority.token_url();
+//!
+//! let key = DpopKey::generate()?; // ES256; or DpopKey::load_or_create(path) to keep it
+//! let endpoint = TokenEndpoint::builder(token_url, "client-a")
+//!     .client_secret(ClientSecret::new("secret-a"))
+//!     .dpop(key.clone())
+//!     .build()?;
+//! let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
+//! futures_lite::future::block_on(futures_lite::future::or(driver, async move {
+//!     // Both headers of a request, made anew for each request.
+//!     let headers = handle.authorization("GET", "https://api.example.com/orders?page=2").await.unwrap();
+//!     assert!(headers.is_dpop());
+//!     assert_eq!(headers.authorization(), "DPoP bound-token");
+//!     let proof = headers.dpop().unwrap(); // the `DPoP` header's value
+//!     assert_eq!(proof.split('.').count(), 3);
+//!     handle.shutdown().await;
+//! }));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod client_auth;
 mod custom;
 mod discovery;
+#[cfg(feature = "jwt")]
+pub(crate) mod dpop;
 mod endpoint;
 mod error;
 mod grant;
@@ -68,6 +121,9 @@ mod ureq;
 pub use client_auth::{AuthMethod, ClientAuth, UnknownAuthMethod};
 pub use custom::CustomGrant;
 pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use dpop::DpopKey;
 pub use endpoint::{
     ConfigError, RequestBody, TokenEndpoint, TokenEndpointBuilder, DEFAULT_MAX_BODY,
 };

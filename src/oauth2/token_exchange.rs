@@ -426,6 +426,11 @@ impl TokenSource for TokenExchange {
         })
     }
 
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        self.endpoint.dpop_key().cloned()
+    }
+
     /// A digest of the token URL, the client id, the grant type, where the
     /// subject and actor tokens come from (a value itself, a file's path,
     /// or the cache key of the manager a handle belongs to) and their

@@ -108,6 +108,33 @@ pub trait TokenSource: Send + 'static {
     fn cache_key(&self) -> Option<CacheKey> {
         None
     }
+
+    /// The DPoP key this source's tokens are bound to (RFC 9449), if it
+    /// binds them: the manager makes the proofs of resource requests with
+    /// it ([`TokenHandle::authorization`](crate::TokenHandle::authorization)).
+    /// The grants return their endpoint's
+    /// ([`TokenEndpointBuilder::dpop`](crate::oauth2::TokenEndpointBuilder::dpop)),
+    /// a [`Chain`](crate::cache::Chain) its source's. `None` by default. The
+    /// manager reads it once, when it is built: one key per manager.
+    ///
+    /// ```
+    /// use tokenkeeper::oauth2::{ClientCredentials, DpopKey, TokenEndpoint};
+    /// use tokenkeeper::{ClientSecret, TokenSource};
+    ///
+    /// let key = DpopKey::generate()?;
+    /// let endpoint = TokenEndpoint::builder("https://auth.example.com/token", "svc")
+    ///     .client_secret(ClientSecret::new("s"))
+    ///     .dpop(key.clone())
+    ///     .build()?;
+    /// let chain = tokenkeeper::cache::Chain::new(ClientCredentials::new(endpoint));
+    /// assert_eq!(chain.dpop_key().unwrap().thumbprint(), key.thumbprint());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        None
+    }
 }
 
 impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
@@ -121,6 +148,11 @@ impl<S: TokenSource + ?Sized> TokenSource for Box<S> {
 
     fn cache_key(&self) -> Option<CacheKey> {
         (**self).cache_key()
+    }
+
+    #[cfg(feature = "jwt")]
+    fn dpop_key(&self) -> Option<crate::oauth2::DpopKey> {
+        (**self).dpop_key()
     }
 }
 

@@ -2,11 +2,14 @@
 //! single-threaded executor that runs until every task waits. Helpers for
 //! tests that run child processes are in `process`, and for those that run
 //! the token example in `token_example`; a logger that captures every
-//! record is in `logs`; the harness of the test files whose tests need a
-//! program that may be missing is `harness`.
+//! record is in `logs`; a checker of DPoP proofs is in `dpop`; the
+//! harness of the test files whose tests need a program that may be
+//! missing is `harness`.
 
 #![allow(dead_code)]
 
+#[cfg(feature = "jwt")]
+pub mod dpop;
 pub mod harness;
 pub mod logs;
 pub mod process;
