@@ -13,11 +13,16 @@
 //! ```no_run
 //! use tokenkeeper::middleware::BearerAuth;
 //! # fn handle() -> tokenkeeper::TokenHandle { unimplemented!() }
+//! # fn surf_client() -> surf::Client { unimplemented!() }
 //!
 //! let handle = handle(); // from TokenManager::builder(...).build()
-//! let client = surf::Client::new().with(BearerAuth::new(handle));
+//! // `surf::Client::new()` with the surf backend you enabled (such as curl-client).
+//! let client = surf_client().with(BearerAuth::new(handle));
 //! # let _ = client;
 //! ```
+//!
+//! `crates/surf-tests/examples/surf_middleware.rs` in the repository is a
+//! whole program.
 
 use std::fmt;
 

@@ -356,20 +356,3 @@ fn a_client_that_cannot_get_says_so() {
     assert_eq!(error.kind(), ErrorKind::Permanent);
     assert!(error.to_string().contains("HttpClient::get"), "{error}");
 }
-
-#[cfg(feature = "surf")]
-#[test]
-fn surf_discovers_too() {
-    let authority = LocalAuthority::start().unwrap();
-    authority.serve_metadata(false, true);
-    let metadata = block_on(
-        Discovery::new(authority.issuer())
-            .http_client(tokenkeeper::oauth2::SurfClient::new(surf::Client::new()))
-            .max_attempts(1)
-            .fetch(),
-    )
-    .unwrap();
-    assert_eq!(metadata.token_endpoint(), authority.token_url());
-    assert_eq!(authority.metadata_requests(), 2);
-    assert!(authority.requests().iter().all(|r| r.method == "GET"));
-}

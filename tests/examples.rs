@@ -8,27 +8,23 @@
 //! Cargo.toml). The Redis example needs `redis-server` on the PATH: without
 //! it that test is reported as ignored, with the reason, except under CI
 //! (`CI=true`), where that is a failure (the harness is `common::harness`).
-//! Each run is killed after `RUN_LIMIT`, so a hang fails instead of
-//! blocking.
+//! Each run is killed after `common::example_run::RUN_LIMIT`, so a hang
+//! fails instead of blocking. The surf example's run is in
+//! crates/surf-tests/tests/examples.rs.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
+use common::example_run::{assert_line, example_in, run, summary_value};
 #[cfg(feature = "redis")]
 use common::harness::Needs;
 use common::harness::{add_tests, Harness};
 #[cfg(feature = "redis")]
 use common::process::TempDir;
-use common::process::{
-    self, build_examples, example_bin, has_authority_token, test_features, Finished,
-};
-
-/// No example comes near this unless it hangs (they take about 5 s).
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+use common::process::{build_examples, test_features};
 
 fn main() {
     let mut harness = Harness::from_args();
@@ -40,8 +36,6 @@ fn main() {
         shared_file_cache,
         #[cfg(feature = "redis")]
         redis_cache_without_redis_explains_and_exits_0,
-        #[cfg(feature = "surf")]
-        surf_middleware,
     );
     #[cfg(feature = "redis")]
     {
@@ -63,9 +57,6 @@ fn enabled_examples() -> Vec<&'static str> {
     if cfg!(feature = "redis") {
         names.push("redis_cache");
     }
-    if cfg!(feature = "surf") {
-        names.push("surf_middleware");
-    }
     names
 }
 
@@ -78,67 +69,7 @@ fn examples_dir() -> &'static Path {
 
 /// The command that runs example `name`.
 fn example(name: &str) -> Command {
-    let mut cmd = Command::new(example_bin(examples_dir(), name));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-impl Finished {
-    /// Asserts exit status 0 and no secret in the output; returns stdout.
-    fn succeeded(&self) -> &str {
-        assert!(
-            self.status.success(),
-            "the example failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        assert_no_secrets(&self.stdout);
-        assert_no_secrets(&self.stderr);
-        &self.stdout
-    }
-}
-
-/// Runs `cmd` to completion, killing it after `RUN_LIMIT`.
-fn run(cmd: Command) -> Finished {
-    process::run(cmd, "the example", RUN_LIMIT)
-}
-
-/// Asserts that `text` holds nothing shaped like the local authority's
-/// tokens (`at-<n>-<16 hex digits>` for access tokens, `rt-...` for refresh
-/// tokens), nor its client secret.
-fn assert_no_secrets(text: &str) {
-    for prefix in ["at-", "rt-"] {
-        assert!(
-            !has_authority_token(text, prefix),
-            "a token was printed:\n{text}"
-        );
-    }
-    assert!(
-        !text.contains("secret-a"),
-        "the client secret was printed:\n{text}"
-    );
-}
-
-/// Asserts that `stdout` has a line containing `needle`.
-fn assert_line(stdout: &str, needle: &str) {
-    assert!(
-        stdout.lines().any(|line| line.contains(needle)),
-        "no line with {needle:?} in:\n{stdout}"
-    );
-}
-
-/// The number after `label` on the line that starts with it (leading
-/// spaces aside), as in the examples' summaries.
-fn summary_value(stdout: &str, label: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|line| line.trim_start().strip_prefix(label))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary line {label:?} with a number in:\n{stdout}"))
+    example_in(examples_dir(), name)
 }
 
 #[cfg(feature = "async-std")]
@@ -236,31 +167,4 @@ fn redis_cache_without_redis_explains_and_exits_0() {
     assert_line(stdout, "redis cache: skipped: no Redis to talk to.");
     assert_line(stdout, "REDIS_URL");
     assert_line(stdout, "apt-get install redis-server");
-}
-
-#[cfg(feature = "surf")]
-fn surf_middleware() {
-    let run = run(example("surf_middleware"));
-    let stdout = run.succeeded();
-    assert_line(stdout, "1. GET without BearerAuth          -> 401");
-    assert_line(stdout, "2. GET with BearerAuth             -> 200");
-    // Each POST was rejected, refreshed and replayed with its body.
-    for i in 1..=4 {
-        assert_line(stdout, &format!("-> 200 \"ok: order {i}\""));
-    }
-    assert_line(
-        stdout,
-        "the server rejected the token (HTTP 401); reporting it to the manager",
-    );
-    // Compare-and-invalidate: one refresh for the whole burst.
-    assert_line(
-        stdout,
-        "1 token request(s) for the burst (one refresh for all four)",
-    );
-    assert_line(stdout, "4. GET with BearerAuth             -> 200");
-    assert_eq!(
-        summary_value(stdout, "authority token requests"),
-        2,
-        "{stdout}"
-    );
 }

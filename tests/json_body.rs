@@ -5,20 +5,18 @@
 //! through an echo.
 #![cfg(feature = "ureq")]
 
+mod common;
 mod echo_secrets;
 
+use common::http_checks::{fetch, last_json};
 use echo_secrets::{assert_clean, encodings, printed, SHAPES};
-use futures_lite::future::block_on;
 use local_authority::{EchoPart, Fault, LocalAuthority};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokenkeeper::oauth2::{
     AuthMethod, ClientAuth, ClientCredentials, CustomGrant, ErrorCode, RefreshTokenGrant,
     RequestBody, TokenEndpoint, TokenRequestError,
 };
-use tokenkeeper::{
-    ClientId, ClientSecret, FetchContext, LifetimePolicy, RefreshToken, SourceError, SystemClock,
-    Token, TokenSource,
-};
+use tokenkeeper::{ClientId, ClientSecret, RefreshToken, TokenSource};
 
 fn endpoint(authority: &LocalAuthority, auth: AuthMethod, body: RequestBody) -> TokenEndpoint {
     TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
@@ -26,18 +24,6 @@ fn endpoint(authority: &LocalAuthority, auth: AuthMethod, body: RequestBody) -> 
         .request_body(body)
         .build()
         .unwrap()
-}
-
-fn fetch(source: &mut dyn TokenSource) -> Result<Token, SourceError> {
-    block_on(source.fetch(FetchContext::new(SystemClock, LifetimePolicy::default())))
-}
-
-/// The body of the last request, parsed as JSON.
-fn last_json(authority: &LocalAuthority) -> Value {
-    let request = authority.requests().pop().unwrap();
-    assert_eq!(request.header("content-type"), Some("application/json"));
-    assert_eq!(request.header("accept"), Some("application/json"));
-    serde_json::from_str(&request.body).unwrap()
 }
 
 #[test]
@@ -159,25 +145,6 @@ fn a_json_only_authority_refuses_the_default_form() {
     assert_eq!(
         request.header("content-type"),
         Some("application/x-www-form-urlencoded")
-    );
-}
-
-#[cfg(feature = "surf")]
-#[test]
-fn surf_sends_the_json_content_type() {
-    let authority = LocalAuthority::start().unwrap();
-    authority.set_json_only(true);
-    let endpoint = TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
-        .client_secret(ClientSecret::new("secret-a"))
-        .request_body(RequestBody::Json)
-        .http_client(tokenkeeper::oauth2::SurfClient::new(surf::Client::new()))
-        .build()
-        .unwrap();
-    let token = fetch(&mut ClientCredentials::new(endpoint).scope("s")).unwrap();
-    assert!(authority.is_valid_access_token(token.access_token().secret()));
-    assert_eq!(
-        last_json(&authority),
-        json!({"grant_type": "client_credentials", "scope": "s"})
     );
 }
 

@@ -3,11 +3,16 @@
 //! let through. HTTP goes to the in-process authority on 127.0.0.1.
 #![cfg(feature = "ureq")]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::error::Error as _;
 
+use common::http_checks::{
+    assert_max_body_is_the_largest_read, fetch, http_error_kind, request_error, sized_endpoint,
+};
 use futures_lite::future::block_on;
 use local_authority::{Fault, LocalAuthority};
 use tokenkeeper::oauth2::response::parse_token_response;
@@ -17,7 +22,7 @@ use tokenkeeper::oauth2::{
 };
 use tokenkeeper::{
     BoxFuture, ClientId, ClientSecret, ErrorKind, FetchContext, LifetimePolicy, ManualClock,
-    RefreshToken, SourceError, SystemClock, TokenSource,
+    RefreshToken, SystemClock, TokenSource,
 };
 
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -92,15 +97,6 @@ fn endpoint(authority: &LocalAuthority) -> TokenEndpoint {
         .client_secret(ClientSecret::new("secret-a"))
         .build()
         .unwrap()
-}
-
-fn fetch(source: &mut impl TokenSource) -> Result<tokenkeeper::Token, SourceError> {
-    block_on(source.fetch(FetchContext::new(SystemClock, LifetimePolicy::default())))
-}
-
-fn request_error(e: &SourceError) -> &TokenRequestError {
-    e.request_error()
-        .unwrap_or_else(|| panic!("no TokenRequestError in {e:?}"))
 }
 
 /// What each answer of the authority makes of the fetch: retrying helps
@@ -491,64 +487,11 @@ fn base64_echoes_of_a_client_secret_are_scrubbed_whole() {
     }
 }
 
-/// A token response of exactly `len` bytes (spaces pad it).
-fn response_of_len(len: usize) -> String {
-    let body = r#"{"access_token":"sized","expires_in":60}"#;
-    format!("{body}{}", " ".repeat(len - body.len()))
-}
-
-fn sized_endpoint(
-    authority: &LocalAuthority,
-    http: impl HttpClient,
-    max: usize,
-) -> ClientCredentials {
-    ClientCredentials::new(
-        TokenEndpoint::builder(authority.token_url(), ClientId::new("client-a"))
-            .client_secret(ClientSecret::new("secret-a"))
-            .http_client(http)
-            .max_body(max)
-            .build()
-            .unwrap(),
-    )
-}
-
-/// A body of `max_body` bytes is read; one byte more is refused.
-fn assert_max_body_is_the_largest_read(
-    authority: &LocalAuthority,
-    source: &mut ClientCredentials,
-    max: usize,
-) {
-    authority.push_fault(Fault::json(200, &response_of_len(max)));
-    let token = fetch(source).unwrap();
-    assert_eq!(token.access_token().secret(), "sized");
-    authority.push_fault(Fault::json(200, &response_of_len(max + 1)));
-    let e = fetch(source).unwrap_err();
-    assert!(
-        matches!(request_error(&e), TokenRequestError::Http(h) if h.kind() == HttpErrorKind::BodyTooLarge),
-        "{e:?}"
-    );
-}
-
 #[test]
 fn ureq_reads_a_body_of_exactly_max_body_bytes() {
     let authority = LocalAuthority::start().unwrap();
     let mut source = sized_endpoint(&authority, UreqClient::new(), 300);
     assert_max_body_is_the_largest_read(&authority, &mut source, 300);
-}
-
-/// Fails the fetch with the kind of network error that `url` gives.
-fn http_error_kind(url: &str, http: impl HttpClient) -> HttpErrorKind {
-    let endpoint = TokenEndpoint::builder(url, ClientId::new("id"))
-        .client_secret(ClientSecret::new("secret"))
-        .http_client(http)
-        .build()
-        .unwrap();
-    let e = fetch(&mut ClientCredentials::new(endpoint)).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
-    match request_error(&e) {
-        TokenRequestError::Http(h) => h.kind(),
-        other => panic!("expected a network error, got {other:?}"),
-    }
 }
 
 #[test]
@@ -557,30 +500,6 @@ fn ureq_reports_an_unknown_host_as_a_connect_error() {
         http_error_kind("https://tokenkeeper-test.invalid/token", UreqClient::new()),
         HttpErrorKind::Connect
     );
-}
-
-#[cfg(feature = "surf")]
-mod surf_client {
-    use super::*;
-    use tokenkeeper::oauth2::SurfClient;
-
-    #[test]
-    fn surf_reads_a_body_of_exactly_max_body_bytes() {
-        let authority = LocalAuthority::start().unwrap();
-        let mut source = sized_endpoint(&authority, SurfClient::new(surf::Client::new()), 300);
-        assert_max_body_is_the_largest_read(&authority, &mut source, 300);
-    }
-
-    #[test]
-    fn surf_reports_an_unknown_host_as_a_connect_error() {
-        assert_eq!(
-            http_error_kind(
-                "https://tokenkeeper-test.invalid/token",
-                SurfClient::new(surf::Client::new())
-            ),
-            HttpErrorKind::Connect
-        );
-    }
 }
 
 /// The configured refresh token stays the fallback after a cached one of

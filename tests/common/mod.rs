@@ -1,16 +1,19 @@
 //! A virtual-time test bench: a manual clock, a scripted source, and a
 //! single-threaded executor that runs until every task waits. Helpers for
-//! tests that run child processes are in `process`, and for those that run
+//! tests that run child processes are in `process` (the examples' runs
+//! in `example_run`), and for those that run
 //! the token example in `token_example`; a logger that captures every
-//! record is in `logs`; a checker of DPoP proofs is in `dpop`; the
-//! harness of the test files whose tests need a program that may be
-//! missing is `harness`.
+//! record is in `logs`; a checker of DPoP proofs is in `dpop`; checks
+//! that every `HttpClient` passes are in `http_checks`; the harness of the
+//! test files whose tests need a program that may be missing is `harness`.
 
 #![allow(dead_code)]
 
 #[cfg(feature = "jwt")]
 pub mod dpop;
+pub mod example_run;
 pub mod harness;
+pub mod http_checks;
 pub mod logs;
 pub mod process;
 pub mod token_example;

@@ -30,6 +30,32 @@ pub fn test_features() -> Vec<&'static str> {
     .collect()
 }
 
+/// A command running the cargo that built this test, without the variables
+/// cargo set for this test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`,
+/// ...): build scripts such as ring's and curl-sys's rerun when one of
+/// those changes, so a cargo run here with them would rebuild those crates,
+/// and the next plain `cargo` run in the same target directory would again.
+pub fn cargo() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let set_for_tests = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_for_tests {
+            cargo.env_remove(name);
+        }
+    }
+    cargo
+}
+
 /// Builds the examples `names` with `features`, and returns
 /// `<target>/<profile>/examples`, where they land.
 ///
@@ -47,7 +73,7 @@ pub fn build_examples(names: &[&str], features: &[&str]) -> PathBuf {
         Some("debug") | None => "dev",
         Some(other) => other,
     };
-    let mut cargo = Command::new(env!("CARGO"));
+    let mut cargo = cargo();
     cargo.args(["build", "--quiet"]);
     for name in names {
         cargo.args(["--example", name]);
@@ -86,7 +112,7 @@ pub fn build_cli(features: &[&str]) -> PathBuf {
         Some("debug") | None => "dev",
         Some(other) => other,
     };
-    let mut cargo = Command::new(env!("CARGO"));
+    let mut cargo = cargo();
     cargo
         .args([
             "build",

@@ -1,6 +1,5 @@
 //! The surf middleware against a loopback resource server that rejects
 //! revoked tokens.
-#![cfg(all(feature = "surf", feature = "ureq"))]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! About 1 s:
 //!
 //! ```sh
-//! cargo run --example surf_middleware --features surf
+//! cargo run --manifest-path crates/surf-tests/Cargo.toml --example surf_middleware
 //! ```
 //!
 //! What it shows:
