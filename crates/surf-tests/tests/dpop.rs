@@ -35,7 +35,7 @@ fn resource_requests(authority: &LocalAuthority) -> Vec<RecordedRequest> {
     authority
         .requests()
         .into_iter()
-        .filter(|r| r.path == "/resource")
+        .filter(|r| r.path.split('?').next() == Some("/resource"))
         .collect()
 }
 
