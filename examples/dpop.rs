@@ -46,7 +46,9 @@ struct Answer {
 
 /// A GET of `url` with `headers`.
 fn send(agent: &ureq::Agent, url: &str, headers: &Authorization) -> Answer {
-    let request = agent.get(url).header("Authorization", headers.authorization());
+    let request = agent
+        .get(url)
+        .header("Authorization", headers.authorization());
     let request = match headers.dpop() {
         Some(proof) => request.header("DPoP", proof),
         None => request,
@@ -104,7 +106,9 @@ fn main() -> ExitCode {
         let mut answer = send(&agent, &url, &headers);
         // A server may send a nonce with any answer; keep the latest.
         if let Some(nonce) = &answer.nonce {
-            handle.remember_dpop_nonce(&url, nonce).expect("an http URL");
+            handle
+                .remember_dpop_nonce(&url, nonce)
+                .expect("an http URL");
         }
         if answer.status == 401 && answer.challenge.contains("use_dpop_nonce") {
             challenges += 1;
@@ -116,7 +120,10 @@ fn main() -> ExitCode {
         }
         println!("{}", answer.status);
         if answer.status != 200 {
-            eprintln!("dpop: the resource refused: {:?}", authority.dpop_refusals());
+            eprintln!(
+                "dpop: the resource refused: {:?}",
+                authority.dpop_refusals()
+            );
             return ExitCode::FAILURE;
         }
     }

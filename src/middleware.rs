@@ -147,11 +147,7 @@ fn our_error(error: crate::Error) -> surf::Error {
 
 impl BearerAuth {
     /// The headers of `request` with `token`.
-    fn authorize(
-        &self,
-        request: &mut Request,
-        token: Arc<Token>,
-    ) -> surf::Result<Authorization> {
+    fn authorize(&self, request: &mut Request, token: Arc<Token>) -> surf::Result<Authorization> {
         let method = request.method().to_string();
         let url = request.url().to_string();
         let headers = self
@@ -306,7 +302,8 @@ mod tests {
 
     #[test]
     fn which_401s_reject_a_dpop_bound_token() {
-        let dpop = |status, challenges: &[&str]| super::rejects_token(&response(status, challenges), true);
+        let dpop =
+            |status, challenges: &[&str]| super::rejects_token(&response(status, challenges), true);
         assert!(dpop(StatusCode::Unauthorized, &[]));
         assert!(dpop(
             StatusCode::Unauthorized,

@@ -556,7 +556,10 @@ fn oidc_dpop_nonce_challenge_is_answered_and_the_nonce_kept() {
         let driver = smol::spawn(driver);
         // The first request is answered `use_dpop_nonce`; the retry with
         // the nonce gets the token.
-        let first = handle.token().await.expect("a token after the nonce challenge");
+        let first = handle
+            .token()
+            .await
+            .expect("a token after the nonce challenge");
         check_bound(&first, "dpop-nonce", &key);
         let second = handle
             .refresh_rejected(&first)

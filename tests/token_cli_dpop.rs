@@ -121,8 +121,16 @@ fn a_key_file_others_may_read_is_refused_before_any_request() {
     assert_eq!(out.stdout, "");
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines.len(), 2, "the reason, then the usage: {}", out.stderr);
-    assert!(lines[0].starts_with("token: --dpop-key-file: "), "{}", lines[0]);
-    assert!(lines[0].contains("group or others may read it"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("token: --dpop-key-file: "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("group or others may read it"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("chmod 600"), "{}", lines[0]);
     assert_eq!(authority.token_requests(), 0);
 }
@@ -139,7 +147,13 @@ fn dpop_proof_usage_errors_name_the_flag_never_the_value() {
             "--dpop-proof needs --dpop-key-file PATH",
         ),
         (
-            &["--dpop-key-file", &key, "--dpop-proof", "GET", "not-a-url-s3cr3t"],
+            &[
+                "--dpop-key-file",
+                &key,
+                "--dpop-proof",
+                "GET",
+                "not-a-url-s3cr3t",
+            ],
             "--dpop-proof: URL must be an absolute http or https URL",
         ),
         (
@@ -147,7 +161,15 @@ fn dpop_proof_usage_errors_name_the_flag_never_the_value() {
             "--dpop-proof: METHOD is an HTTP method",
         ),
         (
-            &["--dpop-key-file", &key, "--dpop-proof", "GET", &url, "--watch", "5"],
+            &[
+                "--dpop-key-file",
+                &key,
+                "--dpop-proof",
+                "GET",
+                &url,
+                "--watch",
+                "5",
+            ],
             "--dpop-proof goes with one printed token, not with --watch",
         ),
     ];
@@ -159,7 +181,10 @@ fn dpop_proof_usage_errors_name_the_flag_never_the_value() {
         assert_eq!(out.stdout, "");
     }
     assert_eq!(authority.token_requests(), 0);
-    assert!(!Path::new(&key).exists(), "no key made for a bad command line");
+    assert!(
+        !Path::new(&key).exists(),
+        "no key made for a bad command line"
+    );
 }
 
 #[test]

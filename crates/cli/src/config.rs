@@ -324,7 +324,9 @@ fn dpop_proof(
         .try_into()
         .map_err(|_| "--dpop-proof takes two values: METHOD URL".to_owned())?;
     if source.dpop_key_file.is_none() {
-        return Err("--dpop-proof needs --dpop-key-file PATH (the key the token is bound to)".to_owned());
+        return Err(
+            "--dpop-proof needs --dpop-key-file PATH (the key the token is bound to)".to_owned(),
+        );
     }
     if watch {
         return Err("--dpop-proof goes with one printed token, not with --watch".to_owned());
