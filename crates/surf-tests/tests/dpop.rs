@@ -54,7 +54,10 @@ fn nonce_challenges_only(authority: &LocalAuthority) -> usize {
         .iter()
         .filter(|r| !r.starts_with("resource: use_dpop_nonce:"))
         .collect();
-    assert!(other.is_empty(), "the client sent a refused request: {other:?}");
+    assert!(
+        other.is_empty(),
+        "the client sent a refused request: {other:?}"
+    );
     refusals.len()
 }
 
@@ -122,7 +125,10 @@ fn a_nonce_challenge_is_answered_once_and_the_nonce_kept_for_the_origin() {
 
         // The next requests carry the nonce from the start.
         for _ in 0..2 {
-            assert_eq!(client.get(authority.resource_url()).await.unwrap().status(), 200);
+            assert_eq!(
+                client.get(authority.resource_url()).await.unwrap().status(),
+                200
+            );
         }
         let sent = resource_requests(&authority);
         assert_eq!(sent.len(), 4);
@@ -132,7 +138,11 @@ fn a_nonce_challenge_is_answered_once_and_the_nonce_kept_for_the_origin() {
             assert_eq!(proof_claims(request)["nonce"], nonce.as_str());
         }
         assert_eq!(nonce_challenges_only(&authority), 1);
-        assert_eq!(authority.token_requests(), 1, "a nonce challenge is no refresh");
+        assert_eq!(
+            authority.token_requests(),
+            1,
+            "a nonce challenge is no refresh"
+        );
     });
 }
 
@@ -166,12 +176,18 @@ fn a_new_nonce_in_a_success_is_kept_and_a_rotated_one_is_answered() {
     smol::block_on(async {
         let handle = bound_manager(&authority, &key);
         let plain = client(&handle);
-        assert_eq!(plain.get(authority.resource_url()).await.unwrap().status(), 200);
+        assert_eq!(
+            plain.get(authority.resource_url()).await.unwrap().status(),
+            200
+        );
         assert_eq!(nonce_challenges_only(&authority), 1);
 
         // The server rotates behind the client's back: one more challenge.
         authority.rotate_dpop_nonce();
-        assert_eq!(plain.get(authority.resource_url()).await.unwrap().status(), 200);
+        assert_eq!(
+            plain.get(authority.resource_url()).await.unwrap().status(),
+            200
+        );
         assert_eq!(nonce_challenges_only(&authority), 2);
         assert_eq!(resource_requests(&authority).len(), 4);
 
@@ -184,7 +200,11 @@ fn a_new_nonce_in_a_success_is_kept_and_a_rotated_one_is_answered() {
             });
         for _ in 0..3 {
             assert_eq!(
-                rotating.get(authority.resource_url()).await.unwrap().status(),
+                rotating
+                    .get(authority.resource_url())
+                    .await
+                    .unwrap()
+                    .status(),
                 200
             );
         }
@@ -202,7 +222,10 @@ fn a_revoked_bound_token_is_replaced_and_the_request_sent_again() {
         let handle = bound_manager(&authority, &key);
         let client = client(&handle);
         let first = handle.token().await.unwrap();
-        assert_eq!(client.get(authority.resource_url()).await.unwrap().status(), 200);
+        assert_eq!(
+            client.get(authority.resource_url()).await.unwrap().status(),
+            200
+        );
         authority.revoke_access_token(first.access_token().secret());
 
         let mut retried = client
@@ -216,7 +239,9 @@ fn a_revoked_bound_token_is_replaced_and_the_request_sent_again() {
         let fresh = handle.current().unwrap();
         assert_ne!(fresh, first);
         assert_eq!(
-            authority.access_token_jkt(fresh.access_token().secret()).as_deref(),
+            authority
+                .access_token_jkt(fresh.access_token().secret())
+                .as_deref(),
             Some(key.thumbprint()),
             "the new token is bound to the same key"
         );
@@ -241,7 +266,11 @@ fn a_bearer_token_is_sent_as_before() {
         let (handle, driver) = TokenManager::builder(ClientCredentials::new(endpoint)).build();
         smol::spawn(driver).detach();
         assert_eq!(
-            client(&handle).get(authority.resource_url()).await.unwrap().status(),
+            client(&handle)
+                .get(authority.resource_url())
+                .await
+                .unwrap()
+                .status(),
             200
         );
         let sent = resource_requests(&authority);
