@@ -92,6 +92,25 @@
 //! `urn:ietf:params:oauth:token-type:jwt`; `--audience` may be repeated with
 //! token exchange.
 //!
+//! # DPoP-bound tokens
+//!
+//! ```sh
+//! # The token bound to the key in dpop.pem (ES256, made with mode 0600 if
+//! # missing; refused if others may read it), then a proof of one request.
+//! URL=https://api.example.com/orders
+//! cargo run -q --example token -- --token-url ... --client-id my-service \
+//!     --dpop-key-file dpop.pem --dpop-proof GET "$URL" | {
+//!   read -r TOKEN; read -r PROOF
+//!   curl -H "Authorization: DPoP $TOKEN" -H "DPoP: $PROOF" "$URL"; }
+//! ```
+//!
+//! `--dpop-key-file` alone prints the bound token alone; with `--dpop-proof
+//! METHOD URL` a second line follows: the `DPoP` proof (RFC 9449) for that
+//! request, with the token's hash (`ath`). A proof is good for one request
+//! (servers refuse a replayed one): run the tool again for the next. The key
+//! file outlives the run, so later runs, and a `--cache-file` shared with
+//! them, use the same binding. DPoP needs the example's `jwt` feature.
+//!
 //! # Printing one token (no `--watch`)
 //!
 //! This runs the same manager a service would, waits for its first token

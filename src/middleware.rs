@@ -10,6 +10,19 @@
 //! token, provided the body can be sent again (its length is known and at
 //! most [`MAX_REPLAY`] bytes; streamed bodies are not retried).
 //!
+//! For a DPoP-bound token (RFC 9449; an endpoint with
+//! [`dpop`](crate::oauth2::TokenEndpointBuilder::dpop)) it sends
+//! `Authorization: DPoP <token>` and a new `DPoP` proof for the request's
+//! method and URL ([`TokenHandle::authorization`]). It keeps the
+//! `DPoP-Nonce` any answer carries for that origin (the next proofs carry
+//! it), and answers a resource server's nonce challenge (401 with
+//! `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a `DPoP-Nonce`) by
+//! sending the request once more with a proof that carries the nonce, once
+//! per token, under the same condition on the body. A DPoP 401 rejects the
+//! token when its challenge says `invalid_token` (or there is no `DPoP` or
+//! `Bearer` challenge), as above; an `invalid_dpop_proof` answer is
+//! returned as it is, since a new token would not mend the proof.
+//!
 //! ```no_run
 //! use tokenkeeper::middleware::BearerAuth;
 //! # fn handle() -> tokenkeeper::TokenHandle { unimplemented!() }
@@ -25,13 +38,14 @@
 //! whole program.
 
 use std::fmt;
+use std::sync::Arc;
 
 use surf::http::headers::{AUTHORIZATION, WWW_AUTHENTICATE};
 use surf::http::StatusCode;
 use surf::middleware::{Middleware, Next};
 use surf::{Body, Client, Request, Response};
 
-use crate::manager::TokenHandle;
+use crate::manager::{Authorization, TokenHandle};
 use crate::token::Token;
 
 const LOG: &str = "tokenkeeper::middleware";
@@ -59,28 +73,138 @@ impl BearerAuth {
     }
 }
 
-fn bearer(token: &Token) -> String {
-    format!("Bearer {}", token.access_token().secret())
+/// The request without its token, and its body, to send it again.
+struct Replay {
+    request: Request,
+    body: Vec<u8>,
 }
 
-/// Whether a response says the token itself was rejected (RFC 6750 §3.1).
-fn rejects_token(response: &Response) -> bool {
+impl Replay {
+    fn request(&self) -> Request {
+        // A clone's body is empty.
+        let mut request = self.request.clone();
+        request.set_body(Body::from_bytes(self.body.clone()));
+        request
+    }
+}
+
+/// The scheme of an authentication challenge, the word before its
+/// parameters.
+fn scheme(challenge: &str) -> &str {
+    challenge
+        .trim_start()
+        .split(|c: char| c.is_ascii_whitespace())
+        .next()
+        .unwrap_or_default()
+}
+
+fn challenges(response: &Response) -> Vec<&str> {
+    response
+        .header(WWW_AUTHENTICATE)
+        .map(|values| values.iter().map(|v| v.as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a response says the token itself was rejected (RFC 6750 §3.1;
+/// RFC 9449 §7.1 for a DPoP-bound token, whose server may challenge with
+/// either scheme).
+fn rejects_token(response: &Response, dpop: bool) -> bool {
     if response.status() != StatusCode::Unauthorized {
         return false;
     }
-    let challenges: Vec<&str> = response
-        .header(WWW_AUTHENTICATE)
-        .map(|values| values.iter().map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    let bearer: Vec<&&str> = challenges
-        .iter()
+    let ours: Vec<&str> = challenges(response)
+        .into_iter()
         .filter(|c| {
-            c.trim_start()
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+            let scheme = scheme(c);
+            scheme.eq_ignore_ascii_case("bearer") || (dpop && scheme.eq_ignore_ascii_case("dpop"))
         })
         .collect();
-    bearer.is_empty() || bearer.iter().any(|c| c.contains("invalid_token"))
+    ours.is_empty() || ours.iter().any(|c| c.contains("invalid_token"))
+}
+
+/// The `DPoP-Nonce` a response carries, if any.
+fn dpop_nonce(response: &Response) -> Option<&str> {
+    response
+        .header("DPoP-Nonce")
+        .map(|values| values.last().as_str())
+        .filter(|nonce| !nonce.is_empty())
+}
+
+/// Whether a response is a resource server's nonce challenge (RFC 9449
+/// §9): a 401 with a `DPoP` challenge `use_dpop_nonce` and the nonce.
+fn demands_nonce(response: &Response) -> bool {
+    response.status() == StatusCode::Unauthorized
+        && dpop_nonce(response).is_some()
+        && challenges(response)
+            .iter()
+            .any(|c| scheme(c).eq_ignore_ascii_case("dpop") && c.contains("use_dpop_nonce"))
+}
+
+/// surf's error type needs a status; these errors are ours, not a server's.
+fn our_error(error: crate::Error) -> surf::Error {
+    surf::Error::new(StatusCode::ServiceUnavailable, error)
+}
+
+impl BearerAuth {
+    /// The headers of `request` with `token`.
+    fn authorize(&self, request: &mut Request, token: Arc<Token>) -> surf::Result<Authorization> {
+        let method = request.method().to_string();
+        let url = request.url().to_string();
+        let headers = self
+            .handle
+            .authorization_for(token, &method, &url)
+            .map_err(our_error)?;
+        request.insert_header(AUTHORIZATION, headers.authorization());
+        if let Some(proof) = headers.dpop() {
+            request.insert_header("DPoP", proof);
+        }
+        Ok(headers)
+    }
+
+    /// Keeps the nonce an answer to a DPoP request carried, for the
+    /// request's origin.
+    fn remember_nonce(&self, url: &str, response: &Response) {
+        #[cfg(feature = "jwt")]
+        if let Some(nonce) = dpop_nonce(response) {
+            // The URL is the one the proof was made for: it parses.
+            let _ = self.handle.remember_dpop_nonce(url, nonce);
+        }
+        #[cfg(not(feature = "jwt"))]
+        let _ = (url, response);
+    }
+
+    /// Sends `request` with `token`, and once more with the nonce if the
+    /// server answers with a nonce challenge and the body can be sent
+    /// again.
+    async fn send(
+        &self,
+        mut request: Request,
+        token: &Arc<Token>,
+        replay: Option<&Replay>,
+        client: &Client,
+        next: Next<'_>,
+    ) -> surf::Result<(Response, bool)> {
+        let url = request.url().to_string();
+        let dpop = self.authorize(&mut request, token.clone())?.is_dpop();
+        let response = next.run(request, client.clone()).await?;
+        if !dpop {
+            return Ok((response, false));
+        }
+        self.remember_nonce(&url, &response);
+        if !demands_nonce(&response) {
+            return Ok((response, true));
+        }
+        let Some(replay) = replay else {
+            log::debug!(target: LOG, "not answering the DPoP nonce challenge: the request body cannot be sent again");
+            return Ok((response, true));
+        };
+        log::debug!(target: LOG, "the server demands a DPoP nonce: sending the request again with it");
+        let mut again = replay.request();
+        self.authorize(&mut again, token.clone())?;
+        let response = next.run(again, client.clone()).await?;
+        self.remember_nonce(&url, &response);
+        Ok((response, true))
+    }
 }
 
 #[surf::utils::async_trait]
@@ -91,29 +215,26 @@ impl Middleware for BearerAuth {
         client: Client,
         next: Next<'_>,
     ) -> surf::Result<Response> {
-        // surf's error type needs a status; this one is ours, not a server's.
-        let token = self
-            .handle
-            .token()
-            .await
-            .map_err(|e| surf::Error::new(StatusCode::ServiceUnavailable, e))?;
+        let token = self.handle.token().await.map_err(our_error)?;
 
         let body = request.take_body();
-        let replay = match body.len() {
-            Some(len) if len <= MAX_REPLAY => Some(body.into_bytes().await?),
+        let (first, replay) = match body.len() {
+            Some(len) if len <= MAX_REPLAY => {
+                let replay = Replay {
+                    request,
+                    body: body.into_bytes().await?,
+                };
+                (replay.request(), Some(replay))
+            }
             _ => {
                 request.set_body(body);
-                None
+                (request, None)
             }
         };
-        // Cloned before the token goes in; a clone's body is empty.
-        let retry = replay.as_ref().map(|_| request.clone());
-        if let Some(bytes) = &replay {
-            request.set_body(Body::from_bytes(bytes.clone()));
-        }
-        request.insert_header(AUTHORIZATION, bearer(&token));
-        let response = next.run(request, client.clone()).await?;
-        if !rejects_token(&response) {
+        let (response, dpop) = self
+            .send(first, &token, replay.as_ref(), &client, next)
+            .await?;
+        if !rejects_token(&response, dpop) {
             return Ok(response);
         }
 
@@ -125,13 +246,14 @@ impl Middleware for BearerAuth {
                 return Ok(response);
             }
         };
-        match (retry, replay) {
-            (Some(mut retry), Some(bytes)) => {
-                retry.set_body(Body::from_bytes(bytes));
-                retry.insert_header(AUTHORIZATION, bearer(&fresh));
-                next.run(retry, client).await
+        match &replay {
+            Some(replay) => {
+                let (response, _) = self
+                    .send(replay.request(), &fresh, Some(replay), &client, next)
+                    .await?;
+                Ok(response)
             }
-            _ => {
+            None => {
                 log::debug!(target: LOG, "not retrying: the request body cannot be sent again");
                 Ok(response)
             }
@@ -149,6 +271,10 @@ mod tests {
             response.append_header(WWW_AUTHENTICATE, *c);
         }
         Response::from(response)
+    }
+
+    fn rejects_token(response: &Response) -> bool {
+        super::rejects_token(response, false)
     }
 
     #[test]
@@ -172,5 +298,48 @@ mod tests {
         )));
         assert!(!rejects_token(&response(StatusCode::Forbidden, &[])));
         assert!(!rejects_token(&response(StatusCode::Ok, &[])));
+    }
+
+    #[test]
+    fn which_401s_reject_a_dpop_bound_token() {
+        let dpop =
+            |status, challenges: &[&str]| super::rejects_token(&response(status, challenges), true);
+        assert!(dpop(StatusCode::Unauthorized, &[]));
+        assert!(dpop(
+            StatusCode::Unauthorized,
+            &[r#"DPoP algs="ES256", error="invalid_token""#]
+        ));
+        assert!(dpop(StatusCode::Unauthorized, &[r#"Basic realm="x""#]));
+        assert!(!dpop(
+            StatusCode::Unauthorized,
+            &[r#"DPoP algs="ES256", error="invalid_dpop_proof""#]
+        ));
+        assert!(!dpop(
+            StatusCode::Unauthorized,
+            &[r#"DPoP algs="ES256", error="use_dpop_nonce""#]
+        ));
+        assert!(!dpop(StatusCode::Forbidden, &[]));
+    }
+
+    #[test]
+    fn a_nonce_challenge_needs_the_dpop_scheme_and_the_nonce() {
+        let mut challenge = response(
+            StatusCode::Unauthorized,
+            &[r#"DPoP error="use_dpop_nonce""#],
+        );
+        assert!(!demands_nonce(&challenge), "no DPoP-Nonce header");
+        challenge.insert_header("DPoP-Nonce", "n-1");
+        assert!(demands_nonce(&challenge));
+        assert_eq!(dpop_nonce(&challenge), Some("n-1"));
+        let mut bearer = response(
+            StatusCode::Unauthorized,
+            &[r#"Bearer error="use_dpop_nonce""#],
+        );
+        bearer.insert_header("DPoP-Nonce", "n-1");
+        assert!(!demands_nonce(&bearer));
+        let mut ok = response(StatusCode::Ok, &[]);
+        ok.insert_header("DPoP-Nonce", "n-2");
+        assert!(!demands_nonce(&ok));
+        assert_eq!(dpop_nonce(&ok), Some("n-2"));
     }
 }

@@ -34,6 +34,8 @@ fn main() {
         #[cfg(feature = "smol")]
         smol_app,
         shared_file_cache,
+        #[cfg(feature = "jwt")]
+        dpop,
         #[cfg(feature = "redis")]
         redis_cache_without_redis_explains_and_exits_0,
     );
@@ -56,6 +58,9 @@ fn enabled_examples() -> Vec<&'static str> {
     }
     if cfg!(feature = "redis") {
         names.push("redis_cache");
+    }
+    if cfg!(feature = "jwt") {
+        names.push("dpop");
     }
     names
 }
@@ -121,6 +126,24 @@ fn shared_file_cache() {
     assert!(requests >= 1, "{stdout}");
     assert!(summary_value(stdout, "read from the file") >= 1, "{stdout}");
     assert!(requests < published, "{stdout}");
+}
+
+#[cfg(feature = "jwt")]
+fn dpop() {
+    let run = run(example("dpop"));
+    let stdout = run.succeeded();
+    assert_line(stdout, "DPoP key: ES256, thumbprint ");
+    assert_line(stdout, "token: token_type DPoP, bound to the key: true");
+    assert_line(
+        stdout,
+        "request 1: 401 use_dpop_nonce; asked again with the nonce: 200",
+    );
+    assert_line(stdout, "request 2: 200");
+    assert_line(stdout, "request 3: 200");
+    assert_line(stdout, "a proof sent twice: 200, then 401");
+    assert_eq!(summary_value(stdout, "nonce challenges:"), 1, "{stdout}");
+    assert_eq!(summary_value(stdout, "refused proofs:"), 1, "{stdout}");
+    assert_eq!(summary_value(stdout, "resource requests:"), 6, "{stdout}");
 }
 
 #[cfg(feature = "redis")]

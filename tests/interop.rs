@@ -36,6 +36,8 @@ use common::harness::{add_tests, Harness, Needs};
 use futures_lite::future;
 use interop_servers::*;
 use serde_json::Value;
+#[cfg(feature = "jwt")]
+use tokenkeeper::oauth2::DpopKey;
 use tokenkeeper::oauth2::{
     AuthMethod, ClientAuth, ClientCredentials, ConfigError, Discovery, ErrorCode, PrivateKey,
     RefreshTokenGrant, ServerMetadata, TokenEndpoint,
@@ -53,6 +55,8 @@ fn main() {
         oidc_verifies_what_it_receives,
         oidc_discovery_checks_the_auth_method_at_build_time,
         oidc_the_manager_keeps_a_private_key_jwt_token,
+        oidc_dpop_client_credentials_tokens_are_bound_to_the_key,
+        oidc_dpop_nonce_challenge_is_answered_and_the_nonce_kept,
     );
     #[cfg(not(feature = "jwt"))]
     drop(oidc);
@@ -485,6 +489,94 @@ fn oidc_the_manager_keeps_a_private_key_jwt_token() {
             .expect("a second token");
         check_oidc_token(&oidc, &second, "pkjwt-rs256", "api:read");
         assert_ne!(first.access_token(), second.access_token());
+        handle.shutdown().await;
+        driver.await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// DPoP (RFC 9449, issue 19)
+// ---------------------------------------------------------------------------
+
+/// A client-credentials source of the provider's `client` (registered
+/// with `client_secret_basic` and `dpop_bound_access_tokens`), its tokens
+/// bound to `key`.
+#[cfg(feature = "jwt")]
+fn dpop_source(oidc: &Oidc, client: &str, key: &DpopKey) -> ClientCredentials {
+    let endpoint = TokenEndpoint::from_metadata(&oidc.metadata(), client)
+        .client_secret(OIDC_SECRET)
+        .dpop(key.clone())
+        .build()
+        .unwrap();
+    ClientCredentials::new(endpoint).scope("api:read")
+}
+
+/// `token` is the provider's, for `client`, and bound to `key`.
+#[cfg(feature = "jwt")]
+fn check_bound(token: &Token, client: &str, key: &DpopKey) {
+    assert_eq!(token.token_type(), "DPoP");
+    let claims = jwt_claims(token.access_token().secret());
+    assert_eq!(claims["client_id"], client, "{claims}");
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint(), "{claims}");
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_dpop_client_credentials_tokens_are_bound_to_the_key() {
+    let oidc = Oidc::start();
+    for key in [
+        DpopKey::generate().unwrap(),
+        DpopKey::generate_ed25519().unwrap(),
+    ] {
+        let mut source = dpop_source(&oidc, "dpop", &key);
+        // Twice: each request has a proof of its own (the provider refuses
+        // a replayed jti).
+        for _ in 0..2 {
+            let token = fetch(&mut source).expect("a DPoP-bound token");
+            check_bound(&token, "dpop", &key);
+        }
+    }
+    // The client's tokens must be bound: without a proof it gets none.
+    let endpoint = TokenEndpoint::from_metadata(&oidc.metadata(), "dpop")
+        .client_secret(OIDC_SECRET)
+        .build()
+        .unwrap();
+    let error = fetch(&mut ClientCredentials::new(endpoint)).expect_err("a proof is required");
+    assert_eq!(error.kind(), ErrorKind::Permanent, "{error}");
+}
+
+#[cfg(feature = "jwt")]
+fn oidc_dpop_nonce_challenge_is_answered_and_the_nonce_kept() {
+    let oidc = Oidc::start();
+    let key = DpopKey::generate().unwrap();
+    let source = dpop_source(&oidc, "dpop-nonce", &key);
+    run(async {
+        let (handle, driver) = TokenManager::builder(source)
+            .forced_refresh_interval(Duration::ZERO)
+            .build();
+        let driver = smol::spawn(driver);
+        // The first request is answered `use_dpop_nonce`; the retry with
+        // the nonce gets the token.
+        let first = handle
+            .token()
+            .await
+            .expect("a token after the nonce challenge");
+        check_bound(&first, "dpop-nonce", &key);
+        let second = handle
+            .refresh_rejected(&first)
+            .await
+            .expect("a second token, with the nonce kept");
+        check_bound(&second, "dpop-nonce", &key);
+        assert_ne!(first.access_token(), second.access_token());
+        let headers = handle
+            .authorization("GET", "https://api.example.com/orders")
+            .await
+            .unwrap();
+        assert_eq!(
+            headers.authorization(),
+            format!("DPoP {}", second.access_token().secret())
+        );
+        assert!(headers.is_dpop());
+        assert_eq!(handle.state().source_requests, 2, "{:?}", handle.state());
         handle.shutdown().await;
         driver.await;
     });

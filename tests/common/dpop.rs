@@ -90,3 +90,40 @@ pub fn ath(access_token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, access_token.as_bytes());
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
+
+/// A GET of the resource at `url` with `authorization` and, if given, a
+/// `DPoP` proof, as a script's curl would send them, over a new
+/// connection: the status and the response's headers (names lowercased).
+pub fn resource_get(
+    url: &str,
+    authorization: &str,
+    proof: Option<&str>,
+) -> (u16, Vec<(String, String)>) {
+    use std::io::{Read as _, Write as _};
+    let url = url::Url::parse(url).unwrap();
+    let address = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let mut head = format!(
+        "GET {} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: {authorization}\r\n",
+        &url[url::Position::BeforePath..]
+    );
+    if let Some(proof) = proof {
+        head.push_str(&format!("DPoP: {proof}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let mut lines = response.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}

@@ -62,6 +62,11 @@ pub struct TokenArgs {
     /// line (token values never printed)
     #[arg(long, value_name = "SECS")]
     pub watch: Option<String>,
+    /// With --dpop-key-file: print a second line, a DPoP proof for a
+    /// request of METHOD to URL made with the printed token (one proof per
+    /// request: run again for another)
+    #[arg(long, num_args = 2, value_names = ["METHOD", "URL"])]
+    pub dpop_proof: Option<Vec<String>>,
 }
 
 /// The flags of `tokenkeeper agent`.
@@ -146,6 +151,11 @@ pub struct SourceArgs {
     /// precedence over TOKENKEEPER_CLIENT_SECRET
     #[arg(long, value_name = "PATH")]
     pub client_secret_file: Option<PathBuf>,
+    /// Bind the token to the DPoP key (RFC 9449) in PATH, created (ES256,
+    /// mode 0600) if missing; refused if others may read it. The token
+    /// then goes with `Authorization: DPoP` and a proof (--dpop-proof)
+    #[arg(long, value_name = "PATH")]
+    pub dpop_key_file: Option<PathBuf>,
     /// Share the token with other processes through the JSON file PATH
     /// (mode 0600; one file per client and scope)
     #[arg(long, value_name = "PATH")]
@@ -163,6 +173,13 @@ TOKENKEEPER_CLIENT_SECRET, or from --client-secret-file; never from the
 command line. Warnings go to stderr as lines starting with 'token: warning:'.
 Proxies: https_proxy, http_proxy, all_proxy and no_proxy as curl reads them;
 a loopback token URL never goes through a proxy.
+
+DPoP: with --dpop-key-file PATH --dpop-proof METHOD URL, stdout holds two
+lines, the token then the proof, for a script to read:
+  URL=https://api.example.com/orders
+  tokenkeeper token ... --dpop-key-file key.pem --dpop-proof GET \"$URL\" | {
+    read -r TOKEN; read -r PROOF
+    curl -H \"Authorization: DPoP $TOKEN\" -H \"DPoP: $PROOF\" \"$URL\"; }
 
 exit codes: 0 token printed or watch done; 1 refused by the authority
 (e.g. invalid_client, or metadata that does not fit the issuer); 2 bad

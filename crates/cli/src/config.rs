@@ -30,6 +30,8 @@ pub struct Config {
     pub resources: Vec<String>,
     pub client_secret_file: Option<PathBuf>,
     pub cache_file: Option<PathBuf>,
+    /// The DPoP key's file: tokens bound to it (RFC 9449).
+    pub dpop_key_file: Option<PathBuf>,
     /// The flag (or config key); the environment variable is read later.
     pub redis_url: Option<String>,
 }
@@ -89,6 +91,8 @@ pub enum SinkFormat {
 pub struct TokenConfig {
     pub source: Config,
     pub watch: Option<Duration>,
+    /// `--dpop-proof METHOD URL`: the request to print a proof for.
+    pub dpop_proof: Option<(String, String)>,
 }
 
 /// `tokenkeeper agent`, checked.
@@ -121,6 +125,7 @@ struct FileConfig {
     resource: Option<OneOrMany>,
     client_secret_file: Option<PathBuf>,
     cache_file: Option<PathBuf>,
+    dpop_key_file: Option<PathBuf>,
     redis_url: Option<String>,
     watch: Option<WatchValue>,
     sink: Option<OneOrMany>,
@@ -219,6 +224,7 @@ fn merge_source(source: &mut SourceArgs, file: &mut FileConfig) {
         scope,
         client_secret_file,
         cache_file,
+        dpop_key_file,
         redis_url
     );
     // A repeatable flag on the command line replaces the file's list.
@@ -261,9 +267,14 @@ impl TokenConfig {
             (None, Some(WatchValue::Number(secs))) => Some(secs_of(secs)?),
             (None, None) => None,
         };
+        let dpop_proof = match args.dpop_proof {
+            None => None,
+            Some(values) => Some(dpop_proof(values, &args.source, watch.is_some())?),
+        };
         Ok(TokenConfig {
             source: Config::check(args.source)?,
             watch,
+            dpop_proof,
         })
     }
 }
@@ -302,6 +313,35 @@ impl AgentConfig {
     }
 }
 
+/// `--dpop-proof METHOD URL`, checked: it needs the key, prints one token
+/// (no --watch), and names an absolute http(s) URL.
+fn dpop_proof(
+    values: Vec<String>,
+    source: &SourceArgs,
+    watch: bool,
+) -> Result<(String, String), String> {
+    let [method, url]: [String; 2] = values
+        .try_into()
+        .map_err(|_| "--dpop-proof takes two values: METHOD URL".to_owned())?;
+    if source.dpop_key_file.is_none() {
+        return Err(
+            "--dpop-proof needs --dpop-key-file PATH (the key the token is bound to)".to_owned(),
+        );
+    }
+    if watch {
+        return Err("--dpop-proof goes with one printed token, not with --watch".to_owned());
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err("--dpop-proof: METHOD is an HTTP method such as GET or POST".to_owned());
+    }
+    // Named, never quoted: a misplaced value may be a secret.
+    match url::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+        _ => return Err("--dpop-proof: URL must be an absolute http or https URL".to_owned()),
+    }
+    Ok((method, url))
+}
+
 fn watch_secs(text: &str) -> Result<Duration, String> {
     secs_of(text.parse::<f64>().map_err(|_| WATCH_VALUES.to_owned())?)
 }
@@ -338,6 +378,7 @@ impl Config {
             resource: resources,
             client_secret_file,
             cache_file,
+            dpop_key_file,
             redis_url,
         } = args;
         // First: without Redis in this build, nothing else matters.
@@ -433,6 +474,7 @@ impl Config {
             resources,
             client_secret_file,
             cache_file,
+            dpop_key_file,
             redis_url,
         })
     }

@@ -129,7 +129,10 @@ fn token(args: args::TokenArgs) -> ExitCode {
     let asked = config.source.scope.as_deref();
     smol::block_on(async {
         match config.watch {
-            None => output::print_token(prepared.source, prepared.scrub, asked).await,
+            None => {
+                let proof = config.dpop_proof.as_ref();
+                output::print_token(prepared.source, prepared.scrub, asked, proof).await
+            }
             Some(duration) => output::watch(prepared.source, duration, prepared.scrub, asked).await,
         }
     })

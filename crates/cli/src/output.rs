@@ -74,7 +74,8 @@ pub fn print_text(text: &str) -> ExitCode {
 
 /// How a one-shot run ended.
 enum Outcome {
-    Token(Arc<Token>),
+    /// The token, and the proof asked for (`None` when none was asked).
+    Token(Arc<Token>, Option<Result<String, String>>),
     Failed(SourceError),
     NoAnswer,
 }
@@ -83,6 +84,7 @@ pub async fn print_token(
     source: impl TokenSource,
     scrub: &Scrubber,
     asked: Option<&str>,
+    dpop_proof: Option<&(String, String)>,
 ) -> ExitCode {
     let (handle, driver) = TokenManager::builder(source)
         .backoff(Backoff::new(
@@ -99,7 +101,20 @@ pub async fn print_token(
     // token() returns at once on a permanent failure (no retry can fix
     // it), and otherwise waits up to the bound with retries in between.
     let outcome = match handle.token().await {
-        Ok(token) => Outcome::Token(token),
+        Ok(token) => {
+            let proof = dpop_proof.map(|(method, url)| {
+                let headers = handle
+                    .authorization_for(token.clone(), method, url)
+                    .map_err(|e| e.to_string())?;
+                headers.dpop().map(str::to_owned).ok_or_else(|| {
+                    format!(
+                        "the token is not DPoP-bound (token_type {:?}): no proof to print",
+                        token.token_type()
+                    )
+                })
+            });
+            Outcome::Token(token, proof)
+        }
         Err(Error::Source(error))
         | Err(Error::Timeout {
             last_error: Some(error),
@@ -112,12 +127,25 @@ pub async fn print_token(
     driver.await;
 
     match outcome {
-        Outcome::Token(token) => {
+        Outcome::Token(token, proof) => {
             if let Some(warning) = scope_warning(asked, &token) {
                 say(&scrub.line(&warning));
             }
+            let proof = match proof.transpose() {
+                Ok(proof) => proof,
+                Err(error) => {
+                    say(&scrub.line(&format!("{}: error: --dpop-proof: {error}", name())));
+                    return ExitCode::from(EXIT_REFUSED);
+                }
+            };
+            // The token, then the proof: two lines a script reads in turn.
+            let mut lines = format!("{}\n", token.access_token().secret());
+            if let Some(proof) = proof {
+                lines.push_str(&proof);
+                lines.push('\n');
+            }
             let mut stdout = io::stdout().lock();
-            match writeln!(stdout, "{}", token.access_token().secret()) {
+            match stdout.write_all(lines.as_bytes()) {
                 Ok(()) => ExitCode::SUCCESS,
                 // Nobody reads the token (`token | false`): the exit code
                 // says it was not delivered; a message would be noise.

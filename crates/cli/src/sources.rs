@@ -15,7 +15,7 @@ use tokenkeeper::oauth2::{
     ServerMetadata, TokenEndpoint, TokenExchange,
 };
 #[cfg(feature = "jwt")]
-use tokenkeeper::oauth2::{KeyError, PrivateKey, SigningAlgorithm};
+use tokenkeeper::oauth2::{DpopKey, KeyError, PrivateKey, SigningAlgorithm};
 use tokenkeeper::{Backoff, ErrorKind, TokenSource};
 
 use super::config::{Auth, Config, Grant, Location};
@@ -32,6 +32,10 @@ cargo run --features redis --example token -- ...)";
 /// What a signed assertion gets without the `jwt` feature.
 const NO_JWT: &str = "signed client assertions (client_secret_jwt, private_key_jwt) are not in \
 this build; build it with the default features or `--features jwt`";
+/// What a DPoP key gets without the `jwt` feature.
+#[cfg(not(feature = "jwt"))]
+const NO_DPOP: &str = "DPoP (--dpop-key-file) is not in this build; build it with the default \
+features or `--features jwt`";
 /// What a plain-http token URL to another host gets.
 const INSECURE_URL: &str = "--token-url must be an https URL: plain http is allowed only to \
 loopback (127.0.0.1, ::1, localhost), where the secret does not cross a network";
@@ -76,6 +80,14 @@ pub fn prepare(config: &Config, one_shot: bool) -> Result<Prepared, ExitCode> {
         },
     };
     let mut endpoint = endpoint.client_auth(auth);
+    #[cfg(feature = "jwt")]
+    if let Some(path) = &config.dpop_key_file {
+        endpoint = endpoint.dpop(dpop_key(path).map_err(|e| usage_error(&e))?);
+    }
+    #[cfg(not(feature = "jwt"))]
+    if config.dpop_key_file.is_some() {
+        return Err(usage_error(&NO_DPOP));
+    }
     if let Some(audience) = &config.assertion_audience {
         endpoint = endpoint.assertion_audience(audience);
     }
@@ -354,6 +366,18 @@ fn client_auth(config: &Config) -> Result<(ClientAuth, Option<String>), String> 
         Auth::AssertionFile(file) => Ok((ClientAuth::ClientAssertionFile(file.clone()), None)),
         Auth::None => Ok((ClientAuth::None, None)),
     }
+}
+
+/// The DPoP key kept in `path`, created there if missing.
+#[cfg(feature = "jwt")]
+fn dpop_key(path: &Path) -> Result<DpopKey, String> {
+    DpopKey::load_or_create(path).map_err(|e| match e {
+        // They name the file already.
+        KeyError::Read { .. } | KeyError::Create { .. } | KeyError::Untrusted { .. } => {
+            format!("--dpop-key-file: {e}")
+        }
+        e => format!("--dpop-key-file {}: {e}", path.display()),
+    })
 }
 
 /// The client secret: from the file if one is given, else the environment.
