@@ -592,11 +592,11 @@ fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_ag
 
 #[cfg(feature = "redis")]
 impl RedisServer {
-    /// The CLI's keys (`tokenkeeper:token-cli:<hash>:...`).
+    /// The CLI's keys (`{tokenkeeper:token-cli:<hash>:}...`).
     fn cli_keys(&self) -> Vec<String> {
         let mut connection = self.connect().expect("connect to redis-server");
         let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg("tokenkeeper:token-cli:*")
+            .arg("{tokenkeeper:token-cli:*")
             .query(&mut connection)
             .expect("KEYS");
         keys.sort();

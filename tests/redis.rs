@@ -65,6 +65,8 @@ fn main() {
         a_long_lived_token_lives_in_redis_as_long_up_to_ten_years,
         a_server_error_other_than_wrongtype_on_read_is_an_error,
         a_connection_broken_since_its_last_use_is_replaced_within_the_operation,
+        a_waiter_takes_the_holders_token_from_its_message_without_reading,
+        a_foreign_prefix_keeps_its_own_hash_tag,
     );
     // These talk to no server, or to a listener of their own.
     add_tests!(harness;
@@ -138,7 +140,7 @@ fn round_trip_with_refresh_token() {
         let read = other.read(KEY).await.unwrap().unwrap();
         assert_eq!(read.refresh_token().map(|r| r.secret()), Some("r1"));
         // The same versioned envelope as the file cache.
-        let raw: String = server.inspect().get("tokenkeeper:token").unwrap();
+        let raw: String = server.inspect().get("{tokenkeeper:}token").unwrap();
         let start = format!(r#"{{"version":2,"key":"{KEY}","token":{{"#);
         assert!(raw.starts_with(&start), "{raw}");
         // A newer token replaces it.
@@ -174,7 +176,7 @@ fn entry_lives_until_the_token_expires() {
     smol::block_on(async {
         let t = token("a", Duration::from_secs(30));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         let left = t.expiry_ms() as i64 - now_ms() as i64;
         assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl}");
         assert!(
@@ -198,7 +200,7 @@ fn entry_lives_until_the_token_expires() {
         assert_eq!(cache.read(KEY).await.unwrap(), Some(short));
         smol::Timer::after(Duration::from_millis(250)).await;
         assert_eq!(cache.read(KEY).await.unwrap(), None);
-        let exists: bool = redis.exists("tokenkeeper:token").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}token").unwrap();
         assert!(!exists);
     });
 }
@@ -236,7 +238,7 @@ fn key_prefixes_keep_caches_apart() {
     let b = server.cache().key_prefix("svc-b:");
     assert_eq!(
         (a.token_key(), a.lease_key()),
-        ("svc-a:token", "svc-a:lease")
+        ("{svc-a:}token", "{svc-a:}lease")
     );
     smol::block_on(async {
         let ta = token("for-a", Duration::from_secs(60));
@@ -254,7 +256,12 @@ fn key_prefixes_keep_caches_apart() {
     keys.sort();
     assert_eq!(
         keys,
-        ["svc-a:lease", "svc-a:token", "svc-b:lease", "svc-b:token"]
+        [
+            "{svc-a:}lease",
+            "{svc-a:}token",
+            "{svc-b:}lease",
+            "{svc-b:}token"
+        ]
     );
 }
 
@@ -262,7 +269,7 @@ fn corrupt_entry_is_a_miss_reported_once() {
     init_log();
     let server = RedisServer::spawn();
     let prefix = format!("corrupt-{}:", server.port);
-    let key = format!("{prefix}token");
+    let key = format!("{{{prefix}}}token");
     let cache = server.cache().key_prefix(prefix);
     let mut redis = server.inspect();
     smol::block_on(async {
@@ -317,10 +324,10 @@ fn lease_is_exclusive_until_its_holder_releases_it() {
             .await
             .unwrap()
             .is_none());
-        let pttl: i64 = redis.pttl("tokenkeeper:lease").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}lease").unwrap();
         assert!(pttl > 4_000 && pttl <= 5_000, "PTTL {pttl}");
         lease.release().await;
-        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}lease").unwrap();
         assert!(!exists);
         let again = other.try_lease(Duration::from_secs(5)).await.unwrap();
         assert!(again.is_some());
@@ -344,11 +351,11 @@ fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
         // The holder died (or hung): its lease ran out by its TTL.
         let current = second.try_lease(Duration::from_secs(5)).await.unwrap();
         let current = current.expect("an expired lease is free");
-        let held: String = redis.get("tokenkeeper:lease").unwrap();
+        let held: String = redis.get("{tokenkeeper:}lease").unwrap();
 
         // The late holder gives back what it no longer holds: nothing happens.
         stale.release().await;
-        let still: String = redis.get("tokenkeeper:lease").unwrap();
+        let still: String = redis.get("{tokenkeeper:}lease").unwrap();
         assert_eq!(still, held);
         assert!(first
             .try_lease(Duration::from_secs(5))
@@ -357,7 +364,7 @@ fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
             .is_none());
 
         current.release().await;
-        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}lease").unwrap();
         assert!(!exists);
 
         // A dropped lease is not released at once, but runs out by its TTL.
@@ -565,7 +572,10 @@ fn password_never_shows() {
         );
         assert!(text.contains(&server), "{text}");
     }
-    assert_eq!(cache.describe(), format!("redis {server} key app:token"));
+    assert_eq!(
+        cache.describe(),
+        format!("redis {server} key {{app:}}token")
+    );
     // The down message names the server the same way.
     let cache = cache.op_timeout(Duration::from_millis(200));
     smol::block_on(async {
@@ -638,6 +648,10 @@ impl TokenCache for Counting {
 
     fn has_lease(&self) -> bool {
         self.inner.has_lease()
+    }
+
+    fn next_write(&self, key: CacheKey) -> Option<tokenkeeper::BoxFuture<'static, Option<Token>>> {
+        self.inner.next_write(key)
     }
 
     fn describe(&self) -> String {
@@ -734,7 +748,7 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     server.resume();
     clock.set_ms(refresh_at(&handle));
     let mut redis = server.inspect();
-    let key = "tokenkeeper:token";
+    let key = "{tokenkeeper:}token";
     run_until(&ex, "the token written to Redis again", || {
         redis
             .get::<_, Option<String>>(key)
@@ -759,12 +773,12 @@ fn a_long_lived_token_lives_in_redis_as_long_up_to_ten_years() {
     smol::block_on(async {
         let t = token("a", Duration::from_secs(300 * 86_400));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         assert!(pttl > 299 * DAY_MS && pttl <= 300 * DAY_MS, "PTTL {pttl}");
 
         let t = token("b", Duration::from_secs(20 * 365 * 86_400));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         assert!(
             pttl > 10 * 365 * DAY_MS - 60_000 && pttl <= 10 * 365 * DAY_MS,
             "PTTL {pttl}"
@@ -808,4 +822,76 @@ fn a_connection_broken_since_its_last_use_is_replaced_within_the_operation() {
     });
     let down = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
     assert!(down.is_empty(), "{down:?}");
+}
+
+/// Another process holds the lease and writes its token: the waiting
+/// chain, on frozen virtual time, takes it from the published message at
+/// once, without reading the key again (its next look at the cache is
+/// seconds of virtual time away).
+fn a_waiter_takes_the_holders_token_from_its_message_without_reading() {
+    let server = RedisServer::spawn();
+    let holder = server.cache();
+    let calls = Arc::new(AtomicU32::new(0));
+    let waiter = Counting {
+        inner: server.cache(),
+        calls: Arc::clone(&calls),
+    };
+    // The first ask starts the subscription; it gives notices once the
+    // server has confirmed it.
+    let started = Instant::now();
+    while waiter.inner.next_write(KEY).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lease = smol::block_on(holder.try_lease(Duration::from_secs(30)))
+        .unwrap()
+        .expect("the holder takes the lease");
+
+    let clock = tokenkeeper::ManualClock::at_ms(now_ms());
+    let (source, fetched) = counting_source("mine", Duration::from_secs(60));
+    let mut chain = Chain::new(source).cache(waiter);
+    let cx = FetchContext::new(clock.clone(), LifetimePolicy::default());
+    let ex = smol::LocalExecutor::new();
+    let task = ex.spawn(async move {
+        use tokenkeeper::TokenSource as _;
+        chain.fetch(cx).await
+    });
+    // A read (a miss), the lease (held): then it waits.
+    run_until(&ex, "the chain to wait for the lease", || {
+        calls.load(Ordering::SeqCst) == 2
+    });
+    let theirs = token("theirs", Duration::from_secs(60));
+    smol::block_on(holder.write(KEY, &theirs)).unwrap();
+    run_until(&ex, "the waiter to take the published token", || {
+        task.is_finished()
+    });
+    let got = smol::block_on(task).unwrap();
+    assert_eq!(got, theirs);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the key was read again");
+    assert_eq!(fetched.load(Ordering::SeqCst), 0);
+    smol::block_on(lease.release());
+}
+
+/// A prefix with a hash tag of its own keeps it: its keys and channel share
+/// that tag's slot, and nothing else is added.
+fn a_foreign_prefix_keeps_its_own_hash_tag() {
+    let server = RedisServer::spawn();
+    let cache = server.cache().key_prefix("app:{billing}:");
+    assert_eq!(
+        (cache.token_key(), cache.lease_key()),
+        ("app:{billing}:token", "app:{billing}:lease")
+    );
+    smol::block_on(async {
+        cache
+            .write(KEY, &token("t", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let _lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+    });
+    let mut keys: Vec<String> = server.inspect().keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["app:{billing}:lease", "app:{billing}:token"]);
 }

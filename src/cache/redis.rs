@@ -9,8 +9,10 @@ use crate::cache::{CacheError, CacheKey, Lease, TokenCache};
 use crate::time::{duration_ms, system_now_ms};
 use crate::token::Token;
 use crate::BoxFuture;
-use ::redis::aio::MultiplexedConnection;
+use ::redis::aio::{MultiplexedConnection, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
+use event_listener::Event;
+use futures_lite::StreamExt;
 
 const LOG: &str = "tokenkeeper::cache";
 
@@ -34,7 +36,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// A cache in Redis, shared by every process that names the same server,
 /// database and key prefix. Behind the `redis` feature.
 ///
-/// The token is stored under `<prefix>token` as the same versioned JSON the
+/// The token is stored under `{<prefix>}token` as the same versioned JSON the
 /// [`FileCache`](crate::cache::FileCache) writes
 /// (`{"version":2,"key":"<cache key>","token":{...}}`), refresh token
 /// included, and the entry's
@@ -49,10 +51,29 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// server still do best with a prefix each: one entry per prefix means they
 /// would keep replacing each other's.
 ///
-/// The refresh lease is `SET <prefix>lease <random value> NX PX <ttl>`; it
+/// The refresh lease is `SET {<prefix>}lease <random value> NX PX <ttl>`; it
 /// is given back by a script that deletes the key only if it still holds
 /// that value, so a holder that outlived its lease never frees someone
 /// else's. A holder that dies loses the lease when its TTL runs out.
+///
+/// The braces are a hash tag: Redis Cluster places both keys in the hash
+/// slot of the prefix (a prefix that holds a non-empty `{...}` of its own
+/// is used as it is). See [Cluster and Sentinel](#cluster-and-sentinel).
+///
+/// # Waiting for the lease holder's token
+///
+/// Every write is also published (`PUBLISH {<prefix>}written <entry>`, the
+/// same JSON as the key holds). The first time a [`Chain`](crate::cache::Chain)
+/// waits for the lease, the cache subscribes to that channel, on a second
+/// connection that it keeps (reconnecting every second while it is down)
+/// for as long as the cache or a clone of it lives; from then on a waiting
+/// chain takes the token from the message the moment the holder writes it
+/// ([`next_write`](TokenCache::next_write)) and reads the key only as a
+/// slow fallback. A fleet's waiters then make no reads while they wait,
+/// however many they are. Anyone allowed to subscribe to the channel sees
+/// the token, as anyone allowed to read the key does: give the clients of
+/// a shared server ACLs for their own keys and channels (`~{prefix}*`,
+/// `&{prefix}*`).
 ///
 /// # When Redis is down
 ///
@@ -79,6 +100,18 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// crate compiles tokio's `sync` module (and tokio's I/O traits), but no
 /// tokio runtime is started or needed. TLS (`rediss://`) is not supported.
 ///
+/// # Cluster and Sentinel
+///
+/// The cache talks to one server: a standalone Redis, or the primary that a
+/// URL names. The hash tag keeps its keys in one slot, so a cluster node
+/// that owns that slot serves them all, but the cache does not follow
+/// `MOVED` redirections, resharding or failovers: behind Redis Cluster or
+/// Sentinel, point it at an address that always reaches the current
+/// primary of its slot (a proxy, or a DNS name your failover updates).
+/// While that address reaches no primary the cache is simply down (see
+/// above), which costs cooperation, not tokens: each manager keeps its own
+/// token and refreshes it from the authority.
+///
 /// # Secrets
 ///
 /// The URL's password never appears in `Debug`, in
@@ -93,7 +126,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// let cache = RedisCache::new("redis://:secret@127.0.0.1:6379/0")?
 ///     .key_prefix("my-service:")
 ///     .op_timeout(Duration::from_millis(500));
-/// assert_eq!(cache.token_key(), "my-service:token");
+/// assert_eq!(cache.token_key(), "{my-service:}token");
 /// let chain = Chain::new(FixedSource::new(AccessToken::new("t"), Duration::from_secs(60)))
 ///     .cache(cache);
 /// let (handle, driver) = TokenManager::builder(chain).build();
@@ -105,6 +138,7 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 pub struct RedisCache {
     link: Arc<Link>,
     keys: Arc<Keys>,
+    notices: Arc<Notices>,
     op_timeout: Duration,
 }
 
@@ -129,6 +163,8 @@ struct Keys {
     prefix: String,
     token: String,
     lease: String,
+    /// Where each write is published.
+    channel: String,
     /// Whether the current problem with the entry was already logged.
     reported: AtomicBool,
     other_key: OtherKeyNotice,
@@ -136,9 +172,11 @@ struct Keys {
 
 impl Keys {
     fn new(prefix: String) -> Keys {
+        let base = tagged(&prefix);
         Keys {
-            token: format!("{prefix}token"),
-            lease: format!("{prefix}lease"),
+            token: format!("{base}token"),
+            lease: format!("{base}lease"),
+            channel: format!("{base}written"),
             prefix,
             reported: AtomicBool::new(false),
             other_key: OtherKeyNotice::default(),
@@ -153,6 +191,126 @@ impl fmt::Debug for RedisCache {
             .field("key_prefix", &self.keys.prefix)
             .field("op_timeout", &self.op_timeout)
             .finish()
+    }
+}
+
+/// The hash-tagged start of the key names: `prefix` itself when it holds a
+/// hash tag already (a non-empty `{...}`, the part Redis Cluster hashes),
+/// else `{prefix}`, so that the token, its lease and its channel always
+/// share one hash slot.
+fn tagged(prefix: &str) -> String {
+    let has_tag = prefix
+        .find('{')
+        .and_then(|open| prefix[open + 1..].find('}'))
+        .is_some_and(|length| length > 0);
+    if has_tag {
+        prefix.to_owned()
+    } else if prefix.starts_with('}') {
+        // `{}` would be an empty tag, which Redis ignores.
+        format!("{{tokenkeeper}}{prefix}")
+    } else {
+        format!("{{{prefix}}}")
+    }
+}
+
+/// Notices of writes: a subscription to the keys' channel, shared by a
+/// cache and its clones, started by the first
+/// [`next_write`](TokenCache::next_write) and ended (its task cancelled,
+/// its connection closed) with the last clone.
+#[derive(Default)]
+struct Notices {
+    board: Arc<Board>,
+    listener: Mutex<Option<smol::Task<()>>>,
+}
+
+/// What the subscription has seen, for the waiters.
+#[derive(Default)]
+struct Board {
+    state: Mutex<BoardState>,
+    /// Notified on every message.
+    event: Event,
+}
+
+#[derive(Default)]
+struct BoardState {
+    /// Whether the subscription is in place (else waiters get no notice).
+    subscribed: bool,
+    /// How many messages have come.
+    written: u64,
+    /// The last message: the entry written.
+    latest: Option<Arc<[u8]>>,
+}
+
+impl Board {
+    fn state(&self) -> std::sync::MutexGuard<'_, BoardState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subscribed(&self, subscribed: bool) {
+        self.state().subscribed = subscribed;
+    }
+
+    fn written(&self, entry: &[u8]) {
+        {
+            let mut state = self.state();
+            state.written += 1;
+            state.latest = Some(entry.into());
+        }
+        self.event.notify(usize::MAX);
+    }
+}
+
+impl Notices {
+    /// Starts the subscription unless it runs already.
+    fn start(&self, link: &Link, channel: &str, timeout: Duration) {
+        let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+        if listener.is_none() {
+            let task = listen(
+                link.client.clone(),
+                link.server.clone(),
+                channel.to_owned(),
+                Arc::clone(&self.board),
+                timeout,
+            );
+            *listener = Some(smol::spawn(task));
+        }
+    }
+}
+
+/// Keeps a subscription to `channel` and posts its messages on `board`:
+/// while it is down, tries again every [`RECONNECT_DELAY`].
+async fn listen(
+    client: Client,
+    server: String,
+    channel: String,
+    board: Arc<Board>,
+    timeout: Duration,
+) {
+    loop {
+        let subscribed = with_timeout(timeout, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<PubSubStream, RedisError>(pubsub.into_on_message())
+        })
+        .await;
+        match subscribed {
+            Some(Ok(mut messages)) => {
+                log::debug!(target: LOG, "subscribed to {channel} on Redis ({server})");
+                board.subscribed(true);
+                while let Some(message) = messages.next().await {
+                    board.written(message.get_payload_bytes());
+                }
+                board.subscribed(false);
+                log::debug!(target: LOG, "the subscription to {channel} on Redis ({server}) ended");
+            }
+            Some(Err(e)) => {
+                log::debug!(target: LOG, "cannot subscribe to {channel} on Redis ({server}): {e}")
+            }
+            None => {
+                log::debug!(target: LOG, "cannot subscribe to {channel} on Redis ({server}): no answer within {timeout:?}")
+            }
+        }
+        async_io::Timer::after(RECONNECT_DELAY).await;
     }
 }
 
@@ -195,15 +353,30 @@ impl RedisCache {
                 state: Mutex::new(LinkState::default()),
             }),
             keys: Arc::new(Keys::new(DEFAULT_KEY_PREFIX.to_owned())),
+            notices: Arc::default(),
             op_timeout: DEFAULT_OP_TIMEOUT,
         })
     }
 
-    /// Sets the prefix of the keys (`<prefix>token`, `<prefix>lease`);
-    /// `tokenkeeper:` by default. Give each client, audience or scope set
-    /// its own prefix.
+    /// Sets the prefix of the keys (`{<prefix>}token`, `{<prefix>}lease`,
+    /// and the channel `{<prefix>}written`); `tokenkeeper:` by default.
+    /// Give each client, audience or scope set its own prefix. A prefix
+    /// with a hash tag of its own (`app:{billing}:`) is used without
+    /// braces around it (`app:{billing}:token`).
+    ///
+    /// ```
+    /// use tokenkeeper::cache::RedisCache;
+    ///
+    /// let cache = RedisCache::new("redis://127.0.0.1/")?.key_prefix("billing:");
+    /// assert_eq!(cache.token_key(), "{billing:}token");
+    /// assert_eq!(cache.lease_key(), "{billing:}lease");
+    /// let tagged = RedisCache::new("redis://127.0.0.1/")?.key_prefix("app:{billing}:");
+    /// assert_eq!(tagged.token_key(), "app:{billing}:token");
+    /// # Ok::<(), tokenkeeper::cache::CacheError>(())
+    /// ```
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.keys = Arc::new(Keys::new(prefix.into()));
+        self.notices = Arc::default();
         self
     }
 
@@ -288,16 +461,60 @@ impl RedisCache {
         }
         let json = entry::encode(cache_key, token)?;
         let mut set = ::redis::cmd("SET");
-        set.arg(&self.keys.token).arg(json).arg("PX").arg(ttl_ms);
+        set.arg(&self.keys.token).arg(&json).arg("PX").arg(ttl_ms);
         match self.link.call(&set, self.op_timeout).await {
             Ok(_) => {
                 self.keys.reported.store(false, Ordering::Relaxed);
+                self.publish(&json).await;
                 Ok(())
             }
             // Already logged; the token stays in memory and in other caches.
             Err(Failure::Paused | Failure::Lost(_)) => Ok(()),
             Err(Failure::Server(e)) => Err(self.link.error("write", e)),
         }
+    }
+
+    /// Tells the processes waiting for the lease holder's token what was
+    /// written (see [`next_write`](TokenCache::next_write)). Best effort:
+    /// without the message they read the cache a little later.
+    async fn publish(&self, entry: &[u8]) {
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(&self.keys.channel).arg(entry);
+        if let Err(Failure::Server(e)) = self.link.call(&publish, self.op_timeout).await {
+            log::debug!(target: LOG, "cannot publish the new token on Redis ({}): {e}", self.link.server);
+        }
+    }
+
+    fn notice(&self, key: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        self.notices
+            .start(&self.link, &self.keys.channel, self.op_timeout);
+        let board = Arc::clone(&self.notices.board);
+        // Listening before looking: a message posted in between wakes it.
+        let mut listener = board.event.listen();
+        let seen = {
+            let state = board.state();
+            if !state.subscribed {
+                return None;
+            }
+            state.written
+        };
+        Some(Box::pin(async move {
+            loop {
+                let latest = {
+                    let state = board.state();
+                    (state.written > seen).then(|| state.latest.clone())
+                };
+                if let Some(latest) = latest {
+                    // The read path reports bad entries; a notice is a hint.
+                    return match entry::open(&latest?, key, system_now_ms()) {
+                        Ok(Found::Token(token)) => Some(token),
+                        _ => None,
+                    };
+                }
+                listener.await;
+                listener = board.event.listen();
+            }
+        }))
     }
 
     async fn take_lease(&self, ttl: Duration) -> Result<Option<Lease>, CacheError> {
@@ -458,6 +675,10 @@ impl TokenCache for RedisCache {
 
     fn has_lease(&self) -> bool {
         true
+    }
+
+    fn next_write(&self, key: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        self.notice(key)
     }
 
     fn describe(&self) -> String {
