@@ -67,6 +67,10 @@ fn main() {
         a_connection_broken_since_its_last_use_is_replaced_within_the_operation,
         a_waiter_takes_the_holders_token_from_its_message_without_reading,
         a_foreign_prefix_keeps_its_own_hash_tag,
+        #[cfg(feature = "redis-cluster")]
+        a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token,
+        #[cfg(feature = "redis-sentinel")]
+        a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back,
     );
     // These talk to no server, or to a listener of their own.
     add_tests!(harness;
@@ -894,4 +898,261 @@ fn a_foreign_prefix_keeps_its_own_hash_tag() {
     let mut keys: Vec<String> = server.inspect().keys("*").unwrap();
     keys.sort();
     assert_eq!(keys, ["app:{billing}:lease", "app:{billing}:token"]);
+}
+
+/// The hash slot of `key`, as the cluster node `connection` computes it.
+#[cfg(feature = "redis-cluster")]
+fn key_slot(connection: &mut redis::Connection, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(connection)
+        .unwrap()
+}
+
+/// Three masters formed into a cluster by `redis-cli --cluster create`,
+/// each in a folder of its own (for its nodes.conf), killed on drop.
+#[cfg(feature = "redis-cluster")]
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    _dir: common::process::TempDir,
+}
+
+#[cfg(feature = "redis-cluster")]
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = common::process::TempDir::new("cluster");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|i| {
+                let port = common::process::free_port_pair();
+                let node_dir = dir.path().join(format!("node{i}"));
+                std::fs::create_dir_all(&node_dir).unwrap();
+                RedisServer::spawn_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--dir",
+                        node_dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let started = Instant::now();
+        for node in &nodes {
+            let mut c = node.inspect();
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "{info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Cluster { nodes, _dir: dir }
+    }
+}
+
+/// On a real three-node cluster: every prefix's token, lease and channel
+/// share one slot; prefixes spread over the nodes, and the cluster cache
+/// (given one node's URL) serves each from the node that owns it, where a
+/// cache on that one node is turned away (`MOVED`). A waiter subscribed
+/// through a seed node gets the notice of a write to another node's slot.
+#[cfg(feature = "redis-cluster")]
+fn a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token() {
+    let cluster = Cluster::start();
+    let seed = cluster.nodes[0].db0_url();
+    let mut first = cluster.nodes[0].inspect();
+    let mut moved = 0;
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        let prefix = format!("svc-{name}:");
+        let cache = RedisCache::cluster([seed.as_str()])
+            .unwrap()
+            .key_prefix(&prefix);
+        let slot = key_slot(&mut first, cache.token_key());
+        assert_eq!(key_slot(&mut first, cache.lease_key()), slot);
+        assert_eq!(key_slot(&mut first, &format!("{{{prefix}}}written")), slot);
+        let t = token(name, Duration::from_secs(60));
+        smol::block_on(async {
+            cache.write(KEY, &t).await.unwrap();
+            assert_eq!(cache.read(KEY).await.unwrap(), Some(t.clone()));
+            let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+            let lease = lease.expect("the lease is free");
+            assert!(cache
+                .try_lease(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none());
+            lease.release().await;
+            assert!(cache
+                .try_lease(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_some());
+        });
+        let single = server_cache_on(&seed).key_prefix(&prefix);
+        if smol::block_on(single.read(KEY)).is_err() {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "every prefix landed on the seed node");
+
+    let waiter = RedisCache::cluster([seed.as_str()])
+        .unwrap()
+        .key_prefix("svc-a:");
+    let started = Instant::now();
+    let notice = loop {
+        if let Some(notice) = waiter.next_write(KEY) {
+            break notice;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let other_seed = cluster.nodes[2].db0_url();
+    let writer = RedisCache::cluster([other_seed.as_str()])
+        .unwrap()
+        .key_prefix("svc-a:");
+    let t = token("noticed", Duration::from_secs(60));
+    smol::block_on(writer.write(KEY, &t)).unwrap();
+    let got = smol::block_on(futures_lite::future::or(notice, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    }));
+    assert_eq!(got, Some(t));
+}
+
+#[cfg(feature = "redis-cluster")]
+fn server_cache_on(url: &str) -> RedisCache {
+    RedisCache::new(url)
+        .unwrap()
+        .op_timeout(Duration::from_millis(500))
+}
+
+/// A primary, its replica and one sentinel (quorum 1, a primary is down
+/// after 500 ms). Readers keep reading while the primary is killed and the
+/// sentinel promotes the replica: every read has a valid token, and the
+/// cache then writes to the new primary.
+#[cfg(feature = "redis-sentinel")]
+fn a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back() {
+    init_log();
+    let mut primary = RedisServer::spawn();
+    let replica_of = primary.port.to_string();
+    let replica_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let replica = RedisServer::spawn_on(replica_port, &["--replicaof", "127.0.0.1", &replica_of]);
+    let dir = common::process::TempDir::new("sentinel");
+    let sentinel_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             sentinel monitor tokens 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds tokens 500\n\
+             sentinel failover-timeout tokens 2000\n",
+            primary.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let sentinel = common::process::Running::spawn(cmd, "redis-server --sentinel");
+    let sentinel_url = format!("redis://127.0.0.1:{sentinel_port}/0");
+    // The sentinel must know the replica before it can promote it.
+    let started = Instant::now();
+    loop {
+        let known = redis::Client::open(sentinel_url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg("tokens")
+                    .query::<Vec<redis::Value>>(&mut c)
+            })
+            .is_ok_and(|replicas| !replicas.is_empty());
+        if known {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sentinel never saw the replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let cache = RedisCache::sentinel([sentinel_url.as_str()], "tokens")
+        .unwrap()
+        .op_timeout(Duration::from_millis(500));
+    let key = cache.token_key().to_owned();
+    let (source, calls) = counting_source("t", Duration::from_millis(1_500));
+    let chain = Chain::new(source)
+        .cache(cache)
+        .lease_poll(Duration::from_millis(50));
+    let (handle, driver) = TokenManager::builder(chain).build();
+    smol::block_on(async {
+        let task = smol::spawn(driver);
+        handle.token().await.unwrap();
+        let exists: bool = primary.inspect().exists(&key).unwrap();
+        assert!(exists, "the first token is in the primary");
+
+        primary.kill();
+        let killed_ms = now_ms();
+        let before = calls.load(Ordering::SeqCst);
+        // A connection of its own each time: the promotion closes the
+        // replica's client connections.
+        let written_after_failover = keep_reading(&handle, Duration::from_secs(15), || {
+            let Ok(mut promoted) = replica.connect() else {
+                return false;
+            };
+            let role: Vec<redis::Value> =
+                redis::cmd("ROLE").query(&mut promoted).unwrap_or_default();
+            let is_primary =
+                matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
+            is_primary
+                && promoted
+                    .get::<_, Option<String>>(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| tokenkeeper::cache::decode_entry(v.as_bytes()).ok())
+                    .is_some_and(|(_, t)| t.issued_ms() > killed_ms)
+        })
+        .await;
+        assert!(
+            written_after_failover,
+            "the cache wrote to the promoted replica"
+        );
+        assert!(calls.load(Ordering::SeqCst) > before);
+        handle.shutdown().await;
+        task.await;
+    });
+    sentinel.kill();
 }

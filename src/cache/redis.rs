@@ -10,7 +10,10 @@ use crate::time::{duration_ms, system_now_ms};
 use crate::token::Token;
 use crate::BoxFuture;
 use ::redis::aio::{MultiplexedConnection, PubSubStream};
-use ::redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, RedisError, Value};
+use ::redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    RedisError, Value,
+};
 use event_listener::Event;
 use futures_lite::StreamExt;
 
@@ -144,7 +147,7 @@ pub struct RedisCache {
 
 /// The connection to one server, shared by clones.
 struct Link {
-    client: Client,
+    target: Target,
     /// The server without credentials, for messages.
     server: String,
     state: Mutex<LinkState>,
@@ -152,7 +155,7 @@ struct Link {
 
 #[derive(Default)]
 struct LinkState {
-    connection: Option<MultiplexedConnection>,
+    connection: Option<Connection>,
     /// No connection attempt before this instant.
     retry_at: Option<Instant>,
     /// Whether the server is unreachable (and that was logged).
@@ -192,6 +195,128 @@ impl fmt::Debug for RedisCache {
             .field("op_timeout", &self.op_timeout)
             .finish()
     }
+}
+
+/// Where the server is found.
+enum Target {
+    /// One server, by its URL.
+    Server(Client),
+    /// The primary that Redis Sentinel names for `master`, asked again for
+    /// every new connection, reached with `primary`'s credentials and
+    /// database.
+    #[cfg(feature = "redis-sentinel")]
+    Sentinel {
+        sentinels: Vec<ConnectionInfo>,
+        master: String,
+        primary: ::redis::RedisConnectionInfo,
+    },
+    /// A Redis Cluster through the `redis` crate's cluster client, which
+    /// follows its slots; `nodes` (the seed nodes) for the subscription,
+    /// as a cluster passes every published message to every node.
+    #[cfg(feature = "redis-cluster")]
+    Cluster {
+        client: ::redis::cluster::ClusterClient,
+        nodes: Vec<Client>,
+    },
+}
+
+/// A connection of a [`Target`].
+#[derive(Clone)]
+enum Connection {
+    Server(MultiplexedConnection),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(::redis::cluster_async::ClusterConnection),
+}
+
+impl Connection {
+    async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
+        match self {
+            Connection::Server(connection) => cmd.query_async(connection).await,
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(connection) => cmd.query_async(connection).await,
+        }
+    }
+}
+
+impl Target {
+    async fn connect(&self) -> Result<Connection, RedisError> {
+        // The caller's timeout bounds connecting; the crate's own would
+        // only cut it shorter.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        match self {
+            Target::Server(client) => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Connection::Server),
+            #[cfg(feature = "redis-sentinel")]
+            Target::Sentinel { .. } => self
+                .primary()
+                .await?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(Connection::Server),
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster { client, .. } => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        }
+    }
+
+    /// The client to subscribe through, on the `attempt`-th try (a
+    /// cluster's seed nodes take turns).
+    async fn subscriber(&self, attempt: usize) -> Result<Client, RedisError> {
+        let _ = attempt;
+        match self {
+            Target::Server(client) => Ok(client.clone()),
+            #[cfg(feature = "redis-sentinel")]
+            Target::Sentinel { .. } => self.primary().await,
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster { nodes, .. } => Ok(nodes[attempt % nodes.len()].clone()),
+        }
+    }
+
+    /// The current primary, as the sentinels name it.
+    #[cfg(feature = "redis-sentinel")]
+    async fn primary(&self) -> Result<Client, RedisError> {
+        let Target::Sentinel {
+            sentinels,
+            master,
+            primary,
+        } = self
+        else {
+            unreachable!("only a sentinel target has a primary to find")
+        };
+        let node = ::redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(primary.clone());
+        let mut sentinel = ::redis::sentinel::SentinelClient::build(
+            sentinels.clone(),
+            master.clone(),
+            Some(node),
+            ::redis::sentinel::SentinelServerType::Master,
+        )?;
+        sentinel.async_get_client().await
+    }
+}
+
+/// `host:port/db` (or the socket's path) for messages: never credentials.
+fn describe_address(info: &ConnectionInfo) -> Result<String, CacheError> {
+    let db = info.redis_settings().db();
+    Ok(match info.addr() {
+        ConnectionAddr::Tcp(host, port) if host.contains(':') => format!("[{host}]:{port}/{db}"),
+        ConnectionAddr::Tcp(host, port) => format!("{host}:{port}/{db}"),
+        ConnectionAddr::Unix(path) => format!("unix:{}?db={db}", path.display()),
+        _ => return Err(CacheError::new("unsupported Redis address (TLS?)")),
+    })
+}
+
+/// The connection details in `url`.
+fn parse_url(url: &str) -> Result<ConnectionInfo, CacheError> {
+    url.into_connection_info().map_err(|e| {
+        // The redis crate's messages never quote the URL.
+        CacheError::new(format!("invalid Redis URL: {e}")).with_cause(e)
+    })
 }
 
 /// The hash-tagged start of the key names: `prefix` itself when it holds a
@@ -262,12 +387,11 @@ impl Board {
 
 impl Notices {
     /// Starts the subscription unless it runs already.
-    fn start(&self, link: &Link, channel: &str, timeout: Duration) {
+    fn start(&self, link: &Arc<Link>, channel: &str, timeout: Duration) {
         let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
         if listener.is_none() {
             let task = listen(
-                link.client.clone(),
-                link.server.clone(),
+                Arc::clone(link),
                 channel.to_owned(),
                 Arc::clone(&self.board),
                 timeout,
@@ -279,15 +403,11 @@ impl Notices {
 
 /// Keeps a subscription to `channel` and posts its messages on `board`:
 /// while it is down, tries again every [`RECONNECT_DELAY`].
-async fn listen(
-    client: Client,
-    server: String,
-    channel: String,
-    board: Arc<Board>,
-    timeout: Duration,
-) {
-    loop {
+async fn listen(link: Arc<Link>, channel: String, board: Arc<Board>, timeout: Duration) {
+    let server = &link.server;
+    for attempt in 0.. {
         let subscribed = with_timeout(timeout, async {
+            let client = link.target.subscriber(attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<PubSubStream, RedisError>(pubsub.into_on_message())
@@ -332,30 +452,113 @@ impl RedisCache {
     /// `redis+unix:///run/redis.sock?db=0`. Nothing connects until the first
     /// operation; an unparsable URL (or a TLS one, `rediss://`) is an error.
     pub fn new(url: &str) -> Result<RedisCache, CacheError> {
-        let client = Client::open(url).map_err(|e| {
-            // The redis crate's messages never quote the URL.
-            CacheError::new(format!("invalid Redis URL: {e}")).with_cause(e)
-        })?;
-        let info = client.get_connection_info();
-        let db = info.redis_settings().db();
-        let server = match info.addr() {
-            ConnectionAddr::Tcp(host, port) if host.contains(':') => {
-                format!("[{host}]:{port}/{db}")
-            }
-            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}/{db}"),
-            ConnectionAddr::Unix(path) => format!("unix:{}?db={db}", path.display()),
-            _ => return Err(CacheError::new("unsupported Redis address (TLS?)")),
+        let info = parse_url(url)?;
+        let server = describe_address(&info)?;
+        let client = Client::open(info)
+            .map_err(|e| CacheError::new(format!("invalid Redis URL: {e}")).with_cause(e))?;
+        Ok(RedisCache::on(Target::Server(client), server))
+    }
+
+    /// A cache on the Redis Cluster that the nodes at `urls` belong to (one
+    /// is enough; more are tried in turn), through the `redis` crate's
+    /// cluster client, which follows the cluster's slots, redirections and
+    /// failovers. Every URL must name database 0, the only one a cluster
+    /// has. The token and its lease share one hash slot (see
+    /// [`key_prefix`](Self::key_prefix)). Behind the `redis-cluster` feature.
+    ///
+    /// ```no_run
+    /// use tokenkeeper::cache::RedisCache;
+    ///
+    /// let cache = RedisCache::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])?;
+    /// assert_eq!(cache.token_key(), "{tokenkeeper:}token");
+    /// # Ok::<(), tokenkeeper::cache::CacheError>(())
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn cluster<S: AsRef<str>>(
+        urls: impl IntoIterator<Item = S>,
+    ) -> Result<RedisCache, CacheError> {
+        let infos = urls
+            .into_iter()
+            .map(|url| parse_url(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if infos.is_empty() {
+            return Err(CacheError::new(
+                "a Redis Cluster needs at least one node URL",
+            ));
+        }
+        let names = infos
+            .iter()
+            .map(describe_address)
+            .collect::<Result<Vec<_>, _>>()?;
+        let nodes = infos
+            .iter()
+            .map(|info| Client::open(info.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CacheError::new(format!("invalid Redis URL: {e}")).with_cause(e))?;
+        let client = ::redis::cluster::ClusterClient::new(infos)
+            .map_err(|e| CacheError::new(format!("invalid Redis Cluster: {e}")).with_cause(e))?;
+        let server = format!("cluster {}", names.join(","));
+        Ok(RedisCache::on(Target::Cluster { client, nodes }, server))
+    }
+
+    /// A cache on the primary that the Redis Sentinels at `sentinels` name
+    /// for `master`: the sentinels are asked again on every new connection,
+    /// so after a failover (the primary down, a replica promoted) the cache
+    /// finds the new primary, a second or so after the sentinels do. The
+    /// primary is reached with the first sentinel URL's username, password
+    /// and database. Behind the `redis-sentinel` feature.
+    ///
+    /// While no primary answers, the cache is down as any unreachable
+    /// server is: it reads as empty and each manager asks the authority
+    /// itself, so a failover costs cooperation, never a valid token.
+    ///
+    /// ```no_run
+    /// use tokenkeeper::cache::RedisCache;
+    ///
+    /// let cache = RedisCache::sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "tokens")?;
+    /// # Ok::<(), tokenkeeper::cache::CacheError>(())
+    /// ```
+    #[cfg(feature = "redis-sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+    pub fn sentinel<S: AsRef<str>>(
+        sentinels: impl IntoIterator<Item = S>,
+        master: &str,
+    ) -> Result<RedisCache, CacheError> {
+        let sentinels = sentinels
+            .into_iter()
+            .map(|url| parse_url(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = sentinels.first() else {
+            return Err(CacheError::new(
+                "Redis Sentinel needs at least one sentinel URL",
+            ));
         };
-        Ok(RedisCache {
+        let primary = first.redis_settings().clone();
+        let names = sentinels
+            .iter()
+            .map(describe_address)
+            .collect::<Result<Vec<_>, _>>()?;
+        let server = format!("sentinel {} master {master}", names.join(","));
+        let target = Target::Sentinel {
+            sentinels,
+            master: master.to_owned(),
+            primary,
+        };
+        Ok(RedisCache::on(target, server))
+    }
+
+    fn on(target: Target, server: String) -> RedisCache {
+        RedisCache {
             link: Arc::new(Link {
-                client,
+                target,
                 server,
                 state: Mutex::new(LinkState::default()),
             }),
             keys: Arc::new(Keys::new(DEFAULT_KEY_PREFIX.to_owned())),
             notices: Arc::default(),
             op_timeout: DEFAULT_OP_TIMEOUT,
-        })
+        }
     }
 
     /// Sets the prefix of the keys (`{<prefix>}token`, `{<prefix>}lease`,
@@ -561,7 +764,7 @@ impl Link {
             let mut retried = false;
             loop {
                 let (mut connection, fresh) = self.connection().await?;
-                match cmd.query_async::<Value>(&mut connection).await {
+                match connection.query(cmd).await {
                     Ok(value) => return Ok(value),
                     Err(e) if is_disconnect(&e) => {
                         self.forget();
@@ -586,7 +789,7 @@ impl Link {
     }
 
     /// The current connection, or a new one (`true`).
-    async fn connection(&self) -> Result<(MultiplexedConnection, bool), Failure> {
+    async fn connection(&self) -> Result<(Connection, bool), Failure> {
         {
             let state = self.state();
             if let Some(connection) = &state.connection {
@@ -596,14 +799,9 @@ impl Link {
                 return Err(Failure::Paused);
             }
         }
-        // The caller's timeout bounds connecting; the crate's own would
-        // only cut it shorter.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(None)
-            .set_response_timeout(None);
         let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+            .target
+            .connect()
             .await
             .map_err(|e| Failure::Lost(e.to_string()))?;
         self.state().connection = Some(connection.clone());
