@@ -106,23 +106,34 @@ fn child(args: &[String]) -> ! {
     let (handle, driver) = TokenManager::builder(chain).build();
     let mut subscription = handle.subscribe();
     let seen = std::sync::Mutex::new(Vec::new());
-    smol::block_on(futures_lite::future::or(
+    // Whether a valid token is held is asked while the manager still runs
+    // (once its driver is dropped, the handle gives no token).
+    let (held, state) = smol::block_on(futures_lite::future::or(
         async {
             let _driver = smol::spawn(driver);
             while let Some(token) = subscription.next().await {
                 seen.lock().unwrap().push((token.issued_ms(), now_ms()));
             }
+            (false, String::new())
         },
         async {
             async_io::Timer::after(Duration::from_secs_f64(secs)).await;
+            let held = handle.current().is_some_and(|t| t.is_valid_at_ms(now_ms()));
+            (held, format!("{:?}", handle.state()))
         },
     ));
-    let held = handle.current().is_some_and(|t| t.is_valid_at_ms(now_ms()));
     let mut out = String::new();
     for (issued, at) in seen.lock().unwrap().iter() {
         out.push_str(&format!("seen {issued} {at}\n"));
     }
     print!("{out}");
+    if !held {
+        eprintln!(
+            "fleet member {}: no valid token at the end (now {}): {state}",
+            std::process::id(),
+            now_ms(),
+        );
+    }
     std::process::exit(if held { 0 } else { 1 });
 }
 

@@ -105,15 +105,19 @@ const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 ///
 /// # Cluster and Sentinel
 ///
-/// The cache talks to one server: a standalone Redis, or the primary that a
-/// URL names. The hash tag keeps its keys in one slot, so a cluster node
-/// that owns that slot serves them all, but the cache does not follow
-/// `MOVED` redirections, resharding or failovers: behind Redis Cluster or
-/// Sentinel, point it at an address that always reaches the current
-/// primary of its slot (a proxy, or a DNS name your failover updates).
-/// While that address reaches no primary the cache is simply down (see
-/// above), which costs cooperation, not tokens: each manager keeps its own
-/// token and refreshes it from the authority.
+/// [`new`](Self::new) talks to the one server its URL names. For Redis
+/// Cluster use [`cluster`](Self::cluster) (feature `redis-cluster`): the
+/// `redis` crate's cluster client follows the slots, `MOVED` redirections
+/// and failovers, and the hash tag keeps the token and its lease on one
+/// node. Behind Redis Sentinel use [`sentinel`](Self::sentinel) (feature
+/// `redis-sentinel`): every new connection asks the sentinels for the
+/// current primary, so the cache follows a failover once the sentinels
+/// have promoted a replica. Both run on smol's global executor like the
+/// rest, with no tokio runtime. While no primary answers (the seconds of a
+/// failover), the cache is down as above: that costs cooperation, never a
+/// valid token, as each manager keeps its own and asks the authority
+/// itself. A token written to a primary that dies before its replica has
+/// it is lost from the cache, not from the managers that hold it.
 ///
 /// # Secrets
 ///
