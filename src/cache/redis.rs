@@ -219,7 +219,7 @@ enum Target {
     /// as a cluster passes every published message to every node.
     #[cfg(feature = "redis-cluster")]
     Cluster {
-        client: ::redis::cluster::ClusterClient,
+        client: Box<::redis::cluster::ClusterClient>,
         nodes: Vec<Client>,
     },
 }
@@ -503,6 +503,7 @@ impl RedisCache {
         let client = ::redis::cluster::ClusterClient::new(infos)
             .map_err(|e| CacheError::new(format!("invalid Redis Cluster: {e}")).with_cause(e))?;
         let server = format!("cluster {}", names.join(","));
+        let client = Box::new(client);
         Ok(RedisCache::on(Target::Cluster { client, nodes }, server))
     }
 
