@@ -67,6 +67,7 @@ fn main() {
         a_connection_broken_since_its_last_use_is_replaced_within_the_operation,
         a_waiter_takes_the_holders_token_from_its_message_without_reading,
         a_foreign_prefix_keeps_its_own_hash_tag,
+        notices_come_again_after_the_server_restarts,
         #[cfg(feature = "redis-cluster")]
         a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token,
         #[cfg(feature = "redis-sentinel")]
@@ -1155,4 +1156,49 @@ fn a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back() {
         task.await;
     });
     sentinel.kill();
+}
+
+/// Waits (real time, at most 5 s) until `cache` gives notices: its
+/// subscription is in place.
+fn subscribed(cache: &RedisCache) -> tokenkeeper::BoxFuture<'static, Option<Token>> {
+    let started = Instant::now();
+    loop {
+        if let Some(notice) = cache.next_write(KEY) {
+            return notice;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The subscription is a connection of its own: when the server restarts
+/// it is opened again, and a write after the restart is noticed.
+fn notices_come_again_after_the_server_restarts() {
+    let mut server = RedisServer::spawn();
+    let waiter = server.cache();
+    let writer = server.cache();
+    let _ = subscribed(&waiter);
+    server.kill();
+    server.restart();
+    // The old subscription ends with the server; until the new one is in
+    // place (a second later) the cache gives no notice: its waiters poll.
+    let started = Instant::now();
+    while waiter.next_write(KEY).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the old subscription lives on"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let notice = subscribed(&waiter);
+    let t = token("after-restart", Duration::from_secs(60));
+    smol::block_on(writer.write(KEY, &t)).unwrap();
+    let got = smol::block_on(futures_lite::future::or(notice, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    }));
+    assert_eq!(got, Some(t));
 }
