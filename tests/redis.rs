@@ -1180,7 +1180,7 @@ fn notices_come_again_after_the_server_restarts() {
     let mut server = RedisServer::spawn();
     let waiter = server.cache();
     let writer = server.cache();
-    let _ = subscribed(&waiter);
+    drop(subscribed(&waiter));
     server.kill();
     server.restart();
     // The old subscription ends with the server; until the new one is in
