@@ -229,7 +229,7 @@
 //!   library's `FileCache`).
 //! - `RedisCache` (only when the example is built with `--features
 //!   redis`; without it the flag is a usage error saying so): the keys are
-//!   `tokenkeeper:token-cli:<hash>:token` and `...:lease`, where the hash
+//!   `{tokenkeeper:token-cli:<hash>:}token` and `...lease`, where the hash
 //!   covers the token URL, client id, scope, audience and resources (not
 //!   the secret), so different clients and scopes on one server never share
 //!   a token. The URL may carry a password (`redis://:password@host:6379/0`):

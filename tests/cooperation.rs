@@ -375,7 +375,7 @@ fn fleets_sharing_a_cache_cost_about_one_process() {
             // expired already), and the lease given back.
             let keys = redis_server.cli_keys();
             assert!(
-                keys.len() <= 1 && keys.iter().all(|k| k.ends_with(":token")),
+                keys.len() <= 1 && keys.iter().all(|k| k.ends_with(":}token")),
                 "{keys:?}"
             );
         }
@@ -592,11 +592,11 @@ fn a_token_another_process_wrote_before_we_took_the_lease_is_used_not_fetched_ag
 
 #[cfg(feature = "redis")]
 impl RedisServer {
-    /// The CLI's keys (`tokenkeeper:token-cli:<hash>:...`).
+    /// The CLI's keys (`{tokenkeeper:token-cli:<hash>:}...`).
     fn cli_keys(&self) -> Vec<String> {
         let mut connection = self.connect().expect("connect to redis-server");
         let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg("tokenkeeper:token-cli:*")
+            .arg("{tokenkeeper:token-cli:*")
             .query(&mut connection)
             .expect("KEYS");
         keys.sort();
@@ -610,7 +610,7 @@ fn one_shot_runs_share_redis_and_never_print_its_url() {
     one_shot_runs_share(&[arg("--redis-url"), server.url()]);
     let keys = server.cli_keys();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].ends_with(":token"), "{keys:?}");
+    assert!(keys[0].ends_with(":}token"), "{keys:?}");
 
     // Another scope is another token: a key of its own.
     let authority = LocalAuthority::start().expect("start the authority");

@@ -360,3 +360,136 @@ fn a_file_cache_lock_held_elsewhere_is_waited_for_before_the_source_is_asked() {
     drop(held);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A shared memory cache that gives notices of writes, as a Redis cache
+/// does through pub/sub: [`announce`](Noticing::announce) writes a token
+/// and sends it to every waiter that asked before. Reads are recorded at
+/// their virtual time.
+#[derive(Clone)]
+struct Noticing {
+    inner: MemoryCache,
+    clock: ManualClock,
+    waiters: Arc<Mutex<Vec<async_channel::Sender<Token>>>>,
+    reads: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Noticing {
+    fn new(clock: &ManualClock) -> Noticing {
+        Noticing {
+            inner: MemoryCache::new(),
+            clock: clock.clone(),
+            waiters: Arc::default(),
+            reads: Arc::default(),
+        }
+    }
+
+    fn announce(&self, token: &Token) {
+        block_on(self.inner.write(UNKEYED, token)).unwrap();
+        for waiter in self.waiters.lock().unwrap().drain(..) {
+            let _ = waiter.try_send(token.clone());
+        }
+    }
+}
+
+impl TokenCache for Noticing {
+    fn read(&self, key: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        self.reads.lock().unwrap().push(self.clock.now_ms());
+        self.inner.read(key)
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: CacheKey,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        self.inner.write(key, token)
+    }
+
+    fn try_lease(&self, ttl: Duration) -> BoxFuture<'_, Result<Option<Lease>, CacheError>> {
+        self.inner.try_lease(ttl)
+    }
+
+    fn has_lease(&self) -> bool {
+        true
+    }
+
+    fn next_write(&self, _: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        let (send, receive) = async_channel::bounded(1);
+        self.waiters.lock().unwrap().push(send);
+        Some(Box::pin(async move {
+            match receive.recv().await {
+                Ok(token) => Some(token),
+                Err(_) => std::future::pending().await,
+            }
+        }))
+    }
+
+    fn describe(&self) -> String {
+        "noticing".to_owned()
+    }
+}
+
+/// A waiter takes the holder's token from the notice the moment it comes,
+/// with no read of the cache after the one before the lease and no wait
+/// for its next poll.
+#[test]
+fn a_waiter_takes_the_token_from_the_notice_at_once_without_reading_again() {
+    let clock = ManualClock::at_ms(START_MS);
+    let shared = Noticing::new(&clock);
+    let holder = block_on(shared.try_lease(secs(30))).unwrap().unwrap();
+    let source = ScriptedSource::new(secs(3600));
+    let mut chain = Chain::new(source.clone())
+        .cache(shared.clone())
+        .lease_poll(ms(200));
+    let ex = smol::LocalExecutor::new();
+    let task = ex.spawn(chain.fetch(cx(&clock)));
+    while ex.try_tick() {}
+    assert!(!task.is_finished());
+    assert_eq!(shared.reads.lock().unwrap().len(), 1);
+
+    // Virtual time stands still: only the notice can end the wait.
+    shared.announce(&token("by-holder", START_MS, secs(3600)));
+    while ex.try_tick() {}
+    let got = finished(task).unwrap();
+    assert_eq!(got.access_token().secret(), "by-holder");
+    assert_eq!(source.calls(), 0);
+    assert_eq!(*shared.reads.lock().unwrap(), [START_MS], "read again");
+    drop(holder);
+}
+
+/// With notices, the cache is still read, as a fallback for a lost notice,
+/// but two to four polls apart rather than every poll: a fleet's waiters
+/// then add few reads at each refresh, however long the holder takes.
+#[test]
+fn with_notices_the_cache_is_read_two_to_four_polls_apart() {
+    fastrand::seed(11);
+    let clock = ManualClock::at_ms(START_MS);
+    let shared = Noticing::new(&clock);
+    let _held = block_on(shared.try_lease(secs(600))).unwrap().unwrap();
+    let source = ScriptedSource::new(secs(60));
+    let mut chain = Chain::new(source.clone())
+        .cache(shared.clone())
+        .lease_poll(ms(200))
+        .lease_wait(secs(20));
+    let cx = cx(&clock).with_deadline_ms(START_MS + 60_000);
+    let ex = smol::LocalExecutor::new();
+    let task = ex.spawn(chain.fetch(cx));
+    for _ in 0..2_100 {
+        while ex.try_tick() {}
+        clock.advance(ms(10));
+    }
+    while ex.try_tick() {}
+    finished(task).unwrap();
+    assert_eq!(source.calls(), 1, "asked without the lease after 20 s");
+    let reads = shared.reads.lock().unwrap().clone();
+    // The first read is the one before the lease; the last poll is cut
+    // short by the end of the wait.
+    let gaps: Vec<u64> = reads[1..reads.len() - 1]
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert!(gaps.len() >= 20, "{reads:?}");
+    assert!(gaps.iter().all(|g| (400..820).contains(g)), "{gaps:?}");
+    assert!(gaps.iter().any(|&g| g < 500), "{gaps:?}");
+    assert!(gaps.iter().any(|&g| g > 700), "{gaps:?}");
+}

@@ -65,6 +65,13 @@ fn main() {
         a_long_lived_token_lives_in_redis_as_long_up_to_ten_years,
         a_server_error_other_than_wrongtype_on_read_is_an_error,
         a_connection_broken_since_its_last_use_is_replaced_within_the_operation,
+        a_waiter_takes_the_holders_token_from_its_message_without_reading,
+        a_foreign_prefix_keeps_its_own_hash_tag,
+        notices_come_again_after_the_server_restarts,
+        #[cfg(feature = "redis-cluster")]
+        a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token,
+        #[cfg(feature = "redis-sentinel")]
+        a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back,
     );
     // These talk to no server, or to a listener of their own.
     add_tests!(harness;
@@ -138,7 +145,7 @@ fn round_trip_with_refresh_token() {
         let read = other.read(KEY).await.unwrap().unwrap();
         assert_eq!(read.refresh_token().map(|r| r.secret()), Some("r1"));
         // The same versioned envelope as the file cache.
-        let raw: String = server.inspect().get("tokenkeeper:token").unwrap();
+        let raw: String = server.inspect().get("{tokenkeeper:}token").unwrap();
         let start = format!(r#"{{"version":2,"key":"{KEY}","token":{{"#);
         assert!(raw.starts_with(&start), "{raw}");
         // A newer token replaces it.
@@ -174,7 +181,7 @@ fn entry_lives_until_the_token_expires() {
     smol::block_on(async {
         let t = token("a", Duration::from_secs(30));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         let left = t.expiry_ms() as i64 - now_ms() as i64;
         assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl}");
         assert!(
@@ -198,7 +205,7 @@ fn entry_lives_until_the_token_expires() {
         assert_eq!(cache.read(KEY).await.unwrap(), Some(short));
         smol::Timer::after(Duration::from_millis(250)).await;
         assert_eq!(cache.read(KEY).await.unwrap(), None);
-        let exists: bool = redis.exists("tokenkeeper:token").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}token").unwrap();
         assert!(!exists);
     });
 }
@@ -236,7 +243,7 @@ fn key_prefixes_keep_caches_apart() {
     let b = server.cache().key_prefix("svc-b:");
     assert_eq!(
         (a.token_key(), a.lease_key()),
-        ("svc-a:token", "svc-a:lease")
+        ("{svc-a:}token", "{svc-a:}lease")
     );
     smol::block_on(async {
         let ta = token("for-a", Duration::from_secs(60));
@@ -254,7 +261,12 @@ fn key_prefixes_keep_caches_apart() {
     keys.sort();
     assert_eq!(
         keys,
-        ["svc-a:lease", "svc-a:token", "svc-b:lease", "svc-b:token"]
+        [
+            "{svc-a:}lease",
+            "{svc-a:}token",
+            "{svc-b:}lease",
+            "{svc-b:}token"
+        ]
     );
 }
 
@@ -262,7 +274,7 @@ fn corrupt_entry_is_a_miss_reported_once() {
     init_log();
     let server = RedisServer::spawn();
     let prefix = format!("corrupt-{}:", server.port);
-    let key = format!("{prefix}token");
+    let key = format!("{{{prefix}}}token");
     let cache = server.cache().key_prefix(prefix);
     let mut redis = server.inspect();
     smol::block_on(async {
@@ -317,10 +329,10 @@ fn lease_is_exclusive_until_its_holder_releases_it() {
             .await
             .unwrap()
             .is_none());
-        let pttl: i64 = redis.pttl("tokenkeeper:lease").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}lease").unwrap();
         assert!(pttl > 4_000 && pttl <= 5_000, "PTTL {pttl}");
         lease.release().await;
-        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}lease").unwrap();
         assert!(!exists);
         let again = other.try_lease(Duration::from_secs(5)).await.unwrap();
         assert!(again.is_some());
@@ -344,11 +356,11 @@ fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
         // The holder died (or hung): its lease ran out by its TTL.
         let current = second.try_lease(Duration::from_secs(5)).await.unwrap();
         let current = current.expect("an expired lease is free");
-        let held: String = redis.get("tokenkeeper:lease").unwrap();
+        let held: String = redis.get("{tokenkeeper:}lease").unwrap();
 
         // The late holder gives back what it no longer holds: nothing happens.
         stale.release().await;
-        let still: String = redis.get("tokenkeeper:lease").unwrap();
+        let still: String = redis.get("{tokenkeeper:}lease").unwrap();
         assert_eq!(still, held);
         assert!(first
             .try_lease(Duration::from_secs(5))
@@ -357,7 +369,7 @@ fn lease_expires_and_a_stale_holder_cannot_free_the_next_one() {
             .is_none());
 
         current.release().await;
-        let exists: bool = redis.exists("tokenkeeper:lease").unwrap();
+        let exists: bool = redis.exists("{tokenkeeper:}lease").unwrap();
         assert!(!exists);
 
         // A dropped lease is not released at once, but runs out by its TTL.
@@ -565,7 +577,10 @@ fn password_never_shows() {
         );
         assert!(text.contains(&server), "{text}");
     }
-    assert_eq!(cache.describe(), format!("redis {server} key app:token"));
+    assert_eq!(
+        cache.describe(),
+        format!("redis {server} key {{app:}}token")
+    );
     // The down message names the server the same way.
     let cache = cache.op_timeout(Duration::from_millis(200));
     smol::block_on(async {
@@ -638,6 +653,10 @@ impl TokenCache for Counting {
 
     fn has_lease(&self) -> bool {
         self.inner.has_lease()
+    }
+
+    fn next_write(&self, key: CacheKey) -> Option<tokenkeeper::BoxFuture<'static, Option<Token>>> {
+        self.inner.next_write(key)
     }
 
     fn describe(&self) -> String {
@@ -734,7 +753,7 @@ fn a_stopped_server_costs_one_cache_timeout_per_cool_down_not_one_per_refresh() 
     server.resume();
     clock.set_ms(refresh_at(&handle));
     let mut redis = server.inspect();
-    let key = "tokenkeeper:token";
+    let key = "{tokenkeeper:}token";
     run_until(&ex, "the token written to Redis again", || {
         redis
             .get::<_, Option<String>>(key)
@@ -759,12 +778,12 @@ fn a_long_lived_token_lives_in_redis_as_long_up_to_ten_years() {
     smol::block_on(async {
         let t = token("a", Duration::from_secs(300 * 86_400));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         assert!(pttl > 299 * DAY_MS && pttl <= 300 * DAY_MS, "PTTL {pttl}");
 
         let t = token("b", Duration::from_secs(20 * 365 * 86_400));
         cache.write(KEY, &t).await.unwrap();
-        let pttl: i64 = redis.pttl("tokenkeeper:token").unwrap();
+        let pttl: i64 = redis.pttl("{tokenkeeper:}token").unwrap();
         assert!(
             pttl > 10 * 365 * DAY_MS - 60_000 && pttl <= 10 * 365 * DAY_MS,
             "PTTL {pttl}"
@@ -808,4 +827,378 @@ fn a_connection_broken_since_its_last_use_is_replaced_within_the_operation() {
     });
     let down = logged(&format!("127.0.0.1:{port}/0) is unreachable"));
     assert!(down.is_empty(), "{down:?}");
+}
+
+/// Another process holds the lease and writes its token: the waiting
+/// chain, on frozen virtual time, takes it from the published message at
+/// once, without reading the key again (its next look at the cache is
+/// seconds of virtual time away).
+fn a_waiter_takes_the_holders_token_from_its_message_without_reading() {
+    let server = RedisServer::spawn();
+    let holder = server.cache();
+    let calls = Arc::new(AtomicU32::new(0));
+    let waiter = Counting {
+        inner: server.cache(),
+        calls: Arc::clone(&calls),
+    };
+    // The first ask starts the subscription; it gives notices once the
+    // server has confirmed it.
+    let started = Instant::now();
+    while waiter.inner.next_write(KEY).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lease = smol::block_on(holder.try_lease(Duration::from_secs(30)))
+        .unwrap()
+        .expect("the holder takes the lease");
+
+    let clock = tokenkeeper::ManualClock::at_ms(now_ms());
+    let (source, fetched) = counting_source("mine", Duration::from_secs(60));
+    let mut chain = Chain::new(source).cache(waiter);
+    let cx = FetchContext::new(clock.clone(), LifetimePolicy::default());
+    let ex = smol::LocalExecutor::new();
+    let task = ex.spawn(async move {
+        use tokenkeeper::TokenSource as _;
+        chain.fetch(cx).await
+    });
+    // A read (a miss), the lease (held): then it waits.
+    run_until(&ex, "the chain to wait for the lease", || {
+        calls.load(Ordering::SeqCst) == 2
+    });
+    let theirs = token("theirs", Duration::from_secs(60));
+    smol::block_on(holder.write(KEY, &theirs)).unwrap();
+    run_until(&ex, "the waiter to take the published token", || {
+        task.is_finished()
+    });
+    let got = smol::block_on(task).unwrap();
+    assert_eq!(got, theirs);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the key was read again");
+    assert_eq!(fetched.load(Ordering::SeqCst), 0);
+    smol::block_on(lease.release());
+}
+
+/// A prefix with a hash tag of its own keeps it: its keys and channel share
+/// that tag's slot, and nothing else is added.
+fn a_foreign_prefix_keeps_its_own_hash_tag() {
+    let server = RedisServer::spawn();
+    let cache = server.cache().key_prefix("app:{billing}:");
+    assert_eq!(
+        (cache.token_key(), cache.lease_key()),
+        ("app:{billing}:token", "app:{billing}:lease")
+    );
+    smol::block_on(async {
+        cache
+            .write(KEY, &token("t", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let _lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+    });
+    let mut keys: Vec<String> = server.inspect().keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["app:{billing}:lease", "app:{billing}:token"]);
+}
+
+/// The hash slot of `key`, as the cluster node `connection` computes it.
+#[cfg(feature = "redis-cluster")]
+fn key_slot(connection: &mut redis::Connection, key: &str) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(connection)
+        .unwrap()
+}
+
+/// Three masters formed into a cluster by `redis-cli --cluster create`,
+/// each in a folder of its own (for its nodes.conf), killed on drop.
+#[cfg(feature = "redis-cluster")]
+struct Cluster {
+    nodes: Vec<RedisServer>,
+    _dir: common::process::TempDir,
+}
+
+#[cfg(feature = "redis-cluster")]
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = common::process::TempDir::new("cluster");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|i| {
+                let port = common::process::free_port_pair();
+                let node_dir = dir.path().join(format!("node{i}"));
+                std::fs::create_dir_all(&node_dir).unwrap();
+                RedisServer::spawn_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--dir",
+                        node_dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let started = Instant::now();
+        for node in &nodes {
+            let mut c = node.inspect();
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "{info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Cluster { nodes, _dir: dir }
+    }
+}
+
+/// On a real three-node cluster: every prefix's token, lease and channel
+/// share one slot; prefixes spread over the nodes, and the cluster cache
+/// (given one node's URL) serves each from the node that owns it, where a
+/// cache on that one node is turned away (`MOVED`). A waiter subscribed
+/// through a seed node gets the notice of a write to another node's slot.
+#[cfg(feature = "redis-cluster")]
+fn a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token() {
+    let cluster = Cluster::start();
+    let seed = cluster.nodes[0].db0_url();
+    let mut first = cluster.nodes[0].inspect();
+    let mut moved = 0;
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        let prefix = format!("svc-{name}:");
+        let cache = RedisCache::cluster([seed.as_str()])
+            .unwrap()
+            .key_prefix(&prefix);
+        let slot = key_slot(&mut first, cache.token_key());
+        assert_eq!(key_slot(&mut first, cache.lease_key()), slot);
+        assert_eq!(key_slot(&mut first, &format!("{{{prefix}}}written")), slot);
+        let t = token(name, Duration::from_secs(60));
+        smol::block_on(async {
+            cache.write(KEY, &t).await.unwrap();
+            assert_eq!(cache.read(KEY).await.unwrap(), Some(t.clone()));
+            let lease = cache.try_lease(Duration::from_secs(5)).await.unwrap();
+            let lease = lease.expect("the lease is free");
+            assert!(cache
+                .try_lease(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none());
+            lease.release().await;
+            assert!(cache
+                .try_lease(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_some());
+        });
+        let single = server_cache_on(&seed).key_prefix(&prefix);
+        if smol::block_on(single.read(KEY)).is_err() {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "every prefix landed on the seed node");
+
+    let waiter = RedisCache::cluster([seed.as_str()])
+        .unwrap()
+        .key_prefix("svc-a:");
+    let started = Instant::now();
+    let notice = loop {
+        if let Some(notice) = waiter.next_write(KEY) {
+            break notice;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let other_seed = cluster.nodes[2].db0_url();
+    let writer = RedisCache::cluster([other_seed.as_str()])
+        .unwrap()
+        .key_prefix("svc-a:");
+    let t = token("noticed", Duration::from_secs(60));
+    smol::block_on(writer.write(KEY, &t)).unwrap();
+    let got = smol::block_on(futures_lite::future::or(notice, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    }));
+    assert_eq!(got, Some(t));
+}
+
+#[cfg(feature = "redis-cluster")]
+fn server_cache_on(url: &str) -> RedisCache {
+    RedisCache::new(url)
+        .unwrap()
+        .op_timeout(Duration::from_millis(500))
+}
+
+/// A primary, its replica and one sentinel (quorum 1, a primary is down
+/// after 500 ms). Readers keep reading while the primary is killed and the
+/// sentinel promotes the replica: every read has a valid token, and the
+/// cache then writes to the new primary.
+#[cfg(feature = "redis-sentinel")]
+fn a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back() {
+    init_log();
+    let mut primary = RedisServer::spawn();
+    let replica_of = primary.port.to_string();
+    let replica_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let replica = RedisServer::spawn_on(replica_port, &["--replicaof", "127.0.0.1", &replica_of]);
+    let dir = common::process::TempDir::new("sentinel");
+    let sentinel_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             sentinel monitor tokens 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds tokens 500\n\
+             sentinel failover-timeout tokens 2000\n",
+            primary.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let sentinel = common::process::Running::spawn(cmd, "redis-server --sentinel");
+    let sentinel_url = format!("redis://127.0.0.1:{sentinel_port}/0");
+    // The sentinel must know the replica before it can promote it.
+    let started = Instant::now();
+    loop {
+        let known = redis::Client::open(sentinel_url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg("tokens")
+                    .query::<Vec<redis::Value>>(&mut c)
+            })
+            .is_ok_and(|replicas| !replicas.is_empty());
+        if known {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sentinel never saw the replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let cache = RedisCache::sentinel([sentinel_url.as_str()], "tokens")
+        .unwrap()
+        .op_timeout(Duration::from_millis(500));
+    let key = cache.token_key().to_owned();
+    let (source, calls) = counting_source("t", Duration::from_millis(1_500));
+    let chain = Chain::new(source)
+        .cache(cache)
+        .lease_poll(Duration::from_millis(50));
+    let (handle, driver) = TokenManager::builder(chain).build();
+    smol::block_on(async {
+        let task = smol::spawn(driver);
+        handle.token().await.unwrap();
+        let exists: bool = primary.inspect().exists(&key).unwrap();
+        assert!(exists, "the first token is in the primary");
+
+        primary.kill();
+        let killed_ms = now_ms();
+        let before = calls.load(Ordering::SeqCst);
+        // A connection of its own each time: the promotion closes the
+        // replica's client connections.
+        let written_after_failover = keep_reading(&handle, Duration::from_secs(15), || {
+            let Ok(mut promoted) = replica.connect() else {
+                return false;
+            };
+            let role: Vec<redis::Value> =
+                redis::cmd("ROLE").query(&mut promoted).unwrap_or_default();
+            let is_primary =
+                matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
+            is_primary
+                && promoted
+                    .get::<_, Option<String>>(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| tokenkeeper::cache::decode_entry(v.as_bytes()).ok())
+                    .is_some_and(|(_, t)| t.issued_ms() > killed_ms)
+        })
+        .await;
+        assert!(
+            written_after_failover,
+            "the cache wrote to the promoted replica"
+        );
+        assert!(calls.load(Ordering::SeqCst) > before);
+        handle.shutdown().await;
+        task.await;
+    });
+    sentinel.kill();
+}
+
+/// Waits (real time, at most 5 s) until `cache` gives notices: its
+/// subscription is in place.
+fn subscribed(cache: &RedisCache) -> tokenkeeper::BoxFuture<'static, Option<Token>> {
+    let started = Instant::now();
+    loop {
+        if let Some(notice) = cache.next_write(KEY) {
+            return notice;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no subscription"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The subscription is a connection of its own: when the server restarts
+/// it is opened again, and a write after the restart is noticed.
+fn notices_come_again_after_the_server_restarts() {
+    let mut server = RedisServer::spawn();
+    let waiter = server.cache();
+    let writer = server.cache();
+    drop(subscribed(&waiter));
+    server.kill();
+    server.restart();
+    // The old subscription ends with the server; until the new one is in
+    // place (a second later) the cache gives no notice: its waiters poll.
+    let started = Instant::now();
+    while waiter.next_write(KEY).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the old subscription lives on"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let notice = subscribed(&waiter);
+    let t = token("after-restart", Duration::from_secs(60));
+    smol::block_on(writer.write(KEY, &t)).unwrap();
+    let got = smol::block_on(futures_lite::future::or(notice, async {
+        smol::Timer::after(Duration::from_secs(5)).await;
+        None
+    }));
+    assert_eq!(got, Some(t));
 }

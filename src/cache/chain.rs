@@ -27,7 +27,11 @@ const LOG: &str = "tokenkeeper::cache";
 /// asks the source, writing the new token to every cache before giving the
 /// lease back. While another process holds the lease, it waits a short,
 /// jittered time ([`lease_poll`](Self::lease_poll)) and reads the cache
-/// again.
+/// again; where the cache tells of writes
+/// ([`TokenCache::next_write`], as Redis does through pub/sub) it waits for
+/// that notice instead and reads only every two to four polls, as a
+/// fallback, so the reads of many waiting processes do not add up at every
+/// refresh.
 ///
 /// # A lease is an optimisation, never a dependency
 ///
@@ -179,7 +183,9 @@ impl Chain {
 
     /// About how long to wait before reading the cache again while another
     /// process holds the lease (each wait is drawn between half and one and
-    /// a half times this). 200 ms by default.
+    /// a half times this). 200 ms by default. A cache that gives notices of
+    /// writes ([`TokenCache::next_write`]) is read between two and four
+    /// times this apart instead, as the notice comes first.
     pub fn lease_poll(mut self, poll: Duration) -> Self {
         self.links.lease_poll = poll;
         self
@@ -455,17 +461,22 @@ impl Links {
     }
 
     /// Tries to take the lease of cache `leased`; while another process
-    /// holds it, reads that cache every [`lease_poll`](Chain::lease_poll)
-    /// or so, for at most [`lease_wait`](Chain::lease_wait) and never past
-    /// `prep_end`.
+    /// holds it, waits for the cache's notice of a write, if it gives
+    /// them, and reads that cache every [`lease_poll`](Chain::lease_poll)
+    /// or so (two to four times that with notices), for at most
+    /// [`lease_wait`](Chain::lease_wait) and never past `prep_end`.
     async fn wait_for_lease(&self, leased: usize, prep_end: u64, cx: &FetchContext) -> LeaseWait {
         let describe = || self.caches[leased].describe();
         let started = cx.now_ms();
         let wait_end = started
             .saturating_add(duration_ms(self.lease_wait))
             .min(prep_end);
+        let key = self.key();
         let mut first = true;
         loop {
+            // Asked for before the lease: a write that lands between the
+            // two is then not missed.
+            let notice = self.caches[leased].next_write(key);
             let attempt = self
                 .guarded(leased, "take the lease", prep_end, cx, |c| {
                     c.try_lease(self.lease_ttl)
@@ -496,11 +507,33 @@ impl Links {
             }
             first = false;
             let poll = duration_ms(self.lease_poll);
-            let pause = fastrand::u64(poll / 2..=poll.saturating_add(poll / 2));
+            // With notices, a look at the cache is only the fallback for a
+            // lost one (or a holder that gave up without writing): seldom,
+            // so a fleet's waiters do not read the cache in step.
+            let (low, high) = match notice {
+                Some(_) => (poll.saturating_mul(2), poll.saturating_mul(4)),
+                None => (poll / 2, poll.saturating_add(poll / 2)),
+            };
+            let pause = fastrand::u64(low..=high);
             let clock = cx.clock().clone();
-            clock
-                .sleep_until(from_ms(now.saturating_add(pause).min(wait_end)))
-                .await;
+            let wake = from_ms(now.saturating_add(pause).min(wait_end));
+            let noticed = match notice {
+                Some(notice) => {
+                    future::or(async { Some(notice.await) }, async {
+                        clock.sleep_until(wake).await;
+                        None
+                    })
+                    .await
+                }
+                None => {
+                    clock.sleep_until(wake).await;
+                    None
+                }
+            };
+            if let Some(token) = noticed.flatten().filter(|t| self.usable(t, cx)) {
+                log::debug!(target: LOG, "token written by the lease holder, seen through {}", describe());
+                return LeaseWait::Found(token);
+            }
             let found = self.read(leased, prep_end, cx).await;
             if let Some(token) = found.filter(|t| self.usable(t, cx)) {
                 return LeaseWait::Found(token);

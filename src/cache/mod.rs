@@ -89,6 +89,33 @@ pub trait TokenCache: Send + Sync + 'static {
         false
     }
 
+    /// A notice of the next token written to this cache by any process,
+    /// where the cache can give one (a `RedisCache` does, through pub/sub);
+    /// `None` (the default) where it cannot, or cannot right now.
+    ///
+    /// The [`Chain`] asks for it before it tries to take the lease, and while
+    /// another process holds the lease it waits for the notice instead of
+    /// reading the cache every [`lease_poll`](Chain::lease_poll), so the
+    /// reads of a fleet's waiters do not grow with how long the holder takes.
+    /// The future must notice writes made from the moment this method
+    /// returns, not only from its first poll (or a write that lands between
+    /// this call and the wait is missed). It resolves to the token written
+    /// for `key` when the notice carries it (then the chain does not read
+    /// the cache again), or to `None` when it only says that something was
+    /// written (then the chain reads). It may never resolve: the chain
+    /// still reads the cache now and then, more slowly.
+    ///
+    /// ```
+    /// use tokenkeeper::cache::{CacheKey, MemoryCache, TokenCache};
+    ///
+    /// // A memory cache gives no notices: the chain polls it.
+    /// assert!(MemoryCache::new().next_write(CacheKey::unkeyed()).is_none());
+    /// ```
+    fn next_write(&self, key: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        let _ = key;
+        None
+    }
+
     /// A short description for logs, without secrets (say, `file
     /// /var/cache/app/token.json`).
     fn describe(&self) -> String;
@@ -113,6 +140,10 @@ impl<C: TokenCache + ?Sized> TokenCache for Arc<C> {
 
     fn has_lease(&self) -> bool {
         (**self).has_lease()
+    }
+
+    fn next_write(&self, key: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        (**self).next_write(key)
     }
 
     fn describe(&self) -> String {

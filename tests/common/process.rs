@@ -354,6 +354,8 @@ pub fn redis_server_missing() -> Option<String> {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// Arguments after the usual ones (`--replicaof`, cluster mode).
+    extra: Vec<String>,
 }
 
 #[cfg(feature = "redis")]
@@ -365,7 +367,18 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let mut server = RedisServer { child: None, port };
+        RedisServer::spawn_on(port, &[])
+    }
+
+    /// A server on `port` with `extra` arguments (which it keeps across
+    /// restarts); it must answer `PING` (a cluster node does before its
+    /// cluster is formed).
+    pub fn spawn_on(port: u16, extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
         server.restart();
         server
     }
@@ -376,6 +389,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -433,6 +447,18 @@ impl RedisServer {
             .get_connection_with_timeout(Duration::from_millis(200))?;
         redis::cmd("PING").query::<String>(&mut connection)?;
         Ok(connection)
+    }
+}
+
+/// A free loopback port whose neighbour 10,000 above is free too (a
+/// cluster node's bus port).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = fastrand::u16(15_000..25_000);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
     }
 }
 

@@ -271,7 +271,8 @@ fn redis_url(flag: Option<String>) -> Result<Option<RedisUrl>, String> {
     Ok(url)
 }
 
-/// The Redis key prefix of this token: `tokenkeeper:token-cli:<hash>:`,
+/// The Redis key prefix of this token: `tokenkeeper:token-cli:<hash>:`
+/// (the keys are `{tokenkeeper:token-cli:<hash>:}token` and `...lease`),
 /// the hash (64-bit FNV-1a, the same in every build) covering what decides
 /// which token the authority gives: token URL (or issuer), client id,
 /// scope, audiences and resources, and for a token exchange the subject
