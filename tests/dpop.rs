@@ -347,8 +347,9 @@ fn another_error_that_brings_a_new_nonce_is_not_retried_and_the_nonce_is_kept() 
         let authority = LocalAuthority::start().unwrap();
         let key = DpopKey::generate().unwrap();
         let mut source = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
-        authority
-            .push_fault(Fault::oauth_error(status, code, "refused").with_header("DPoP-Nonce", "n1"));
+        authority.push_fault(
+            Fault::oauth_error(status, code, "refused").with_header("DPoP-Nonce", "n1"),
+        );
         authority.push_fault(bound("bound-1"));
         let error = fetch(&mut source).unwrap_err();
         assert_eq!(request_error(&error).code().map(|c| c.as_str()), Some(code));
