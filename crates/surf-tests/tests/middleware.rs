@@ -238,12 +238,7 @@ struct AnswersLocally {
 
 #[surf::utils::async_trait]
 impl Middleware for AnswersLocally {
-    async fn handle(
-        &self,
-        mut request: Request,
-        _: Client,
-        _: Next<'_>,
-    ) -> surf::Result<Response> {
+    async fn handle(&self, mut request: Request, _: Client, _: Next<'_>) -> surf::Result<Response> {
         let body = request.take_body().into_bytes().await?;
         self.lengths.lock().unwrap().push(body.len());
         let rejected = request
