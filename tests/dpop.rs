@@ -342,6 +342,81 @@ fn a_nonce_challenge_without_a_nonce_is_not_retried() {
 }
 
 #[test]
+fn another_error_that_brings_a_new_nonce_is_not_retried_and_the_nonce_is_kept() {
+    for (status, code) in [(400, "invalid_grant"), (401, "invalid_client")] {
+        let authority = LocalAuthority::start().unwrap();
+        let key = DpopKey::generate().unwrap();
+        let mut source = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
+        authority.push_fault(
+            Fault::oauth_error(status, code, "refused").with_header("DPoP-Nonce", "n1"),
+        );
+        authority.push_fault(bound("bound-1"));
+        let error = fetch(&mut source).unwrap_err();
+        assert_eq!(request_error(&error).code().map(|c| c.as_str()), Some(code));
+        assert_eq!(token_requests(&authority).len(), 1, "{code}");
+        fetch(&mut source).unwrap();
+        let requests = token_requests(&authority);
+        assert_eq!(
+            token_proof(&authority, &requests[1], &key).claim("nonce"),
+            Some("n1"),
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn only_a_token_type_other_than_bearer_or_the_expected_dpop_is_warned_about() {
+    capture_logs();
+    let authority = LocalAuthority::start().unwrap();
+    let key = DpopKey::generate().unwrap();
+    // The usual answers: Bearer without a key, DPoP with one.
+    let mut plain = ClientCredentials::new(
+        TokenEndpoint::builder(authority.token_url(), "client-a")
+            .client_secret(ClientSecret::new("secret-a"))
+            .build()
+            .unwrap(),
+    );
+    authority.push_fault(Fault::json(
+        200,
+        r#"{"access_token":"plain-1","token_type":"bearer","expires_in":600}"#,
+    ));
+    fetch(&mut plain).unwrap();
+    let mut bound_source = ClientCredentials::new(endpoint(&authority, &key).build().unwrap());
+    authority.push_fault(bound("bound-1"));
+    fetch(&mut bound_source).unwrap();
+    // Any other type is recorded on the token, and worth a warning.
+    let mut odd = ClientCredentials::new(
+        endpoint(&authority, &key)
+            .dpop_allow_bearer(true)
+            .build()
+            .unwrap(),
+    );
+    authority.push_fault(Fault::json(
+        200,
+        r#"{"access_token":"odd-1","token_type":"N_A-warned","expires_in":600}"#,
+    ));
+    assert_eq!(fetch(&mut odd).unwrap().token_type(), "N_A-warned");
+    // Other tests of this process log too: none may warn about the usual
+    // types.
+    let logs = logged_lines();
+    let warned: Vec<String> = logs
+        .iter()
+        .filter(|l| l.contains("not Bearer"))
+        .map(|l| l.to_ascii_lowercase())
+        .collect();
+    assert!(
+        warned.iter().any(|l| l.contains(r#""n_a-warned""#)),
+        "{logs:?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .all(|l| !l.contains(r#""bearer""#) && !l.contains(r#""dpop""#)),
+        "{warned:?}"
+    );
+}
+
+#[test]
 fn the_retry_after_a_nonce_challenge_signs_a_new_client_assertion() {
     // The authority checks the client assertion for real and refuses a
     // replayed jti: the retry must make a new one.
@@ -789,6 +864,68 @@ mod key_file {
             Err(KeyError::NotPem)
         ));
         assert_eq!(std::fs::read_to_string(&garbage).unwrap(), "not a key");
+    }
+
+    #[test]
+    fn a_key_path_that_cannot_be_opened_is_a_read_error_and_no_key_is_made() {
+        let dir = TempDir::new("dpop-unopenable");
+        // A link at the path: refused as such, not taken for a missing
+        // file (which would try to create a key beside it).
+        let target = dir.path().join("dpop.pem");
+        DpopKey::load_or_create(&target).unwrap();
+        let link = dir.path().join("link.pem");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = DpopKey::load_or_create(&link).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Read { error, .. }
+                if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())),
+            "{error:?}"
+        );
+        // A path under a regular file: the open's error, never a write.
+        let under_a_file = target.join("dpop.pem");
+        let error = DpopKey::load_or_create(&under_a_file).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Read { error, .. }
+                if error.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())),
+            "{error:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_key_file_of_exactly_64_kib_is_read_one_byte_more_is_not() {
+        const CAP: usize = 64 * 1024;
+        let dir = TempDir::new("dpop-cap");
+        let path = dir.path().join("dpop.pem");
+        let key = DpopKey::load_or_create(&path).unwrap();
+        let pem = std::fs::read_to_string(&path).unwrap();
+        // Text after the PEM block is ignored by the PEM reader.
+        let padded = |len: usize| format!("{pem}{}", "\n".repeat(len - pem.len()));
+        std::fs::write(&path, padded(CAP)).unwrap();
+        assert_eq!(
+            DpopKey::load_or_create(&path).unwrap().thumbprint(),
+            key.thumbprint()
+        );
+        std::fs::write(&path, padded(CAP + 1)).unwrap();
+        let error = DpopKey::load_or_create(&path).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Read { error, .. } if error.to_string().contains("64 KiB")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_path_whose_link_fails_is_a_create_error_not_a_lost_race() {
+        let dir = TempDir::new("dpop-link-fails");
+        // The trailing slash: the temporary file is written beside it,
+        // the link to a name ending in `/` fails with NotFound.
+        let path = format!("{}/dpop.pem/", dir.path().display());
+        let error = DpopKey::load_or_create(&path).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::Create { error, .. } if error.kind() == std::io::ErrorKind::NotFound),
+            "{error:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -394,11 +394,7 @@ fn create(path: &Path) -> Result<Option<DpopKey>, KeyError> {
     let name = path
         .file_name()
         .ok_or_else(|| create_error(io::Error::other("the path names no file")))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let temp = dir.join(trust::temp_name(&name.to_string_lossy()));
+    let temp = path.with_file_name(trust::temp_name(&name.to_string_lossy()));
     let pkcs8 = new_es256_pkcs8()?;
     let key = PrivateKey::from_der(pkcs8.as_ref()).map(DpopKey::from_private_key)?;
     let mut pem = pem_pkcs8(pkcs8.as_ref());
@@ -547,6 +543,20 @@ mod tests {
         fn from_der(der: &[u8]) -> DpopKey {
             DpopKey::from_private_key(PrivateKey::from_der(der).unwrap())
         }
+    }
+
+    #[test]
+    fn creating_over_an_existing_file_loses_the_race_and_leaves_the_file() {
+        let path = std::env::temp_dir().join(format!(
+            "tokenkeeper-dpop-lost-race-{}.pem",
+            std::process::id()
+        ));
+        std::fs::write(&path, "the winner's key").unwrap();
+        let created = create(&path);
+        let kept = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(created, Ok(None)), "{created:?}");
+        assert_eq!(kept.unwrap(), "the winner's key");
     }
 
     #[test]

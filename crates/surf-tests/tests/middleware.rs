@@ -2,14 +2,15 @@
 //! revoked tokens.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::AsyncRead;
 use local_authority::LocalAuthority;
-use surf::http::headers::AUTHORIZATION;
+use surf::http::headers::{AUTHORIZATION, WWW_AUTHENTICATE};
 use surf::middleware::{Middleware, Next};
 use surf::{Client, Request, Response};
-use tokenkeeper::middleware::BearerAuth;
+use tokenkeeper::middleware::{BearerAuth, MAX_REPLAY};
 use tokenkeeper::oauth2::{ClientCredentials, TokenEndpoint};
 use tokenkeeper::{ClientId, ClientSecret, TokenHandle, TokenManager};
 
@@ -223,6 +224,66 @@ fn a_streamed_body_is_not_retried_but_the_token_is_replaced() {
             200
         );
         assert_eq!(authority.token_requests(), 2);
+    });
+}
+
+/// Inner middleware standing in for a resource server that takes a body
+/// of any size (the local authority's stop at 64 KiB): it answers 401
+/// `invalid_token` to the token `rejected` and 200 to any other, and
+/// records the length of each body it is sent.
+struct AnswersLocally {
+    rejected: String,
+    lengths: Arc<Mutex<Vec<usize>>>,
+}
+
+#[surf::utils::async_trait]
+impl Middleware for AnswersLocally {
+    async fn handle(&self, mut request: Request, _: Client, _: Next<'_>) -> surf::Result<Response> {
+        let body = request.take_body().into_bytes().await?;
+        self.lengths.lock().unwrap().push(body.len());
+        let rejected = request
+            .header(AUTHORIZATION)
+            .is_some_and(|v| v.as_str() == self.rejected);
+        let mut response = surf::http::Response::new(if rejected { 401 } else { 200 });
+        if rejected {
+            response.insert_header(WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#);
+        }
+        Ok(response.into())
+    }
+}
+
+#[test]
+fn a_body_of_up_to_1_mib_is_sent_again_after_a_401_a_longer_one_is_not() {
+    const ONE_MIB: usize = 1024 * 1024;
+    assert_eq!(MAX_REPLAY, ONE_MIB);
+    let authority = LocalAuthority::start().unwrap();
+    smol::block_on(async {
+        let handle = manager(&authority);
+        for (len, sent_again) in [(ONE_MIB, true), (ONE_MIB + 1, false)] {
+            let old = handle.token().await.unwrap();
+            let lengths = Arc::new(Mutex::new(Vec::new()));
+            let client = surf::Client::new()
+                .with(BearerAuth::new(handle.clone()))
+                .with(AnswersLocally {
+                    rejected: format!("Bearer {}", old.access_token().secret()),
+                    lengths: lengths.clone(),
+                });
+            let response = client
+                .post(authority.resource_url())
+                .body_bytes(vec![b'x'; len])
+                .await
+                .unwrap();
+            let lengths = lengths.lock().unwrap().clone();
+            if sent_again {
+                assert_eq!(response.status(), 200, "{len}");
+                assert_eq!(lengths, [len, len]);
+            } else {
+                assert_eq!(response.status(), 401, "{len}");
+                assert_eq!(lengths, [len]);
+            }
+            // Either way the rejected token was replaced.
+            assert_ne!(handle.token().await.unwrap(), old, "{len}");
+        }
     });
 }
 
