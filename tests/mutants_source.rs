@@ -104,3 +104,51 @@ fn a_cache_error_keeps_its_cause() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A cache whose notices carry a token named after the key they were asked
+/// for, as soon as they are polled.
+struct Announcing;
+
+impl TokenCache for Announcing {
+    fn read(&self, _: CacheKey) -> BoxFuture<'_, Result<Option<Token>, CacheError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn write<'a>(&'a self, _: CacheKey, _: &'a Token) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn next_write(&self, key: CacheKey) -> Option<BoxFuture<'static, Option<Token>>> {
+        let name = if key == CacheKey::unkeyed() {
+            "unkeyed"
+        } else {
+            "keyed"
+        };
+        let token = Token::new_ms(
+            tokenkeeper::AccessToken::new(name),
+            1_000,
+            Duration::from_secs(60),
+            &tokenkeeper::LifetimePolicy::default(),
+        );
+        Some(Box::pin(async move { Some(token) }))
+    }
+
+    fn describe(&self) -> String {
+        "announcing".to_owned()
+    }
+}
+
+/// A cache behind an `Arc` gives the cache's own notices of writes, for
+/// the key asked: a chain waiting for the lease on a shared `RedisCache`
+/// then takes the holder's token from the message instead of polling.
+#[test]
+fn a_cache_behind_an_arc_forwards_its_notices() {
+    let shared: Arc<dyn TokenCache> = Arc::new(Announcing);
+    let key = CacheKey::builder().field("client_id", "arc").build();
+    let notice = shared.next_write(key).expect("the cache's notice");
+    let token = block_on(notice).expect("the token it carries");
+    assert_eq!(token.access_token().secret(), "keyed");
+    let notice = shared.next_write(CacheKey::unkeyed()).unwrap();
+    assert_eq!(block_on(notice).unwrap().access_token().secret(), "unkeyed");
+    assert!(Arc::new(MemoryCache::new()).next_write(key).is_none());
+}

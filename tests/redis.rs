@@ -72,12 +72,16 @@ fn main() {
         a_cluster_serves_each_prefix_from_its_slot_with_the_lease_beside_the_token,
         #[cfg(feature = "redis-sentinel")]
         a_sentinel_failover_costs_no_reader_its_token_and_the_cache_comes_back,
+        #[cfg(feature = "redis-cluster")]
+        a_cluster_subscription_tries_the_seed_nodes_in_turn,
     );
     // These talk to no server, or to a listener of their own.
     add_tests!(harness;
         unanswering_server_costs_at_most_the_op_timeout,
         password_never_shows,
         bad_urls_are_errors,
+        an_empty_brace_pair_is_no_hash_tag,
+        the_server_is_named_by_an_address_that_reads_back,
     );
     harness.run()
 }
@@ -1201,4 +1205,73 @@ fn notices_come_again_after_the_server_restarts() {
         None
     }));
     assert_eq!(got, Some(t));
+}
+
+/// The braces that keep a prefix's keys in one cluster slot are added
+/// unless the prefix holds a non-empty `{...}` of its own. Redis hashes
+/// what lies between the first `{` and the `}` after it, and the whole key
+/// when that is empty: an empty `{}` is no hash tag, even before a
+/// non-empty one.
+fn an_empty_brace_pair_is_no_hash_tag() {
+    let key = |prefix: &str| {
+        RedisCache::new("redis://127.0.0.1/")
+            .unwrap()
+            .key_prefix(prefix)
+            .token_key()
+            .to_owned()
+    };
+    assert_eq!(key("{}:"), "{{}:}token");
+    assert_eq!(key("a{}:"), "{a{}:}token");
+    assert_eq!(key("}{}:"), "{tokenkeeper}}{}:token");
+    assert_eq!(key("{app}:"), "{app}:token");
+    assert_eq!(key("a:{}{b}:"), "{a:{}{b}:}token");
+}
+
+/// A cluster cache subscribes through its seed nodes in turn: when the
+/// first one does not take the subscription, the next try (a second
+/// later) goes to the next node, not to the same one again.
+#[cfg(feature = "redis-cluster")]
+fn a_cluster_subscription_tries_the_seed_nodes_in_turn() {
+    let server = RedisServer::spawn();
+    // A node that closes every connection at once, counting them.
+    let closing = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closing_url = format!(
+        "redis://127.0.0.1:{}/0",
+        closing.local_addr().unwrap().port()
+    );
+    let tries = Arc::new(AtomicU32::new(0));
+    {
+        let tries = Arc::clone(&tries);
+        std::thread::spawn(move || {
+            for stream in closing.incoming() {
+                tries.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+    }
+    let cache = RedisCache::cluster([closing_url.as_str(), server.db0_url().as_str()]).unwrap();
+    drop(subscribed(&cache));
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        1,
+        "the closing node was tried again"
+    );
+}
+
+/// Logs name the server as an address that can be read back: an IPv6
+/// host in brackets, a socket by its path; an IPv4 host or a name as it is.
+fn the_server_is_named_by_an_address_that_reads_back() {
+    let describe = |url: &str| RedisCache::new(url).unwrap().describe();
+    assert_eq!(
+        describe("redis://[::1]:6380/2"),
+        "redis [::1]:6380/2 key {tokenkeeper:}token"
+    );
+    assert_eq!(
+        describe("redis://127.0.0.1:6380/2"),
+        "redis 127.0.0.1:6380/2 key {tokenkeeper:}token"
+    );
+    assert_eq!(
+        describe("redis+unix:///run/redis.sock?db=3"),
+        "redis unix:/run/redis.sock?db=3 key {tokenkeeper:}token"
+    );
 }
