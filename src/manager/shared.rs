@@ -15,6 +15,11 @@ use crate::manager::state::ManagerState;
 use crate::manager::thread_copy::CopyIndex;
 use crate::token::Token;
 
+/// How close to its expiry a token's validity is checked on the exact
+/// clock as well as the fast one. Tokens are replaced long before, so
+/// reads pay for the exact clock only while refreshes keep failing.
+pub(crate) const EXACT_CLOCK_WINDOW_MS: u64 = 1_000;
+
 /// The latest published token and its publication number.
 pub(crate) struct Slot {
     pub(crate) token: Option<Arc<Token>>,
@@ -124,6 +129,19 @@ impl Shared {
         }
     }
 
+    /// Whether `token` is valid now: by the fast clock and, in the token's
+    /// last [`EXACT_CLOCK_WINDOW_MS`], by the exact clock too.
+    ///
+    /// The fast clock's margin covers the ticks a coarse clock normally
+    /// lags by; a loaded virtual machine can deliver ticks later still, and
+    /// a token must never count as valid after it expires.
+    pub(crate) fn is_valid_now(&self, token: &Token) -> bool {
+        let fast = self.clock.now_ms_fast();
+        token.is_valid_at_ms(fast)
+            && (token.expiry_ms() - fast > EXACT_CLOCK_WINDOW_MS
+                || token.is_valid_at_ms(self.clock.now_ms()))
+    }
+
     /// The published token, valid or not.
     pub(crate) fn token(&self) -> Option<Arc<Token>> {
         self.slot
@@ -170,9 +188,7 @@ impl Shared {
     pub(crate) fn published(&self, token: &Token) -> Published {
         self.read_slot(|slot| match slot.token.as_ref() {
             Some(current) if **current == *token => Published::This(slot.version),
-            Some(current) if current.is_valid_at_ms(self.clock.now_ms_fast()) => {
-                Published::Other(Arc::clone(current))
-            }
+            Some(current) if self.is_valid_now(current) => Published::Other(Arc::clone(current)),
             _ => Published::Neither,
         })
     }
@@ -343,6 +359,51 @@ mod tests {
     use super::*;
 
     use crate::clock::ManualClock;
+    use crate::token::AccessToken;
+    use crate::BoxFuture;
+
+    /// A clock whose fast reading lags the exact one by `lag_ms`, as a
+    /// coarse clock does when a loaded machine delivers its ticks late.
+    struct LaggingClock {
+        exact: ManualClock,
+        lag_ms: u64,
+    }
+
+    impl Clock for LaggingClock {
+        fn now(&self) -> std::time::SystemTime {
+            self.exact.now()
+        }
+
+        fn sleep_until(&self, deadline: std::time::SystemTime) -> BoxFuture<'static, ()> {
+            self.exact.sleep_until(deadline)
+        }
+
+        fn now_ms_fast(&self) -> u64 {
+            self.exact.now_ms() - self.lag_ms
+        }
+    }
+
+    #[test]
+    fn a_token_is_never_valid_after_its_expiry_however_far_the_fast_clock_lags() {
+        let exact = ManualClock::at_ms(1_000_000);
+        let clock = LaggingClock {
+            exact: exact.clone(),
+            lag_ms: 30,
+        };
+        let shared = Shared::new(Arc::new(clock), Duration::from_secs(1));
+        let token = Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, 1_000_010).unwrap();
+        // 10 ms left on the exact clock: valid.
+        assert!(shared.is_valid_now(&token));
+        // Expired 5 ms ago, while the fast clock still reads 25 ms before
+        // the expiry.
+        exact.set_ms(1_000_015);
+        assert!(!shared.is_valid_now(&token));
+        // Far from its expiry, the fast clock alone decides.
+        let long = Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, 1_001_016).unwrap();
+        assert!(shared.is_valid_now(&long));
+        exact.set_ms(1_001_016 + 29);
+        assert!(!shared.is_valid_now(&long), "expired on the exact clock");
+    }
 
     #[test]
     fn the_newest_rejected_publication_is_kept() {

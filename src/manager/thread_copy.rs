@@ -139,7 +139,7 @@ impl TokenCopy {
     #[cold]
     fn check_clock(&mut self, shared: &Shared) -> Option<&Arc<Token>> {
         let token = self.token.as_ref()?;
-        if !token.is_valid_at_ms(shared.clock.now_ms_fast()) {
+        if !shared.is_valid_now(token) {
             // A checked read may come with unchecked reads left.
             self.late = true;
             self.unchecked_reads = 0;
@@ -215,10 +215,7 @@ fn with_token<const CHECKED: bool, R>(
     });
     match (local, f) {
         (Ok(Some(result)), _) => result,
-        (_, Some(f)) => {
-            let now = shared.clock.now_ms_fast();
-            f(shared.token().filter(|t| t.is_valid_at_ms(now)).as_ref())
-        }
+        (_, Some(f)) => f(shared.token().filter(|t| shared.is_valid_now(t)).as_ref()),
         // `f` is taken only after every fallible step, and its result is
         // returned at once: a taken `f` always yields `Ok(Some)`.
         (_, None) => unreachable!("the read closure ran but produced nothing"),
