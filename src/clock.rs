@@ -450,7 +450,9 @@ mod tests {
             }
             std::thread::sleep(Duration::from_micros(700));
         }
-        assert!(behind <= 10, "{behind} of 500 fast readings behind");
+        // Without the margin nearly every reading would be behind; one
+        // late tick puts at most a few dozen of them behind.
+        assert!(behind < 100, "{behind} of 500 fast readings behind");
         let clock = ManualClock::new(ms(42));
         assert_eq!(clock.now_ms_fast(), 42);
     }
