@@ -367,10 +367,12 @@ mod tests {
     struct LaggingClock {
         exact: ManualClock,
         lag_ms: u64,
+        exact_readings: std::sync::atomic::AtomicUsize,
     }
 
     impl Clock for LaggingClock {
         fn now(&self) -> std::time::SystemTime {
+            self.exact_readings.fetch_add(1, Ordering::SeqCst);
             self.exact.now()
         }
 
@@ -386,11 +388,12 @@ mod tests {
     #[test]
     fn a_token_is_never_valid_after_its_expiry_however_far_the_fast_clock_lags() {
         let exact = ManualClock::at_ms(1_000_000);
-        let clock = LaggingClock {
+        let clock = Arc::new(LaggingClock {
             exact: exact.clone(),
             lag_ms: 30,
-        };
-        let shared = Shared::new(Arc::new(clock), Duration::from_secs(1));
+            exact_readings: Default::default(),
+        });
+        let shared = Shared::new(clock.clone(), Duration::from_secs(1));
         let token = Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, 1_000_010).unwrap();
         // 10 ms left on the exact clock: valid.
         assert!(shared.is_valid_now(&token));
@@ -398,10 +401,19 @@ mod tests {
         // the expiry.
         exact.set_ms(1_000_015);
         assert!(!shared.is_valid_now(&token));
-        // Far from its expiry, the fast clock alone decides.
-        let long = Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, 1_001_016).unwrap();
-        assert!(shared.is_valid_now(&long));
-        exact.set_ms(1_001_016 + 29);
+        // Before its last second by the fast clock, the fast clock alone
+        // decides; from the start of that second on, the exact one too.
+        let fast = 1_000_015 - 30;
+        let readings = || clock.exact_readings.load(Ordering::SeqCst);
+        for (left, exact_read) in [(1_001, false), (1_000, true)] {
+            let token =
+                Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, fast + left).unwrap();
+            let before = readings();
+            assert!(shared.is_valid_now(&token));
+            assert_eq!(readings() > before, exact_read, "{left} ms left");
+        }
+        let long = Token::from_parts_ms(AccessToken::new("t"), 0, 500_000, fast + 1_000).unwrap();
+        exact.set_ms(fast + 1_000 + 10);
         assert!(!shared.is_valid_now(&long), "expired on the exact clock");
     }
 
